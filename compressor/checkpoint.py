@@ -1,0 +1,320 @@
+"""Safe loading and saving of models.
+
+Accepted inputs, in the order they are recognised:
+
+1. the project's own format (``save_model``): architecture, options, weights, preprocessing
+   and history; it reloads with no flags;
+2. a checkpoint dict holding a state_dict under a common key (``state_dict``, ``model``,
+   ``model_state_dict``, ...), with ``module.``/``_orig_mod.`` prefixes stripped;
+3. a bare state_dict of a known architecture (``arch=...``), the class count inferred from
+   the classifier weights;
+4. a fully pickled ``nn.Module``, only with ``trust_pickle=True``.
+
+Loading uses ``torch.load(weights_only=True)``: a file that needs code to unpickle is refused
+with the names of the globals it would import, unless the caller trusts it explicitly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from compressor.archs import arch_info, build_model, infer_build_options
+from compressor.config import Preprocess, to_dict
+from compressor.errors import CompressorError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+FORMAT = "compressor-model"
+FORMAT_VERSION = 1
+STATE_DICT_KEYS = (
+    "state_dict",
+    "model_state_dict",
+    "model",
+    "net",
+    "network",
+    "module",
+    "weights",
+    "model_ema",
+    "state_dict_ema",
+    "params",
+)
+_PREFIXES = ("module.", "_orig_mod.")
+
+
+@dataclass
+class LoadedModel:
+    """A model with what is known about it."""
+
+    model: nn.Module
+    arch: str
+    num_classes: int
+    source_format: str  # "compressor", "checkpoint-dict", "state-dict" or "pickled-module"
+    arch_options: dict[str, Any] = field(default_factory=dict)
+    preprocess: Preprocess | None = None
+    class_names: list[str] | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def in_channels(self) -> int:
+        return first_conv_in_channels(self.model)
+
+
+def first_conv_in_channels(model: nn.Module) -> int:
+    """Input channels of the first convolution (the model's image channels), 3 if none."""
+    from torch import nn
+
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            return int(m.in_channels)
+    return 3
+
+
+def _torch_load(path: Path, *, trust_pickle: bool) -> Any:
+    import torch
+
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        try:
+            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:
+            unsafe = []
+        unsafe = [g for g in unsafe if g != "argparse.Namespace"]
+        if not unsafe:
+            raise CompressorError(
+                f"{path} is not a valid PyTorch checkpoint (corrupt or truncated)"
+            ) from e
+        if not trust_pickle:
+            shown = ", ".join(unsafe[:3]) + (
+                f" and {len(unsafe) - 3} more" if len(unsafe) > 3 else ""
+            )
+            raise CompressorError(
+                f"{path} contains pickled Python objects ({shown}); loading it would run code from "
+                "the file. Pass --trust-pickle only if you trust its source, or save a state_dict instead"
+            ) from e
+    except RuntimeError as e:
+        if "TorchScript" in str(e):
+            raise CompressorError(
+                f"{path} is a TorchScript archive, which cannot be pruned; save the model's state_dict instead"
+            ) from e
+        raise CompressorError(
+            f"{path} is not a valid PyTorch checkpoint (corrupt or truncated)"
+        ) from e
+    except (EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        raise CompressorError(
+            f"{path} is not a valid PyTorch checkpoint (corrupt or truncated)"
+        ) from e
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise CompressorError(f"{path}: unpickling failed even with --trust-pickle: {e}") from e
+
+
+def _is_state_dict(obj: Any) -> bool:
+    import torch
+
+    return (
+        isinstance(obj, Mapping)
+        and len(obj) > 0
+        and all(isinstance(k, str) for k in obj)
+        and all(isinstance(v, torch.Tensor) for v in obj.values())
+    )
+
+
+def _strip_prefixes(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out = dict(sd)
+    changed = True
+    while changed:
+        changed = False
+        for p in _PREFIXES:
+            if out and all(k.startswith(p) for k in out):
+                out = {k[len(p) :]: v for k, v in out.items()}
+                changed = True
+    return out
+
+
+def _arch_from_checkpoint(obj: Mapping[str, Any]) -> str | None:
+    for key in ("arch", "architecture", "model_name"):
+        if isinstance(obj.get(key), str):
+            return str(obj[key])
+    args = obj.get("args")
+    if isinstance(args, argparse.Namespace) and isinstance(getattr(args, "model", None), str):
+        return str(args.model)  # torchvision's reference training scripts
+    return None
+
+
+def load_state_dict_strict(
+    model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, what: str
+) -> None:
+    """Load weights, raising a ``CompressorError`` that names the first mismatches."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state_dict if k not in expected]
+    wrong = [
+        f"{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
+    ]
+    problems = []
+    if wrong:
+        problems.append(f"shape mismatches (file vs model): {'; '.join(wrong[:3])}")
+    if missing:
+        problems.append(f"missing keys: {', '.join(missing[:3])}")
+    if unexpected:
+        problems.append(f"unexpected keys: {', '.join(unexpected[:3])}")
+    if problems:
+        total = len(wrong) + len(missing) + len(unexpected)
+        raise CompressorError(
+            f"weights do not fit {what} ({total} problems): " + " | ".join(problems)
+        )
+    model.load_state_dict(state_dict, strict=False)
+
+
+def _from_state_dict(
+    sd: Mapping[str, torch.Tensor], arch: str, path: Path, source: str
+) -> LoadedModel:
+    arch_info(arch)  # validates the name
+    sd = _strip_prefixes(sd)
+    try:
+        num_classes, in_channels, options = infer_build_options(arch, sd)
+    except CompressorError as e:
+        raise CompressorError(f"{path}: {e}") from e
+    model = build_model(arch, num_classes=num_classes, in_channels=in_channels, options=options)
+    load_state_dict_strict(model, sd, what=f"--arch {arch}")
+    return LoadedModel(model, arch, num_classes, source, arch_options=options)
+
+
+def _from_project_format(obj: Mapping[str, Any], path: Path) -> LoadedModel:
+    version = obj.get("version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CompressorError(
+            f"{path} was written by a newer compressor (format version {version}); upgrade compressor"
+        )
+    try:
+        arch = str(obj["arch"])
+        num_classes = int(obj["num_classes"])
+        options = dict(obj.get("arch_options") or {})
+        in_channels = obj.get("in_channels")
+        sd = obj["state_dict"]
+    except (KeyError, TypeError, ValueError) as e:
+        raise CompressorError(f"{path} is a damaged compressor model file (missing {e})") from e
+    model = build_model(arch, num_classes=num_classes, in_channels=in_channels, options=options)
+    load_state_dict_strict(model, sd, what=f"the recorded architecture {arch}")
+    pre = obj.get("preprocess")
+    return LoadedModel(
+        model,
+        arch,
+        num_classes,
+        "compressor",
+        arch_options=options,
+        preprocess=Preprocess.from_dict(pre) if pre else None,
+        class_names=list(obj["class_names"]) if obj.get("class_names") else None,
+        metadata=dict(obj.get("metadata") or {}),
+    )
+
+
+def _from_module(module: nn.Module, arch: str | None) -> LoadedModel:
+    from torch import nn
+
+    linears = [m for m in module.modules() if isinstance(m, nn.Linear | nn.Conv2d)]
+    last = linears[-1] if linears else None
+    num_classes = int(getattr(last, "out_features", getattr(last, "out_channels", 0)) or 0)
+    return LoadedModel(module, arch or type(module).__name__.lower(), num_classes, "pickled-module")
+
+
+def load_model(
+    path: str | Path, *, arch: str | None = None, trust_pickle: bool = False
+) -> LoadedModel:
+    """Load a model file of any accepted kind (see the module docstring).
+
+    ``arch`` is required for a bare state_dict unless the checkpoint names its architecture.
+    Raises ``CompressorError`` for a missing, corrupt or untrusted file, an unknown or wrong
+    architecture, or weights that do not fit it.
+    """
+    from torch import nn
+
+    path = Path(path)
+    if not path.exists():
+        raise CompressorError(f"model file {str(path)!r} not found")
+    if not path.is_file():
+        raise CompressorError(f"model path {str(path)!r} is not a file")
+    obj = _torch_load(path, trust_pickle=trust_pickle)
+
+    if isinstance(obj, Mapping) and obj.get("format") == FORMAT:
+        loaded = _from_project_format(obj, path)
+        if arch is not None and arch != loaded.arch:
+            raise CompressorError(f"{path} holds a {loaded.arch}, not a {arch} (drop --arch)")
+        return loaded
+    if isinstance(obj, nn.Module):
+        return _from_module(obj, arch)
+    if _is_state_dict(obj):
+        if arch is None:
+            raise CompressorError(
+                f"{path} holds a bare state_dict; say which architecture with --arch NAME"
+            )
+        return _from_state_dict(obj, arch, path, "state-dict")
+    if isinstance(obj, Mapping):
+        arch = arch or _arch_from_checkpoint(obj)
+        for key in STATE_DICT_KEYS:
+            value = obj.get(key)
+            if isinstance(value, nn.Module):
+                return _from_module(value, arch)
+            if _is_state_dict(value):
+                if arch is None:
+                    raise CompressorError(
+                        f"{path} holds a state_dict under {key!r} but names no architecture; give --arch NAME"
+                    )
+                return _from_state_dict(value, arch, path, "checkpoint-dict")
+        keys = ", ".join(repr(k) for k in list(obj)[:8])
+        raise CompressorError(
+            f"{path} holds a dict without model weights (top-level keys: {keys}); expected weights "
+            f"under one of: {', '.join(STATE_DICT_KEYS)}"
+        )
+    raise CompressorError(f"{path} holds a {type(obj).__name__}, not a model or state_dict")
+
+
+def model_payload(loaded: LoadedModel) -> dict[str, Any]:
+    """The project-format dict for ``loaded`` (tensors on CPU; nothing needs code to load)."""
+    sd = {k: v.detach().cpu().clone() for k, v in loaded.model.state_dict().items()}
+    return {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "arch": loaded.arch,
+        "num_classes": loaded.num_classes,
+        "in_channels": loaded.in_channels,
+        "arch_options": dict(loaded.arch_options),
+        "preprocess": to_dict(loaded.preprocess) if loaded.preprocess else None,
+        "class_names": list(loaded.class_names) if loaded.class_names else None,
+        "metadata": dict(loaded.metadata),
+        "state_dict": sd,
+    }
+
+
+def save_model(loaded: LoadedModel, path: str | Path) -> None:
+    """Write ``loaded`` in the project's format, atomically.
+
+    Raises ``CompressorError`` for a model the format cannot describe (a pickled module
+    of unknown architecture).
+    """
+    import torch
+
+    from compressor.utils import atomic_write_with
+
+    if loaded.source_format == "pickled-module":
+        try:
+            arch_info(loaded.arch)
+        except CompressorError as e:
+            raise CompressorError(
+                f"cannot save a pickled {loaded.arch} in the compressor format: its architecture is unknown"
+            ) from e
+    payload = model_payload(loaded)
+    atomic_write_with(Path(path), lambda f: torch.save(payload, f))

@@ -1,0 +1,435 @@
+"""The ``compressor`` command line. Thin: parse options, build a config, call the library, print.
+
+Only click and the standard library are imported at module level, so ``compressor --help``
+answers without loading torch. User errors (``CompressorError``) become one line on stderr
+and exit status 1; an interrupt exits with 130.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from compressor import __version__
+from compressor.errors import CompressorError
+
+EXIT_INTERRUPTED = 130
+
+
+class _Group(click.Group):
+    """Turns library errors into one clear line instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CompressorError as e:
+            from compressor.train import TrainingInterrupted
+
+            click.echo(f"Error: {e}", err=True)
+            ctx.exit(EXIT_INTERRUPTED if isinstance(e, TrainingInterrupted) else 1)
+        except KeyboardInterrupt:
+            click.echo("Error: interrupted", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+
+
+@click.group(
+    cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
+@click.version_option(__version__, "--version", prog_name="compressor")
+def cli() -> None:
+    """Compress trained CNN classifiers: structured-sparsity training, physical channel
+    pruning, verified ONNX export and on-device benchmarks.
+
+    Models: a torchvision state_dict (with --arch), a checkpoint dict, or a file written by
+    compressor. Data: an ImageFolder, CIFAR-10/100 or MNIST directory, or the bundled
+    example `mnist15k`. Nothing is downloaded.
+    """
+
+
+def main() -> None:
+    cli(prog_name="compressor")
+
+
+# --------------------------------------------------------------------------- shared options
+
+
+def _parse_size(value: str | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        parts = tuple(int(p) for p in value.lower().replace(",", "x").split("x"))
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not a size; use S, HxW or CxHxW (e.g. 32, 3x32x32)"
+        ) from None
+    if not 1 <= len(parts) <= 3 or min(parts) < 1:
+        raise click.BadParameter(f"{value!r} is not a size; use S, HxW or CxHxW (e.g. 32, 3x32x32)")
+    if len(parts) == 3 and parts[0] not in (1, 3):
+        raise click.BadParameter(f"{value!r}: the channel count must be 1 or 3")
+    return parts
+
+
+def _parse_floats(value: str | None) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    try:
+        return tuple(float(p) for p in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of numbers") from None
+
+
+def output_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("-v", "--verbose", is_flag=True, help="More detail on stderr.")(f)
+    f = click.option(
+        "-q", "--quiet", is_flag=True, help="No progress bars or messages, only results."
+    )(f)
+    f = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")(f)
+    return f
+
+
+def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option(
+        "--trust-pickle",
+        is_flag=True,
+        help="Allow a file that needs code to load (a pickled nn.Module). Only for files you trust.",
+    )(f)
+    f = click.option(
+        "--arch",
+        metavar="NAME",
+        help="Architecture of a bare state_dict: any torchvision classifier name, or lenet5 / smallcnn.",
+    )(f)
+    return f
+
+
+def data_options(required: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def wrap(f: Callable[..., Any]) -> Callable[..., Any]:
+        options = [
+            click.option(
+                "--data",
+                required=required,
+                metavar="DIR|mnist15k",
+                help="ImageFolder (train/ and val/, or one folder split by --val-split), CIFAR or MNIST root, or mnist15k.",
+            ),
+            click.option(
+                "--input-size",
+                metavar="S|HxW|CxHxW",
+                help="Model input size (default: recorded with the model, else the data's).",
+            ),
+            click.option(
+                "--mean",
+                metavar="M[,M,M]",
+                help="Normalisation mean in [0,1] per channel (with --std).",
+            ),
+            click.option(
+                "--std", metavar="S[,S,S]", help="Normalisation std per channel (with --mean)."
+            ),
+            click.option(
+                "--val-split",
+                type=float,
+                default=0.1,
+                show_default=True,
+                help="Held-out fraction for a single-folder ImageFolder.",
+            ),
+            click.option("--batch-size", type=int, default=128, show_default=True),
+            click.option(
+                "--workers",
+                type=int,
+                default=None,
+                help="Data-loading processes (default: 0 for in-memory data, else up to 8).",
+            ),
+        ]
+        for opt in reversed(options):
+            f = opt(f)
+        return f
+
+    return wrap
+
+
+def runtime_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option(
+        "--seed",
+        type=int,
+        default=0,
+        show_default=True,
+        help="Random seed (runs are deterministic on CPU).",
+    )(f)
+    f = click.option(
+        "--device",
+        default="auto",
+        show_default=True,
+        help="auto, cpu, cuda or cuda:N.",
+    )(f)
+    return f
+
+
+class Console:
+    """Where a command writes: results to stdout, messages and progress to stderr."""
+
+    def __init__(self, *, quiet: bool, verbose: bool, as_json: bool) -> None:
+        self.quiet = quiet
+        self.verbose = verbose
+        self.as_json = as_json
+
+    @property
+    def progress(self) -> bool:
+        return not self.quiet
+
+    def info(self, msg: str) -> None:
+        if not self.quiet:
+            click.echo(msg, err=True)
+
+    def debug(self, msg: str) -> None:
+        if self.verbose and not self.quiet:
+            click.echo(msg, err=True)
+
+    def result(self, payload: dict[str, Any], render: Callable[[], None]) -> None:
+        if self.as_json:
+            click.echo(json.dumps(payload, indent=2))
+        else:
+            render()
+
+
+def with_console(f: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(f)
+    def wrapper(*args: Any, quiet: bool, verbose: bool, as_json: bool, **kwargs: Any) -> Any:
+        return f(*args, console=Console(quiet=quiet, verbose=verbose, as_json=as_json), **kwargs)
+
+    return wrapper
+
+
+def _data_config(kw: dict[str, Any], *, augment: bool = True) -> Any:
+    from compressor.config import DataConfig
+
+    return DataConfig(
+        data=kw["data"],
+        input_size=_parse_size(kw["input_size"]),
+        mean=_parse_floats(kw["mean"]),
+        std=_parse_floats(kw["std"]),
+        val_split=kw["val_split"],
+        batch_size=kw["batch_size"],
+        eval_batch_size=max(kw["batch_size"], 256),
+        workers=kw["workers"],
+        augment=augment,
+    )
+
+
+def _check_output(path: Path, force: bool) -> None:
+    if path.exists() and not force:
+        raise CompressorError(f"{path} exists; pass --force to overwrite it")
+    if path.exists() and path.is_dir():
+        raise CompressorError(f"{path} is a directory; give a file name")
+    if not path.parent.exists():
+        raise CompressorError(f"output directory {str(path.parent)!r} does not exist")
+
+
+def _print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    from rich.console import Console as RichConsole
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for i, c in enumerate(columns):
+        table.add_column(c, justify="left" if i == 0 else "right")
+    for r in rows:
+        table.add_row(*[str(v) for v in r])
+    RichConsole(width=120).print(table)
+
+
+# --------------------------------------------------------------------------- train
+
+
+@cli.command()
+@click.argument("arch_or_model")
+@model_options
+@data_options(required=True)
+@click.option("--epochs", type=int, default=10, show_default=True)
+@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="sgd", show_default=True)
+@click.option(
+    "--lr",
+    type=float,
+    default=None,
+    help="Peak learning rate [default: 0.05 for sgd, 1e-3 for adamw].",
+)
+@click.option("--momentum", type=float, default=0.9, show_default=True)
+@click.option("--weight-decay", type=float, default=5e-4, show_default=True)
+@click.option(
+    "--schedule",
+    type=click.Choice(["cosine", "step", "constant"]),
+    default="cosine",
+    show_default=True,
+)
+@click.option(
+    "--step-epochs",
+    type=int,
+    default=30,
+    show_default=True,
+    help="Step schedule: epochs between decays.",
+)
+@click.option("--warmup-epochs", type=float, default=0.0, show_default=True)
+@click.option("--label-smoothing", type=float, default=0.0, show_default=True)
+@click.option(
+    "--augment/--no-augment",
+    default=True,
+    show_default=True,
+    help="Random shifts (and flips where valid).",
+)
+@click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision on CUDA.")
+@click.option(
+    "--channels-last/--no-channels-last",
+    default=True,
+    show_default=True,
+    help="NHWC memory format on CUDA.",
+)
+@runtime_options
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), required=True, help="Trained model file."
+)
+@click.option("--resume", is_flag=True, help="Continue an interrupted run of this same command.")
+@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
+@output_options
+@with_console
+def train(arch_or_model: str, console: Console, **kw: Any) -> None:
+    """Train ARCH_OR_MODEL (an architecture name, or a model file to fine-tune) on --data.
+
+    Writes OUTPUT (a compressor model file with its preprocessing and class names) and
+    OUTPUT's stem + .train.json (settings and per-epoch history). A resumable state
+    (OUTPUT + .resume) is kept after every epoch and on Ctrl-C until training finishes.
+    """
+    from compressor.config import TrainConfig
+    from compressor.pipeline import train_model
+
+    output: Path = kw["output"]
+    if not kw["resume"]:
+        _check_output(output, kw["force"])
+    lr = kw["lr"] if kw["lr"] is not None else (0.05 if kw["optimizer"] == "sgd" else 1e-3)
+    config = TrainConfig(
+        epochs=kw["epochs"],
+        optimizer=kw["optimizer"],
+        lr=lr,
+        momentum=kw["momentum"],
+        weight_decay=kw["weight_decay"],
+        schedule=kw["schedule"],
+        step_epochs=kw["step_epochs"],
+        warmup_epochs=kw["warmup_epochs"],
+        label_smoothing=kw["label_smoothing"],
+        seed=kw["seed"],
+        device=kw["device"],
+        amp=kw["amp"],
+        channels_last=kw["channels_last"],
+    )
+    result = train_model(
+        arch_or_model,
+        data=_data_config(kw, augment=kw["augment"]),
+        train=config,
+        output=output,
+        arch=kw["arch"],
+        trust_pickle=kw["trust_pickle"],
+        resume=kw["resume"],
+        progress=console.progress,
+        log=console.info,
+    )
+    hist = result["history"]
+    last = hist[-1] if hist else None
+
+    def render() -> None:
+        if last is not None:
+            top5 = f", top-5 {last['val_top5']:.2f}%" if last["val_top5"] is not None else ""
+            click.echo(f"val top-1 {last['val_top1']:.2f}%{top5} after {last['epoch']} epochs")
+        click.echo(f"wrote {output}")
+
+    console.result(result, render)
+
+
+# --------------------------------------------------------------------------- eval
+
+
+@cli.command("eval")
+@click.argument("model", type=click.Path(path_type=Path))
+@model_options
+@data_options(required=True)
+@click.option("--split", type=click.Choice(["val", "train"]), default="val", show_default=True)
+@runtime_options
+@output_options
+@with_console
+def eval_(model: Path, console: Console, **kw: Any) -> None:
+    """Accuracy of MODEL on --data (top-1, and top-5 above 5 classes)."""
+    from compressor.pipeline import evaluate_model
+
+    result = evaluate_model(
+        model,
+        data=_data_config(kw, augment=False),
+        device=kw["device"],
+        split=kw["split"],
+        arch=kw["arch"],
+        trust_pickle=kw["trust_pickle"],
+        progress=console.progress,
+    )
+
+    def render() -> None:
+        top5 = f"  top-5 {result['top5']:.2f}%" if result["top5"] is not None else ""
+        click.echo(
+            f"{result['split']}: top-1 {result['top1']:.2f}%{top5}  loss {result['loss']:.4f}  "
+            f"({result['images']} images, {result['input_size']})"
+        )
+
+    console.result(result, render)
+
+
+# --------------------------------------------------------------------------- inspect
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@model_options
+@click.option(
+    "--input-size",
+    metavar="S|HxW|CxHxW",
+    help="Input size for MACs (default: recorded, else the architecture's).",
+)
+@output_options
+@with_console
+def inspect(model: Path, console: Console, **kw: Any) -> None:
+    """Parameters, MACs (fvcore) and per-layer channels of MODEL."""
+    from compressor.analysis import human
+    from compressor.pipeline import inspect_model
+
+    result = inspect_model(
+        model,
+        input_size=_parse_size(kw["input_size"]),
+        arch=kw["arch"],
+        trust_pickle=kw["trust_pickle"],
+    )
+
+    def render() -> None:
+        click.echo(
+            f"{result['arch']} ({result['source_format']}): {human(result['params'])} parameters, "
+            f"{human(result['macs'])} MACs at {'x'.join(map(str, result['input_size']))}, "
+            f"{result['num_classes']} classes"
+        )
+        rows = [
+            [
+                r["name"],
+                r["type"],
+                r["in_channels"],
+                r["out_channels"],
+                r["groups"],
+                "x".join(map(str, r["kernel"])) or "-",
+                human(r["params"]),
+                human(r["macs"]),
+            ]
+            for r in result["layers"]
+        ]
+        _print_table(
+            "layers", ["layer", "type", "in", "out", "groups", "kernel", "params", "MACs"], rows
+        )
+
+    console.result(result, render)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

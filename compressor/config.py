@@ -1,0 +1,146 @@
+"""Configuration as frozen dataclasses: CLI options -> a config -> library functions.
+
+Library code never sees click. Every config serialises with ``to_dict`` and is written
+next to the output it produced, so a result can always be traced back to its settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from compressor.errors import CompressorError
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a (nested) config dataclass."""
+    return _jsonable(dataclasses.asdict(config))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_json(path: str | Path, payload: Any) -> None:
+    """Write ``payload`` as JSON atomically (a reader never sees a half-written file)."""
+    from compressor.utils import atomic_write_bytes
+
+    atomic_write_bytes(Path(path), (json.dumps(_jsonable(payload), indent=2) + "\n").encode())
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How images become model input; recorded with every model the tool writes."""
+
+    input_size: tuple[int, int, int]  # (C, H, W)
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        c = self.input_size[0]
+        if c not in (1, 3):
+            raise CompressorError(f"input channels must be 1 or 3, got {c}")
+        if min(self.input_size[1:]) < 1:
+            raise CompressorError(f"input size must be positive, got {self.input_size}")
+        if len(self.mean) != c or len(self.std) != c:
+            raise CompressorError(
+                f"mean and std need {c} values for {c}-channel input, got {self.mean} and {self.std}"
+            )
+        if min(self.std) <= 0:
+            raise CompressorError(f"std values must be positive, got {self.std}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Preprocess:
+        return cls(
+            input_size=tuple(int(v) for v in d["input_size"]),  # type: ignore[arg-type]
+            mean=tuple(float(v) for v in d["mean"]),
+            std=tuple(float(v) for v in d["std"]),
+        )
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the data comes from and how it is batched.
+
+    ``data`` is a directory (ImageFolder, CIFAR-10/100 or MNIST layout) or ``mnist15k``.
+    ``input_size`` is ``(S,)``, ``(H, W)`` or ``(C, H, W)``; with ``mean`` and ``std`` it overrides what the model file recorded or the
+    dataset's defaults. ``workers=None`` picks a sensible count for the data source.
+    """
+
+    data: str
+    input_size: tuple[int, ...] | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    val_split: float = 0.1
+    batch_size: int = 128
+    eval_batch_size: int = 256
+    workers: int | None = None
+    augment: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.val_split < 1.0:
+            raise CompressorError(f"--val-split must be in (0, 1), got {self.val_split}")
+        if self.batch_size < 1 or self.eval_batch_size < 1:
+            raise CompressorError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.input_size is not None and (
+            not 1 <= len(self.input_size) <= 3 or min(self.input_size) < 1
+        ):
+            raise CompressorError(f"--input-size must be S, HxW or CxHxW, got {self.input_size}")
+        if self.workers is not None and self.workers < 0:
+            raise CompressorError(f"--workers must be 0 or more, got {self.workers}")
+
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("cosine", "step", "constant")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The fine-tuning loop's settings. ``lr`` is the peak learning rate after warm-up."""
+
+    epochs: int = 10
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    step_epochs: int = 30  # step schedule: decay every this many epochs
+    gamma: float = 0.1  # step schedule: decay factor
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.0
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True  # mixed precision; used on CUDA only
+    channels_last: bool = True  # memory format; used on CUDA only
+    log_every: int = 20  # progress-bar refresh, in steps
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0:
+            raise CompressorError(f"--epochs must be 0 or more, got {self.epochs}")
+        if self.optimizer not in OPTIMIZERS:
+            raise CompressorError(
+                f"unknown optimizer {self.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}"
+            )
+        if self.schedule not in SCHEDULES:
+            raise CompressorError(
+                f"unknown schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}"
+            )
+        if self.lr <= 0:
+            raise CompressorError(f"--lr must be positive, got {self.lr}")
+        if self.weight_decay < 0:
+            raise CompressorError(f"--weight-decay must be 0 or more, got {self.weight_decay}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise CompressorError(
+                f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"
+            )
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise CompressorError(f"--device must be auto, cpu or cuda[:N], got {self.device!r}")

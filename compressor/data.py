@@ -1,0 +1,575 @@
+"""Datasets: ImageFolder, CIFAR-10/100, MNIST-format IDX files and the bundled ``mnist15k``.
+
+Nothing is ever downloaded. Every source yields uint8 images already converted to the
+model's channel count and spatial size; normalisation and augmentation happen per batch
+(``BatchTransform``) with an explicit random generator, so a run is reproducible from
+``(seed, epoch, step)`` alone and can resume at any step with identical results.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from compressor.config import DataConfig, Preprocess
+from compressor.errors import CompressorError
+
+if TYPE_CHECKING:
+    import torch
+    from torch.utils.data import Dataset
+
+BUNDLED = {"mnist15k": Path(__file__).parent / "_bundled" / "mnist"}
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# Per-dataset statistics of the training sets (the values used across the literature).
+_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "mnist": ((0.1307,), (0.3081,)),
+    "fashion-mnist": ((0.2860,), (0.3530,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "imagefolder": (IMAGENET_MEAN, IMAGENET_STD),
+}
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+_VAL_DIRS = ("val", "valid", "validation", "test")
+_SPLIT_SEED = 0  # --val-split is fixed across runs so that every run evaluates the same images
+
+
+@dataclass
+class DataBundle:
+    """Train and validation sets of one source, ready for ``make_loader``."""
+
+    name: str  # what the source is, for reports: "mnist15k", "cifar10 at /path", ...
+    kind: str  # key into the statistics table
+    train: Dataset
+    val: Dataset
+    class_names: list[str]
+    preprocess: Preprocess
+    flip: bool  # whether horizontal flips are a valid augmentation (not for digits)
+    in_memory: bool
+
+
+# --------------------------------------------------------------------------- readers
+
+
+def _read_idx(path: Path) -> Any:
+    """Read an IDX file (optionally gzipped) into a numpy array."""
+    import numpy as np
+
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+        zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
+        if zero != 0 or dtype_code != 0x08:
+            raise ValueError("not an unsigned-byte IDX file")
+        shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
+        data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+        return data.reshape(shape)
+    except (OSError, ValueError, struct.error, EOFError) as e:
+        raise CompressorError(f"{path} is not a valid IDX file: {e}") from e
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles CIFAR batches (dicts of lists and numpy arrays) and nothing else.
+
+    CIFAR's python release is a pickle; a plain ``pickle.load`` would run any code a
+    tampered file carries. Only numpy's array-reconstruction globals are allowed.
+    """
+
+    _ALLOWED = frozenset(
+        {
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("_codecs", "encode"),
+        }
+    )
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load global {module}.{name}")
+        return super().find_class(module, name)
+
+
+def _read_cifar_batch(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            obj = _ArrayUnpickler(f, encoding="latin1").load()
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError) as e:
+        raise CompressorError(f"{path} is not a valid CIFAR batch file: {e}") from e
+    if not isinstance(obj, dict) or "data" not in obj:
+        raise CompressorError(f"{path} is not a valid CIFAR batch file (no 'data' entry)")
+    return obj
+
+
+def _check_md5s(folder: Path) -> None:
+    from compressor.utils import md5sum
+
+    sums = folder / "MD5SUMS"
+    for line in sums.read_text().splitlines():
+        digest, name = line.split()
+        if md5sum(folder / name) != digest:
+            raise CompressorError(f"bundled file {folder / name} is corrupt (md5 mismatch)")
+
+
+# --------------------------------------------------------------------------- sources
+
+
+@dataclass
+class _Raw:
+    """Images of one source before conversion: uint8 arrays (N, C, H, W) or file lists."""
+
+    kind: str
+    name: str
+    class_names: list[str]
+    flip: bool
+    train_x: Any = None
+    train_y: Any = None
+    val_x: Any = None
+    val_y: Any = None
+    train_files: list[tuple[str, int]] | None = None
+    val_files: list[tuple[str, int]] | None = None
+
+    @property
+    def channels(self) -> int:
+        return 3 if self.train_x is None else int(self.train_x.shape[1])
+
+    @property
+    def native_size(self) -> int | None:
+        return None if self.train_x is None else int(self.train_x.shape[-1])
+
+
+def _mnist15k() -> _Raw:
+    import numpy as np
+
+    folder = BUNDLED["mnist15k"]
+    _check_md5s(folder)
+    with gzip.open(folder / "mnist-train-5k.csv.gz", "rt") as f:
+        rows = np.loadtxt(f, delimiter=",", dtype=np.uint8)
+    test_x = _read_idx(folder / "t10k-images-idx3-ubyte.gz")
+    test_y = _read_idx(folder / "t10k-labels-idx1-ubyte.gz")
+    train_x = np.concatenate([rows[:, :784].reshape(-1, 28, 28), test_x[:8000]])
+    train_y = np.concatenate([rows[:, 784], test_y[:8000]])
+    return _Raw(
+        kind="mnist",
+        name="mnist15k",
+        class_names=[str(i) for i in range(10)],
+        flip=False,
+        train_x=train_x[:, None],
+        train_y=train_y,
+        val_x=test_x[8000:, None],
+        val_y=test_y[8000:],
+    )
+
+
+def _find_idx(root: Path, stem: str) -> Path | None:
+    for folder in (root, root / "raw", root / "MNIST" / "raw", root / "FashionMNIST" / "raw"):
+        for name in (stem, stem + ".gz"):
+            if (folder / name).is_file():
+                return folder / name
+    return None
+
+
+def _mnist_dir(root: Path) -> _Raw | None:
+    files = {
+        s: _find_idx(root, s)
+        for s in (
+            "train-images-idx3-ubyte",
+            "train-labels-idx1-ubyte",
+            "t10k-images-idx3-ubyte",
+            "t10k-labels-idx1-ubyte",
+        )
+    }
+    if not any(files.values()):
+        return None
+    missing = [s for s, p in files.items() if p is None]
+    if missing:
+        raise CompressorError(f"{root} looks like an MNIST root but lacks {', '.join(missing)}")
+    fashion = "FashionMNIST" in str(files["train-images-idx3-ubyte"])
+    x = {s: _read_idx(p) for s, p in files.items() if p is not None}
+    if len(x["train-images-idx3-ubyte"]) != len(x["train-labels-idx1-ubyte"]) or len(
+        x["t10k-images-idx3-ubyte"]
+    ) != len(x["t10k-labels-idx1-ubyte"]):
+        raise CompressorError(f"{root}: image and label files have different lengths")
+    return _Raw(
+        kind="fashion-mnist" if fashion else "mnist",
+        name=f"{'fashion-mnist' if fashion else 'mnist'} at {root}",
+        class_names=[str(i) for i in range(10)],
+        flip=fashion,
+        train_x=x["train-images-idx3-ubyte"][:, None],
+        train_y=x["train-labels-idx1-ubyte"],
+        val_x=x["t10k-images-idx3-ubyte"][:, None],
+        val_y=x["t10k-labels-idx1-ubyte"],
+    )
+
+
+def _cifar_dir(root: Path) -> _Raw | None:
+    import numpy as np
+
+    for sub, kind in (("cifar-10-batches-py", "cifar10"), ("cifar-100-python", "cifar100")):
+        folder = root / sub if (root / sub).is_dir() else root if root.name == sub else None
+        if folder is None:
+            continue
+        if kind == "cifar10":
+            train_names = [f"data_batch_{i}" for i in range(1, 6)]
+            test_names, meta_name, label_key, names_key = (
+                ["test_batch"],
+                "batches.meta",
+                "labels",
+                "label_names",
+            )
+        else:
+            train_names, test_names, meta_name, label_key, names_key = (
+                ["train"],
+                ["test"],
+                "meta",
+                "fine_labels",
+                "fine_label_names",
+            )
+        missing = [n for n in [*train_names, *test_names, meta_name] if not (folder / n).is_file()]
+        if missing:
+            raise CompressorError(f"{folder} is missing CIFAR files: {', '.join(missing)}")
+
+        def load(names: list[str], folder: Path = folder, label_key: str = label_key) -> tuple:
+            batches = [_read_cifar_batch(folder / n) for n in names]
+            x = np.concatenate([np.asarray(b["data"], dtype=np.uint8) for b in batches])
+            y = np.concatenate([np.asarray(b[label_key], dtype=np.int64) for b in batches])
+            return x.reshape(-1, 3, 32, 32), y
+
+        train_x, train_y = load(train_names)
+        val_x, val_y = load(test_names)
+        class_names = [str(n) for n in _read_cifar_batch(folder / meta_name)[names_key]]
+        return _Raw(kind, f"{kind} at {root}", class_names, True, train_x, train_y, val_x, val_y)
+    return None
+
+
+def _list_images(folder: Path) -> tuple[list[str], list[tuple[str, int]]]:
+    classes = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    samples: list[tuple[str, int]] = []
+    for idx, cls in enumerate(classes):
+        for dirpath, _, filenames in sorted(os.walk(folder / cls, followlinks=True)):
+            for fn in sorted(filenames):
+                if fn.lower().endswith(IMG_EXTENSIONS):
+                    samples.append((os.path.join(dirpath, fn), idx))
+    return classes, samples
+
+
+def _imagefolder_dir(root: Path, val_split: float) -> _Raw | None:
+    import torch
+
+    subdirs = [d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")]
+    if not subdirs:
+        return None
+    train_dir = root / "train"
+    val_dir = next((root / v for v in _VAL_DIRS if (root / v).is_dir()), None)
+    if train_dir.is_dir() and val_dir is not None:
+        classes, train = _list_images(train_dir)
+        val_classes, val = _list_images(val_dir)
+        if val_classes != classes:
+            raise CompressorError(
+                f"{train_dir} and {val_dir} have different class folders "
+                f"({len(classes)} vs {len(val_classes)})"
+            )
+    else:
+        classes, samples = _list_images(root)
+        if len(samples) < 2:
+            train, val = samples, []
+        else:
+            order = torch.randperm(
+                len(samples), generator=torch.Generator().manual_seed(_SPLIT_SEED)
+            ).tolist()
+            n_val = max(1, round(len(samples) * val_split))
+            val = [samples[i] for i in sorted(order[:n_val])]
+            train = [samples[i] for i in sorted(order[n_val:])]
+    if not train:
+        where = train_dir if train_dir.is_dir() else root
+        raise CompressorError(
+            f"no images found in {where} (expected class folders holding {', '.join(IMG_EXTENSIONS)} files)"
+        )
+    if not val:
+        raise CompressorError(f"no validation images found under {root}")
+    return _Raw(
+        "imagefolder",
+        f"imagefolder at {root}",
+        classes,
+        True,
+        train_files=train,
+        val_files=val,
+    )
+
+
+def _read_raw(spec: str, val_split: float) -> _Raw:
+    if spec in BUNDLED:
+        return _mnist15k()
+    root = Path(spec).expanduser()
+    if not root.exists():
+        raise CompressorError(
+            f"data {spec!r} not found: give a dataset directory or one of: {', '.join(BUNDLED)}"
+        )
+    if not root.is_dir():
+        raise CompressorError(f"data {spec!r} is a file; give a dataset directory")
+    for reader in (_mnist_dir, _cifar_dir):
+        raw = reader(root)
+        if raw is not None:
+            return raw
+    raw = _imagefolder_dir(root, val_split)
+    if raw is None:
+        raise CompressorError(
+            f"{root} holds no dataset: expected an ImageFolder (class sub-folders, optionally "
+            "under train/ and val/), a CIFAR-10/100 python root or MNIST IDX files"
+        )
+    return raw
+
+
+# --------------------------------------------------------------------------- conversion
+
+
+def _convert_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> (N, channels, H, W): grey is repeated, RGB becomes luma."""
+    import torch
+
+    if x.shape[1] == channels:
+        return x
+    if channels == 3:
+        return x.expand(-1, 3, -1, -1).contiguous()
+    weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    return (x.float() * weights).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int], chunk: int = 4096) -> torch.Tensor:
+    """Resize uint8 (N, C, H, W) images with antialiasing, in chunks to bound memory."""
+    import torch
+    import torch.nn.functional as F
+
+    if tuple(x.shape[-2:]) == size:
+        return x
+    out = []
+    for part in x.split(chunk):
+        y = F.interpolate(
+            part.float(), size=size, mode="bilinear", antialias=True, align_corners=False
+        )
+        out.append(y.round().clamp(0, 255).to(torch.uint8))
+    return torch.cat(out)
+
+
+class TensorImages:
+    """An in-memory dataset of uint8 images (N, C, H, W) and int64 labels."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        self.images = images
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[i], self.labels[i]
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        import torch
+
+        idx = torch.as_tensor(indices)
+        return list(zip(self.images[idx], self.labels[idx], strict=True))
+
+
+class ImageFiles:
+    """Images decoded from files: shorter side resized to size/0.875, then center-cropped."""
+
+    def __init__(self, samples: list[tuple[str, int]], size: tuple[int, int, int]) -> None:
+        self.samples = samples
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        import torch
+        from PIL import Image, UnidentifiedImageError
+        from torchvision.transforms.v2 import functional as TF
+
+        path, label = self.samples[i]
+        c, h, w = self.size
+        try:
+            with Image.open(path) as img:
+                img = img.convert("RGB" if c == 3 else "L")
+                t = TF.pil_to_tensor(img)
+        except (OSError, UnidentifiedImageError) as e:
+            raise CompressorError(f"cannot read image {path}: {e}") from e
+        t = TF.resize(t, [round(min(h, w) / 0.875)], antialias=True)
+        t = TF.center_crop(t, [h, w])
+        return t.to(torch.uint8), label
+
+
+def complete_size(size: tuple[int, ...], channels: int) -> tuple[int, int, int]:
+    """``(S,)``, ``(H, W)`` or ``(C, H, W)`` -> ``(C, H, W)`` with the model's channel count."""
+    if len(size) == 1:
+        return (channels, size[0], size[0])
+    if len(size) == 2:
+        return (channels, size[0], size[1])
+    return (size[0], size[1], size[2])
+
+
+def default_preprocess(kind: str, channels: int, size: int) -> Preprocess:
+    """The dataset's mean/std, adapted to the model's channel count."""
+    mean, std = _STATS[kind]
+    if channels != len(mean):
+        if channels == 3:  # grey data into an RGB model: same statistics per channel
+            mean, std = mean * 3, std * 3
+        else:  # RGB data into a grey model: luma-weighted statistics
+            w = (0.299, 0.587, 0.114)
+            mean = (sum(a * b for a, b in zip(w, mean, strict=True)),)
+            std = (sum(a * b for a, b in zip(w, std, strict=True)),)
+    return Preprocess(input_size=(channels, size, size), mean=tuple(mean), std=tuple(std))
+
+
+def load_data(
+    config: DataConfig,
+    *,
+    channels: int | None = None,
+    recorded: Preprocess | None = None,
+    default_size: int = 224,
+    min_size: int = 1,
+) -> DataBundle:
+    """Open ``config.data`` and convert it to the model's input.
+
+    ``channels`` is the model's input channel count (``None``: the data's own). The
+    preprocessing is, in order of precedence: the options in ``config``, the values
+    ``recorded`` with the model, the dataset's own statistics at its native size (raised to
+    ``min_size``), or ``default_size`` for file-based data. Raises ``CompressorError`` for a
+    missing, empty or malformed dataset.
+    """
+    import torch
+
+    raw = _read_raw(config.data, config.val_split)
+    if channels is None:
+        channels = (
+            config.input_size[0]
+            if config.input_size and len(config.input_size) == 3
+            else raw.channels
+        )
+    if recorded is not None:
+        base = recorded
+    else:
+        size = max(raw.native_size or default_size, min_size)
+        base = default_preprocess(raw.kind, channels, size)
+    if config.input_size is not None:
+        size = complete_size(config.input_size, base.input_size[0])
+        if size[0] != base.input_size[0]:
+            raise CompressorError(
+                f"--input-size has {size[0]} channels but the model takes {base.input_size[0]}"
+            )
+        base = Preprocess(size, base.mean, base.std)
+    if (config.mean is None) != (config.std is None):
+        raise CompressorError("give --mean and --std together")
+    if config.mean is not None and config.std is not None:
+        base = Preprocess(base.input_size, config.mean, config.std)
+    pre = base
+    c, h, w = pre.input_size
+
+    if raw.train_x is not None:
+
+        def convert(x: Any, y: Any) -> TensorImages:
+            t = _convert_channels(torch.from_numpy(x.copy()), c)
+            return TensorImages(_resize(t, (h, w)), torch.tensor(y, dtype=torch.int64))
+
+        train: Any = convert(raw.train_x, raw.train_y)
+        val: Any = convert(raw.val_x, raw.val_y)
+        in_memory = True
+    else:
+        assert raw.train_files is not None and raw.val_files is not None
+        train = ImageFiles(raw.train_files, pre.input_size)
+        val = ImageFiles(raw.val_files, pre.input_size)
+        in_memory = False
+    n_classes = len(raw.class_names)
+    if n_classes < 2:
+        raise CompressorError(f"{raw.name} has {n_classes} class; at least 2 are needed")
+    return DataBundle(raw.name, raw.kind, train, val, raw.class_names, pre, raw.flip, in_memory)
+
+
+# --------------------------------------------------------------------------- batching
+
+
+class BatchTransform:
+    """uint8 batch -> normalised float batch, with optional seeded augmentation.
+
+    Augmentation is a random translation (zero padding of 1/8 of the size, then a random
+    crop) and, where the data allows it, a horizontal flip. Randomness comes only from the
+    generator passed in, never from global state.
+    """
+
+    def __init__(self, preprocess: Preprocess, *, flip: bool, device: torch.device) -> None:
+        import torch
+
+        self.mean = torch.tensor(preprocess.mean, device=device).view(1, -1, 1, 1) * 255
+        self.std = torch.tensor(preprocess.std, device=device).view(1, -1, 1, 1) * 255
+        self.flip = flip
+        self.device = device
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        import torch
+        import torch.nn.functional as F
+
+        if generator is not None:
+            n, _, h, w = x.shape
+            pad = max(1, min(h, w) // 8)
+            padded = F.pad(x, (pad, pad, pad, pad))
+            dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).tolist()
+            dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).tolist()
+            x = torch.stack(
+                [
+                    padded[i, :, y0 : y0 + h, x0 : x0 + w]
+                    for i, (y0, x0) in enumerate(zip(dy, dx, strict=True))
+                ]
+            )
+            if self.flip:
+                mask = torch.rand(n, generator=generator) < 0.5
+                x = torch.where(mask.view(-1, 1, 1, 1), x.flip(-1), x)
+        x = x.to(self.device, non_blocking=True).float()
+        return (x - self.mean) / self.std
+
+
+def make_loader(
+    dataset: Any,
+    batches: Sequence[Sequence[int]],
+    *,
+    workers: int,
+    pin_memory: bool = False,
+) -> Any:
+    """A DataLoader over explicit index batches (the caller decides order and resumption)."""
+    from torch.utils.data import DataLoader
+
+    return DataLoader(
+        dataset,
+        batch_sampler=[list(b) for b in batches],
+        num_workers=workers,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+    )
+
+
+def default_workers(bundle: DataBundle) -> int:
+    """0 for in-memory data (workers only add overhead), else up to 8 decoding processes."""
+    if bundle.in_memory:
+        return 0
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+def describe(bundle: DataBundle) -> dict[str, Any]:
+    """A JSON-ready summary of the data for reports and model cards."""
+    from compressor.config import to_dict
+
+    return {
+        "source": bundle.name,
+        "train_images": len(bundle.train),
+        "val_images": len(bundle.val),
+        "classes": len(bundle.class_names),
+        "preprocess": to_dict(bundle.preprocess),
+    }

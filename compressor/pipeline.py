@@ -1,0 +1,261 @@
+"""The steps a command runs, as library functions taking configs (no click here).
+
+Each function loads what it needs, runs one job and returns a JSON-ready dict that the CLI
+prints (or ``--json`` emits unchanged).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from compressor.config import DataConfig, TrainConfig, to_dict, write_json
+from compressor.errors import CompressorError
+
+if TYPE_CHECKING:
+    from compressor.checkpoint import LoadedModel
+    from compressor.data import DataBundle
+
+
+def _quiet(_msg: str) -> None:
+    pass
+
+
+def load_for_data(
+    source: str | Path,
+    data: DataConfig,
+    *,
+    arch: str | None = None,
+    trust_pickle: bool = False,
+) -> tuple[LoadedModel, DataBundle]:
+    """Load a model file and the data converted to its input; check that the classes fit."""
+    from compressor.archs import arch_info
+    from compressor.checkpoint import load_model
+    from compressor.data import load_data
+
+    loaded = load_model(source, arch=arch, trust_pickle=trust_pickle)
+    try:
+        info = arch_info(loaded.arch)
+        default_size, min_size = info.default_input_size[1], info.min_input_size
+    except CompressorError:  # a pickled module of an unknown architecture
+        default_size, min_size = 224, 1
+    bundle = load_data(
+        data,
+        channels=loaded.in_channels,
+        recorded=loaded.preprocess,
+        default_size=default_size,
+        min_size=min_size,
+    )
+    if len(bundle.class_names) != loaded.num_classes:
+        raise CompressorError(
+            f"the model has {loaded.num_classes} outputs but {bundle.name} has "
+            f"{len(bundle.class_names)} classes"
+        )
+    return loaded, bundle
+
+
+def _build_for_data(arch: str, data: DataConfig, seed: int) -> tuple[LoadedModel, DataBundle]:
+    from compressor.archs import arch_info, build_model
+    from compressor.checkpoint import LoadedModel
+    from compressor.data import load_data
+    from compressor.utils import seed_everything
+
+    info = arch_info(arch)
+    channels = None if info.source == "compressor" else 3
+    bundle = load_data(
+        data,
+        channels=channels,
+        default_size=info.default_input_size[1],
+        min_size=info.min_input_size,
+    )
+    seed_everything(seed)
+    num_classes = len(bundle.class_names)
+    model = build_model(arch, num_classes=num_classes, in_channels=bundle.preprocess.input_size[0])
+    loaded = LoadedModel(
+        model,
+        arch,
+        num_classes,
+        "compressor",
+        preprocess=bundle.preprocess,
+        class_names=bundle.class_names,
+    )
+    return loaded, bundle
+
+
+def resume_path(output: Path) -> Path:
+    """Where ``train`` keeps its resumable state for ``output``."""
+    return output.with_name(output.name + ".resume")
+
+
+def train_model(
+    source: str,
+    *,
+    data: DataConfig,
+    train: TrainConfig,
+    output: Path,
+    arch: str | None = None,
+    trust_pickle: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = _quiet,
+    stop_after_steps: int | None = None,
+) -> dict[str, Any]:
+    """Train an architecture from scratch (``source`` is a name) or fine-tune a model file.
+
+    Writes ``output`` (project format) and ``<stem>.train.json``; keeps a resumable state
+    beside ``output`` until training completes. Returns the training summary.
+    """
+    from compressor.archs import arch_info
+    from compressor.checkpoint import save_model
+    from compressor.data import describe
+    from compressor.train import fit, load_train_state
+    from compressor.utils import seed_everything
+
+    state_path = resume_path(output)
+    extra = {"source": source, "data": data.data}
+    if resume:
+        saved = load_train_state(state_path)["extra"]
+        if saved != extra:
+            raise CompressorError(
+                f"{state_path} belongs to a different run (source {saved.get('source')!r}, "
+                f"data {saved.get('data')!r})"
+            )
+    is_file = Path(source).is_file()
+    if not is_file and arch is not None:
+        raise CompressorError(
+            "--arch applies to a model file; to train an architecture, name it alone"
+        )
+    if is_file:
+        seed_everything(train.seed)
+        loaded, bundle = load_for_data(source, data, arch=arch, trust_pickle=trust_pickle)
+        if loaded.class_names is None:
+            loaded.class_names = bundle.class_names
+        loaded.preprocess = bundle.preprocess
+    else:
+        try:
+            arch_info(source)
+        except CompressorError as e:
+            raise CompressorError(
+                f"{source!r} is neither a model file nor an architecture: {e}"
+            ) from e
+        loaded, bundle = _build_for_data(source, data, train.seed)
+    log(
+        f"training {loaded.arch} on {bundle.name}: {len(bundle.train)} train / {len(bundle.val)} val "
+        f"images, input {'x'.join(map(str, bundle.preprocess.input_size))}"
+    )
+    result = fit(
+        loaded.model,
+        bundle,
+        train,
+        data,
+        state_path=state_path,
+        resume=resume,
+        progress=progress,
+        log=log,
+        extra_state=extra,
+        stop_after_steps=stop_after_steps,
+    )
+    loaded.model.cpu()
+    summary = {
+        "arch": loaded.arch,
+        "data": describe(bundle),
+        "train_config": to_dict(train),
+        "data_config": to_dict(data),
+        **result.to_dict(),
+    }
+    final = result.history[-1] if result.history else None
+    loaded.metadata["train"] = {
+        "data": summary["data"],
+        "epochs": train.epochs,
+        "val_top1": final.val_top1 if final else None,
+        "val_top5": final.val_top5 if final else None,
+    }
+    save_model(loaded, output)
+    write_json(output.with_name(output.stem + ".train.json"), summary)
+    if state_path.exists():
+        state_path.unlink()
+    return {"output": str(output), **summary}
+
+
+def evaluate_model(
+    path: Path,
+    *,
+    data: DataConfig,
+    device: str = "auto",
+    split: str = "val",
+    arch: str | None = None,
+    trust_pickle: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Accuracy of a model file on ``data``'s ``split``."""
+    from compressor.data import default_workers
+    from compressor.train import evaluate
+    from compressor.utils import resolve_device
+
+    dev = resolve_device(device)
+    loaded, bundle = load_for_data(path, data, arch=arch, trust_pickle=trust_pickle)
+    dataset = bundle.val if split == "val" else bundle.train
+    t0 = time.perf_counter()
+    metrics = evaluate(
+        loaded.model.to(dev),
+        dataset,
+        bundle.preprocess,
+        device=dev,
+        batch_size=data.eval_batch_size,
+        workers=default_workers(bundle) if data.workers is None else data.workers,
+        progress=progress,
+    )
+    return {
+        "model": str(path),
+        "arch": loaded.arch,
+        "data": bundle.name,
+        "split": split,
+        "input_size": "x".join(map(str, bundle.preprocess.input_size)),
+        **metrics,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def inspect_model(
+    path: Path,
+    *,
+    input_size: tuple[int, ...] | None = None,
+    arch: str | None = None,
+    trust_pickle: bool = False,
+) -> dict[str, Any]:
+    """Parameters, MACs and per-layer channels of a model file."""
+    from compressor.analysis import summarize
+    from compressor.archs import arch_info
+    from compressor.checkpoint import load_model
+    from compressor.data import complete_size
+
+    loaded = load_model(path, arch=arch, trust_pickle=trust_pickle)
+    channels = loaded.in_channels
+    if input_size is not None:
+        size = complete_size(input_size, channels)
+    elif loaded.preprocess is not None:
+        size = loaded.preprocess.input_size
+    else:
+        try:
+            size = arch_info(loaded.arch).default_input_size
+        except CompressorError:
+            raise CompressorError(
+                f"cannot tell the input size of {path}; give --input-size"
+            ) from None
+        size = (channels, size[1], size[2])
+    try:
+        summary = summarize(loaded.model, size)
+    except RuntimeError as e:
+        raise CompressorError(
+            f"{loaded.arch} cannot run at input {'x'.join(map(str, size))}: {str(e).splitlines()[0]}"
+        ) from e
+    return {
+        "model": str(path),
+        "arch": loaded.arch,
+        "source_format": loaded.source_format,
+        "num_classes": loaded.num_classes,
+        "preprocess": to_dict(loaded.preprocess) if loaded.preprocess else None,
+        **summary,
+    }

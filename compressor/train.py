@@ -1,0 +1,509 @@
+"""The fine-tuning loop and evaluation.
+
+Reproducibility: every random choice of a step (batch order, augmentation, dropout) is
+drawn from generators seeded by ``(seed, epoch, step)``, never from leftover global state.
+An interrupted run therefore resumes at the exact step where it stopped and ends with the
+same weights as an uninterrupted one (CPU, same settings).
+
+Interruption: SIGINT or SIGTERM finishes the current step, writes a resumable state
+(atomically) and raises ``TrainingInterrupted``. A resumable state is also written at the
+end of every epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from compressor.config import DataConfig, TrainConfig, to_dict
+from compressor.errors import CompressorError
+from compressor.utils import mix_seed
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from compressor.config import Preprocess
+    from compressor.data import DataBundle
+    from compressor.methods.base import Regularizer
+
+STATE_FORMAT = "compressor-train-state"
+# Settings that must not change between an interrupted run and its resumption.
+_RESUME_KEYS = (
+    "epochs",
+    "optimizer",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "schedule",
+    "step_epochs",
+    "gamma",
+    "warmup_epochs",
+    "label_smoothing",
+    "seed",
+)
+
+
+class TrainingInterrupted(CompressorError):
+    """Raised after a signal stopped training and a resumable state was written."""
+
+
+@dataclass
+class EpochStats:
+    epoch: int
+    lr: float
+    train_loss: float
+    train_penalty: float
+    train_top1: float
+    val_loss: float
+    val_top1: float
+    val_top5: float | None
+    seconds: float
+    images_per_s: float
+
+
+@dataclass
+class TrainResult:
+    history: list[EpochStats] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seconds": self.seconds, "history": [asdict(h) for h in self.history]}
+
+
+def split_outputs(out: Any) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """(main logits, auxiliary logits) of a classifier output.
+
+    googlenet and inception_v3 return named tuples in training mode; their auxiliary
+    heads are trained with weight 0.3 each, as in the torchvision reference recipe.
+    """
+    if isinstance(out, tuple):
+        main, *aux = out
+        return main, [a for a in aux if a is not None]
+    return out, []
+
+
+def topk_correct(logits: torch.Tensor, target: torch.Tensor, ks: tuple[int, ...]) -> list[int]:
+    """Number of samples whose label is among the top-k logits, for each k."""
+    kmax = min(max(ks), logits.shape[1])
+    pred = logits.topk(kmax, dim=1).indices
+    hits = pred.eq(target.view(-1, 1))
+    return [int(hits[:, : min(k, kmax)].any(dim=1).sum()) for k in ks]
+
+
+def evaluate(
+    model: nn.Module,
+    dataset: Any,
+    preprocess: Preprocess,
+    *,
+    device: torch.device,
+    batch_size: int = 256,
+    workers: int = 0,
+    progress: bool = False,
+    desc: str = "eval",
+) -> dict[str, Any]:
+    """Top-1 (and top-5 above 5 classes) accuracy in percent and mean loss on ``dataset``."""
+    import torch
+    import torch.nn.functional as F
+    from tqdm.auto import tqdm
+
+    from compressor.data import BatchTransform, make_loader
+
+    n = len(dataset)
+    if n == 0:
+        raise CompressorError("the evaluation split is empty")
+    batches = [range(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+    loader = make_loader(dataset, batches, workers=workers, pin_memory=device.type == "cuda")
+    transform = BatchTransform(preprocess, flip=False, device=device)
+    was_training = model.training
+    model.eval()
+    loss_sum, correct1, correct5, seen, num_classes = 0.0, 0, 0, 0, 0
+    try:
+        with torch.inference_mode():
+            for x, y in tqdm(
+                loader, desc=desc, disable=not progress or None, leave=False, unit="batch"
+            ):
+                y = y.to(device)
+                logits, _ = split_outputs(model(transform(x)))
+                logits = logits.float()
+                num_classes = logits.shape[1]
+                loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+                c1, c5 = topk_correct(logits, y, (1, 5))
+                correct1 += c1
+                correct5 += c5
+                seen += len(y)
+    finally:
+        model.train(was_training)
+    return {
+        "top1": 100.0 * correct1 / seen,
+        "top5": 100.0 * correct5 / seen if num_classes > 5 else None,
+        "loss": loss_sum / seen,
+        "images": seen,
+    }
+
+
+def _lr_factor(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    total = max(1, config.epochs * steps_per_epoch)
+    warmup = int(config.warmup_epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if config.schedule == "cosine":
+            progress = (step - warmup) / max(1, total - warmup)
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        if config.schedule == "step":
+            return config.gamma ** ((step // steps_per_epoch) // config.step_epochs)
+        return 1.0
+
+    return factor
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """SGD (momentum, Nesterov off) or AdamW; no weight decay on biases and norm scales."""
+    import torch
+
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+class _StopFlag:
+    """Turns SIGINT/SIGTERM into a flag the loop polls; a second signal aborts at once."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[_StopFlag]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+        def handler(signum: int, frame: Any) -> None:
+            if self.signal is not None:  # second signal: stop now
+                signal.signal(signum, signal.SIG_DFL)
+                raise KeyboardInterrupt
+            self.signal = signum
+
+        for s in previous:
+            signal.signal(s, handler)
+        try:
+            yield self
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+
+def _rng_state() -> dict[str, Any]:
+    import random
+
+    import numpy as np
+    import torch
+
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "python": list(random.getstate()[1]),
+        "numpy": torch.from_numpy(np.asarray(np_state[1]).astype("int64")),
+        "numpy_pos": int(np_state[2]),
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    random.setstate((3, tuple(state["python"]), None))
+    np.random.set_state(
+        ("MT19937", state["numpy"].numpy().astype("uint32"), state["numpy_pos"], 0, 0.0)
+    )
+
+
+def load_train_state(path: Path) -> dict[str, Any]:
+    """Read a resumable state written by ``fit`` (weights only, no code)."""
+    import torch
+
+    if not path.is_file():
+        raise CompressorError(f"no resumable state at {path}; nothing to resume")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CompressorError(f"resumable state {path} is unreadable: {e}") from e
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise CompressorError(f"{path} is not a compressor resumable state")
+    return state
+
+
+def fit(
+    model: nn.Module,
+    bundle: DataBundle,
+    config: TrainConfig,
+    data_config: DataConfig,
+    *,
+    regularizer: Regularizer | None = None,
+    state_path: Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+    extra_state: dict[str, Any] | None = None,
+    stop_after_steps: int | None = None,
+) -> TrainResult:
+    """Train ``model`` in place on ``bundle.train``, evaluating on ``bundle.val`` each epoch.
+
+    ``state_path`` receives a resumable state after every epoch and on SIGINT/SIGTERM;
+    ``resume=True`` continues from it. ``extra_state`` is stored with it (the CLI keeps
+    what it needs to rebuild the model there). ``stop_after_steps`` simulates an interrupt
+    after that many optimizer steps (for tests). Returns the per-epoch history.
+    Raises ``TrainingInterrupted`` after an interrupt, ``CompressorError`` for bad state.
+    """
+    import torch
+    import torch.nn.functional as F
+    from tqdm.auto import tqdm
+
+    from compressor.data import BatchTransform, default_workers, make_loader
+    from compressor.utils import atomic_write_with, resolve_device
+
+    say = log or (lambda _msg: None)
+    device = resolve_device(config.device)
+    cuda = device.type == "cuda"
+    n = len(bundle.train)
+    bs = data_config.batch_size
+    drop_last = n >= bs
+    steps_per_epoch = n // bs if drop_last else math.ceil(n / bs)
+    if steps_per_epoch == 0:
+        raise CompressorError("the training split is empty")
+    workers = default_workers(bundle) if data_config.workers is None else data_config.workers
+
+    model.to(device)
+    if cuda and config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, config)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(config, steps_per_epoch))
+    amp_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
+    use_amp = cuda and config.amp
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    transform = BatchTransform(bundle.preprocess, flip=bundle.flip, device=device)
+
+    features: dict[str, torch.Tensor] = {}
+    hooks = []
+    if regularizer is not None:
+        example = transform(bundle.train[0][0].unsqueeze(0))
+        regularizer.setup(model, example_input=example)
+        for name, module in regularizer.feature_modules(model).items():
+
+            def hook(_m: nn.Module, _i: Any, out: Any, name: str = name) -> None:
+                features[name] = out
+
+            hooks.append(module.register_forward_hook(hook))
+
+    result = TrainResult()
+    start_epoch, start_step, global_step = 0, 0, 0
+    if resume:
+        if state_path is None:
+            raise CompressorError("resuming needs the path of the resumable state")
+        state = load_train_state(state_path)
+        saved_cfg = state["train_config"]
+        diff = [k for k in _RESUME_KEYS if saved_cfg.get(k) != getattr(config, k)]
+        if saved_cfg.get("batch_size") != bs:
+            diff.append("batch_size")
+        if diff:
+            raise CompressorError(
+                "cannot resume with different settings: "
+                + ", ".join(f"{k} was {saved_cfg.get(k)!r}" for k in diff)
+            )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        if regularizer is not None:
+            regularizer.load_state_dict(state.get("regularizer") or {})
+        _set_rng_state(state["rng"])
+        start_epoch, start_step = int(state["epoch"]), int(state["step"])
+        global_step = start_epoch * steps_per_epoch + start_step
+        result.history = [EpochStats(**h) for h in state["history"]]
+        result.seconds = float(state["seconds"])
+        say(f"resuming at epoch {start_epoch + 1}, step {start_step}/{steps_per_epoch}")
+
+    def save_state(epoch: int, step: int) -> None:
+        if state_path is None:
+            return
+        payload = {
+            "format": STATE_FORMAT,
+            "epoch": epoch,
+            "step": step,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "regularizer": regularizer.state_dict() if regularizer is not None else {},
+            "rng": _rng_state(),
+            "train_config": {**to_dict(config), "batch_size": bs},
+            "history": [asdict(h) for h in result.history],
+            "seconds": result.seconds,
+            "extra": extra_state or {},
+        }
+        atomic_write_with(state_path, lambda f: torch.save(payload, f))
+
+    stop = _StopFlag()
+    steps_done = 0
+    saved_note = (
+        f"resume with --resume (state in {state_path})"
+        if state_path
+        else "no resumable state was kept"
+    )
+
+    def should_stop() -> bool:
+        return stop.signal is not None or (
+            stop_after_steps is not None and steps_done >= stop_after_steps
+        )
+
+    try:
+        with stop.installed():
+            for epoch in range(start_epoch, config.epochs):
+                t0 = time.perf_counter()
+                order = torch.randperm(
+                    n, generator=torch.Generator().manual_seed(mix_seed(config.seed, epoch))
+                )
+                batches = [order[i * bs : (i + 1) * bs].tolist() for i in range(steps_per_epoch)]
+                first = start_step if epoch == start_epoch else 0
+                loader = make_loader(
+                    bundle.train, batches[first:], workers=workers, pin_memory=cuda
+                )
+                model.train()
+                loss_sum = pen_sum = 0.0
+                correct = seen = 0
+                bar = tqdm(
+                    total=steps_per_epoch,
+                    initial=first,
+                    desc=f"epoch {epoch + 1}/{config.epochs}",
+                    disable=not progress or None,
+                    leave=False,
+                    unit="step",
+                )
+                for step, (x, y) in enumerate(loader, start=first):
+                    torch.manual_seed(mix_seed(config.seed, epoch, step, 2))
+                    aug = (
+                        torch.Generator().manual_seed(mix_seed(config.seed, epoch, step, 1))
+                        if data_config.augment
+                        else None
+                    )
+                    inputs = transform(x, aug)
+                    if cuda and config.channels_last:
+                        inputs = inputs.contiguous(memory_format=torch.channels_last)
+                    y = y.to(device, non_blocking=True)
+                    features.clear()
+                    with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                        logits, aux = split_outputs(model(inputs))
+                        loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
+                        for a in aux:
+                            loss = loss + 0.3 * F.cross_entropy(
+                                a, y, label_smoothing=config.label_smoothing
+                            )
+                        pen = (
+                            regularizer.penalty(model, features)
+                            if regularizer is not None
+                            else None
+                        )
+                        total = loss if pen is None else loss + pen
+                    if not torch.isfinite(total):
+                        raise CompressorError(
+                            f"loss became {float(total)} at epoch {epoch + 1} step {step}; lower --lr"
+                        )
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(total).backward()
+                    if regularizer is not None:
+                        scaler.unscale_(optimizer)
+                        regularizer.after_backward(model)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    scheduler.step()
+                    if regularizer is not None:
+                        regularizer.after_step(model, epoch=epoch, step=step)
+                    global_step += 1
+                    steps_done += 1
+
+                    loss_sum += float(loss.detach()) * len(y)
+                    pen_sum += float(pen.detach()) * len(y) if pen is not None else 0.0
+                    correct += int((logits.argmax(1) == y).sum())
+                    seen += len(y)
+                    bar.update(1)
+                    if step % config.log_every == 0 or step == steps_per_epoch - 1:
+                        elapsed = time.perf_counter() - t0
+                        bar.set_postfix(
+                            loss=f"{loss_sum / seen:.4f}",
+                            acc=f"{100 * correct / seen:.1f}",
+                            img_s=f"{seen / max(elapsed, 1e-9):.0f}",
+                        )
+                    if should_stop() and step + 1 < steps_per_epoch:
+                        bar.close()
+                        result.seconds += time.perf_counter() - t0
+                        save_state(epoch, step + 1)
+                        raise TrainingInterrupted(
+                            f"interrupted at epoch {epoch + 1}, step {step + 1}/{steps_per_epoch}; "
+                            + (
+                                f"resumable state saved to {state_path}"
+                                if state_path
+                                else "no state saved"
+                            )
+                        )
+                bar.close()
+                train_seconds = time.perf_counter() - t0
+                metrics = evaluate(
+                    model,
+                    bundle.val,
+                    bundle.preprocess,
+                    device=device,
+                    batch_size=data_config.eval_batch_size,
+                    workers=workers,
+                    progress=progress,
+                )
+                elapsed = time.perf_counter() - t0
+                result.seconds += elapsed
+                stats = EpochStats(
+                    epoch=epoch + 1,
+                    lr=float(optimizer.param_groups[0]["lr"]),
+                    train_loss=loss_sum / max(seen, 1),
+                    train_penalty=pen_sum / max(seen, 1),
+                    train_top1=100.0 * correct / max(seen, 1),
+                    val_loss=metrics["loss"],
+                    val_top1=metrics["top1"],
+                    val_top5=metrics["top5"],
+                    seconds=elapsed,
+                    images_per_s=seen / max(train_seconds, 1e-9),
+                )
+                result.history.append(stats)
+                top5 = f" top5 {stats.val_top5:.2f}%" if stats.val_top5 is not None else ""
+                pen_text = f" penalty {stats.train_penalty:.4g}" if regularizer is not None else ""
+                say(
+                    f"epoch {epoch + 1}/{config.epochs}: loss {stats.train_loss:.4f}{pen_text} "
+                    f"train {stats.train_top1:.2f}% val top1 {stats.val_top1:.2f}%{top5} "
+                    f"({stats.images_per_s:.0f} img/s, {elapsed:.1f}s)"
+                )
+                save_state(epoch + 1, 0)
+                if should_stop() and epoch + 1 < config.epochs:
+                    raise TrainingInterrupted(f"interrupted after epoch {epoch + 1}; {saved_note}")
+    finally:
+        for h in hooks:
+            h.remove()
+    model.eval()
+    return result
