@@ -273,7 +273,7 @@ def load_model(
                     raise CompressorError(
                         f"{path} holds a state_dict under {key!r} but names no architecture; give --arch NAME"
                     )
-                return _from_state_dict(value, arch, path, "checkpoint-dict")
+                return _from_state_dict(value, arch, path, "checkpoint-dict")  # type: ignore[arg-type]
         keys = ", ".join(repr(k) for k in list(obj)[:8])
         raise CompressorError(
             f"{path} holds a dict without model weights (top-level keys: {keys}); expected weights "

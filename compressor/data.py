@@ -22,7 +22,6 @@ from compressor.errors import CompressorError
 
 if TYPE_CHECKING:
     import torch
-    from torch.utils.data import Dataset
 
 BUNDLED = {"mnist15k": Path(__file__).parent / "_bundled" / "mnist"}
 
@@ -47,8 +46,8 @@ class DataBundle:
 
     name: str  # what the source is, for reports: "mnist15k", "cifar10 at /path", ...
     kind: str  # key into the statistics table
-    train: Dataset
-    val: Dataset
+    train: Any  # TensorImages or ImageFiles
+    val: Any
     class_names: list[str]
     preprocess: Preprocess
     flip: bool  # whether horizontal flips are a valid augmentation (not for digits)
@@ -99,14 +98,14 @@ class _ArrayUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def _read_cifar_batch(path: Path) -> dict[str, Any]:
+def _read_cifar_batch(path: Path, required: str = "data") -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
             obj = _ArrayUnpickler(f, encoding="latin1").load()
     except (OSError, pickle.UnpicklingError, EOFError, ValueError) as e:
         raise CompressorError(f"{path} is not a valid CIFAR batch file: {e}") from e
-    if not isinstance(obj, dict) or "data" not in obj:
-        raise CompressorError(f"{path} is not a valid CIFAR batch file (no 'data' entry)")
+    if not isinstance(obj, dict) or required not in obj:
+        raise CompressorError(f"{path} is not a valid CIFAR batch file (no {required!r} entry)")
     return obj
 
 
@@ -246,7 +245,7 @@ def _cifar_dir(root: Path) -> _Raw | None:
 
         train_x, train_y = load(train_names)
         val_x, val_y = load(test_names)
-        class_names = [str(n) for n in _read_cifar_batch(folder / meta_name)[names_key]]
+        class_names = [str(n) for n in _read_cifar_batch(folder / meta_name, names_key)[names_key]]
         return _Raw(kind, f"{kind} at {root}", class_names, True, train_x, train_y, val_x, val_y)
     return None
 
@@ -399,8 +398,7 @@ class ImageFiles:
         c, h, w = self.size
         try:
             with Image.open(path) as img:
-                img = img.convert("RGB" if c == 3 else "L")
-                t = TF.pil_to_tensor(img)
+                t = TF.pil_to_tensor(img.convert("RGB" if c == 3 else "L"))
         except (OSError, UnidentifiedImageError) as e:
             raise CompressorError(f"cannot read image {path}: {e}") from e
         t = TF.resize(t, [round(min(h, w) / 0.875)], antialias=True)
@@ -458,8 +456,8 @@ def load_data(
     if recorded is not None:
         base = recorded
     else:
-        size = max(raw.native_size or default_size, min_size)
-        base = default_preprocess(raw.kind, channels, size)
+        side = max(raw.native_size or default_size, min_size)
+        base = default_preprocess(raw.kind, channels, side)
     if config.input_size is not None:
         size = complete_size(config.input_size, base.input_size[0])
         if size[0] != base.input_size[0]:

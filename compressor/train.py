@@ -170,7 +170,8 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     """SGD (momentum, Nesterov off) or AdamW; no weight decay on biases and norm scales."""
     import torch
 
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for p in model.parameters():
         if p.requires_grad:
             (no_decay if p.ndim <= 1 else decay).append(p)
@@ -217,12 +218,12 @@ def _rng_state() -> dict[str, Any]:
     import numpy as np
     import torch
 
-    np_state = np.random.get_state()
+    _, keys, pos, *_ = np.random.get_state()
     return {
         "torch": torch.get_rng_state(),
         "python": list(random.getstate()[1]),
-        "numpy": torch.from_numpy(np.asarray(np_state[1]).astype("int64")),
-        "numpy_pos": int(np_state[2]),
+        "numpy": torch.from_numpy(np.asarray(keys).astype("int64")),
+        "numpy_pos": int(pos),
     }
 
 

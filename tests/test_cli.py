@@ -1,0 +1,165 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from compressor import __version__
+from compressor.archs import build_model
+from compressor.cli import cli
+
+COMMANDS = sorted(cli.commands)
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_version() -> None:
+    code, out, _ = run("--version")
+    assert code == 0 and __version__ in out
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_of_every_command(command: str) -> None:
+    code, out, _ = run(command, "--help")
+    assert code == 0
+    assert f"Usage: cli {command}" in out or f"Usage: compressor {command}" in out
+
+
+def test_expected_commands_exist() -> None:
+    assert {"train", "eval", "inspect"} <= set(COMMANDS)
+
+
+def test_help_does_not_import_torch() -> None:
+    code = (
+        "import sys; from compressor.cli import cli\n"
+        "try:\n    cli(['--help'], prog_name='compressor')\nexcept SystemExit:\n    pass\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+
+
+def test_python_dash_m() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "compressor", "--version"], capture_output=True, text=True
+    )
+    assert out.returncode == 0 and __version__ in out.stdout
+
+
+@pytest.fixture(scope="module")
+def lenet_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "lenet5.pt"
+    code, _, err = run(
+        "train", "lenet5", "--data", "mnist15k", "--epochs", "1", "-q", "-o", str(out)
+    )
+    assert code == 0, err
+    return out
+
+
+def test_train_refuses_existing_output(lenet_file: Path) -> None:
+    before = lenet_file.read_bytes()
+    code, _, err = run(
+        "train", "lenet5", "--data", "mnist15k", "--epochs", "1", "-o", str(lenet_file)
+    )
+    assert code == 1 and "exists; pass --force" in err
+    assert lenet_file.read_bytes() == before
+
+
+def test_eval_json(lenet_file: Path) -> None:
+    code, out, _ = run("eval", str(lenet_file), "--data", "mnist15k", "--json", "-q")
+    assert code == 0
+    result = json.loads(out)
+    assert result["images"] == 2000 and result["top1"] > 90 and result["top5"] >= result["top1"]
+    assert result["input_size"] == "1x28x28"
+
+
+def test_inspect_json(lenet_file: Path) -> None:
+    code, out, _ = run("inspect", str(lenet_file), "--json")
+    result = json.loads(out)
+    assert code == 0
+    assert result["params"] == 431080
+    assert result["macs"] == 288000 + 1600000 + 400000 + 5000
+    assert [r["out_channels"] for r in result["layers"]] == [20, 50, 500, 10]
+
+
+def test_inspect_state_dict_with_arch(tmp_path: Path) -> None:
+    path = tmp_path / "r18.pt"
+    torch.save(build_model("resnet18", num_classes=10).state_dict(), path)
+    code, out, _ = run("inspect", str(path), "--arch", "resnet18", "--input-size", "32", "--json")
+    result = json.loads(out)
+    assert code == 0 and result["num_classes"] == 10 and result["input_size"] == [3, 32, 32]
+    assert result["layers"][0]["name"] == "conv1" and result["layers"][0]["out_channels"] == 64
+
+
+def test_eval_wrong_class_count(tmp_path: Path, cifar_root: Path) -> None:
+    path = tmp_path / "r18.pt"
+    torch.save(build_model("resnet18", num_classes=5).state_dict(), path)
+    code, _, err = run("eval", str(path), "--arch", "resnet18", "--data", str(cifar_root))
+    assert code == 1 and "5 outputs but cifar10" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["train", "resnet19", "--data", "mnist15k", "-o", "x.pt"],
+            "unknown architecture 'resnet19'",
+        ),
+        (["eval", "missing.pt", "--data", "mnist15k"], "model file 'missing.pt' not found"),
+        (
+            ["train", "lenet5", "--data", "no-such-dir", "-o", "x.pt"],
+            "data 'no-such-dir' not found",
+        ),
+        (
+            [
+                "train",
+                "lenet5",
+                "--data",
+                "mnist15k",
+                "--epochs",
+                "1",
+                "--optimizer",
+                "adam",
+                "-o",
+                "x.pt",
+            ],
+            "'adam' is not one of",
+        ),
+        (["inspect", "missing.pt", "--input-size", "3x"], "is not a size"),
+        (
+            ["train", "lenet5", "--data", "mnist15k", "--val-split", "2", "-o", "x.pt"],
+            "--val-split must be in (0, 1)",
+        ),
+        (
+            ["train", "lenet5", "--data", "mnist15k", "-o", "no/such/dir/x.pt"],
+            "output directory 'no/such/dir' does not exist",
+        ),
+    ],
+)
+def test_bad_input_gives_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], message: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "compressor", *args], capture_output=True, text=True
+    )
+    assert proc.returncode in (1, 2)
+    assert "Traceback" not in proc.stderr
+    assert message in proc.stderr
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_untrusted_pickle_refused_on_command_line(tmp_path: Path) -> None:
+    path = tmp_path / "full.pt"
+    torch.save(build_model("lenet5", num_classes=10), path)
+    code, _, err = run("inspect", str(path))
+    assert code == 1 and "--trust-pickle" in err
+    code, out, _ = run("inspect", str(path), "--trust-pickle", "--arch", "lenet5", "--json")
+    assert code == 0 and json.loads(out)["params"] == 431080

@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from compressor.config import DataConfig, Preprocess
+from compressor.data import BatchTransform, load_data
+from compressor.errors import CompressorError
+
+
+def test_mnist15k_split_and_checksums() -> None:
+    b = load_data(DataConfig("mnist15k"))
+    assert (len(b.train), len(b.val)) == (13000, 2000)
+    assert b.train.images.shape[1:] == (1, 28, 28)
+    assert b.preprocess == Preprocess((1, 28, 28), (0.1307,), (0.3081,))
+    assert b.class_names == [str(i) for i in range(10)]
+    # 500 per class in the 5k part; every class present in both splits
+    assert set(b.val.labels.tolist()) == set(range(10))
+    assert b.flip is False
+
+
+def test_mnist15k_to_rgb_model_repeats_channels_and_resizes() -> None:
+    b = load_data(DataConfig("mnist15k", input_size=(32,)), channels=3)
+    assert b.train.images.shape[1:] == (3, 32, 32)
+    img = b.train.images[0]
+    assert torch.equal(img[0], img[1]) and torch.equal(img[1], img[2])
+    assert b.preprocess.mean == (0.1307,) * 3
+
+
+def test_mnist_root(mnist_root: Path) -> None:
+    b = load_data(DataConfig(str(mnist_root)))
+    assert (len(b.train), len(b.val)) == (60, 20)
+    assert b.kind == "mnist"
+    x, y = b.train[0]
+    assert x.dtype == torch.uint8 and x.shape == (1, 28, 28) and int(y) == 0
+
+
+def test_mnist_root_missing_file(mnist_root: Path) -> None:
+    (mnist_root / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").unlink()
+    with pytest.raises(CompressorError, match="t10k-labels"):
+        load_data(DataConfig(str(mnist_root)))
+
+
+def test_cifar_root(cifar_root: Path) -> None:
+    b = load_data(DataConfig(str(cifar_root)))
+    assert (len(b.train), len(b.val)) == (50, 10)
+    assert b.class_names[0] == "class0"
+    assert b.preprocess.input_size == (3, 32, 32)
+    assert b.preprocess.mean == pytest.approx((0.4914, 0.4822, 0.4465))
+    assert b.flip is True
+    # the folder itself works as a root too
+    assert len(load_data(DataConfig(str(cifar_root / "cifar-10-batches-py"))).train) == 50
+
+
+def test_cifar_malicious_pickle_is_refused(cifar_root: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    with open(cifar_root / "cifar-10-batches-py" / "test_batch", "wb") as f:
+        pickle.dump({"data": Evil(), "labels": []}, f)
+    with pytest.raises(CompressorError, match="refusing to load global"):
+        load_data(DataConfig(str(cifar_root)))
+    assert not marker.exists()
+
+
+def test_imagefolder_val_split_is_fixed(imagefolder_root: Path) -> None:
+    a = load_data(DataConfig(str(imagefolder_root), input_size=(16,), val_split=0.25))
+    b = load_data(DataConfig(str(imagefolder_root), input_size=(16,), val_split=0.25))
+    assert (len(a.train), len(a.val)) == (18, 6)
+    assert a.val.samples == b.val.samples
+    assert not set(a.val.samples) & set(a.train.samples)
+    x, _y = a.train[0]
+    assert x.shape == (3, 16, 16) and x.dtype == torch.uint8
+    assert a.class_names == ["c0", "c1", "c2"]
+    assert a.preprocess.mean == pytest.approx((0.485, 0.456, 0.406))
+
+
+def test_imagefolder_train_val(imagefolder_split_root: Path) -> None:
+    b = load_data(DataConfig(str(imagefolder_split_root), input_size=(1, 12, 12)))
+    assert (len(b.train), len(b.val)) == (18, 6)
+    x, _ = b.val[0]
+    assert x.shape == (1, 12, 12)
+
+
+def test_empty_folder(tmp_path: Path) -> None:
+    (tmp_path / "empty" / "cat").mkdir(parents=True)
+    (tmp_path / "empty" / "dog").mkdir()
+    with pytest.raises(CompressorError, match="no images found"):
+        load_data(DataConfig(str(tmp_path / "empty")))
+    (tmp_path / "bare").mkdir()
+    with pytest.raises(CompressorError, match="holds no dataset"):
+        load_data(DataConfig(str(tmp_path / "bare")))
+
+
+def test_missing_and_file_paths(tmp_path: Path) -> None:
+    with pytest.raises(CompressorError, match="not found"):
+        load_data(DataConfig(str(tmp_path / "nope")))
+    f = tmp_path / "file.txt"
+    f.write_text("x")
+    with pytest.raises(CompressorError, match="is a file"):
+        load_data(DataConfig(str(f)))
+
+
+def test_corrupt_image_is_reported(imagefolder_root: Path) -> None:
+    bad = imagefolder_root / "c0" / "0.png"
+    bad.write_bytes(b"not a png")
+    b = load_data(DataConfig(str(imagefolder_root), input_size=(16,), val_split=0.25))
+    idx = next(i for i, (p, _) in enumerate(b.train.samples + b.val.samples) if p == str(bad))
+    ds = b.train if idx < len(b.train) else b.val
+    with pytest.raises(CompressorError, match="cannot read image"):
+        ds[idx if idx < len(b.train) else idx - len(b.train)]
+
+
+def test_bad_options() -> None:
+    with pytest.raises(CompressorError, match="val-split"):
+        DataConfig("mnist15k", val_split=1.5)
+    with pytest.raises(CompressorError, match="mean and std"):
+        load_data(DataConfig("mnist15k", mean=(0.5, 0.5), std=(0.2, 0.2)))
+    with pytest.raises(CompressorError, match="together"):
+        load_data(DataConfig("mnist15k", mean=(0.5,)))
+
+
+def test_batch_transform_normalizes_and_augments_deterministically() -> None:
+    pre = Preprocess((1, 8, 8), (0.5,), (0.25,))
+    t = BatchTransform(pre, flip=True, device=torch.device("cpu"))
+    x = torch.full((4, 1, 8, 8), 255, dtype=torch.uint8)
+    out = t(x)
+    assert torch.allclose(out, torch.full_like(out, 2.0))  # (1 - 0.5) / 0.25
+    x = torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8)
+    a = t(x, torch.Generator().manual_seed(7))
+    b = t(x, torch.Generator().manual_seed(7))
+    c = t(x, torch.Generator().manual_seed(8))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
