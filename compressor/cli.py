@@ -7,9 +7,10 @@ and exit status 1; an interrupt exits with 130.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -219,12 +220,29 @@ def _data_config(kw: dict[str, Any], *, augment: bool = True) -> Any:
 
 
 def _check_output(path: Path, force: bool) -> None:
+    if path.is_dir():
+        raise CompressorError(f"{path} is a directory; give a file name")
     if path.exists() and not force:
         raise CompressorError(f"{path} exists; pass --force to overwrite it")
-    if path.exists() and path.is_dir():
-        raise CompressorError(f"{path} is a directory; give a file name")
-    if not path.parent.exists():
-        raise CompressorError(f"output directory {str(path.parent)!r} does not exist")
+
+
+@contextlib.contextmanager
+def _output_dir(path: Path) -> Iterator[None]:
+    """Create ``path``'s missing parent folders; remove them again if the command fails."""
+    created = []
+    parent = path.parent
+    while not parent.exists():
+        created.append(parent)
+        parent = parent.parent
+    for d in reversed(created):
+        d.mkdir()
+    try:
+        yield
+    except BaseException:
+        for d in created:
+            if d.exists() and not any(d.iterdir()):
+                d.rmdir()
+        raise
 
 
 def _print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
@@ -321,17 +339,18 @@ def train(arch_or_model: str, console: Console, **kw: Any) -> None:
         amp=kw["amp"],
         channels_last=kw["channels_last"],
     )
-    result = train_model(
-        arch_or_model,
-        data=_data_config(kw, augment=kw["augment"]),
-        train=config,
-        output=output,
-        arch=kw["arch"],
-        trust_pickle=kw["trust_pickle"],
-        resume=kw["resume"],
-        progress=console.progress,
-        log=console.info,
-    )
+    with _output_dir(output):
+        result = train_model(
+            arch_or_model,
+            data=_data_config(kw, augment=kw["augment"]),
+            train=config,
+            output=output,
+            arch=kw["arch"],
+            trust_pickle=kw["trust_pickle"],
+            resume=kw["resume"],
+            progress=console.progress,
+            log=console.info,
+        )
     hist = result["history"]
     last = hist[-1] if hist else None
 

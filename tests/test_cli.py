@@ -154,6 +154,7 @@ def test_bad_input_gives_one_line(
     assert "Traceback" not in proc.stderr
     assert message in proc.stderr
     assert not (tmp_path / "x.pt").exists()
+    assert not (tmp_path / "new").exists()  # folders made for the output are removed on failure
 
 
 def test_untrusted_pickle_refused_on_command_line(tmp_path: Path) -> None:
