@@ -27,5 +27,7 @@ def _card(name: str) -> dict[str, str]:
 def test_model_matches_its_card(name: str) -> None:
     card = _card(name)
     assert md5sum(MODELS / name) == card["md5"]
-    result = evaluate_model(MODELS / name, data=DataConfig("mnist15k"), device="cpu", progress=False)
+    result = evaluate_model(
+        MODELS / name, data=DataConfig("mnist15k"), device="cpu", progress=False
+    )
     assert f"{result['top1']:.2f}" == card["accuracy"]
