@@ -22,6 +22,18 @@ from compressor.errors import CompressorError
 EXIT_INTERRUPTED = 130
 
 
+def _one_line(message: str) -> str:
+    """The user-facing part of an error message.
+
+    An error raised in a DataLoader worker comes back with the worker's traceback folded
+    into its message; the last line is the original message.
+    """
+    if "Original Traceback" in message:
+        message = message.strip().splitlines()[-1]
+        _, _, message = message.partition("CompressorError: ")
+    return " ".join(message.split())
+
+
 class _Group(click.Group):
     """Turns library errors into one clear line instead of a traceback."""
 
@@ -31,7 +43,7 @@ class _Group(click.Group):
         except CompressorError as e:
             from compressor.train import TrainingInterrupted
 
-            click.echo(f"Error: {e}", err=True)
+            click.echo(f"Error: {_one_line(str(e))}", err=True)
             ctx.exit(EXIT_INTERRUPTED if isinstance(e, TrainingInterrupted) else 1)
         except KeyboardInterrupt:
             click.echo("Error: interrupted", err=True)
@@ -350,6 +362,7 @@ def train(arch_or_model: str, console: Console, **kw: Any) -> None:
             resume=kw["resume"],
             progress=console.progress,
             log=console.info,
+            debug=console.debug,
         )
     hist = result["history"]
     last = hist[-1] if hist else None

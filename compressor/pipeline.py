@@ -100,6 +100,7 @@ def train_model(
     resume: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = _quiet,
+    debug: Callable[[str], None] = _quiet,
     stop_after_steps: int | None = None,
 ) -> dict[str, Any]:
     """Train an architecture from scratch (``source`` is a name) or fine-tune a model file.
@@ -141,6 +142,8 @@ def train_model(
                 f"{source!r} is neither a model file nor an architecture: {e}"
             ) from e
         loaded, bundle = _build_for_data(source, data, train.seed)
+    debug(f"train settings: {to_dict(train)}")
+    debug(f"data settings: {to_dict(data)}; preprocessing: {to_dict(bundle.preprocess)}")
     log(
         f"training {loaded.arch} on {bundle.name}: {len(bundle.train)} train / {len(bundle.val)} val "
         f"images, input {'x'.join(map(str, bundle.preprocess.input_size))}"

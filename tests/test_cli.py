@@ -138,8 +138,8 @@ def test_eval_wrong_class_count(tmp_path: Path, cifar_root: Path) -> None:
             "--val-split must be in (0, 1)",
         ),
         (
-            ["train", "lenet5", "--data", "mnist15k", "-o", "no/such/dir/x.pt"],
-            "output directory 'no/such/dir' does not exist",
+            ["train", "lenet5", "--data", "nothing", "-o", "new/dir/x.pt"],
+            "data 'nothing' not found",
         ),
     ],
 )
@@ -164,3 +164,37 @@ def test_untrusted_pickle_refused_on_command_line(tmp_path: Path) -> None:
     assert code == 1 and "--trust-pickle" in err
     code, out, _ = run("inspect", str(path), "--trust-pickle", "--arch", "lenet5", "--json")
     assert code == 0 and json.loads(out)["params"] == 431080
+
+
+def test_error_from_a_dataloader_worker_is_one_line(tmp_path: Path) -> None:
+    from tests.conftest import write_image_folder
+
+    root = write_image_folder(tmp_path / "imgs")
+    for p in (root / "c1").iterdir():
+        p.write_bytes(b"broken")
+    path = tmp_path / "r18.pt"
+    torch.save(build_model("resnet18", num_classes=3).state_dict(), path)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "compressor",
+            "eval",
+            str(path),
+            "--arch",
+            "resnet18",
+            "--data",
+            str(root),
+            "--input-size",
+            "32",
+            "--workers",
+            "1",
+            "--val-split",
+            "0.5",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: cannot read image"), proc.stderr

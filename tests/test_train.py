@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -139,9 +138,13 @@ def test_sigint_saves_state_and_resume_matches(
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     assert proc.stderr is not None
-    line = proc.stderr.readline()  # "training smallcnn on mnist15k ..." once training starts
-    assert line.startswith("training"), line
-    time.sleep(1.0)
+    # wait for the end of epoch 1, so the signal lands inside epoch 2 with handlers installed
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if line.startswith("epoch 1/2"):
+            break
+    assert lines and lines[-1].startswith("epoch 1/2"), lines
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
