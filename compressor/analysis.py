@@ -61,7 +61,7 @@ def _flop_analysis(model: nn.Module, example: torch.Tensor) -> Any:
     return analysis
 
 
-def _measure(model: nn.Module, input_size: tuple[int, int, int]) -> tuple[int, dict[str, int]]:
+def measure(model: nn.Module, input_size: tuple[int, int, int]) -> tuple[int, dict[str, int]]:
     """(total MACs, MACs by module name) for one image of ``input_size``."""
     import torch
 
@@ -80,7 +80,7 @@ def _measure(model: nn.Module, input_size: tuple[int, int, int]) -> tuple[int, d
 
 def count_macs(model: nn.Module, input_size: tuple[int, int, int]) -> int:
     """Multiply-accumulates of one forward pass on a single image of ``input_size``."""
-    return _measure(model, input_size)[0]
+    return measure(model, input_size)[0]
 
 
 def _layer_rows(model: nn.Module, by_module: dict[str, int]) -> list[LayerInfo]:
@@ -119,12 +119,12 @@ def _layer_rows(model: nn.Module, by_module: dict[str, int]) -> list[LayerInfo]:
 
 def layer_table(model: nn.Module, input_size: tuple[int, int, int]) -> list[LayerInfo]:
     """Every convolution and linear layer with its channels, parameters and MACs."""
-    return _layer_rows(model, _measure(model, input_size)[1])
+    return _layer_rows(model, measure(model, input_size)[1])
 
 
 def summarize(model: nn.Module, input_size: tuple[int, int, int]) -> dict[str, Any]:
     """A JSON-ready summary: params, MACs and the layer table."""
-    total, by_module = _measure(model, input_size)
+    total, by_module = measure(model, input_size)
     return {
         "params": count_params(model),
         "macs": total,

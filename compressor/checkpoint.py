@@ -2,8 +2,8 @@
 
 Accepted inputs, in the order they are recognised:
 
-1. the project's own format (``save_model``): architecture, options, weights, preprocessing
-   and history; it reloads with no flags;
+1. the project's own format (``save_model``): architecture, options, pruned structure,
+   weights, preprocessing and history; it reloads with no flags;
 2. a checkpoint dict holding a state_dict under a common key (``state_dict``, ``model``,
    ``model_state_dict``, ...), with ``module.``/``_orig_mod.`` prefixes stripped;
 3. a bare state_dict of a known architecture (``arch=...``), the class count inferred from
@@ -208,6 +208,11 @@ def _from_project_format(obj: Mapping[str, Any], path: Path) -> LoadedModel:
     except (KeyError, TypeError, ValueError) as e:
         raise CompressorError(f"{path} is a damaged compressor model file (missing {e})") from e
     model = build_model(arch, num_classes=num_classes, in_channels=in_channels, options=options)
+    structure = obj.get("structure")
+    if structure:
+        from compressor.pruning import apply_structure
+
+        apply_structure(model, structure, sd)
     load_state_dict_strict(model, sd, what=f"the recorded architecture {arch}")
     pre = obj.get("preprocess")
     return LoadedModel(
@@ -284,7 +289,18 @@ def load_model(
 
 def model_payload(loaded: LoadedModel) -> dict[str, Any]:
     """The project-format dict for ``loaded`` (tensors on CPU; nothing needs code to load)."""
+    import torch
+
+    from compressor.pruning import structure_of
+
     sd = {k: v.detach().cpu().clone() for k, v in loaded.model.state_dict().items()}
+    with torch.device("meta"):
+        reference = build_model(
+            loaded.arch,
+            num_classes=loaded.num_classes,
+            in_channels=loaded.in_channels,
+            options=loaded.arch_options,
+        )
     return {
         "format": FORMAT,
         "version": FORMAT_VERSION,
@@ -295,6 +311,8 @@ def model_payload(loaded: LoadedModel) -> dict[str, Any]:
         "preprocess": to_dict(loaded.preprocess) if loaded.preprocess else None,
         "class_names": list(loaded.class_names) if loaded.class_names else None,
         "metadata": dict(loaded.metadata),
+        # channel counts that pruning changed, so the model rebuilds without pickled code
+        "structure": structure_of(loaded.model, reference),
         "state_dict": sd,
     }
 

@@ -462,5 +462,126 @@ def inspect(model: Path, console: Console, **kw: Any) -> None:
     console.result(result, render)
 
 
+# --------------------------------------------------------------------------- prune
+
+
+def prune_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option(
+            "--ratio",
+            type=float,
+            help="Remove this fraction of all prunable channels (global ranking).",
+        ),
+        click.option(
+            "--target-macs",
+            type=float,
+            help="Remove channels until MACs <= this fraction of the original (e.g. 0.5).",
+        ),
+        click.option(
+            "--threshold", type=float, help="Remove channels whose score is below this value."
+        ),
+        click.option(
+            "--relative",
+            is_flag=True,
+            help="With --threshold: compare with each group's largest score.",
+        ),
+        click.option(
+            "--round-to",
+            type=int,
+            default=1,
+            show_default=True,
+            help="Keep channel counts at multiples of N.",
+        ),
+        click.option(
+            "--max-layer-ratio",
+            type=float,
+            default=0.9,
+            show_default=True,
+            help="Never remove more than this fraction of a layer's channels.",
+        ),
+    ]
+    for opt in reversed(options):
+        f = opt(f)
+    return f
+
+
+def _prune_config(kw: dict[str, Any], importance: str = "l2") -> Any:
+    from compressor.config import PruneConfig
+
+    return PruneConfig(
+        ratio=kw["ratio"],
+        target_macs=kw["target_macs"],
+        threshold=kw["threshold"],
+        relative=kw["relative"],
+        importance=importance,
+        round_to=kw["round_to"],
+        max_layer_ratio=kw["max_layer_ratio"],
+    )
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@model_options
+@click.option(
+    "--input-size",
+    metavar="S|HxW|CxHxW",
+    help="Input size to trace at (default: recorded, else the architecture's).",
+)
+@prune_options
+@click.option(
+    "--importance",
+    type=click.Choice(["l2", "l1", "bn"]),
+    default="l2",
+    show_default=True,
+    help="Channel score: group L2 norm, group L1 norm, or BatchNorm |gamma|.",
+)
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), required=True, help="Pruned model file."
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
+@output_options
+@with_console
+def prune(model: Path, console: Console, **kw: Any) -> None:
+    """Remove the lowest-magnitude channels of MODEL (no training) and save the smaller model.
+
+    Channels are removed in coupled groups (residual additions, concatenations, depthwise
+    convolutions stay consistent) and ranked globally. The output is a compressor model
+    file that every command reads without flags.
+    """
+    from compressor.analysis import human
+    from compressor.pipeline import prune_model_file
+
+    output: Path = kw["output"]
+    _check_output(output, kw["force"])
+    config = _prune_config(kw, kw["importance"])
+    with _output_dir(output):
+        result = prune_model_file(
+            model,
+            config,
+            output=output,
+            input_size=_parse_size(kw["input_size"]),
+            arch=kw["arch"],
+            trust_pickle=kw["trust_pickle"],
+        )
+
+    def render() -> None:
+        rows = [
+            [r["name"], r["type"], r["before"], r["after"]]
+            for r in result["layers"]
+            if r["before"] != r["after"]
+        ]
+        if rows:
+            _print_table("channels changed", ["layer", "type", "before", "after"], rows)
+        click.echo(
+            f"removed {result['removed_channels']} of {result['prunable_channels']} prunable channels "
+            f"in {result['groups']} groups: params {human(result['params_before'])} -> {human(result['params_after'])}, "
+            f"MACs {human(result['macs_before'])} -> {human(result['macs_after'])} "
+            f"({result['macs_after'] / result['macs_before']:.2f}x) in {result['seconds']:.1f}s"
+        )
+        click.echo(f"wrote {output}")
+
+    console.result(result, render)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

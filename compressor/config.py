@@ -144,3 +144,51 @@ class TrainConfig:
             )
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise CompressorError(f"--device must be auto, cpu or cuda[:N], got {self.device!r}")
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """How channels are selected for removal. Exactly one of ``ratio``, ``target_macs`` and
+    ``threshold`` is set.
+
+    ``ratio``: fraction of all prunable channels to remove, in [0, 1).
+    ``target_macs``: remove channels until MACs <= this fraction of the original, in (0, 1].
+    ``threshold``: remove channels scoring below it (``relative``: below it times the
+    group's largest score).
+    """
+
+    ratio: float | None = None
+    target_macs: float | None = None
+    threshold: float | None = None
+    relative: bool = False
+    importance: str = "l2"
+    round_to: int = 1
+    max_layer_ratio: float = 0.9
+
+    def __post_init__(self) -> None:
+        given = [n for n in ("ratio", "target_macs", "threshold") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise CompressorError(
+                "give exactly one of --ratio, --target-macs and --threshold"
+                + (
+                    f" (got {', '.join('--' + g.replace('_', '-') for g in given)})"
+                    if given
+                    else ""
+                )
+            )
+        if self.ratio is not None and not 0.0 <= self.ratio < 1.0:
+            raise CompressorError(f"--ratio must be in [0, 1), got {self.ratio}")
+        if self.target_macs is not None and not 0.0 < self.target_macs <= 1.0:
+            raise CompressorError(f"--target-macs must be in (0, 1], got {self.target_macs}")
+        if self.threshold is not None and self.threshold < 0:
+            raise CompressorError(f"--threshold must be 0 or more, got {self.threshold}")
+        if self.importance not in ("l1", "l2", "bn"):
+            raise CompressorError(
+                f"unknown importance {self.importance!r}; choose one of: l1, l2, bn"
+            )
+        if self.round_to < 1:
+            raise CompressorError(f"--round-to must be at least 1, got {self.round_to}")
+        if not 0.0 < self.max_layer_ratio < 1.0:
+            raise CompressorError(
+                f"--max-layer-ratio must be in (0, 1), got {self.max_layer_ratio}"
+            )

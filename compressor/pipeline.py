@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from compressor.config import DataConfig, TrainConfig, to_dict, write_json
+from compressor.config import DataConfig, PruneConfig, TrainConfig, to_dict, write_json
 from compressor.errors import CompressorError
 
 if TYPE_CHECKING:
@@ -230,24 +230,10 @@ def inspect_model(
 ) -> dict[str, Any]:
     """Parameters, MACs and per-layer channels of a model file."""
     from compressor.analysis import summarize
-    from compressor.archs import arch_info
     from compressor.checkpoint import load_model
-    from compressor.data import complete_size
 
     loaded = load_model(path, arch=arch, trust_pickle=trust_pickle)
-    channels = loaded.in_channels
-    if input_size is not None:
-        size = complete_size(input_size, channels)
-    elif loaded.preprocess is not None:
-        size = loaded.preprocess.input_size
-    else:
-        try:
-            size = arch_info(loaded.arch).default_input_size
-        except CompressorError:
-            raise CompressorError(
-                f"cannot tell the input size of {path}; give --input-size"
-            ) from None
-        size = (channels, size[1], size[2])
+    size = model_input_size(loaded, input_size)
     try:
         summary = summarize(loaded.model, size)
     except RuntimeError as e:
@@ -261,4 +247,123 @@ def inspect_model(
         "num_classes": loaded.num_classes,
         "preprocess": to_dict(loaded.preprocess) if loaded.preprocess else None,
         **summary,
+    }
+
+
+def model_input_size(
+    loaded: LoadedModel, input_size: tuple[int, ...] | None
+) -> tuple[int, int, int]:
+    """The input size to trace and count MACs at: the option, else recorded, else the arch's."""
+    from compressor.archs import arch_info
+    from compressor.data import complete_size
+
+    channels = loaded.in_channels
+    if input_size is not None:
+        return complete_size(input_size, channels)
+    if loaded.preprocess is not None:
+        return loaded.preprocess.input_size
+    try:
+        size = arch_info(loaded.arch).default_input_size
+    except CompressorError:
+        raise CompressorError("cannot tell the model's input size; give --input-size") from None
+    return (channels, size[1], size[2])
+
+
+def prune_loaded(
+    loaded: LoadedModel,
+    config: PruneConfig,
+    *,
+    input_size: tuple[int, int, int],
+    scores: list[Any] | None = None,
+) -> dict[str, Any]:
+    """Select and physically remove channels of ``loaded.model`` in place.
+
+    ``scores`` overrides the magnitude scores (a method's own criterion). Returns the
+    before/after figures and the per-layer channels.
+    """
+    import torch
+
+    from compressor.analysis import count_macs, count_params, layer_table
+    from compressor.pruning import (
+        apply_plan,
+        channel_groups,
+        group_scores,
+        mac_estimator,
+        plan_ratio,
+        plan_target_macs,
+        plan_threshold,
+    )
+
+    model = loaded.model
+    model.eval()
+    t0 = time.perf_counter()
+    before_layers = layer_table(model, input_size)
+    params_before = count_params(model)
+    index = channel_groups(model, torch.zeros(1, *input_size))
+    if scores is None:
+        scores = group_scores(index, model, config.importance)
+    guards: dict[str, Any] = {
+        "max_layer_ratio": config.max_layer_ratio,
+        "round_to": config.round_to,
+    }
+    macs_before, estimate = mac_estimator(model, index, input_size)
+    if config.threshold is not None:
+        plan = plan_threshold(scores, config.threshold, relative=config.relative, **guards)
+    elif config.ratio is not None:
+        plan = plan_ratio(scores, config.ratio, **guards)
+    else:
+        assert config.target_macs is not None
+        plan = plan_target_macs(scores, estimate, macs_before, config.target_macs, **guards)
+    apply_plan(index, plan)
+    seconds = time.perf_counter() - t0
+    after_layers = layer_table(model, input_size)
+    macs_after = count_macs(model, input_size)
+    if config.target_macs is not None and macs_after > config.target_macs * macs_before:
+        raise CompressorError(
+            f"--target-macs {config.target_macs} not reached: {macs_after / macs_before:.3f} of the MACs remain"
+        )
+    layers = [
+        {"name": b.name, "type": b.type, "before": b.out_channels, "after": a.out_channels}
+        for b, a in zip(before_layers, after_layers, strict=True)
+    ]
+    return {
+        "groups": len(index),
+        "prunable_channels": index.prunable_channels,
+        "removed_channels": plan.removed_channels,
+        "params_before": params_before,
+        "params_after": count_params(model),
+        "macs_before": macs_before,
+        "macs_after": macs_after,
+        "input_size": list(input_size),
+        "seconds": seconds,
+        "layers": layers,
+    }
+
+
+def prune_model_file(
+    path: Path,
+    config: PruneConfig,
+    *,
+    output: Path,
+    input_size: tuple[int, ...] | None = None,
+    arch: str | None = None,
+    trust_pickle: bool = False,
+) -> dict[str, Any]:
+    """Magnitude-prune a model file (no training) and save it in the project format."""
+    from compressor.checkpoint import load_model, save_model
+
+    loaded = load_model(path, arch=arch, trust_pickle=trust_pickle)
+    size = model_input_size(loaded, input_size)
+    result = prune_loaded(loaded, config, input_size=size)
+    loaded.metadata["pruning"] = {
+        "config": to_dict(config),
+        **{k: v for k, v in result.items() if k != "layers"},
+    }
+    save_model(loaded, output)
+    return {
+        "model": str(path),
+        "output": str(output),
+        "arch": loaded.arch,
+        "config": to_dict(config),
+        **result,
     }

@@ -1,0 +1,531 @@
+"""Coupled channel groups, channel selection and physical removal (torch-pruning's DepGraph).
+
+A *group* is a set of channels that must be removed together: the producer's filters, the
+normalisation entries, the consumers' input slices, and everything tied to them through
+residual additions, concatenations and depthwise convolutions. ``channel_groups`` exposes,
+for every channel of every group, the parameter slices it owns (``ParamSlice``), so that a
+regularizer can penalise exactly what pruning removes and a selection policy can score it.
+
+Selection is global across the model (``select``): an absolute or relative score
+threshold, a fraction of all prunable channels, or a MAC budget. Guards keep every layer
+non-empty (``max_layer_ratio``), leave the classifier's outputs and the input alone, and
+round kept channel counts to multiples of ``round_to``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from compressor.errors import CompressorError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+IMPORTANCES = ("l2", "l1", "bn")
+
+
+@dataclass
+class ParamSlice:
+    """The part of one parameter that a group's channels own.
+
+    ``rows(param)`` gives a differentiable ``(len(index), k)`` matrix whose row ``j``
+    belongs to the group's channel ``channel[j]``.
+    """
+
+    module: str
+    param: str  # "weight" or "bias"
+    kind: str  # "out", "in", "in_grouped", "out_transposed", "in_transposed" or "norm"
+    index: torch.Tensor  # positions along the channel dimension
+    channel: torch.Tensor  # the group channel each position belongs to
+    groups: int = 1
+    norm_layer: bool = False  # BatchNorm / LayerNorm scale or shift
+
+    def rows(self, p: torch.Tensor) -> torch.Tensor:
+        if self.kind in ("out", "norm"):
+            m = p.reshape(p.shape[0], -1) if p.ndim > 1 else p.reshape(-1, 1)
+        elif self.kind == "in":
+            m = p.transpose(0, 1).reshape(p.shape[1], -1)
+        elif self.kind == "in_grouped":  # (O, I/g, k, k) -> (I, O/g * k * k)
+            o, ig = p.shape[0], p.shape[1]
+            g = self.groups
+            m = p.reshape(g, o // g, ig, -1).permute(0, 2, 1, 3).reshape(g * ig, -1)
+        elif self.kind == "out_transposed":
+            m = p.transpose(0, 1).reshape(p.shape[1], -1)
+        elif self.kind == "in_transposed":
+            m = p.reshape(p.shape[0], -1)
+        else:  # pragma: no cover - kinds are fixed above
+            raise AssertionError(self.kind)
+        return m.index_select(0, self.index.to(m.device))
+
+
+@dataclass
+class ChannelGroup:
+    """One group of coupled channels."""
+
+    id: int
+    root: str  # name of the module whose output channels define the group
+    size: int  # number of channels
+    slices: list[ParamSlice]
+    layers: list[str]  # modules whose output channels the group removes
+
+    def _reduce(
+        self,
+        params: dict[str, torch.Tensor],
+        fn: Callable[[torch.Tensor], torch.Tensor],
+        *,
+        norm_scale_only: bool = False,
+    ) -> torch.Tensor:
+        import torch
+
+        out: torch.Tensor | None = None
+        for s in self.slices:
+            if norm_scale_only and not (s.norm_layer and s.param == "weight"):
+                continue
+            p = params[f"{s.module}.{s.param}"]
+            vals = fn(s.rows(p))
+            if out is None:
+                out = torch.zeros(self.size, dtype=vals.dtype, device=vals.device)
+            out = out.index_add(0, s.channel.to(vals.device), vals)
+        if out is None:
+            first = next(iter(params.values()))
+            return torch.zeros(self.size, device=first.device)
+        return out
+
+    def sq_norms(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per channel, the sum of squares of every weight the channel owns (differentiable)."""
+        return self._reduce(params, lambda m: m.pow(2).sum(1))
+
+    def l1_norms(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per channel, the sum of absolute values of every weight the channel owns."""
+        return self._reduce(params, lambda m: m.abs().sum(1))
+
+    def bn_scales(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per channel, the sum of |gamma| over the group's normalisation layers.
+
+        A group without a normalisation layer falls back to its L2 norm.
+        """
+        if not self.has_norm_layer():
+            return self.sq_norms(params).sqrt()
+        return self._reduce(params, lambda m: m.abs().sum(1), norm_scale_only=True)
+
+    def has_norm_layer(self) -> bool:
+        return any(s.norm_layer and s.param == "weight" for s in self.slices)
+
+
+@dataclass
+class GroupIndex:
+    """The groups of a model, with the graph needed to prune them."""
+
+    groups: list[ChannelGroup]
+    graph: Any  # torch_pruning.DependencyGraph
+    tp_groups: list[Any]  # the torch-pruning groups, same order
+    ignored: list[str]
+
+    def __iter__(self) -> Iterator[ChannelGroup]:
+        return iter(self.groups)
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    @property
+    def prunable_channels(self) -> int:
+        return sum(g.size for g in self.groups)
+
+
+def classifier_layers(model: nn.Module) -> list[nn.Module]:
+    """The final layer(s) whose outputs are class logits (never pruned)."""
+    from torch import nn
+
+    layers = [m for m in model.modules() if isinstance(m, nn.Linear | nn.Conv2d)]
+    if not layers:
+        return []
+    out: list[nn.Module] = [layers[-1]]
+    # googlenet / inception auxiliary heads end in their own classifier
+    for name, m in model.named_modules():
+        if (
+            isinstance(m, nn.Linear)
+            and (name.startswith("aux") or name.startswith("AuxLogits"))
+            and name.endswith("fc2" if "aux" in name else "fc")
+        ):
+            out.append(m)
+    return out
+
+
+def _slice_for(
+    dep: Any, idxs: list[int], root_idxs: list[int], names: dict[Any, str]
+) -> list[ParamSlice]:
+    import torch
+    import torch_pruning as tp
+    from torch import nn
+
+    layer = dep.target.module
+    fn = dep.handler
+    name = names.get(layer)
+    if name is None or not isinstance(layer, nn.Module):
+        return []
+    index = torch.as_tensor(idxs, dtype=torch.long)
+    channel = torch.as_tensor(root_idxs, dtype=torch.long)
+    slices: list[ParamSlice] = []
+
+    def add(param: str, kind: str, groups: int = 1, norm: bool = False) -> None:
+        if getattr(layer, param, None) is not None:
+            slices.append(ParamSlice(name, param, kind, index, channel, groups, norm))
+
+    if isinstance(layer, nn.modules.conv._ConvNd):
+        transposed = layer.transposed
+        depthwise = layer.groups == layer.in_channels == layer.out_channels and layer.groups > 1
+        if fn in (tp.prune_conv_out_channels, tp.prune_depthwise_conv_out_channels) or (
+            depthwise and fn in (tp.prune_conv_in_channels, tp.prune_depthwise_conv_in_channels)
+        ):
+            if depthwise and fn in (tp.prune_conv_in_channels, tp.prune_depthwise_conv_in_channels):
+                return []  # the same weights are owned through the out-channel dependency
+            add("weight", "out_transposed" if transposed else "out")
+            add("bias", "out")
+        elif fn == tp.prune_conv_in_channels:
+            if transposed:
+                add("weight", "in_transposed")
+            elif layer.groups > 1:
+                add("weight", "in_grouped", groups=layer.groups)
+            else:
+                add("weight", "in")
+    elif isinstance(layer, nn.Linear):
+        if fn == tp.prune_linear_out_channels:
+            add("weight", "out")
+            add("bias", "out")
+        elif fn == tp.prune_linear_in_channels:
+            add("weight", "in")
+    elif isinstance(layer, nn.modules.batchnorm._BatchNorm | nn.LayerNorm | nn.GroupNorm):
+        add("weight", "norm", norm=True)
+        add("bias", "norm", norm=True)
+    return slices
+
+
+def channel_groups(
+    model: nn.Module, example_input: torch.Tensor, *, ignored: list[nn.Module] | None = None
+) -> GroupIndex:
+    """Trace ``model`` on ``example_input`` and return its prunable channel groups.
+
+    The classifier's outputs are never part of a group. Raises ``CompressorError`` when the
+    model cannot be traced.
+    """
+    import torch_pruning as tp
+    from torch import nn
+
+    names = {m: n for n, m in model.named_modules()}
+    ignored_layers = list(ignored or []) + classifier_layers(model)
+    was_training = model.training
+    model.eval()
+    try:
+        graph = tp.DependencyGraph().build_dependency(
+            model, example_inputs=example_input, verbose=False, ignored_layers=None
+        )
+    except Exception as e:  # torch-pruning raises many types on unsupported graphs
+        raise CompressorError(
+            f"cannot trace the model's channel dependencies: {type(e).__name__}: {e}"
+        ) from e
+    finally:
+        model.train(was_training)
+    groups: list[ChannelGroup] = []
+    tp_groups = []
+    for g in graph.get_all_groups(
+        ignored_layers=ignored_layers, root_module_types=(nn.modules.conv._ConvNd, nn.Linear)
+    ):
+        slices: list[ParamSlice] = []
+        layers: list[str] = []
+        for item in g:
+            dep, idxs = item.dep, item.idxs
+            plain = [int(i) for i in idxs]
+            root = item.root_idxs
+            if root is None or any(r is None for r in root):
+                continue
+            slices.extend(_slice_for(dep, plain, [int(r) for r in root], names))
+            if graph.is_out_channel_pruning_fn(dep.handler) and isinstance(
+                dep.target.module, nn.modules.conv._ConvNd | nn.Linear
+            ):
+                layers.append(names[dep.target.module])
+        root_module = g[0].dep.target.module
+        size = len(g[0].idxs)
+        if not slices or size < 2:
+            continue
+        groups.append(ChannelGroup(len(groups), names[root_module], size, slices, layers))
+        tp_groups.append(g)
+    return GroupIndex(groups, graph, tp_groups, [names[m] for m in ignored_layers if m in names])
+
+
+def param_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Parameters by qualified name (what ``ChannelGroup`` norms take)."""
+    return dict(model.named_parameters())
+
+
+def group_scores(index: GroupIndex, model: nn.Module, importance: str = "l2") -> list[torch.Tensor]:
+    """Per-channel scores of every group: l2 = group L2 norm, l1 = group L1 norm, bn = sum |gamma|."""
+    import torch
+
+    if importance not in IMPORTANCES:
+        raise CompressorError(
+            f"unknown importance {importance!r}; choose one of: {', '.join(IMPORTANCES)}"
+        )
+    params = param_dict(model)
+    with torch.no_grad():
+        if importance == "l2":
+            return [g.sq_norms(params).sqrt() for g in index]
+        if importance == "l1":
+            return [g.l1_norms(params) for g in index]
+        return [g.bn_scales(params) for g in index]
+
+
+# --------------------------------------------------------------------------- selection
+
+
+@dataclass
+class Plan:
+    """Which channels of which group to remove."""
+
+    remove: dict[int, list[int]] = field(default_factory=dict)
+
+    @property
+    def removed_channels(self) -> int:
+        return sum(len(v) for v in self.remove.values())
+
+
+def _limit(size: int, n_remove: int, *, max_layer_ratio: float, round_to: int) -> int:
+    """Clamp a group's removal count so that at least one channel (or ``round_to``) stays
+    and the kept count is a multiple of ``round_to`` (rounded up: we keep more, never fewer)."""
+    max_remove = min(size - 1, math.floor(size * max_layer_ratio))
+    n = max(0, min(n_remove, max_remove))
+    if round_to > 1 and size > round_to:
+        keep = size - n
+        keep = min(size, max(round_to, math.ceil(keep / round_to) * round_to))
+        n = size - keep
+    return n
+
+
+def _plan_from_counts(scores: list[torch.Tensor], counts: list[int]) -> Plan:
+    plan = Plan()
+    for gi, (s, n) in enumerate(zip(scores, counts, strict=True)):
+        if n > 0:
+            plan.remove[gi] = sorted(s.argsort(stable=True)[:n].tolist())
+    return plan
+
+
+def plan_threshold(
+    scores: list[torch.Tensor],
+    threshold: float,
+    *,
+    relative: bool = False,
+    max_layer_ratio: float = 0.9,
+    round_to: int = 1,
+) -> Plan:
+    """Remove channels scoring below ``threshold`` (or below ``threshold`` x the group's max)."""
+    counts = []
+    for s in scores:
+        limit = threshold * float(s.max()) if relative else threshold
+        counts.append(
+            _limit(
+                len(s), int((s < limit).sum()), max_layer_ratio=max_layer_ratio, round_to=round_to
+            )
+        )
+    return _plan_from_counts(scores, counts)
+
+
+def _normalized(scores: list[torch.Tensor]) -> list[torch.Tensor]:
+    # Groups differ in scale (layer widths, fan-in); dividing by the group mean makes a
+    # global ranking compare like with like, as torch-pruning's default normaliser does.
+    return [s / (s.mean() + 1e-12) for s in scores]
+
+
+def plan_ratio(
+    scores: list[torch.Tensor], ratio: float, *, max_layer_ratio: float = 0.9, round_to: int = 1
+) -> Plan:
+    """Remove the fraction ``ratio`` of all prunable channels with the lowest normalised scores."""
+    import torch
+
+    if not 0.0 <= ratio < 1.0:
+        raise CompressorError(f"--ratio must be in [0, 1), got {ratio}")
+    norm = _normalized(scores)
+    flat = torch.cat(norm) if norm else torch.zeros(0)
+    total = len(flat)
+    n_target = round(total * ratio)
+    if n_target == 0:
+        return Plan()
+    # rank globally (stable, so ties resolve the same way every time) and count per group
+    lowest = flat.argsort(stable=True)[:n_target]
+    owner = torch.cat([torch.full((len(s),), i) for i, s in enumerate(norm)])
+    per_group = torch.bincount(owner[lowest], minlength=len(norm)).tolist()
+    counts = [
+        _limit(len(s), n, max_layer_ratio=max_layer_ratio, round_to=round_to)
+        for s, n in zip(norm, per_group, strict=True)
+    ]
+    return _plan_from_counts(norm, counts)
+
+
+def mac_estimator(
+    model: nn.Module, index: GroupIndex, input_size: tuple[int, int, int]
+) -> tuple[int, Callable[[Plan], int]]:
+    """(exact MACs now, a function estimating the MACs left after a plan).
+
+    Each convolution's and linear layer's MACs scale with its kept output and input
+    fractions; everything else is held constant, so the estimate errs on the high side.
+    """
+    import torch
+    from torch import nn
+
+    from compressor.analysis import measure
+
+    total, by_module = measure(model, input_size)
+    dims: dict[str, tuple[int, int]] = {}
+    for name, m in model.named_modules():
+        if isinstance(m, nn.modules.conv._ConvNd):
+            dims[name] = (m.out_channels, m.in_channels)
+        elif isinstance(m, nn.Linear):
+            dims[name] = (m.out_features, m.in_features)
+    base = {n: by_module.get(n, 0) for n in dims}
+    other = total - sum(base.values())
+    weight_slices = [
+        [s for s in g.slices if s.param == "weight" and s.module in dims] for g in index
+    ]
+
+    def estimate(plan: Plan) -> int:
+        out_removed: dict[str, int] = {}
+        in_removed: dict[str, int] = {}
+        for gi, chans in plan.remove.items():
+            chosen = torch.as_tensor(chans, dtype=torch.long)
+            for sl in weight_slices[gi]:
+                n = int(torch.isin(sl.channel, chosen).sum())
+                target = out_removed if sl.kind in ("out", "out_transposed") else in_removed
+                target[sl.module] = target.get(sl.module, 0) + n
+        left = float(other)
+        for name, macs in base.items():
+            o, i = dims[name]
+            left += macs * (1 - out_removed.get(name, 0) / o) * (1 - in_removed.get(name, 0) / i)
+        return int(left)
+
+    return total, estimate
+
+
+def plan_target_macs(
+    scores: list[torch.Tensor],
+    estimate: Callable[[Plan], int],
+    total_macs: int,
+    target: float,
+    *,
+    max_layer_ratio: float = 0.9,
+    round_to: int = 1,
+) -> Plan:
+    """The smallest global ratio whose estimated MACs are at most ``target`` x the original.
+
+    Raises ``CompressorError`` saying what was reached when the target is out of reach.
+    """
+    budget = target * total_macs
+
+    def plan_at(r: float) -> Plan:
+        return plan_ratio(scores, r, max_layer_ratio=max_layer_ratio, round_to=round_to)
+
+    most = plan_at(0.999)
+    best = estimate(most)
+    if best > budget:
+        raise CompressorError(
+            f"--target-macs {target} is out of reach: removing all that the guards allow "
+            f"(--max-layer-ratio {max_layer_ratio}, --round-to {round_to}) leaves "
+            f"{best / total_macs:.3f} of the MACs"
+        )
+    lo, hi = 0.0, 0.999
+    for _ in range(25):
+        mid = (lo + hi) / 2
+        if estimate(plan_at(mid)) <= budget:
+            hi = mid
+        else:
+            lo = mid
+    return plan_at(hi)
+
+
+# --------------------------------------------------------------------------- removal
+
+
+def apply_plan(index: GroupIndex, plan: Plan) -> None:
+    """Physically remove the planned channels (modules are modified in place)."""
+    graph = index.graph
+    for gi, idxs in sorted(plan.remove.items()):
+        if not idxs:
+            continue
+        tp_group = index.tp_groups[gi]
+        root = tp_group[0].dep.target.module
+        handler = tp_group[0].dep.handler
+        group = graph.get_pruning_group(root, handler, idxs)
+        if not graph.check_pruning_group(group):
+            raise CompressorError(
+                f"removing {len(idxs)} channels of {index.groups[gi].root} would empty a layer"
+            )
+        group.prune()
+
+
+# --------------------------------------------------------------------------- structure
+
+
+_STRUCT_TYPES = (int, float, bool, tuple)
+
+
+def structure_of(model: nn.Module, reference: nn.Module) -> dict[str, dict[str, Any]]:
+    """Module attributes of ``model`` that differ from ``reference`` (a fresh build).
+
+    Pruning changes channel counts stored on modules (``out_channels``, ``num_features``,
+    ``hidden_dim``, ...). Recording the differences lets ``apply_structure`` rebuild the
+    pruned model from its architecture without pickling code.
+    """
+    ref = dict(reference.named_modules())
+    out: dict[str, dict[str, Any]] = {}
+    for name, m in model.named_modules():
+        r = ref.get(name)
+        if r is None:
+            raise CompressorError(f"module {name!r} is not in the reference architecture")
+        diff = {}
+        for k, v in vars(m).items():
+            if k.startswith("_") or not isinstance(v, _STRUCT_TYPES):
+                continue
+            rv = getattr(r, k, None)
+            if v != rv:
+                diff[k] = list(v) if isinstance(v, tuple) else v
+        if diff:
+            out[name] = diff
+    return out
+
+
+def apply_structure(
+    model: nn.Module, structure: dict[str, dict[str, Any]], state_dict: dict[str, torch.Tensor]
+) -> None:
+    """Reshape a freshly built ``model`` to a recorded structure, ready for ``state_dict``."""
+    import torch
+    from torch import nn
+
+    modules = dict(model.named_modules())
+    for name, attrs in structure.items():
+        m = modules.get(name)
+        if m is None:
+            raise CompressorError(
+                f"the recorded structure names a module {name!r} the architecture lacks"
+            )
+        for k, v in attrs.items():
+            current = getattr(m, k, None)
+            setattr(m, k, tuple(v) if isinstance(current, tuple) or isinstance(v, list) else v)
+    for key, value in state_dict.items():
+        mod_name, _, attr = key.rpartition(".")
+        m = modules.get(mod_name)
+        if m is None:
+            continue
+        current = getattr(m, attr, None)
+        if not isinstance(current, torch.Tensor) or current.shape == value.shape:
+            continue
+        fresh = torch.empty(value.shape, dtype=current.dtype)
+        if isinstance(current, nn.Parameter):
+            setattr(m, attr, nn.Parameter(fresh, requires_grad=current.requires_grad))
+        else:
+            m.register_buffer(attr, fresh)
+
+
+def copy_model(model: nn.Module) -> nn.Module:
+    return copy.deepcopy(model)

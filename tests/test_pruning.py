@@ -1,0 +1,190 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from compressor.analysis import count_macs
+from compressor.archs import build_model
+from compressor.checkpoint import LoadedModel, load_model, save_model
+from compressor.config import PruneConfig
+from compressor.errors import CompressorError
+from compressor.pipeline import prune_loaded
+from compressor.pruning import (
+    Plan,
+    apply_plan,
+    channel_groups,
+    group_scores,
+    param_dict,
+    plan_ratio,
+    plan_threshold,
+)
+
+
+def _zero_channels(model: torch.nn.Module, index, plan: Plan) -> None:
+    """Zero everything the planned channels produce (filters, biases, norm scales/shifts)."""
+    params = param_dict(model)
+    with torch.no_grad():
+        for gi, chans in plan.remove.items():
+            for s in index.groups[gi].slices:
+                if s.kind not in ("out", "norm", "out_transposed"):
+                    continue
+                pos = s.index[torch.isin(s.channel, torch.as_tensor(chans))]
+                p = params[f"{s.module}.{s.param}"]
+                if s.kind == "out_transposed":
+                    p[:, pos] = 0
+                else:
+                    p[pos] = 0
+
+
+def _randomize_bn(model: torch.nn.Module) -> None:
+    """Give BatchNorm layers non-trivial statistics so that the equality test means something."""
+    gen = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen) * 0.1)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
+
+
+# The structural families that prune correctly today; see docs/pruning.md for the rest.
+FAST = [
+    ("smallcnn", 28),
+    ("resnet18", 32),
+    ("resnet50", 64),
+    ("mobilenet_v2", 32),
+    ("mobilenet_v3_small", 64),
+    ("efficientnet_b0", 64),
+    ("densenet121", 32),
+    ("googlenet", 64),
+    ("inception_v3", 75),
+    ("convnext_tiny", 64),
+    ("squeezenet1_1", 64),
+    ("vgg11_bn", 32),
+    ("alexnet", 64),
+]
+
+
+@pytest.mark.parametrize(("arch", "size"), FAST)
+def test_zeroed_channels_prune_without_changing_outputs(arch: str, size: int) -> None:
+    torch.manual_seed(0)
+    in_ch = 1 if arch == "smallcnn" else 3
+    model = build_model(arch, num_classes=10, in_channels=in_ch if arch == "smallcnn" else None).eval()
+    _randomize_bn(model)
+    x = torch.randn(2, in_ch, size, size, generator=torch.Generator().manual_seed(0))
+    index = channel_groups(model, x[:1])
+    plan = plan_ratio(group_scores(index, model), 0.3)
+    assert plan.removed_channels > 0.2 * index.prunable_channels
+    _zero_channels(model, index, plan)
+    macs = count_macs(model, (in_ch, size, size))
+    with torch.no_grad():
+        before = model(x)
+        apply_plan(index, plan)
+        after = model(x)
+    assert after.shape == (2, 10)
+    scale = before.abs().max().clamp_min(1e-6)
+    assert (after - before).abs().max() / scale < 1e-5
+    assert count_macs(model, (in_ch, size, size)) < 0.9 * macs
+
+
+def _loaded(arch: str = "resnet18") -> LoadedModel:
+    torch.manual_seed(0)
+    model = build_model(arch, num_classes=10)
+    _randomize_bn(model)
+    return LoadedModel(model, arch, 10, "compressor")
+
+
+def test_pruned_model_roundtrips(tmp_path: Path) -> None:
+    loaded = _loaded()
+    result = prune_loaded(loaded, PruneConfig(ratio=0.4), input_size=(3, 32, 32))
+    assert result["params_after"] < 0.75 * result["params_before"]
+    path = tmp_path / "pruned.pt"
+    save_model(loaded, path)
+    again = load_model(path)  # weights_only loading, no flags
+    x = torch.randn(2, 3, 32, 32)
+    loaded.model.eval()
+    again.model.eval()
+    with torch.no_grad():
+        assert torch.equal(loaded.model(x), again.model(x))
+    assert again.model.layer1[0].conv1.out_channels == loaded.model.layer1[0].conv1.out_channels < 64
+
+
+def test_target_macs_is_reached() -> None:
+    loaded = _loaded()
+    result = prune_loaded(loaded, PruneConfig(target_macs=0.5), input_size=(3, 32, 32))
+    assert result["macs_after"] <= 0.5 * result["macs_before"]
+    assert result["macs_after"] > 0.35 * result["macs_before"]  # not far past the target
+    assert count_macs(loaded.model, (3, 32, 32)) == result["macs_after"]
+
+
+def test_unreachable_target_says_what_was_reached() -> None:
+    with pytest.raises(CompressorError, match=r"out of reach.*leaves 0\.\d+ of the MACs"):
+        prune_loaded(_loaded(), PruneConfig(target_macs=0.01, max_layer_ratio=0.5), input_size=(3, 32, 32))
+
+
+def test_round_to_keeps_multiples() -> None:
+    loaded = _loaded()
+    prune_loaded(loaded, PruneConfig(ratio=0.3, round_to=8), input_size=(3, 32, 32))
+    convs = [m for m in loaded.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(m.out_channels % 8 == 0 for m in convs)
+    assert any(m.out_channels < 64 for m in convs)
+
+
+def test_max_layer_ratio_never_empties_a_layer() -> None:
+    scores = [torch.zeros(10), torch.ones(4)]
+    plan = plan_threshold(scores, 0.5, max_layer_ratio=0.9)
+    assert plan.remove == {0: list(range(9))}  # one channel of the all-zero group stays
+    plan = plan_threshold(scores, 0.5, max_layer_ratio=0.5)
+    assert len(plan.remove[0]) == 5
+
+
+def test_threshold_absolute_and_relative() -> None:
+    scores = [torch.tensor([0.0, 0.05, 1.0, 2.0]), torch.tensor([10.0, 20.0, 1.0, 40.0])]
+    assert plan_threshold(scores, 0.1).remove == {0: [0, 1]}
+    assert plan_threshold(scores, 0.1, relative=True).remove == {0: [0, 1], 1: [2]}
+
+
+def test_ratio_is_global() -> None:
+    scores = [torch.tensor([1.0, 1.0, 1.0, 1.0]), torch.tensor([0.1, 1.0, 1.9, 1.0])]
+    plan = plan_ratio(scores, 0.25)  # 2 of 8 channels: the normalised lowest are in group 1
+    assert plan.removed_channels == 2 and 0 in plan.remove[1]
+
+
+def test_residual_coupling_in_groups() -> None:
+    model = build_model("resnet18", num_classes=10).eval()
+    index = channel_groups(model, torch.zeros(1, 3, 32, 32))
+    # layer1's residual stream: conv1/bn1 and every block's second conv share one group
+    stream = next(g for g in index if "layer1.0.conv2" in g.layers)
+    assert {"conv1", "layer1.0.conv2", "layer1.1.conv2"} <= set(stream.layers)
+    assert "fc" not in stream.layers  # the classifier's outputs are never pruned
+
+
+def test_bad_prune_options() -> None:
+    with pytest.raises(CompressorError, match="exactly one"):
+        PruneConfig()
+    with pytest.raises(CompressorError, match="exactly one"):
+        PruneConfig(ratio=0.1, threshold=0.1)
+    with pytest.raises(CompressorError, match=r"--ratio must be in \[0, 1\)"):
+        PruneConfig(ratio=1.0)
+    with pytest.raises(CompressorError, match="--target-macs"):
+        PruneConfig(target_macs=0.0)
+
+
+def test_prune_command(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from compressor.cli import cli
+
+    models = Path(__file__).parent.parent / "models"
+    out = tmp_path / "pruned.pt"
+    res = CliRunner().invoke(cli, ["prune", str(models / "lenet5-mnist15k.pt"), "--ratio", "0.3", "-o", str(out), "--json"])
+    assert res.exit_code == 0, res.stderr
+    result = json.loads(res.stdout)
+    assert result["macs_after"] < result["macs_before"]
+    res = CliRunner().invoke(cli, ["inspect", str(out), "--json"])
+    layers = json.loads(res.stdout)["layers"]
+    assert [r["out_channels"] for r in layers][-1] == 10
+    assert layers[0]["out_channels"] < 20
+    res = CliRunner().invoke(cli, ["eval", str(out), "--data", "mnist15k", "--json", "-q"])
+    assert json.loads(res.stdout)["top1"] > 90  # magnitude pruning of LeNet-5 costs little
