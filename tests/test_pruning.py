@@ -70,7 +70,9 @@ FAST = [
 def test_zeroed_channels_prune_without_changing_outputs(arch: str, size: int) -> None:
     torch.manual_seed(0)
     in_ch = 1 if arch == "smallcnn" else 3
-    model = build_model(arch, num_classes=10, in_channels=in_ch if arch == "smallcnn" else None).eval()
+    model = build_model(
+        arch, num_classes=10, in_channels=in_ch if arch == "smallcnn" else None
+    ).eval()
     _randomize_bn(model)
     x = torch.randn(2, in_ch, size, size, generator=torch.Generator().manual_seed(0))
     index = channel_groups(model, x[:1])
@@ -107,7 +109,9 @@ def test_pruned_model_roundtrips(tmp_path: Path) -> None:
     again.model.eval()
     with torch.no_grad():
         assert torch.equal(loaded.model(x), again.model(x))
-    assert again.model.layer1[0].conv1.out_channels == loaded.model.layer1[0].conv1.out_channels < 64
+    assert (
+        again.model.layer1[0].conv1.out_channels == loaded.model.layer1[0].conv1.out_channels < 64
+    )
 
 
 def test_target_macs_is_reached() -> None:
@@ -120,7 +124,9 @@ def test_target_macs_is_reached() -> None:
 
 def test_unreachable_target_says_what_was_reached() -> None:
     with pytest.raises(CompressorError, match=r"out of reach.*leaves 0\.\d+ of the MACs"):
-        prune_loaded(_loaded(), PruneConfig(target_macs=0.01, max_layer_ratio=0.5), input_size=(3, 32, 32))
+        prune_loaded(
+            _loaded(), PruneConfig(target_macs=0.01, max_layer_ratio=0.5), input_size=(3, 32, 32)
+        )
 
 
 def test_round_to_keeps_multiples() -> None:
@@ -178,7 +184,10 @@ def test_prune_command(tmp_path: Path) -> None:
 
     models = Path(__file__).parent.parent / "models"
     out = tmp_path / "pruned.pt"
-    res = CliRunner().invoke(cli, ["prune", str(models / "lenet5-mnist15k.pt"), "--ratio", "0.3", "-o", str(out), "--json"])
+    res = CliRunner().invoke(
+        cli,
+        ["prune", str(models / "lenet5-mnist15k.pt"), "--ratio", "0.3", "-o", str(out), "--json"],
+    )
     assert res.exit_code == 0, res.stderr
     result = json.loads(res.stdout)
     assert result["macs_after"] < result["macs_before"]
