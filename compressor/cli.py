@@ -425,7 +425,10 @@ def eval_(model: Path, console: Console, **kw: Any) -> None:
 @output_options
 @with_console
 def inspect(model: Path, console: Console, **kw: Any) -> None:
-    """Parameters, MACs (fvcore) and per-layer channels of MODEL."""
+    """Parameters, MACs (fvcore) and per-layer channels of MODEL.
+
+    For a pruned model, each layer's channel count before pruning is shown too.
+    """
     from compressor.analysis import human
     from compressor.pipeline import inspect_model
 
@@ -442,22 +445,27 @@ def inspect(model: Path, console: Console, **kw: Any) -> None:
             f"{human(result['macs'])} MACs at {'x'.join(map(str, result['input_size']))}, "
             f"{result['num_classes']} classes"
         )
-        rows = [
-            [
-                r["name"],
-                r["type"],
-                r["in_channels"],
-                r["out_channels"],
-                r["groups"],
-                "x".join(map(str, r["kernel"])) or "-",
-                human(r["params"]),
-                human(r["macs"]),
-            ]
-            for r in result["layers"]
-        ]
-        _print_table(
-            "layers", ["layer", "type", "in", "out", "groups", "kernel", "params", "MACs"], rows
-        )
+        pruned = result["pruned"]
+        columns = ["layer", "type", "in", "out", *(["out before"] if pruned else [])]
+        columns += ["groups", "kernel", "params", "MACs"]
+        rows = []
+        for r in result["layers"]:
+            before = [r.get("original_out_channels")] if pruned else []
+            kernel = "x".join(map(str, r["kernel"])) or "-"
+            rows.append(
+                [
+                    r["name"],
+                    r["type"],
+                    r["in_channels"],
+                    r["out_channels"],
+                    *before,
+                    r["groups"],
+                    kernel,
+                    human(r["params"]),
+                    human(r["macs"]),
+                ]
+            )
+        _print_table("layers", columns, rows)
 
     console.result(result, render)
 

@@ -240,9 +240,31 @@ def inspect_model(
         raise CompressorError(
             f"{loaded.arch} cannot run at input {'x'.join(map(str, size))}: {str(e).splitlines()[0]}"
         ) from e
+    pruned = bool(loaded.metadata.get("pruning"))
+    if pruned:
+        import torch
+        from torch import nn
+
+        from compressor.archs import build_model
+
+        with torch.device("meta"):
+            reference = build_model(
+                loaded.arch,
+                num_classes=loaded.num_classes,
+                in_channels=loaded.in_channels,
+                options=loaded.arch_options,
+            )
+        original = {
+            n: int(getattr(m, "out_channels", getattr(m, "out_features", 0)))
+            for n, m in reference.named_modules()
+            if isinstance(m, nn.Conv2d | nn.Linear)
+        }
+        for row in summary["layers"]:
+            row["original_out_channels"] = original.get(row["name"])
     return {
         "model": str(path),
         "arch": loaded.arch,
+        "pruned": pruned,
         "source_format": loaded.source_format,
         "num_classes": loaded.num_classes,
         "preprocess": to_dict(loaded.preprocess) if loaded.preprocess else None,

@@ -124,7 +124,8 @@ class GroupIndex:
     groups: list[ChannelGroup]
     graph: Any  # torch_pruning.DependencyGraph
     tp_groups: list[Any]  # the torch-pruning groups, same order
-    ignored: list[str]
+    ignored: list[str]  # layers whose outputs are never pruned (the classifier)
+    skipped: list[str] = field(default_factory=list)  # roots of groups left whole (grouped convs)
 
     def __iter__(self) -> Iterator[ChannelGroup]:
         return iter(self.groups)
@@ -154,6 +155,16 @@ def classifier_layers(model: nn.Module) -> list[nn.Module]:
         ):
             out.append(m)
     return out
+
+
+def _is_grouped_conv(module: Any) -> bool:
+    from torch import nn
+
+    return (
+        isinstance(module, nn.modules.conv._ConvNd)
+        and module.groups > 1
+        and not (module.groups == module.in_channels == module.out_channels)
+    )
 
 
 def _slice_for(
@@ -232,9 +243,16 @@ def channel_groups(
         model.train(was_training)
     groups: list[ChannelGroup] = []
     tp_groups = []
+    skipped: list[str] = []
     for g in graph.get_all_groups(
         ignored_layers=ignored_layers, root_module_types=(nn.modules.conv._ConvNd, nn.Linear)
     ):
+        if any(_is_grouped_conv(item.dep.target.module) for item in g):
+            # A grouped (not depthwise) convolution needs the same number of channels
+            # removed from each of its groups; torch-pruning removes arbitrary ones, which
+            # breaks the layer. Its channels are kept: the rest of the model still prunes.
+            skipped.append(names.get(g[0].dep.target.module, "?"))
+            continue
         slices: list[ParamSlice] = []
         layers: list[str] = []
         for item in g:
@@ -254,7 +272,9 @@ def channel_groups(
             continue
         groups.append(ChannelGroup(len(groups), names[root_module], size, slices, layers))
         tp_groups.append(g)
-    return GroupIndex(groups, graph, tp_groups, [names[m] for m in ignored_layers if m in names])
+    return GroupIndex(
+        groups, graph, tp_groups, [names[m] for m in ignored_layers if m in names], skipped
+    )
 
 
 def param_dict(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -192,8 +192,10 @@ def test_prune_command(tmp_path: Path) -> None:
     result = json.loads(res.stdout)
     assert result["macs_after"] < result["macs_before"]
     res = CliRunner().invoke(cli, ["inspect", str(out), "--json"])
-    layers = json.loads(res.stdout)["layers"]
+    inspected = json.loads(res.stdout)
+    layers = inspected["layers"]
+    assert inspected["pruned"] is True
     assert [r["out_channels"] for r in layers][-1] == 10
-    assert layers[0]["out_channels"] < 20
+    assert layers[0]["out_channels"] < 20 == layers[0]["original_out_channels"]
     res = CliRunner().invoke(cli, ["eval", str(out), "--data", "mnist15k", "--json", "-q"])
     assert json.loads(res.stdout)["top1"] > 90  # magnitude pruning of LeNet-5 costs little
