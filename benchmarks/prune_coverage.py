@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -57,7 +58,16 @@ def one(arch: str) -> dict:
         raise RuntimeError(f"output shape {tuple(y.shape)} after pruning")
     row["macs_after"] = count_macs(model, (3, size, size))
     buf = io.BytesIO()
-    torch.onnx.export(model, (x,), buf, opset_version=17, dynamo=False, input_names=["input"])
+    try:
+        torch.onnx.export(model, (x,), buf, opset_version=17, dynamo=False, input_names=["input"])
+        row["exporter"] = "torchscript"
+    except Exception:  # e.g. adaptive pooling with non-divisible sizes: try the dynamo exporter
+        buf = io.BytesIO()
+        program = torch.onnx.export(
+            model, (x,), dynamo=True, opset_version=18, input_names=["input"]
+        )
+        program.save(buf)
+        row["exporter"] = "dynamo"
     sess = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
     out = sess.run(None, {"input": x.numpy()})[0]
     diff = float(np.abs(out - y.numpy()).max() / max(float(np.abs(y.numpy()).max()), 1e-6))
@@ -88,8 +98,16 @@ def main(argv: list[str]) -> None:
             if proc.returncode == 0:
                 row = json.loads(proc.stdout.strip().splitlines()[-1])
             else:
-                last = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-                row = {"model": arch, "status": "error", "error": last[-1][:300] if last else "?"}
+                errors = [
+                    ln
+                    for ln in proc.stderr.splitlines()
+                    if re.match(r"^[\w.]+(Error|Exception)\b", ln)
+                ]
+                row = {
+                    "model": arch,
+                    "status": "error",
+                    "error": errors[-1][:300] if errors else "?",
+                }
         except subprocess.TimeoutExpired:
             row = {"model": arch, "status": "timeout", "error": f"over {timeout} s"}
         row["wall_seconds"] = round(time.perf_counter() - t0, 1)

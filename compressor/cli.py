@@ -496,9 +496,9 @@ def prune_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--round-to",
             type=int,
-            default=1,
+            default=8,
             show_default=True,
-            help="Keep channel counts at multiples of N.",
+            help="Keep channel counts at multiples of N (8 measured fastest in onnxruntime on CPU).",
         ),
         click.option(
             "--max-layer-ratio",
