@@ -110,6 +110,10 @@ def build_model(
 
     if name in ("googlenet", "inception_v3"):
         kwargs.setdefault("init_weights", True)
+    if name.startswith("shufflenet_v2"):
+        from compressor.nets import shufflenet_v2
+
+        return shufflenet_v2(name, num_classes)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)

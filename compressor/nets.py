@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import torch
+import torchvision
 from torch import nn
+from torchvision.models.shufflenetv2 import InvertedResidual
 
 
 def lenet5(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
@@ -65,3 +67,48 @@ def smallcnn(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
         nn.Flatten(),
         nn.Linear(64, num_classes),
     )
+
+
+class ChannelShuffle(nn.Module):
+    """ShuffleNet's channel shuffle as a module (same arithmetic as torchvision's function).
+
+    As a module it is a single node in torch-pruning's graph, which otherwise fails to trace
+    the shuffle's reshapes; the pruning engine keeps the channels on both sides of it.
+    """
+
+    def __init__(self, channels: int, groups: int = 2) -> None:
+        super().__init__()
+        self.channels = channels
+        self.groups = groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        x = x.view(b, self.groups, c // self.groups, h, w).transpose(1, 2).contiguous()
+        return x.view(b, c, h, w)
+
+
+class ShuffleUnit(InvertedResidual):
+    """torchvision's ShuffleNetV2 unit with its channel shuffle as a ``ChannelShuffle`` module."""
+
+    shuffle: ChannelShuffle
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride == 1:
+            x1, x2 = x.chunk(2, dim=1)
+            out = torch.cat((x1, self.branch2(x2)), dim=1)
+        else:
+            out = torch.cat((self.branch1(x), self.branch2(x)), dim=1)
+        return self.shuffle(out)
+
+
+def shufflenet_v2(name: str, num_classes: int) -> nn.Module:
+    """torchvision's ShuffleNetV2 built of ``ShuffleUnit``s.
+
+    Outputs and state_dict keys are identical to torchvision's model.
+    """
+    model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+    for m in model.modules():
+        if isinstance(m, InvertedResidual):
+            m.__class__ = ShuffleUnit
+            m.shuffle = ChannelShuffle(2 * m.branch2[5].out_channels, groups=2)
+    return model

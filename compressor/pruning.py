@@ -157,14 +157,39 @@ def classifier_layers(model: nn.Module) -> list[nn.Module]:
     return out
 
 
-def _is_grouped_conv(module: Any) -> bool:
+def _keep_whole(module: Any) -> bool:
     from torch import nn
 
+    from compressor.nets import ChannelShuffle
+
+    if isinstance(module, ChannelShuffle):
+        return True
     return (
         isinstance(module, nn.modules.conv._ConvNd)
         and module.groups > 1
         and not (module.groups == module.in_channels == module.out_channels)
     )
+
+
+def _fixed_channels_pruner() -> Any:
+    """A torch-pruning pruner for ``ChannelShuffle``: it reports the channel count, so the
+    graph traces through the shuffle, and refuses to prune (its groups are skipped)."""
+    import torch_pruning as tp
+
+    class FixedChannels(tp.pruner.function.BasePruningFunc):
+        def prune_out_channels(self, layer: Any, idxs: Any) -> Any:
+            raise AssertionError("the channels of a channel shuffle are never pruned")
+
+        def prune_in_channels(self, layer: Any, idxs: Any) -> Any:
+            raise AssertionError("the channels of a channel shuffle are never pruned")
+
+        def get_out_channels(self, layer: Any) -> int:
+            return int(layer.channels)
+
+        def get_in_channels(self, layer: Any) -> int:
+            return int(layer.channels)
+
+    return FixedChannels()
 
 
 def _slice_for(
@@ -227,13 +252,18 @@ def channel_groups(
     import torch_pruning as tp
     from torch import nn
 
+    from compressor.nets import ChannelShuffle
+
     names = {m: n for n, m in model.named_modules()}
     ignored_layers = list(ignored or []) + classifier_layers(model)
     was_training = model.training
     model.eval()
     try:
         graph = tp.DependencyGraph().build_dependency(
-            model, example_inputs=example_input, verbose=False, ignored_layers=None
+            model,
+            example_inputs=example_input,
+            verbose=False,
+            customized_pruners={ChannelShuffle: _fixed_channels_pruner()},
         )
     except Exception as e:  # torch-pruning raises many types on unsupported graphs
         raise CompressorError(
@@ -247,10 +277,11 @@ def channel_groups(
     for g in graph.get_all_groups(
         ignored_layers=ignored_layers, root_module_types=(nn.modules.conv._ConvNd, nn.Linear)
     ):
-        if any(_is_grouped_conv(item.dep.target.module) for item in g):
+        if any(_keep_whole(item.dep.target.module) for item in g):
             # A grouped (not depthwise) convolution needs the same number of channels
-            # removed from each of its groups; torch-pruning removes arbitrary ones, which
-            # breaks the layer. Its channels are kept: the rest of the model still prunes.
+            # removed from each of its groups, and a channel shuffle a fixed interleaving;
+            # torch-pruning removes arbitrary channels, which would break both. Those
+            # groups are kept whole: the rest of the model still prunes.
             skipped.append(names.get(g[0].dep.target.module, "?"))
             continue
         slices: list[ParamSlice] = []

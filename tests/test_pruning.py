@@ -63,6 +63,8 @@ FAST = [
     ("squeezenet1_1", 64),
     ("vgg11_bn", 32),
     ("alexnet", 64),
+    ("shufflenet_v2_x0_5", 64),  # channel shuffle: the groups it touches are kept whole
+    ("regnet_x_400mf", 64),  # grouped convolutions: likewise
 ]
 
 
