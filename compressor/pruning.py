@@ -14,6 +14,7 @@ round kept channel counts to multiples of ``round_to``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from collections.abc import Callable, Iterator
@@ -157,12 +158,80 @@ def classifier_layers(model: nn.Module) -> list[nn.Module]:
     return out
 
 
-def _keep_whole(module: Any) -> bool:
-    from torch import nn
+def _fixed_types() -> tuple[type, ...]:
+    """Module types traced as single opaque nodes whose channels are never pruned.
+
+    Window attention (Swin) and MaxViT's partitioned attention mix channels through
+    reshapes, rolls and relative-position tables that torch-pruning cannot follow (tracing
+    them does not finish); the channel shuffle of ShuffleNetV2 is a fixed interleaving.
+    Everything around them (MLP widths, MBConv expansions, branch widths) still prunes.
+    """
+    from torchvision.models.maxvit import PartitionAttentionLayer
+    from torchvision.models.swin_transformer import ShiftedWindowAttention
 
     from compressor.nets import ChannelShuffle
 
-    if isinstance(module, ChannelShuffle):
+    return (ChannelShuffle, ShiftedWindowAttention, PartitionAttentionLayer)
+
+
+def _module_channels(module: Any) -> int:
+    from torch import nn
+
+    if hasattr(module, "channels"):
+        return int(module.channels)
+    first = next(m for m in module.modules() if isinstance(m, nn.Linear | nn.LayerNorm))
+    return int(first.in_features if isinstance(first, nn.Linear) else first.normalized_shape[0])
+
+
+class _Passthrough:
+    """Autograd glue used only while tracing: the output's graph points straight at the input."""
+
+    @staticmethod
+    def wrap(x: Any, out: Any) -> Any:
+        import torch
+
+        class Fn(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx: Any, inp: Any, result: Any) -> Any:
+                return result.clone()
+
+            @staticmethod
+            def backward(ctx: Any, grad: Any) -> Any:
+                return grad, None
+
+        return Fn.apply(x, out)
+
+
+@contextlib.contextmanager
+def _opaque_for_tracing(model: nn.Module) -> Iterator[None]:
+    """While tracing, make the fixed-channel modules single nodes: their inner operations
+    are computed without a graph, and the output's graph links directly to the input."""
+    import torch
+
+    types = _fixed_types()
+    patched = []
+    for m in model.modules():
+        if isinstance(m, types) and _module_channels(m) > 0:
+            original = m.forward
+
+            def forward(x: Any, *args: Any, _orig: Any = original, **kwargs: Any) -> Any:
+                with torch.no_grad():
+                    out = _orig(x, *args, **kwargs)
+                return _Passthrough.wrap(x, out)
+
+            m.forward = forward  # type: ignore[method-assign]
+            patched.append(m)
+    try:
+        yield
+    finally:
+        for m in patched:
+            del m.forward
+
+
+def _keep_whole(module: Any) -> bool:
+    from torch import nn
+
+    if isinstance(module, _fixed_types()):
         return True
     return (
         isinstance(module, nn.modules.conv._ConvNd)
@@ -184,10 +253,10 @@ def _fixed_channels_pruner() -> Any:
             raise AssertionError("the channels of a channel shuffle are never pruned")
 
         def get_out_channels(self, layer: Any) -> int:
-            return int(layer.channels)
+            return _module_channels(layer)
 
         def get_in_channels(self, layer: Any) -> int:
-            return int(layer.channels)
+            return _module_channels(layer)
 
     return FixedChannels()
 
@@ -252,19 +321,19 @@ def channel_groups(
     import torch_pruning as tp
     from torch import nn
 
-    from compressor.nets import ChannelShuffle
-
     names = {m: n for n, m in model.named_modules()}
     ignored_layers = list(ignored or []) + classifier_layers(model)
     was_training = model.training
     model.eval()
+    fixed = _fixed_channels_pruner()
     try:
-        graph = tp.DependencyGraph().build_dependency(
-            model,
-            example_inputs=example_input,
-            verbose=False,
-            customized_pruners={ChannelShuffle: _fixed_channels_pruner()},
-        )
+        with _opaque_for_tracing(model):
+            graph = tp.DependencyGraph().build_dependency(
+                model,
+                example_inputs=example_input,
+                verbose=False,
+                customized_pruners={t: fixed for t in _fixed_types()},
+            )
     except Exception as e:  # torch-pruning raises many types on unsupported graphs
         raise CompressorError(
             f"cannot trace the model's channel dependencies: {type(e).__name__}: {e}"
