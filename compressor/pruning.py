@@ -219,7 +219,7 @@ def _opaque_for_tracing(model: nn.Module) -> Iterator[None]:
                     out = _orig(x, *args, **kwargs)
                 return _Passthrough.wrap(x, out)
 
-            m.forward = forward  # type: ignore[method-assign]
+            m.forward = forward
             patched.append(m)
     try:
         yield
