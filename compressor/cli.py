@@ -351,9 +351,18 @@ def train(arch_or_model: str, console: Console, **kw: Any) -> None:
         amp=kw["amp"],
         channels_last=kw["channels_last"],
     )
+    method = None
+    options = _method_options(kw)
+    if kw["method"] is not None:
+        from compressor.methods import get_method
+
+        method = get_method(kw["method"], options)
+    elif options:
+        raise CompressorError("--lambda, --set and --method-config need --method")
     with _output_dir(output):
         result = train_model(
             arch_or_model,
+            method=method,
             data=_data_config(kw, augment=kw["augment"]),
             train=config,
             output=output,
@@ -468,6 +477,77 @@ def inspect(model: Path, console: Console, **kw: Any) -> None:
         _print_table("layers", columns, rows)
 
     console.result(result, render)
+
+
+# --------------------------------------------------------------------------- methods
+
+
+@cli.command()
+@output_options
+@with_console
+def methods(console: Console) -> None:
+    """The structured-sparsity methods, their papers and default hyperparameters."""
+    from compressor.methods import describe_methods
+
+    result = {"methods": describe_methods()}
+
+    def render() -> None:
+        rows = [
+            [
+                m["name"],
+                ", ".join(f"{k}={v}" for k, v in m["defaults"].items()) or "-",
+                ", ".join(f"{k}={v}" for k, v in m["selection"].items()),
+                m["paper"],
+            ]
+            for m in result["methods"]
+        ]
+        _print_table("methods", ["name", "defaults", "selection", "paper"], rows)
+
+    console.result(result, render)
+
+
+def method_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option(
+            "--method",
+            metavar="NAME",
+            help="Structured-sparsity method (see `compressor methods`).",
+        ),
+        click.option("--lambda", "lam", type=float, help="The method's main strength (its `lam`)."),
+        click.option(
+            "--set",
+            "method_set",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="A method option, e.g. --set lam2=0.5 (repeatable).",
+        ),
+        click.option(
+            "--method-config",
+            type=click.Path(path_type=Path),
+            help="JSON or TOML file of method options.",
+        ),
+    ]
+    for opt in reversed(options):
+        f = opt(f)
+    return f
+
+
+def _method_options(kw: dict[str, Any]) -> dict[str, Any]:
+    """Options from --method-config, then --set, then --lambda (later ones win)."""
+    options: dict[str, Any] = {}
+    path = kw.get("method_config")
+    if path is not None:
+        from compressor.config import read_options_file
+
+        options.update(read_options_file(path))
+    for item in kw.get("method_set") or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--set")
+        options[key.strip()] = value.strip()
+    if kw.get("lam") is not None:
+        options["lam"] = kw["lam"]
+    return options
 
 
 # --------------------------------------------------------------------------- prune

@@ -37,6 +37,27 @@ def write_json(path: str | Path, payload: Any) -> None:
     atomic_write_bytes(Path(path), (json.dumps(_jsonable(payload), indent=2) + "\n").encode())
 
 
+def read_options_file(path: str | Path) -> dict[str, Any]:
+    """Method options from a JSON or TOML file (a flat table of names to values)."""
+    p = Path(path)
+    if not p.is_file():
+        raise CompressorError(f"options file {str(p)!r} not found")
+    try:
+        if p.suffix.lower() == ".toml":
+            import tomllib
+
+            data: Any = tomllib.loads(p.read_text())
+        else:
+            data = json.loads(p.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CompressorError(
+            f"options file {p} is not valid {p.suffix.lstrip('.') or 'JSON'}: {e}"
+        ) from e
+    if not isinstance(data, dict) or any(isinstance(v, dict | list) for v in data.values()):
+        raise CompressorError(f"options file {p} must hold a flat table of option names and values")
+    return data
+
+
 @dataclass(frozen=True)
 class Preprocess:
     """How images become model input; recorded with every model the tool writes."""

@@ -17,6 +17,7 @@ from compressor.errors import CompressorError
 if TYPE_CHECKING:
     from compressor.checkpoint import LoadedModel
     from compressor.data import DataBundle
+    from compressor.methods import Method
 
 
 def _quiet(_msg: str) -> None:
@@ -84,6 +85,14 @@ def _build_for_data(arch: str, data: DataConfig, seed: int) -> tuple[LoadedModel
     return loaded, bundle
 
 
+def _method_summary(method: Method | None) -> dict[str, Any] | None:
+    import dataclasses
+
+    if method is None:
+        return None
+    return {"name": method.name, "params": dataclasses.asdict(method.params)}
+
+
 def resume_path(output: Path) -> Path:
     """Where ``train`` keeps its resumable state for ``output``."""
     return output.with_name(output.name + ".resume")
@@ -102,11 +111,13 @@ def train_model(
     log: Callable[[str], None] = _quiet,
     debug: Callable[[str], None] = _quiet,
     stop_after_steps: int | None = None,
+    method: Method | None = None,
 ) -> dict[str, Any]:
     """Train an architecture from scratch (``source`` is a name) or fine-tune a model file.
 
-    Writes ``output`` (project format) and ``<stem>.train.json``; keeps a resumable state
-    beside ``output`` until training completes. Returns the training summary.
+    ``method`` adds a structured-sparsity regularizer. Writes ``output`` (project format) and
+    ``<stem>.train.json``; keeps a resumable state beside ``output`` until training
+    completes. Returns the training summary.
     """
     from compressor.archs import arch_info
     from compressor.checkpoint import save_model
@@ -115,7 +126,7 @@ def train_model(
     from compressor.utils import seed_everything
 
     state_path = resume_path(output)
-    extra = {"source": source, "data": data.data}
+    extra = {"source": source, "data": data.data, "method": method.name if method else None}
     if resume:
         saved = load_train_state(state_path)["extra"]
         if saved != extra:
@@ -153,6 +164,7 @@ def train_model(
         bundle,
         train,
         data,
+        regularizer=method,
         state_path=state_path,
         resume=resume,
         progress=progress,
@@ -163,6 +175,7 @@ def train_model(
     loaded.model.cpu()
     summary = {
         "arch": loaded.arch,
+        "method": _method_summary(method),
         "data": describe(bundle),
         "train_config": to_dict(train),
         "data_config": to_dict(data),
@@ -170,6 +183,7 @@ def train_model(
     }
     final = result.history[-1] if result.history else None
     loaded.metadata["train"] = {
+        "method": summary["method"],
         "data": summary["data"],
         "epochs": train.epochs,
         "val_top1": final.val_top1 if final else None,

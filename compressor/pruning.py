@@ -80,12 +80,15 @@ class ChannelGroup:
         fn: Callable[[torch.Tensor], torch.Tensor],
         *,
         norm_scale_only: bool = False,
+        weights_only: bool = False,
     ) -> torch.Tensor:
         import torch
 
         out: torch.Tensor | None = None
         for s in self.slices:
             if norm_scale_only and not (s.norm_layer and s.param == "weight"):
+                continue
+            if weights_only and (s.norm_layer or s.param != "weight"):
                 continue
             p = params[f"{s.module}.{s.param}"]
             vals = fn(s.rows(p))
@@ -97,9 +100,22 @@ class ChannelGroup:
             return torch.zeros(self.size, device=first.device)
         return out
 
-    def sq_norms(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Per channel, the sum of squares of every weight the channel owns (differentiable)."""
-        return self._reduce(params, lambda m: m.pow(2).sum(1))
+    def sq_norms(
+        self, params: dict[str, torch.Tensor], *, weights_only: bool = False
+    ) -> torch.Tensor:
+        """Per channel, the sum of squares of every parameter entry the channel owns
+        (differentiable). ``weights_only``: convolution and linear weights only (no biases,
+        no normalisation parameters)."""
+        return self._reduce(params, lambda m: m.pow(2).sum(1), weights_only=weights_only)
+
+    def weights_per_channel(self, params: dict[str, torch.Tensor]) -> int:
+        """How many convolution/linear weights one channel owns (its first channel's count)."""
+        total = 0
+        for s in self.slices:
+            if s.param == "weight" and not s.norm_layer:
+                rows = int((s.channel == 0).sum())
+                total += rows * (s.rows(params[f"{s.module}.weight"]).shape[1])
+        return total
 
     def l1_norms(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """Per channel, the sum of absolute values of every weight the channel owns."""

@@ -309,7 +309,7 @@ def fit(
     hooks = []
     if regularizer is not None:
         example = transform(bundle.train[0][0].unsqueeze(0))
-        regularizer.setup(model, example_input=example)
+        regularizer.setup(model, example_input=example, train_size=n)
         for name, module in regularizer.feature_modules(model).items():
 
             def hook(_m: nn.Module, _i: Any, out: Any, name: str = name) -> None:
@@ -391,6 +391,8 @@ def fit(
                     bundle.train, batches[first:], workers=workers, pin_memory=cuda
                 )
                 model.train()
+                if regularizer is not None:
+                    regularizer.start_epoch(model, epoch=epoch)
                 loss_sum = pen_sum = 0.0
                 correct = seen = 0
                 bar = tqdm(

@@ -168,8 +168,9 @@ class _FeaturePenalty(Regularizer):
         self.calls = {"setup": 0, "after_backward": 0, "after_step": 0}
         self.grad_seen = False
 
-    def setup(self, model, *, example_input):
+    def setup(self, model, *, example_input, groups=None, train_size=1):
         self.calls["setup"] += 1
+        assert train_size == 60
         assert example_input.shape == (1, 1, 28, 28)
 
     def feature_modules(self, model):

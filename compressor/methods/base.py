@@ -1,30 +1,106 @@
-"""The contract between the training loop and a structured-sparsity method.
+"""The contract between the training loop, the pruning engine and a structured-sparsity method.
 
 The loop knows a method only through this interface: it asks which modules' outputs the
 method needs (captured by forward hooks in the same forward pass as the loss), adds
 ``penalty(...)`` to the loss, and calls the hooks after backward and after each optimizer
-step. Methods with state of their own (auxiliary variables, schedules) save it through
+step. After training, ``scores(...)`` ranks every channel of every dependency-graph group
+for selection. Methods with state of their own (auxiliary variables) save it through
 ``state_dict``/``load_state_dict`` so that training resumes exactly.
+
+Every penalty is computed on the pruning engine's coupled groups (``compressor.pruning``),
+so what the regularizer drives to zero is exactly what pruning can remove.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from compressor.errors import CompressorError
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from compressor.pruning import GroupIndex
+
+EPS = 1e-8  # keeps square roots and ratios differentiable at exactly-zero weights
+
+
+@dataclasses.dataclass(frozen=True)
+class NoParams:
+    """A method without hyperparameters."""
+
 
 class Regularizer(ABC):
-    """A training-time penalty with optional hooks. Subclasses set ``name`` and ``paper``."""
+    """A training-time penalty with optional hooks.
+
+    Subclasses set ``name``, ``paper`` (the citation), ``reading`` (where the
+    implementation follows a documented interpretation rather than published text) and
+    ``Params`` (a frozen dataclass of hyperparameters with the papers' defaults).
+    """
 
     name: ClassVar[str]
     paper: ClassVar[str]
+    reading: ClassVar[str] = ""
+    Params: ClassVar[type] = NoParams
+    # How ``compress`` selects channels after training with this method, unless told
+    # otherwise: keyword arguments of ``PruneConfig``.
+    selection: ClassVar[dict[str, Any]] = {"ratio": 0.3}
 
-    def setup(self, model: nn.Module, *, example_input: torch.Tensor) -> None:  # noqa: B027
-        """Called once before training, with the model on its device (build groups here)."""
+    def __init__(self, params: Any = None) -> None:
+        self.params = params if params is not None else self.Params()
+        self.groups: GroupIndex | None = None
+        self.train_size: int = 1
+
+    @classmethod
+    def make_params(cls, values: dict[str, Any]) -> Any:
+        """Build ``Params`` from strings or numbers; unknown names or bad values raise."""
+        fields = {f.name: f for f in dataclasses.fields(cls.Params)}
+        kwargs: dict[str, Any] = {}
+        for key, raw in values.items():
+            name = key.replace("-", "_")
+            if name == "lambda":
+                name = "lam"
+            if name not in fields:
+                allowed = ", ".join(sorted(fields)) or "none"
+                raise CompressorError(
+                    f"method {cls.name!r} has no option {key!r} (options: {allowed})"
+                )
+            default = getattr(cls.Params(), name)
+            try:
+                kwargs[name] = (
+                    type(default)(raw) if not isinstance(default, bool) else _to_bool(raw)
+                )
+            except (TypeError, ValueError):
+                raise CompressorError(
+                    f"option {key!r} of {cls.name!r} must be a {type(default).__name__}, got {raw!r}"
+                ) from None
+        params = cls.Params(**kwargs)
+        for f in dataclasses.fields(params):
+            v = getattr(params, f.name)
+            if isinstance(v, int | float) and not isinstance(v, bool) and v < 0:
+                raise CompressorError(
+                    f"option {f.name!r} of {cls.name!r} must be 0 or more, got {v}"
+                )
+        return params
+
+    # ----------------------------------------------------------------- training hooks
+
+    def setup(
+        self,
+        model: nn.Module,
+        *,
+        example_input: torch.Tensor,
+        groups: GroupIndex | None = None,
+        train_size: int = 1,
+    ) -> None:
+        """Called once before training with the model on its device: builds the groups."""
+        from compressor.pruning import channel_groups
+
+        self.groups = groups if groups is not None else channel_groups(model, example_input[:1])
+        self.train_size = max(1, train_size)
 
     def feature_modules(self, model: nn.Module) -> dict[str, nn.Module]:
         """Modules whose outputs ``penalty`` receives, by name. Default: none."""
@@ -33,6 +109,9 @@ class Regularizer(ABC):
     @abstractmethod
     def penalty(self, model: nn.Module, features: dict[str, torch.Tensor]) -> torch.Tensor | None:
         """The term added to the loss for this step (``None`` when there is none)."""
+
+    def start_epoch(self, model: nn.Module, *, epoch: int) -> None:  # noqa: B027
+        """Called before the first step of each epoch (0-based), also when resuming."""
 
     def after_backward(self, model: nn.Module) -> None:  # noqa: B027
         """Called after ``loss.backward()`` and before the optimizer step."""
@@ -46,3 +125,38 @@ class Regularizer(ABC):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: B027
         """Restore what ``state_dict`` returned."""
+
+    # ----------------------------------------------------------------- selection
+
+    def scores(self, model: nn.Module, index: GroupIndex, **context: Any) -> list[torch.Tensor]:
+        """Per-channel scores for every group of ``index`` (low = remove first).
+
+        Default: the group L2 norm of the weights each channel owns.
+        """
+        from compressor.pruning import group_scores
+
+        return group_scores(index, model, "l2")
+
+    # ----------------------------------------------------------------- helpers
+
+    def _params(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        return dict(model.named_parameters())
+
+    def _require_groups(self) -> GroupIndex:
+        if self.groups is None:
+            raise RuntimeError(f"{self.name}: setup() was not called")
+        return self.groups
+
+
+def _to_bool(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+Method = Regularizer

@@ -1,0 +1,216 @@
+"""Hierarchical group sparsity (Mitsuno & Kurita, ICPR 2020; Mitsuno, Miyao & Kurita, IJCNN 2020)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from compressor.methods import register
+from compressor.methods.base import EPS, Method
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from compressor.pruning import ChannelGroup, GroupIndex, ParamSlice
+
+
+@dataclass(frozen=True)
+class HGSParams:
+    lam: float = 1e-3  # official code
+    lam2: float = 0.5  # official code: mix of the hierarchical term and plain l1
+    samples: int = 256  # training samples on which removal's loss increase is measured
+    batch_channels: int = 16  # candidate channels evaluated in one forward pass
+    zero_tol: float = 1e-3  # official code: a weight counts as zero when |w| < 1e-3
+
+
+@register
+class HGS(Method):
+    """Hierarchical squared group l1/2 mixed with l1, selection by loss increase.
+
+    Penalty (official code): ``lam * (lam2 * R + (1 - lam2) * ||W_conv||_1)`` with, for
+    each kernel ``b = ||W[o, i]||_1``, ``R = sum_i (sum_o sqrt(b[o, i]))^2`` (the outer group
+    is the input channel), over every convolution except residual downsample projections.
+    Here the input channels are those of the dependency-graph groups: every consumer of a
+    group channel carries the term, so a channel is emptied in all the layers that read it,
+    and its producer's filter becomes removable with it (the loss-increase selection sees
+    that removing it changes nothing). ``sqrt(b + eps)`` keeps gradients finite at 0.
+
+    Selection (ICPR 2020 paper): channels are ranked by the increase of the classification
+    loss when each is removed, measured on randomly drawn training samples. Reading: the
+    sample count and batching are not public; channels whose weights are all under
+    ``zero_tol`` are not evaluated (their removal changes nothing measurable), and several
+    candidates are evaluated in one forward pass by replicating the samples.
+
+    Mitsuno & Kurita, "Filter Pruning using Hierarchical Group Sparse Regularization for
+    Deep Convolutional Neural Networks", ICPR 2020 (arXiv 2011.02389); Mitsuno, Miyao &
+    Kurita, "Hierarchical Group Sparse Regularization for Deep Convolutional Neural
+    Networks", IJCNN 2020 (arXiv 2004.04394).
+    """
+
+    name = "hgs"
+    paper = (
+        "Mitsuno & Kurita, Filter Pruning using Hierarchical Group Sparse Regularization, ICPR 2020"
+    )
+    reading = "input channels taken from dependency-graph groups; sample count and batching of the selection"
+    Params = HGSParams
+
+    def penalty(self, model: nn.Module, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        params = self._params(model)
+        kernel = _kernel_sizes(model)
+        hier = []
+        for g in self._require_groups():
+            for s in _consumer_slices(g, kernel):
+                rows = s.rows(params[f"{s.module}.weight"])
+                b = rows.reshape(rows.shape[0], -1, kernel[s.module]).abs().sum(-1)
+                inner = (b + EPS).sqrt().sum(1)  # sum_o sqrt(b[o, i]) for each input position i
+                per_channel = inner.new_zeros(g.size).index_add(
+                    0, s.channel.to(inner.device), inner
+                )
+                hier.append(per_channel.pow(2).sum())
+        l1 = sum(
+            params[f"{name}.weight"].abs().sum() for name in kernel if not _is_downsample(name)
+        )
+        p = self.params
+        return p.lam * (p.lam2 * sum(hier) + (1 - p.lam2) * l1)
+
+    def scores(self, model: nn.Module, index: GroupIndex, **context: Any) -> list[torch.Tensor]:
+        """Loss increase when each channel is removed, on ``context['calibration']``
+        ``(inputs, labels)``; channels already at zero score 0. Without calibration data,
+        falls back to the group L2 norm."""
+        from compressor.pruning import group_scores
+
+        calibration = context.get("calibration")
+        norms = group_scores(index, model, "l2")
+        if calibration is None:
+            return norms
+        return loss_increase_scores(
+            model,
+            index,
+            calibration,
+            skip=[self._near_zero(model, g) for g in index],
+            batch_channels=self.params.batch_channels,
+        )
+
+    def _near_zero(self, model: nn.Module, g: ChannelGroup) -> torch.Tensor:
+        import torch
+
+        params = self._params(model)
+        with torch.no_grad():
+            big = torch.zeros(g.size, dtype=torch.bool)
+            for s in g.slices:
+                if s.param != "weight" or s.norm_layer:
+                    continue
+                rows = s.rows(params[f"{s.module}.weight"]).detach().cpu()
+                hit = (rows.abs() >= self.params.zero_tol).any(1)
+                big.index_put_((s.channel,), hit, accumulate=True)
+        return ~big
+
+
+def _is_downsample(name: str) -> bool:
+    return "downsample" in name.split(".")
+
+
+def _kernel_sizes(model: nn.Module) -> dict[str, int]:
+    from torch import nn
+
+    return {
+        name: int(m.weight[0, 0].numel())
+        for name, m in model.named_modules()
+        if isinstance(m, nn.modules.conv._ConvNd)
+    }
+
+
+def _consumer_slices(g: ChannelGroup, kernel: dict[str, int]) -> list[ParamSlice]:
+    """The group's input-channel slices of convolutions (not downsample projections)."""
+    return [
+        s
+        for s in g.slices
+        if s.param == "weight"
+        and s.kind in ("in", "in_grouped", "in_transposed")
+        and s.module in kernel
+        and not _is_downsample(s.module)
+    ]
+
+
+def loss_increase_scores(
+    model: nn.Module,
+    index: GroupIndex,
+    calibration: tuple[torch.Tensor, torch.Tensor],
+    *,
+    skip: list[torch.Tensor],
+    batch_channels: int = 16,
+) -> list[torch.Tensor]:
+    """For every channel, the mean cross-entropy increase on ``calibration`` when the
+    channel is removed (its consumers see zero at its input positions).
+
+    ``batch_channels`` candidates are evaluated per forward pass: the samples are
+    replicated and each replica masks a different channel. Channels flagged in ``skip``
+    are not evaluated and score 0.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from compressor.train import split_outputs
+
+    x, y = calibration
+    n = len(y)
+    was_training = model.training
+    model.eval()
+    modules = dict(model.named_modules())
+    out: list[torch.Tensor] = []
+    try:
+        with torch.no_grad():
+            base = F.cross_entropy(split_outputs(model(x))[0].float(), y)
+            for g, skipped in zip(index, skip, strict=True):
+                scores = torch.zeros(g.size)
+                consumers = [
+                    s
+                    for s in g.slices
+                    if s.kind in ("in", "in_grouped", "in_transposed") and s.param == "weight"
+                ]
+                todo = [c for c in range(g.size) if not bool(skipped[c])]
+                for start in range(0, len(todo), batch_channels):
+                    chunk = todo[start : start + batch_channels]
+                    k = len(chunk)
+                    handles = []
+                    for s in consumers:
+                        m = modules[s.module]
+                        width = m.in_channels if hasattr(m, "in_channels") else m.in_features
+                        mask = torch.ones(k, width, device=x.device)
+                        for r, c in enumerate(chunk):
+                            mask[r, s.index[s.channel == c].to(x.device)] = 0
+                        handles.append(
+                            m.register_forward_pre_hook(
+                                _masker(mask, n, last_dim=not hasattr(m, "in_channels"))
+                            )
+                        )
+                    try:
+                        logits = split_outputs(model(x.repeat(k, *([1] * (x.ndim - 1)))))[0].float()
+                    finally:
+                        for h in handles:
+                            h.remove()
+                    losses = (
+                        F.cross_entropy(logits, y.repeat(k), reduction="none").view(k, n).mean(1)
+                    )
+                    scores[torch.as_tensor(chunk)] = (losses - base).cpu()
+                out.append(scores)
+    finally:
+        model.train(was_training)
+    return out
+
+
+def _masker(mask: torch.Tensor, n: int, *, last_dim: bool) -> Any:
+    """A pre-hook zeroing, in replica ``r``, the input positions ``mask[r] == 0``
+    (channels on dim 1 for convolutions, on the last dim for linear layers)."""
+
+    def hook(module: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        x = args[0]
+        m = mask.repeat_interleave(n, dim=0)
+        if last_dim:
+            shape = (m.shape[0],) + (1,) * (x.ndim - 2) + (m.shape[1],)
+        else:
+            shape = (m.shape[0], m.shape[1]) + (1,) * (x.ndim - 2)
+        return (x * m.view(shape).to(x.dtype), *args[1:])
+
+    return hook

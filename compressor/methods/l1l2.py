@@ -1,0 +1,47 @@
+"""l1/l2 pseudo-norm (Berthelier et al., ICPR Workshops 2020, arXiv 2007.10022)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from compressor.methods import register
+from compressor.methods.base import EPS, Method
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+
+@dataclass(frozen=True)
+class L1L2Params:
+    lam: float = 2e-3  # reading: the paper gives no value usable with this formulation
+
+
+@register
+class L1L2(Method):
+    """The ratio of the l1 to the l2 norm of channel norms, per group (Berthelier, Yang,
+    Chateau, Blanc, Chaput, Ritter, "Learning Sparse Filters in Deep Convolutional Neural
+    Networks with a l1/l2 Pseudo-Norm", ICPR Workshops 2020).
+
+    The ratio is scale-invariant (a Hoyer-type measure): it rewards few large entries
+    rather than shrinking every weight as l1 does, so the sparse structure appears during
+    ordinary training. Reading (the public text does not give the exact vector): for each
+    dependency-graph group, ``n = (||w_c||_2)_c`` over its channels, each norm taken over
+    every weight the channel owns; penalty ``lam * sum_g ||n||_1 / ||n||_2``. Channels
+    whose norm falls under 1% of their group's largest are removed afterwards.
+    """
+
+    name = "l1l2"
+    paper = "Berthelier et al., Learning Sparse Filters in Deep CNNs with a l1/l2 Pseudo-Norm, ICPR-W 2020"
+    reading = "ratio over each group's vector of channel norms; relative threshold 0.01"
+    Params = L1L2Params
+    selection: ClassVar[dict[str, Any]] = {"threshold": 0.01, "relative": True}
+
+    def penalty(self, model: nn.Module, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        params = self._params(model)
+        terms = []
+        for g in self._require_groups():
+            n = (g.sq_norms(params) + EPS).sqrt()
+            terms.append(n.sum() / (n.pow(2).sum().sqrt() + EPS))
+        return self.params.lam * sum(terms)
