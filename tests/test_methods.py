@@ -1,0 +1,194 @@
+"""Each method's penalty against values worked out by hand, numerical safety, and effect."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from compressor.errors import CompressorError
+from compressor.methods import get_method, list_methods, method_class, register
+from compressor.methods.base import Method
+from compressor.pruning import channel_groups
+
+ALL = list_methods()
+
+
+def tiny() -> nn.Module:
+    """conv1 (1->2, 1x1) -> conv2 (2->2, 1x1) -> global pool -> fc (2->2), no biases.
+
+    Groups: A = conv1's outputs (owning conv1.w[c] and conv2.w[:, c]);
+            B = conv2's outputs (owning conv2.w[c] and fc.w[:, c]); fc's outputs are kept.
+    """
+    model = nn.Sequential(
+        nn.Conv2d(1, 2, 1, bias=False),
+        nn.Conv2d(2, 2, 1, bias=False),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(2, 2, bias=False),
+    )
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([3.0, 0.0]).view(2, 1, 1, 1))
+        model[1].weight.copy_(torch.tensor([[1.0, 2.0], [0.0, 4.0]]).view(2, 2, 1, 1))
+        model[4].weight.copy_(torch.tensor([[1.0, 0.0], [2.0, 0.0]]))
+    return model
+
+
+def penalty_of(name: str, options: dict, model: nn.Module | None = None) -> float:
+    model = model or tiny()
+    method = get_method(name, options)
+    method.setup(model, example_input=torch.zeros(1, 1, 4, 4), train_size=1)
+    method.start_epoch(model, epoch=0)
+    value = method.penalty(model, {})
+    return float(value.detach()) if value is not None else 0.0
+
+
+S5, S10, S20 = math.sqrt(5), math.sqrt(10), math.sqrt(20)
+
+# Worked out by hand from the weights above (eps terms are below 1e-3).
+EXPECTED = {
+    # sum |w| = conv1 (3) + conv2 (7) + fc (3)
+    "l1": ({"lam": 1.0}, 13.0),
+    # 1/2 sum w^2 = (9 + 21 + 5) / 2
+    "l2": ({"lam": 1.0}, 17.5),
+    # filters: conv1 rows 3, 0; conv2 rows sqrt5, 4 / channels: conv2 cols 1, sqrt20; fc cols sqrt5, 0
+    "ssl": ({"lam": 1.0, "lam_channel": 1.0}, (3 + 0 + S5 + 4) + (1 + S20 + S5 + 0)),
+    # group A norms (sqrt10, sqrt20), group B norms (sqrt10, 4): sum of l1/l2 ratios
+    "l1l2": ({"lam": 1.0}, (S10 + S20) / math.sqrt(30) + (S10 + 4) / math.sqrt(26)),
+    # R: conv2's input channels: (sqrt1 + sqrt0)^2 + (sqrt2 + sqrt4)^2; l1 of convs: 10
+    "hgs": ({"lam": 1.0, "lam2": 0.5}, 0.5 * (1 + (math.sqrt(2) + 2) ** 2) + 0.5 * 10),
+    # group term: sqrt(3) (sqrt10 + sqrt20) + sqrt(4) (sqrt10 + 4); V keeps |w| > sqrt(2/2) = 1,
+    # so W - V is 1 at conv2[0,0] and fc[0,0]: beta/2 * 2 = 2
+    "l0sgl": ({"lam": 1.0, "beta0": 2.0}, math.sqrt(3) * (S10 + S20) + 2 * (S10 + 4) + 2.0),
+    "none": ({}, 0.0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_penalty_matches_hand_computation(name: str) -> None:
+    options, expected = EXPECTED[name]
+    assert penalty_of(name, options) == pytest.approx(expected, abs=1e-3)
+
+
+def test_slimming_penalty_on_bn_scales() -> None:
+    model = nn.Sequential(nn.Conv2d(1, 2, 1), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(32, 2))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor([0.5, -2.0]))
+    assert penalty_of("slimming", {"lam": 1.0}, model) == pytest.approx(2.5)
+
+
+def test_ffr_length_and_curvature() -> None:
+    method = get_method("ffr", {"lam": 1.0, "lam2": 1.0})
+    method.runs = [["a", "b", "c"]]
+    feats = {
+        "a": torch.tensor([[1.0, 0.0]]),
+        "b": torch.tensor([[1.0, 1.0]]),
+        "c": torch.tensor([[0.0, 1.0]]),
+    }
+    # length |b-a|/|a| + |c-b|/|b| = 1 + 1/sqrt2; curvature |c - 2b + a| / |b| = sqrt2/sqrt2
+    assert float(method.penalty(nn.Linear(1, 1), feats)) == pytest.approx(
+        1 + 1 / math.sqrt(2) + 1, abs=1e-4
+    )
+
+
+def test_l0sgl_scores_are_v_norms() -> None:
+    model = tiny()
+    method = get_method("l0sgl", {"lam": 1.0, "beta0": 2.0})
+    method.setup(model, example_input=torch.zeros(1, 1, 4, 4))
+    index = channel_groups(model, torch.zeros(1, 1, 4, 4))
+    scores = {g.root: s for g, s in zip(index, method.scores(model, index), strict=True)}
+    # V: conv1 (3, 0); conv2 [[0, 2], [0, 4]]; fc [[0, 0], [2, 0]]
+    assert scores["0"].tolist() == pytest.approx([3.0, S20])  # group A
+    assert scores["1"].tolist() == pytest.approx([math.sqrt(8), 4.0])  # group B
+
+
+def test_l0sgl_beta_schedule() -> None:
+    method = get_method("l0sgl", {"beta0": 2.0, "beta_factor": 1.5, "beta_every": 2})
+    betas = []
+    for epoch in range(5):
+        method.start_epoch(nn.Linear(1, 1), epoch=epoch)
+        betas.append(method.beta)
+    assert betas == pytest.approx([2.0, 2.0, 3.0, 3.0, 4.5])
+
+
+def _small_cnn(seed: int = 0) -> nn.Module:
+    from compressor.archs import build_model
+
+    torch.manual_seed(seed)
+    return build_model("smallcnn", num_classes=10)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_gradients_finite_at_exact_zero(name: str) -> None:
+    model = _small_cnn()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+    method = get_method(name)
+    x = torch.randn(4, 1, 28, 28)
+    method.setup(model, example_input=x, train_size=100)
+    method.start_epoch(model, epoch=0)
+    feats: dict[str, torch.Tensor] = {}
+    hooks = [
+        m.register_forward_hook(lambda _m, _i, o, n=n: feats.__setitem__(n, o))
+        for n, m in method.feature_modules(model).items()
+    ]
+    out = model(x)
+    for h in hooks:
+        h.remove()
+    pen = method.penalty(model, feats)
+    loss = out.sum() + (pen if pen is not None else 0.0)
+    loss.backward()
+    assert torch.isfinite(loss)
+    for n, p in model.named_parameters():
+        assert p.grad is None or torch.isfinite(p.grad).all(), n
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_penalty_finite_under_bfloat16_autocast(name: str) -> None:
+    model = _small_cnn()
+    method = get_method(name)
+    x = torch.randn(4, 1, 28, 28)
+    method.setup(model, example_input=x, train_size=100)
+    feats: dict[str, torch.Tensor] = {}
+    hooks = [
+        m.register_forward_hook(lambda _m, _i, o, n=n: feats.__setitem__(n, o))
+        for n, m in method.feature_modules(model).items()
+    ]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(x)
+        pen = method.penalty(model, feats)
+    for h in hooks:
+        h.remove()
+    assert pen is None or torch.isfinite(pen.float())
+
+
+def test_registry_rules() -> None:
+    with pytest.raises(CompressorError, match="unknown method 'hsg'.*hgs"):
+        get_method("hsg")
+    with pytest.raises(CompressorError, match="no option 'lamda'"):
+        get_method("hgs", {"lamda": 1})
+    with pytest.raises(CompressorError, match="must be a float"):
+        get_method("hgs", {"lambda": "x"})
+    assert get_method("hgs", {"lambda": "0.01"}).params.lam == 0.01
+
+    class Clash(Method):
+        name = "hgs"
+        paper = "-"
+
+        def penalty(self, model, features):
+            return None
+
+    with pytest.raises(ValueError, match="already registered"):
+        register(Clash)
+    assert method_class("hgs").__name__ == "HGS"
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_docstring_cites_paper(name: str) -> None:
+    cls = method_class(name)
+    assert cls.paper and cls.__doc__
+    if name in ("l1l2", "hgs", "l0sgl", "ffr"):
+        assert "Reading" in cls.__doc__ or "reading" in cls.__doc__
