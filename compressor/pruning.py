@@ -30,6 +30,14 @@ if TYPE_CHECKING:
 IMPORTANCES = ("l2", "l1", "bn")
 
 
+def torch_square(t: torch.Tensor) -> torch.Tensor:
+    return t.square()
+
+
+def torch_abs(t: torch.Tensor) -> torch.Tensor:
+    return t.abs()
+
+
 @dataclass
 class ParamSlice:
     """The part of one parameter that a group's channels own.
@@ -63,6 +71,35 @@ class ParamSlice:
             raise AssertionError(self.kind)
         return m.index_select(0, self.index.to(m.device))
 
+    def position_sums(
+        self, p: torch.Tensor, elementwise: Callable[[torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor:
+        """``elementwise(p)`` summed over everything but the channel dimension, at this
+        slice's positions: the same as ``elementwise(rows(p)).sum(1)`` without gathering a
+        copy of the weight (the cheap path for penalties)."""
+        e = elementwise(p)
+        if self.kind in ("out", "norm", "in_transposed"):
+            v = e.reshape(e.shape[0], -1).sum(1) if e.ndim > 1 else e
+        elif self.kind in ("in", "out_transposed"):
+            v = e.sum(dim=[d for d in range(e.ndim) if d != 1])
+        elif self.kind == "in_grouped":
+            o, ig = e.shape[0], e.shape[1]
+            v = e.reshape(self.groups, o // self.groups, ig, -1).sum((1, 3)).reshape(-1)
+        else:  # pragma: no cover - kinds are fixed above
+            raise AssertionError(self.kind)
+        if len(self.index) == len(v) and self._identity():
+            return v
+        return v.index_select(0, self.index.to(v.device))
+
+    def _identity(self) -> bool:
+        cached = getattr(self, "_is_identity", None)
+        if cached is None:
+            import torch
+
+            cached = bool(torch.equal(self.index, torch.arange(len(self.index))))
+            object.__setattr__(self, "_is_identity", cached)
+        return cached
+
 
 @dataclass
 class ChannelGroup:
@@ -77,7 +114,7 @@ class ChannelGroup:
     def _reduce(
         self,
         params: dict[str, torch.Tensor],
-        fn: Callable[[torch.Tensor], torch.Tensor],
+        elementwise: Callable[[torch.Tensor], torch.Tensor],
         *,
         norm_scale_only: bool = False,
         weights_only: bool = False,
@@ -90,8 +127,7 @@ class ChannelGroup:
                 continue
             if weights_only and (s.norm_layer or s.param != "weight"):
                 continue
-            p = params[f"{s.module}.{s.param}"]
-            vals = fn(s.rows(p))
+            vals = s.position_sums(params[f"{s.module}.{s.param}"], elementwise)
             if out is None:
                 out = torch.zeros(self.size, dtype=vals.dtype, device=vals.device)
             out = out.index_add(0, s.channel.to(vals.device), vals)
@@ -106,7 +142,7 @@ class ChannelGroup:
         """Per channel, the sum of squares of every parameter entry the channel owns
         (differentiable). ``weights_only``: convolution and linear weights only (no biases,
         no normalisation parameters)."""
-        return self._reduce(params, lambda m: m.pow(2).sum(1), weights_only=weights_only)
+        return self._reduce(params, torch_square, weights_only=weights_only)
 
     def weights_per_channel(self, params: dict[str, torch.Tensor]) -> int:
         """How many convolution/linear weights one channel owns (its first channel's count)."""
@@ -119,7 +155,7 @@ class ChannelGroup:
 
     def l1_norms(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """Per channel, the sum of absolute values of every weight the channel owns."""
-        return self._reduce(params, lambda m: m.abs().sum(1))
+        return self._reduce(params, torch_abs)
 
     def bn_scales(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """Per channel, the sum of |gamma| over the group's normalisation layers.
@@ -128,7 +164,7 @@ class ChannelGroup:
         """
         if not self.has_norm_layer():
             return self.sq_norms(params).sqrt()
-        return self._reduce(params, lambda m: m.abs().sum(1), norm_scale_only=True)
+        return self._reduce(params, torch_abs, norm_scale_only=True)
 
     def has_norm_layer(self) -> bool:
         return any(s.norm_layer and s.param == "weight" for s in self.slices)

@@ -107,6 +107,11 @@ class HGS(Method):
         return ~big
 
 
+def _sqrt_kernel_l1(w: torch.Tensor) -> torch.Tensor:
+    """(O, I, kh, kw) -> (O, I): sqrt of each kernel's l1 norm (eps keeps it smooth at 0)."""
+    return (w.abs().flatten(2).sum(2) + EPS).sqrt()
+
+
 def _is_downsample(name: str) -> bool:
     return "downsample" in name.split(".")
 

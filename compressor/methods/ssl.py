@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from compressor.methods import register
 from compressor.methods.base import EPS, Method
+from compressor.pruning import torch_square
 
 if TYPE_CHECKING:
     import torch
@@ -46,7 +47,8 @@ class SSL(Method):
             for s in g.slices:
                 if s.norm_layer or s.param != "weight":
                     continue
-                norms = (s.rows(params[f"{s.module}.{s.param}"]).pow(2).sum(1) + EPS).sqrt()
+                sq = s.position_sums(params[f"{s.module}.{s.param}"], torch_square)
+                norms = (sq + EPS).sqrt()
                 (filters if s.kind in OUT_KINDS else channels).append(norms.sum())
         total = self.params.lam * sum(filters) + self.params.lam_channel * sum(channels)
         return total
