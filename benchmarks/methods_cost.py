@@ -45,7 +45,7 @@ def step_times(rounds: int, steps: int) -> dict[str, list[float]]:
         method.start_epoch(model, epoch=0)
         feats: dict[str, torch.Tensor] = {}
         for n, m in method.feature_modules(model).items():
-            m.register_forward_hook(lambda _m, _i, o, n=n: feats.__setitem__(n, o))
+            m.register_forward_hook(lambda _m, _i, o, n=n, f=feats: f.__setitem__(n, o))
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
         runs[name] = (model, method, opt, feats)
 

@@ -28,7 +28,7 @@ RATIO = 0.3
 
 def one(arch: str) -> dict:
     """Runs in a child process: prune ``arch`` and report."""
-    import io
+    import tempfile
 
     import numpy as np
     import onnxruntime as ort
@@ -57,18 +57,18 @@ def one(arch: str) -> dict:
     if tuple(y.shape) != (1, 10):
         raise RuntimeError(f"output shape {tuple(y.shape)} after pruning")
     row["macs_after"] = count_macs(model, (3, size, size))
-    buf = io.BytesIO()
+    tmp = tempfile.TemporaryDirectory()
+    path = os.path.join(tmp.name, "model.onnx")
     try:
-        torch.onnx.export(model, (x,), buf, opset_version=17, dynamo=False, input_names=["input"])
+        torch.onnx.export(model, (x,), path, opset_version=17, dynamo=False, input_names=["input"])
         row["exporter"] = "torchscript"
     except Exception:  # e.g. adaptive pooling with non-divisible sizes: try the dynamo exporter
-        buf = io.BytesIO()
         program = torch.onnx.export(
             model, (x,), dynamo=True, opset_version=18, input_names=["input"]
         )
-        program.save(buf)
+        program.save(path, external_data=True)  # models over 2 GB need external weights
         row["exporter"] = "dynamo"
-    sess = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     out = sess.run(None, {"input": x.numpy()})[0]
     diff = float(np.abs(out - y.numpy()).max() / max(float(np.abs(y.numpy()).max()), 1e-6))
     row["onnx_rel_diff"] = diff
@@ -82,9 +82,18 @@ def main(argv: list[str]) -> None:
         return
     import torchvision
 
-    archs = argv or sorted(torchvision.models.list_models(module=torchvision.models))
+    zoo = sorted(torchvision.models.list_models(module=torchvision.models))
+    update = argv[:1] == ["--update"]
+    if update:  # re-run some models and merge them into the existing results
+        argv = argv[1:]
+    archs = argv or zoo
     timeout = int(os.environ.get("COVERAGE_TIMEOUT", "600"))
     RESULTS.mkdir(exist_ok=True)
+    previous: dict[str, dict] = {}
+    if update and (RESULTS / "prune_coverage.json").is_file():
+        previous = {
+            r["model"]: r for r in json.loads((RESULTS / "prune_coverage.json").read_text())["rows"]
+        }
     rows = []
     for arch in archs:
         t0 = time.perf_counter()
@@ -113,7 +122,11 @@ def main(argv: list[str]) -> None:
         row["wall_seconds"] = round(time.perf_counter() - t0, 1)
         rows.append(row)
         print(json.dumps(row), flush=True)
-        _write(rows, archs)
+        if update:
+            previous[arch] = row
+            _write([previous[a] for a in zoo if a in previous], zoo)
+        else:
+            _write(rows, archs)
 
 
 def _write(rows: list[dict], archs: list[str]) -> None:

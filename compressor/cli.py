@@ -180,6 +180,50 @@ def runtime_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
+def method_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option(
+            "--method",
+            metavar="NAME",
+            help="Structured-sparsity method (see `compressor methods`).",
+        ),
+        click.option("--lambda", "lam", type=float, help="The method's main strength (its `lam`)."),
+        click.option(
+            "--set",
+            "method_set",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="A method option, e.g. --set lam2=0.5 (repeatable).",
+        ),
+        click.option(
+            "--method-config",
+            type=click.Path(path_type=Path),
+            help="JSON or TOML file of method options.",
+        ),
+    ]
+    for opt in reversed(options):
+        f = opt(f)
+    return f
+
+
+def _method_options(kw: dict[str, Any]) -> dict[str, Any]:
+    """Options from --method-config, then --set, then --lambda (later ones win)."""
+    options: dict[str, Any] = {}
+    path = kw.get("method_config")
+    if path is not None:
+        from compressor.config import read_options_file
+
+        options.update(read_options_file(path))
+    for item in kw.get("method_set") or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--set")
+        options[key.strip()] = value.strip()
+    if kw.get("lam") is not None:
+        options["lam"] = kw["lam"]
+    return options
+
+
 class Console:
     """Where a command writes: results to stdout, messages and progress to stderr."""
 
@@ -314,6 +358,7 @@ def _print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     show_default=True,
     help="NHWC memory format on CUDA.",
 )
+@method_options
 @runtime_options
 @click.option(
     "-o", "--output", type=click.Path(path_type=Path), required=True, help="Trained model file."
@@ -504,50 +549,6 @@ def methods(console: Console) -> None:
         _print_table("methods", ["name", "defaults", "selection", "paper"], rows)
 
     console.result(result, render)
-
-
-def method_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    options = [
-        click.option(
-            "--method",
-            metavar="NAME",
-            help="Structured-sparsity method (see `compressor methods`).",
-        ),
-        click.option("--lambda", "lam", type=float, help="The method's main strength (its `lam`)."),
-        click.option(
-            "--set",
-            "method_set",
-            multiple=True,
-            metavar="KEY=VALUE",
-            help="A method option, e.g. --set lam2=0.5 (repeatable).",
-        ),
-        click.option(
-            "--method-config",
-            type=click.Path(path_type=Path),
-            help="JSON or TOML file of method options.",
-        ),
-    ]
-    for opt in reversed(options):
-        f = opt(f)
-    return f
-
-
-def _method_options(kw: dict[str, Any]) -> dict[str, Any]:
-    """Options from --method-config, then --set, then --lambda (later ones win)."""
-    options: dict[str, Any] = {}
-    path = kw.get("method_config")
-    if path is not None:
-        from compressor.config import read_options_file
-
-        options.update(read_options_file(path))
-    for item in kw.get("method_set") or ():
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--set")
-        options[key.strip()] = value.strip()
-    if kw.get("lam") is not None:
-        options["lam"] = kw["lam"]
-    return options
 
 
 # --------------------------------------------------------------------------- prune

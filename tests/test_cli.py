@@ -198,3 +198,62 @@ def test_error_from_a_dataloader_worker_is_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: cannot read image"), proc.stderr
+
+
+def test_methods_json() -> None:
+    code, out, _ = run("methods", "--json")
+    names = [m["name"] for m in json.loads(out)["methods"]]
+    assert code == 0
+    assert names == ["none", "l1", "l2", "ssl", "slimming", "l1l2", "hgs", "l0sgl", "ffr"]
+    hgs = json.loads(out)["methods"][6]
+    assert hgs["defaults"]["lam"] == 1e-3 and hgs["defaults"]["lam2"] == 0.5
+
+
+def test_train_with_method_and_options(tmp_path: Path) -> None:
+    cfg = tmp_path / "hgs.toml"
+    cfg.write_text("lam2 = 0.25\nlam = 0.5\n")
+    out = tmp_path / "m.pt"
+    code, stdout, err = run(
+        "train",
+        "smallcnn",
+        "--data",
+        "mnist15k",
+        "--epochs",
+        "1",
+        "--method",
+        "hgs",
+        "--method-config",
+        str(cfg),
+        "--lambda",
+        "1e-4",
+        "--set",
+        "samples=32",
+        "-o",
+        str(out),
+        "--json",
+        "-q",
+    )
+    assert code == 0, err
+    method = json.loads(stdout)["method"]
+    assert method["name"] == "hgs"
+    assert (
+        method["params"]["lam"] == 1e-4
+        and method["params"]["lam2"] == 0.25
+        and method["params"]["samples"] == 32
+    )
+    assert json.loads(stdout)["history"][0]["train_penalty"] > 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--method", "hsg"], "unknown method 'hsg'"),
+        (["--method", "hgs", "--set", "lamda=1"], "has no option 'lamda'"),
+        (["--lambda", "0.1"], "need --method"),
+        (["--method", "hgs", "--set", "oops"], "is not KEY=VALUE"),
+    ],
+)
+def test_bad_method_options(tmp_path: Path, args: list[str], message: str) -> None:
+    code, _, err = run("train", "lenet5", "--data", "mnist15k", "-o", str(tmp_path / "x.pt"), *args)
+    assert code in (1, 2) and message in err
+    assert not (tmp_path / "x.pt").exists()

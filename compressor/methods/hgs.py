@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 class HGSParams:
     lam: float = 1e-3  # official code
     lam2: float = 0.5  # official code: mix of the hierarchical term and plain l1
-    samples: int = 256  # training samples on which removal's loss increase is measured
+    samples: int = 64  # training samples on which removal's loss increase is measured (reading)
     batch_channels: int = 16  # candidate channels evaluated in one forward pass
     zero_tol: float = 1e-3  # official code: a weight counts as zero when |w| < 1e-3
 
