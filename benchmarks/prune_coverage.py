@@ -24,6 +24,7 @@ from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
 RATIO = 0.3
+PREVIOUS_COMMAND = ""  # with --update: the run whose results are merged into
 
 
 def one(arch: str) -> dict:
@@ -133,7 +134,9 @@ def _write(rows: list[dict], archs: list[str]) -> None:
     import torch
 
     meta = {
-        "command": "python benchmarks/prune_coverage.py " + " ".join(sys.argv[1:]),
+        "command": (PREVIOUS_COMMAND + "` then `" if PREVIOUS_COMMAND else "")
+        + "python benchmarks/prune_coverage.py "
+        + " ".join(sys.argv[1:]),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
         "torch": torch.__version__,
         "ratio": RATIO,
