@@ -34,6 +34,42 @@ def torch_square(t: torch.Tensor) -> torch.Tensor:
     return t.square()
 
 
+def kernel_sq(t: torch.Tensor) -> torch.Tensor:
+    """Squares summed over a convolution's kernel positions: (O, I, kh, kw) -> (O, I).
+
+    Every channel reduction sums over whole kernels, so reducing them first makes the
+    later per-slice sums work on a matrix ``kh * kw`` times smaller."""
+    sq = t.square()
+    return sq.flatten(2).sum(2) if t.ndim > 2 else sq
+
+
+def identity(t: torch.Tensor) -> torch.Tensor:
+    return t
+
+
+class Elementwise:
+    """``params`` seen through ``fn``, each parameter transformed once per use of this object.
+
+    A weight is owned by two groups (as one layer's filters and the next layer's inputs);
+    sharing one ``square()`` between them halves a penalty's memory traffic.
+    """
+
+    def __init__(
+        self, params: dict[str, torch.Tensor], fn: Callable[[torch.Tensor], torch.Tensor]
+    ) -> None:
+        self.params = params
+        self.fn = fn
+        self.cache: dict[str, torch.Tensor] = {}
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        if name not in self.cache:
+            self.cache[name] = self.fn(self.params[name])
+        return self.cache[name]
+
+    def values(self) -> Iterator[torch.Tensor]:
+        return iter(self.params.values())
+
+
 def torch_abs(t: torch.Tensor) -> torch.Tensor:
     return t.abs()
 
@@ -132,17 +168,19 @@ class ChannelGroup:
                 out = torch.zeros(self.size, dtype=vals.dtype, device=vals.device)
             out = out.index_add(0, s.channel.to(vals.device), vals)
         if out is None:
-            first = next(iter(params.values()))
-            return torch.zeros(self.size, device=first.device)
+            return torch.zeros(self.size)
         return out
 
     def sq_norms(
-        self, params: dict[str, torch.Tensor], *, weights_only: bool = False
+        self, params: dict[str, torch.Tensor] | Elementwise, *, weights_only: bool = False
     ) -> torch.Tensor:
         """Per channel, the sum of squares of every parameter entry the channel owns
         (differentiable). ``weights_only``: convolution and linear weights only (no biases,
-        no normalisation parameters)."""
-        return self._reduce(params, torch_square, weights_only=weights_only)
+        no normalisation parameters). ``params`` may be an ``Elementwise(params,
+        kernel_sq)`` shared across groups, which squares each parameter only once."""
+        if isinstance(params, Elementwise):
+            return self._reduce(params, identity, weights_only=weights_only)  # type: ignore[arg-type]
+        return self._reduce(params, kernel_sq, weights_only=weights_only)
 
     def weights_per_channel(self, params: dict[str, torch.Tensor]) -> int:
         """How many convolution/linear weights one channel owns (its first channel's count)."""

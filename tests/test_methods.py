@@ -141,6 +141,7 @@ def test_gradients_finite_at_exact_zero(name: str) -> None:
     pen = method.penalty(model, feats)
     loss = out.sum() + (pen if pen is not None else 0.0)
     loss.backward()
+    method.after_backward(model)
     assert torch.isfinite(loss)
     for n, p in model.named_parameters():
         assert p.grad is None or torch.isfinite(p.grad).all(), n
@@ -238,6 +239,8 @@ def _train_steps(method_name: str | None, options: dict, steps: int = 30, *, flo
             loss = loss + pen if pen is not None else loss
         opt.zero_grad()
         loss.backward()
+        if method is not None:
+            method.after_backward(model)
         opt.step()
         if method is not None:
             method.after_step(model, epoch=0, step=step)
@@ -336,3 +339,23 @@ def test_hgs_loss_increase_scores() -> None:
     assert torch.equal(batched[1], torch.zeros(index.groups[1].size))
     for a, b in zip(batched, single, strict=True):
         assert torch.allclose(a, b, atol=1e-5)  # batching candidates changes nothing
+
+
+def test_l0sgl_coupling_gradient_matches_autograd() -> None:
+    def grads(manual: bool) -> dict[str, torch.Tensor]:
+        model = tiny()
+        method = get_method("l0sgl", {"lam": 1.0, "beta0": 2.0})
+        method.setup(model, example_input=torch.zeros(1, 1, 4, 4), train_size=4)
+        pen = method.penalty(model, {})
+        if manual:
+            pen.backward()
+            method.after_backward(model)
+        else:  # the coupling term through autograd instead
+            params = dict(model.named_parameters())
+            coupling = sum((params[n] - v).pow(2).sum() for n, v in method.v.items())
+            (pen + 0.5 * method.beta * coupling / 4).backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    manual, reference = grads(True), grads(False)
+    for n in reference:
+        assert torch.allclose(manual[n], reference[n], atol=1e-6), n

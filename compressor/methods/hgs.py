@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from compressor.methods import register
 from compressor.methods.base import EPS, Method
+from compressor.pruning import Elementwise
 
 if TYPE_CHECKING:
     import torch
@@ -58,19 +59,18 @@ class HGS(Method):
     def penalty(self, model: nn.Module, features: dict[str, torch.Tensor]) -> torch.Tensor:
         params = self._params(model)
         kernel = _kernel_sizes(model)
+        # one pass over each convolution's weights: b[o, i] = ||W[o, i]||_1 serves both terms
+        b = Elementwise(params, _kernel_l1)
         hier = []
         for g in self._require_groups():
             for s in _consumer_slices(g, kernel):
-                rows = s.rows(params[f"{s.module}.weight"])
-                b = rows.reshape(rows.shape[0], -1, kernel[s.module]).abs().sum(-1)
-                inner = (b + EPS).sqrt().sum(1)  # sum_o sqrt(b[o, i]) for each input position i
+                # sum_o sqrt(b[o, i]) at each input position i
+                inner = s.position_sums(b[f"{s.module}.weight"], _sqrt_eps)
                 per_channel = inner.new_zeros(g.size).index_add(
                     0, s.channel.to(inner.device), inner
                 )
                 hier.append(per_channel.pow(2).sum())
-        l1 = sum(
-            params[f"{name}.weight"].abs().sum() for name in kernel if not _is_downsample(name)
-        )
+        l1 = sum(b[f"{name}.weight"].sum() for name in kernel if not _is_downsample(name))
         p = self.params
         return p.lam * (p.lam2 * sum(hier) + (1 - p.lam2) * l1)
 
@@ -107,9 +107,13 @@ class HGS(Method):
         return ~big
 
 
-def _sqrt_kernel_l1(w: torch.Tensor) -> torch.Tensor:
-    """(O, I, kh, kw) -> (O, I): sqrt of each kernel's l1 norm (eps keeps it smooth at 0)."""
-    return (w.abs().flatten(2).sum(2) + EPS).sqrt()
+def _kernel_l1(w: torch.Tensor) -> torch.Tensor:
+    """(O, I, kh, kw) -> (O, I): each kernel's l1 norm."""
+    return w.abs().flatten(2).sum(2)
+
+
+def _sqrt_eps(b: torch.Tensor) -> torch.Tensor:
+    return (b + EPS).sqrt()  # eps keeps the gradient finite at 0
 
 
 def _is_downsample(name: str) -> bool:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from compressor.methods import register
 from compressor.methods.base import EPS, Method
+from compressor.pruning import Elementwise, kernel_sq
 
 if TYPE_CHECKING:
     import torch
@@ -59,6 +60,7 @@ class L0SGL(Method):
         self.v: dict[str, torch.Tensor] = {}
         self.epoch = 0
         self._sizes: list[int] = []
+        self._diffs: list[torch.Tensor] = []
 
     @property
     def beta(self) -> float:
@@ -103,21 +105,49 @@ class L0SGL(Method):
         with torch.no_grad():
             for name in self._weight_names():
                 w = params[name].detach()
-                self.v[name] = torch.where(w.abs() > t, w, torch.zeros_like(w))
+                self.v[name] = w * (w.abs() > t)
 
     def after_step(self, model: nn.Module, *, epoch: int, step: int) -> None:
         self._update_v(model)
 
     def penalty(self, model: nn.Module, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The group term through autograd, plus the coupling term's value; the coupling
+        gradient ``beta (W - V) / N`` is added in ``after_backward`` directly, which saves
+        two passes over the weights per step."""
+        import torch
+
         params = self._params(model)
+        squares = Elementwise(params, kernel_sq)
         group_terms = []
         for g, owned in zip(self._require_groups(), self._sizes, strict=True):
-            sq = g.sq_norms(params, weights_only=True)
+            sq = g.sq_norms(squares, weights_only=True)
             group_terms.append(math.sqrt(owned) * (sq + EPS).sqrt().sum())
-        coupling = sum((params[n] - self.v[n].to(params[n].device)).pow(2).sum() for n in self.v)
+        with torch.no_grad():
+            names = list(self.v)
+            weights = [params[n].detach() for n in names]
+            self._diffs = list(torch._foreach_sub(weights, [self.v[n] for n in names]))
+            coupling = (
+                sum(float(d) ** 2 for d in torch._foreach_norm(self._diffs, 2)) if names else 0.0
+            )
         p = self.params
-        total = p.lam * sum(group_terms) + 0.5 * self.beta * coupling
-        return total / self.train_size
+        return (p.lam * sum(group_terms) + 0.5 * self.beta * coupling) / self.train_size
+
+    def after_backward(self, model: nn.Module) -> None:
+        import torch
+
+        if not self._diffs:
+            return
+        params = self._params(model)
+        grads = []
+        diffs = []
+        for n, d in zip(self.v, self._diffs, strict=True):
+            p = params[n]
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            grads.append(p.grad)
+            diffs.append(d)
+        torch._foreach_add_(grads, diffs, alpha=self.beta / self.train_size)
+        self._diffs = []
 
     def scores(self, model: nn.Module, index: GroupIndex, **context: Any) -> list[torch.Tensor]:
         """Per channel, the l2 norm of its V slices: exactly 0 for channels V removed."""

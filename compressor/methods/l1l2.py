@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from compressor.methods import register
 from compressor.methods.base import EPS, Method
+from compressor.pruning import Elementwise, kernel_sq
 
 if TYPE_CHECKING:
     import torch
@@ -39,9 +40,9 @@ class L1L2(Method):
     selection: ClassVar[dict[str, Any]] = {"threshold": 0.01, "relative": True}
 
     def penalty(self, model: nn.Module, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        params = self._params(model)
+        squares = Elementwise(self._params(model), kernel_sq)
         terms = []
         for g in self._require_groups():
-            n = (g.sq_norms(params) + EPS).sqrt()
+            n = (g.sq_norms(squares) + EPS).sqrt()
             terms.append(n.sum() / (n.pow(2).sum().sqrt() + EPS))
         return self.params.lam * sum(terms)

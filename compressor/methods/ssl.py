@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from compressor.methods import register
 from compressor.methods.base import EPS, Method
-from compressor.pruning import torch_square
+from compressor.pruning import Elementwise, identity, kernel_sq
 
 if TYPE_CHECKING:
     import torch
@@ -40,14 +40,14 @@ class SSL(Method):
     Params = SSLParams
 
     def penalty(self, model: nn.Module, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        params = self._params(model)
+        squares = Elementwise(self._params(model), kernel_sq)
         filters: list[torch.Tensor] = []
         channels: list[torch.Tensor] = []
         for g in self._require_groups():
             for s in g.slices:
                 if s.norm_layer or s.param != "weight":
                     continue
-                sq = s.position_sums(params[f"{s.module}.{s.param}"], torch_square)
+                sq = s.position_sums(squares[f"{s.module}.{s.param}"], identity)
                 norms = (sq + EPS).sqrt()
                 (filters if s.kind in OUT_KINDS else channels).append(norms.sum())
         total = self.params.lam * sum(filters) + self.params.lam_channel * sum(channels)
