@@ -1,0 +1,404 @@
+"""ONNX export, checks, parity against PyTorch, graph simplification and INT8 quantization.
+
+``export_model`` writes an ONNX file with a dynamic batch axis, a named input (``input``)
+and output (``logits``), and the model's preprocessing in its metadata; it runs
+``onnx.checker``, simplifies the graph with onnxslim when that removes nodes, and compares
+onnxruntime's outputs with PyTorch's on random and real inputs. The TorchScript exporter is
+tried first; an operator it rejects (for example adaptive pooling whose output does not
+divide its input) falls back to the dynamo exporter, and the report says which was used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from compressor.errors import CompressorError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from torch import nn
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """How to export. ``tolerance`` bounds the max abs difference relative to the output scale."""
+
+    opset: int = 17
+    simplify: bool = True
+    verify: bool = True
+    tolerance: float = 1e-4
+
+    def __post_init__(self) -> None:
+        if not 13 <= self.opset <= 23:
+            raise CompressorError(f"--opset must be between 13 and 23, got {self.opset}")
+        if self.tolerance <= 0:
+            raise CompressorError(f"--tolerance must be positive, got {self.tolerance}")
+
+
+@dataclass
+class Parity:
+    """onnxruntime vs PyTorch on one input set."""
+
+    inputs: str  # "random" or "real"
+    samples: int
+    max_abs_diff: float
+    rel_diff: float  # max abs difference / max |PyTorch output|
+    top1_agreement: float  # percent of samples whose argmax agrees
+
+    def ok(self, tolerance: float) -> bool:
+        return self.rel_diff <= tolerance
+
+
+@dataclass
+class ExportResult:
+    path: str
+    exporter: str  # "torchscript" or "dynamo"
+    opset: int
+    nodes: int
+    nodes_before_simplify: int | None
+    simplified: bool
+    size_bytes: int
+    parity: list[Parity] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+@contextlib.contextmanager
+def _silenced_fds() -> Iterator[None]:
+    """Send file descriptors 1 and 2 to /dev/null for the duration."""
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    saved = [os.dup(1), os.dup(2)]
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        try:  # C/C++ output still sitting in stdio buffers must go to /dev/null too
+            import ctypes
+
+            ctypes.CDLL(None).fflush(None)
+        except (OSError, AttributeError):
+            pass
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, devnull):
+            os.close(fd)
+
+
+def _torchscript_export(model: nn.Module, example: torch.Tensor, path: str, opset: int) -> None:
+    import io
+    import warnings
+
+    import torch
+
+    # On failure the exporter prints the whole partial graph (from C++, at the file
+    # descriptor level); keep it out of the user's way.
+    quiet = io.StringIO()
+    with (
+        warnings.catch_warnings(),
+        _silenced_fds(),
+        contextlib.redirect_stdout(quiet),
+        contextlib.redirect_stderr(quiet),
+    ):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (example,),
+            path,
+            dynamo=False,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+        )
+
+
+def _dynamo_export(model: nn.Module, example: torch.Tensor, path: str, opset: int) -> None:
+    import io
+    import warnings
+
+    import torch
+
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            model,
+            (example,),
+            dynamo=True,
+            opset_version=max(opset, 18),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes=({0: batch},),
+        )
+        if program is None:
+            raise RuntimeError("the dynamo exporter returned no program")
+        program.save(path)
+
+
+def _set_metadata(model_proto: Any, metadata: dict[str, Any]) -> None:
+    del model_proto.metadata_props[:]
+    for key, value in metadata.items():
+        if value is None:
+            continue
+        entry = model_proto.metadata_props.add()
+        entry.key = key
+        entry.value = value if isinstance(value, str) else json.dumps(value)
+
+
+def onnx_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata_props of an ONNX file as a dict of strings."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+def run_onnx(path_or_session: Any, x: np.ndarray) -> np.ndarray:
+    """Run an ONNX classifier (a path or an open session) on a float32 batch (CPU)."""
+    from compressor.bench.latency import session
+
+    sess = (
+        session(str(path_or_session), threads=os.cpu_count() or 1)
+        if isinstance(path_or_session, str | Path)
+        else path_or_session
+    )
+    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
+
+
+def parity(model: nn.Module, path: str | Path, x: torch.Tensor, inputs: str) -> Parity:
+    """Compare onnxruntime and PyTorch on ``x``."""
+    import numpy as np
+    import torch
+
+    from compressor.train import split_outputs
+
+    model.eval()
+    with torch.no_grad():
+        ref = split_outputs(model(x))[0].float().numpy()
+    out = run_onnx(path, x.numpy().astype(np.float32))
+    diff = float(np.abs(out - ref).max())
+    scale = max(float(np.abs(ref).max()), 1e-12)
+    agree = float((out.argmax(1) == ref.argmax(1)).mean() * 100)
+    return Parity(inputs, len(x), diff, diff / scale, agree)
+
+
+def export_model(
+    model: nn.Module,
+    path: Path,
+    *,
+    input_size: tuple[int, int, int],
+    metadata: dict[str, Any],
+    config: ExportConfig,
+    real_inputs: torch.Tensor | None = None,
+    log: Any = None,
+) -> ExportResult:
+    """Export ``model`` to ``path`` (atomically) and check it.
+
+    Raises ``CompressorError`` if no exporter can handle the model, if ``onnx.checker``
+    rejects the result, or (with ``config.verify``) if onnxruntime's outputs differ from
+    PyTorch's by more than ``config.tolerance`` of the output scale.
+    """
+    import onnx
+    import torch
+
+    from compressor.utils import atomic_path
+
+    say = log or (lambda _m: None)
+    model = model.eval().cpu()
+    example = torch.randn(2, *input_size, generator=torch.Generator().manual_seed(0))
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = os.path.join(tmp, "raw.onnx")
+        try:
+            _torchscript_export(model, example, raw, config.opset)
+            exporter = "torchscript"
+        except Exception as first:  # the TorchScript exporter rejects some operators
+            reason = str(first).splitlines()[0][:200]
+            try:
+                _dynamo_export(model, example, raw, config.opset)
+            except Exception as second:
+                raise CompressorError(
+                    f"ONNX export failed with both exporters: torchscript: {reason}; "
+                    f"dynamo: {str(second).splitlines()[0][:200]}"
+                ) from second
+            exporter = "dynamo"
+            notes.append(f"TorchScript exporter failed ({reason}); used the dynamo exporter")
+            say(notes[-1])
+        proto = onnx.load(raw)
+        opset = next(
+            (o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), config.opset
+        )
+        nodes_before = len(proto.graph.node)
+        simplified = False
+        if config.simplify:
+            try:
+                import onnxslim
+
+                slim = onnxslim.slim(proto)
+                if slim is not None and len(slim.graph.node) < nodes_before:
+                    proto = slim
+                    simplified = True
+                    notes.append(
+                        f"onnxslim removed {nodes_before - len(proto.graph.node)} of {nodes_before} nodes"
+                    )
+                    say(notes[-1])
+            except Exception as e:  # simplification is an optimisation, never a requirement
+                notes.append(
+                    f"onnxslim failed ({str(e).splitlines()[0][:120]}); kept the unsimplified graph"
+                )
+        _set_metadata(proto, metadata)
+        try:
+            onnx.checker.check_model(proto)
+        except onnx.checker.ValidationError as e:
+            raise CompressorError(
+                f"the exported ONNX model fails onnx.checker: {str(e).splitlines()[0]}"
+            ) from e
+        with atomic_path(path) as tmp_path:
+            onnx.save(proto, str(tmp_path))
+            result = ExportResult(
+                str(path),
+                exporter,
+                int(opset),
+                len(proto.graph.node),
+                nodes_before if simplified else None,
+                simplified,
+                os.path.getsize(tmp_path),
+                notes=notes,
+            )
+            checks = [
+                ("random", torch.randn(8, *input_size, generator=torch.Generator().manual_seed(1)))
+            ]
+            if real_inputs is not None:
+                checks.append(("real", real_inputs))
+            for name, x in checks:
+                result.parity.append(parity(model, tmp_path, x, name))
+            if config.verify:
+                bad = [p for p in result.parity if not p.ok(config.tolerance)]
+                if bad:
+                    p = bad[0]
+                    raise CompressorError(
+                        f"onnxruntime differs from PyTorch on {p.inputs} inputs: max abs diff "
+                        f"{p.max_abs_diff:.3g} ({p.rel_diff:.3g} of the output scale, tolerance "
+                        f"{config.tolerance}); pass --no-verify to keep the file anyway"
+                    )
+    return result
+
+
+def model_metadata(loaded: Any, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The metadata written into exported ONNX files."""
+    from compressor import __version__
+
+    pre = loaded.preprocess
+    meta: dict[str, Any] = {
+        "producer": f"compressor {__version__}",
+        "arch": loaded.arch,
+        "input_shape": list(pre.input_size) if pre else None,
+        "mean": list(pre.mean) if pre else None,
+        "std": list(pre.std) if pre else None,
+        "class_names": list(loaded.class_names) if loaded.class_names else None,
+        "num_classes": loaded.num_classes,
+    }
+    pruning = loaded.metadata.get("pruning") if loaded.metadata else None
+    if pruning:
+        meta["compression"] = {
+            k: pruning.get(k)
+            for k in ("params_before", "params_after", "macs_before", "macs_after")
+            if k in pruning
+        }
+    if loaded.metadata and loaded.metadata.get("method"):
+        meta["method"] = loaded.metadata["method"]
+    meta.update(extra or {})
+    return meta
+
+
+# --------------------------------------------------------------------------- INT8
+
+
+def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray) -> dict[str, Any]:
+    """Static INT8 quantization (QDQ, per-channel weights, MinMax calibration on
+    ``calibration``, a float32 batch already preprocessed). Returns sizes."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from compressor.utils import atomic_path
+
+    class Reader(CalibrationDataReader):
+        def __init__(self, data: np.ndarray, batch: int = 32) -> None:
+            self.batches = iter([data[i : i + batch] for i in range(0, len(data), batch)])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            b = next(self.batches, None)
+            return None if b is None else {INPUT_NAME: b}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prepped = os.path.join(tmp, "prepped.onnx")
+        try:
+            quant_pre_process(str(fp32_path), prepped, skip_symbolic_shape=True)
+        except Exception:  # pre-processing is an optimisation; quantize the original
+            prepped = str(fp32_path)
+        with atomic_path(out_path) as tmp_out:
+            quantize_static(
+                prepped,
+                str(tmp_out),
+                Reader(calibration),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+            )
+            import onnx
+
+            proto = onnx.load(str(tmp_out))
+            src = onnx.load(str(fp32_path), load_external_data=False)
+            _set_metadata(
+                proto,
+                {p.key: p.value for p in src.metadata_props}
+                | {"quantization": "int8 static QDQ per-channel"},
+            )
+            onnx.save(proto, str(tmp_out))
+    return {
+        "path": str(out_path),
+        "size_bytes": out_path.stat().st_size,
+        "fp32_size_bytes": fp32_path.stat().st_size,
+    }
+
+
+def onnx_accuracy(
+    path: Path, images: torch.Tensor, labels: torch.Tensor, batch: int = 256
+) -> float:
+    """Top-1 accuracy (%) of an ONNX classifier on preprocessed ``images``."""
+    import numpy as np
+
+    from compressor.bench.latency import session
+
+    sess = session(str(path), threads=os.cpu_count() or 1)
+    correct = 0
+    for i in range(0, len(labels), batch):
+        out = run_onnx(sess, images[i : i + batch].numpy().astype(np.float32))
+        correct += int((out.argmax(1) == labels[i : i + batch].numpy()).sum())
+    return 100.0 * correct / len(labels)
