@@ -17,6 +17,7 @@ from compressor.errors import CompressorError
 if TYPE_CHECKING:
     from compressor.checkpoint import LoadedModel
     from compressor.data import DataBundle
+    from compressor.export import ExportConfig
     from compressor.methods import Method
 
 
@@ -403,3 +404,93 @@ def prune_model_file(
         "config": to_dict(config),
         **result,
     }
+
+
+def _preprocessed(bundle: DataBundle, split: str, n: int, seed: int = 0) -> tuple[Any, Any]:
+    """``n`` random images of a split (fixed seed), normalised as the model expects."""
+    import torch
+
+    from compressor.data import BatchTransform
+
+    dataset = bundle.val if split == "val" else bundle.train
+    idx = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n].tolist()
+    xs, ys = zip(*(dataset[i] for i in idx), strict=True)
+    transform = BatchTransform(bundle.preprocess, flip=False, device=torch.device("cpu"))
+    return transform(torch.stack(xs)), torch.as_tensor(ys)
+
+
+def export_model_file(
+    path: Path,
+    *,
+    output: Path,
+    config: ExportConfig,
+    data: DataConfig | None = None,
+    int8: bool = False,
+    calib_data: DataConfig | None = None,
+    calib_samples: int = 256,
+    input_size: tuple[int, ...] | None = None,
+    arch: str | None = None,
+    trust_pickle: bool = False,
+    log: Callable[[str], None] = _quiet,
+) -> dict[str, Any]:
+    """Export a model file to ONNX, verify it, and optionally add a static INT8 version.
+
+    ``data`` supplies real images for the parity check (its validation split). With
+    ``int8``, ``calib_data``'s training split calibrates and its validation split measures
+    accuracy before and after; the INT8 file is written beside ``output`` as
+    ``<stem>.int8.onnx``. Returns the export report.
+    """
+    from compressor.bench.latency import compare
+    from compressor.checkpoint import load_model
+    from compressor.export import export_model, model_metadata, onnx_accuracy, quantize_int8
+
+    real = None
+    if data is not None:
+        loaded, bundle = load_for_data(path, data, arch=arch, trust_pickle=trust_pickle)
+        real = _preprocessed(bundle, "val", 64)[0]
+        loaded.preprocess = bundle.preprocess
+    else:
+        loaded = load_model(path, arch=arch, trust_pickle=trust_pickle)
+    size = model_input_size(loaded, input_size)
+    if loaded.preprocess is None:
+        log(
+            "the model records no preprocessing; metadata will lack mean/std (pass --data to record them)"
+        )
+    result = export_model(
+        loaded.model,
+        output,
+        input_size=size,
+        metadata=model_metadata(loaded),
+        config=config,
+        real_inputs=real,
+        log=log,
+    )
+    report: dict[str, Any] = {
+        "model": str(path),
+        "arch": loaded.arch,
+        "input_size": list(size),
+        **result.to_dict(),
+    }
+    if int8:
+        if calib_data is None:
+            raise CompressorError("--int8 needs --calib-data")
+        _, calib_bundle = load_for_data(path, calib_data, arch=arch, trust_pickle=trust_pickle)
+        calib_x, _ = _preprocessed(calib_bundle, "train", calib_samples, seed=1)
+        int8_path = output.with_name(output.stem + ".int8.onnx")
+        q = quantize_int8(output, int8_path, calib_x.numpy())
+        val_x, val_y = _preprocessed(calib_bundle, "val", len(calib_bundle.val))
+        fp32_acc = onnx_accuracy(output, val_x, val_y)
+        int8_acc = onnx_accuracy(int8_path, val_x, val_y)
+        lat = compare([str(output), str(int8_path)], (1, *size), threads=1, rounds=10, runs=5)
+        report["int8"] = {
+            **q,
+            "calibration_samples": len(calib_x),
+            "eval_images": len(val_y),
+            "accuracy_fp32": fp32_acc,
+            "accuracy_int8": int8_acc,
+            "latency_fp32_ms": lat[0]["p50_ms"],
+            "latency_int8_ms": lat[1]["p50_ms"],
+            "speedup": lat[0]["p50_ms"] / lat[1]["p50_ms"],
+            "latency_threads": 1,
+        }
+    return report

@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+from click.testing import CliRunner
+
+from compressor.archs import build_model
+from compressor.cli import cli
+from compressor.errors import CompressorError
+from compressor.export import ExportConfig, export_model, onnx_metadata, run_onnx
+
+MODELS = Path(__file__).parent.parent / "models"
+
+
+def test_export_lenet_with_metadata_and_parity(tmp_path: Path) -> None:
+    out = tmp_path / "l5.onnx"
+    res = CliRunner().invoke(
+        cli,
+        [
+            "export",
+            str(MODELS / "lenet5-mnist15k.pt"),
+            "-o",
+            str(out),
+            "--data",
+            "mnist15k",
+            "--json",
+        ],
+    )
+    assert res.exit_code == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert report["opset"] >= 17 and report["exporter"] == "torchscript"
+    assert {p["inputs"] for p in report["parity"]} == {"random", "real"}
+    assert all(p["rel_diff"] < 1e-4 and p["top1_agreement"] == 100.0 for p in report["parity"])
+    proto = onnx.load(str(out))
+    onnx.checker.check_model(proto)
+    assert [i.name for i in proto.graph.input] == ["input"]
+    assert [o.name for o in proto.graph.output] == ["logits"]
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic batch
+    meta = onnx_metadata(out)
+    assert json.loads(meta["input_shape"]) == [1, 28, 28]
+    assert json.loads(meta["mean"]) == [0.1307] and json.loads(meta["std"]) == [0.3081]
+    assert json.loads(meta["class_names"]) == [str(i) for i in range(10)]
+    assert meta["arch"] == "lenet5"
+    for batch in (1, 5):  # the batch axis really is dynamic
+        assert run_onnx(out, torch.randn(batch, 1, 28, 28).numpy()).shape == (batch, 10)
+
+
+def test_dynamo_fallback_for_adaptive_pooling(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build_model("vgg11_bn", num_classes=10).eval()
+    res = export_model(
+        model,
+        tmp_path / "v.onnx",
+        input_size=(3, 64, 64),
+        metadata={"arch": "vgg11_bn"},
+        config=ExportConfig(),
+    )
+    assert res.exporter == "dynamo"
+    assert "TorchScript exporter failed" in res.notes[0] and "adaptive_avg_pool2d" in res.notes[0]
+    assert res.parity[0].rel_diff < 1e-4
+    assert onnx_metadata(tmp_path / "v.onnx")["arch"] == "vgg11_bn"
+
+
+def test_export_pruned_model(tmp_path: Path) -> None:
+    pruned = tmp_path / "p.pt"
+    res = CliRunner().invoke(
+        cli, ["prune", str(MODELS / "smallcnn-mnist15k.pt"), "--ratio", "0.3", "-o", str(pruned)]
+    )
+    assert res.exit_code == 0, res.stderr
+    res = CliRunner().invoke(cli, ["export", str(pruned), "-o", str(tmp_path / "p.onnx"), "--json"])
+    assert res.exit_code == 0, res.stderr
+    meta = onnx_metadata(tmp_path / "p.onnx")
+    compression = json.loads(meta["compression"])
+    assert compression["macs_after"] < compression["macs_before"]
+
+
+def test_parity_failure_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import compressor.export as export
+
+    model = build_model("smallcnn", num_classes=10, in_channels=1).eval()
+    original = export.run_onnx
+    monkeypatch.setattr(export, "run_onnx", lambda p, x: original(p, x) + 1.0)  # a broken runtime
+    with pytest.raises(CompressorError, match=r"differs from PyTorch.*--no-verify"):
+        export_model(
+            model, tmp_path / "m.onnx", input_size=(1, 28, 28), metadata={}, config=ExportConfig()
+        )
+    assert not (tmp_path / "m.onnx").exists()  # nothing half-written
+    res = export_model(
+        model,
+        tmp_path / "m.onnx",
+        input_size=(1, 28, 28),
+        metadata={},
+        config=ExportConfig(verify=False),
+    )
+    assert res.parity[0].rel_diff > 1e-4 and (tmp_path / "m.onnx").exists()
+
+
+def test_int8_stays_within_one_point(tmp_path: Path) -> None:
+    out = tmp_path / "s.onnx"
+    res = CliRunner().invoke(
+        cli,
+        [
+            "export",
+            str(MODELS / "smallcnn-mnist15k.pt"),
+            "-o",
+            str(out),
+            "--int8",
+            "--calib-data",
+            "mnist15k",
+            "--calib-samples",
+            "128",
+            "--json",
+        ],
+    )
+    assert res.exit_code == 0, res.stderr
+    q = json.loads(res.stdout)["int8"]
+    assert Path(q["path"]).is_file() and q["size_bytes"] < 0.5 * q["fp32_size_bytes"]
+    assert q["eval_images"] == 2000
+    assert abs(q["accuracy_fp32"] - q["accuracy_int8"]) <= 1.0
+    assert q["accuracy_fp32"] > 98.0
+    proto = onnx.load(q["path"])
+    assert any(n.op_type == "QuantizeLinear" for n in proto.graph.node)
+
+
+def test_export_refuses_existing_and_needs_calib(tmp_path: Path) -> None:
+    out = tmp_path / "x.onnx"
+    out.write_bytes(b"keep")
+    res = CliRunner().invoke(cli, ["export", str(MODELS / "lenet5-mnist15k.pt"), "-o", str(out)])
+    assert (
+        res.exit_code == 1 and "exists; pass --force" in res.stderr and out.read_bytes() == b"keep"
+    )
+    res = CliRunner().invoke(
+        cli,
+        ["export", str(MODELS / "lenet5-mnist15k.pt"), "-o", str(tmp_path / "y.onnx"), "--int8"],
+    )
+    assert res.exit_code == 2 and "--int8 needs --calib-data" in res.stderr
