@@ -672,6 +672,162 @@ def prune(model: Path, console: Console, **kw: Any) -> None:
     console.result(result, render)
 
 
+# --------------------------------------------------------------------------- compress
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@model_options
+@data_options(required=True)
+@click.option(
+    "--method",
+    required=True,
+    metavar="NAME",
+    help="Structured-sparsity method (see `compressor methods`).",
+)
+@click.option("--lambda", "lam", type=float, help="The method's main strength (its `lam`).")
+@click.option(
+    "--set", "method_set", multiple=True, metavar="KEY=VALUE", help="A method option (repeatable)."
+)
+@click.option(
+    "--method-config", type=click.Path(path_type=Path), help="JSON or TOML file of method options."
+)
+@click.option(
+    "--reg-epochs",
+    type=int,
+    default=5,
+    show_default=True,
+    help="Epochs of training with the regularizer.",
+)
+@click.option(
+    "--ft-epochs",
+    type=int,
+    default=3,
+    show_default=True,
+    help="Epochs of fine-tuning after pruning.",
+)
+@prune_options
+@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="sgd", show_default=True)
+@click.option(
+    "--lr",
+    type=float,
+    default=None,
+    help="Peak learning rate of both stages [default: 0.01 for sgd, 1e-4 for adamw].",
+)
+@click.option("--momentum", type=float, default=0.9, show_default=True)
+@click.option("--weight-decay", type=float, default=5e-4, show_default=True)
+@click.option("--augment/--no-augment", default=True, show_default=True)
+@click.option("--opset", type=int, default=17, show_default=True)
+@click.option("--simplify/--no-simplify", default=True, show_default=True)
+@click.option(
+    "--tolerance",
+    type=float,
+    default=1e-4,
+    show_default=True,
+    help="ONNX parity tolerance, relative to the output scale.",
+)
+@click.option(
+    "--threads",
+    type=int,
+    default=1,
+    show_default=True,
+    help="onnxruntime threads for the latency comparison.",
+)
+@runtime_options
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), required=True, help="Output folder."
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace an existing output folder (only once the new run completes).",
+)
+@click.option(
+    "--resume", is_flag=True, help="Continue an interrupted run into the same output folder."
+)
+@output_options
+@with_console
+def compress(model: Path, console: Console, **kw: Any) -> None:
+    """Train MODEL with a sparsity method, remove the channels it emptied, fine-tune,
+    export a verified ONNX file and compare latency.
+
+    Writes into OUTPUT: model.onnx, model.pt (compressor format), baseline.onnx (the
+    latency reference), report.json, report.md, channels.png, training.png and
+    config.json. The folder appears only when the run is complete (work happens in
+    OUTPUT.partial/); after an interrupt, rerun with --resume. Selection: --ratio,
+    --target-macs or --threshold, else the method's default (see `compressor methods`).
+    """
+    from compressor.compress import CompressConfig
+    from compressor.compress import compress as run_compress
+    from compressor.config import PruneConfig, TrainConfig
+    from compressor.export import ExportConfig
+    from compressor.methods import method_class
+
+    if kw["threads"] < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--threads")
+    output: Path = kw["output"]
+    if output.exists() and not output.is_dir():
+        raise CompressorError(f"{output} is a file; give a folder")
+    cls = method_class(kw["method"])
+    chosen = {k: kw[k] for k in ("ratio", "target_macs", "threshold") if kw[k] is not None}
+    selection = {**(chosen or {k: v for k, v in cls.selection.items() if k != "relative"})}
+    relative = kw["relative"] if chosen else bool(cls.selection.get("relative", False))
+    prune = PruneConfig(
+        **selection,
+        relative=relative,
+        round_to=kw["round_to"],
+        max_layer_ratio=kw["max_layer_ratio"],
+    )
+    lr = kw["lr"] if kw["lr"] is not None else (0.01 if kw["optimizer"] == "sgd" else 1e-4)
+
+    def train_config(epochs: int) -> TrainConfig:
+        return TrainConfig(
+            epochs=epochs,
+            optimizer=kw["optimizer"],
+            lr=lr,
+            momentum=kw["momentum"],
+            weight_decay=kw["weight_decay"],
+            seed=kw["seed"],
+            device=kw["device"],
+        )
+
+    config = CompressConfig(
+        method=kw["method"],
+        method_options=_method_options(kw),
+        data=_data_config(kw, augment=kw["augment"]),
+        regularize=train_config(kw["reg_epochs"]),
+        finetune=train_config(kw["ft_epochs"]),
+        prune=prune,
+        export=ExportConfig(opset=kw["opset"], simplify=kw["simplify"], tolerance=kw["tolerance"]),
+        latency_threads=kw["threads"],
+    )
+    report = run_compress(
+        model,
+        output,
+        config,
+        arch=kw["arch"],
+        trust_pickle=kw["trust_pickle"],
+        resume=kw["resume"],
+        force=kw["force"],
+        progress=console.progress,
+        log=console.info,
+    )
+
+    def render() -> None:
+        from compressor.analysis import human
+
+        b, c, lat = report["baseline"], report["compressed"], report["latency"]
+        click.echo(
+            f"top-1 {b['accuracy']:.2f}% -> {c['accuracy']:.2f}%, params {human(b['params'])} -> "
+            f"{human(c['params'])}, MACs {human(b['macs'])} -> {human(c['macs'])} "
+            f"({c['macs'] / b['macs']:.2f}x), latency {lat['baseline_ms']:.3f} -> {lat['compressed_ms']:.3f} ms "
+            f"({lat['speedup']:.2f}x, batch 1, {lat['threads']} thread)"
+        )
+        click.echo(f"wrote {output}/ (report.md, report.json, model.onnx, model.pt)")
+
+    console.result(report, render)
+
+
 # --------------------------------------------------------------------------- export
 
 

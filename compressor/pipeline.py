@@ -312,10 +312,12 @@ def prune_loaded(
     *,
     input_size: tuple[int, int, int],
     scores: list[Any] | None = None,
+    comparable: bool = False,
 ) -> dict[str, Any]:
     """Select and physically remove channels of ``loaded.model`` in place.
 
-    ``scores`` overrides the magnitude scores (a method's own criterion). Returns the
+    ``scores`` overrides the magnitude scores (a method's own criterion); ``comparable``
+    says they need no per-group normalisation for global ranking. Returns the
     before/after figures and the per-layer channels.
     """
     import torch
@@ -347,10 +349,12 @@ def prune_loaded(
     if config.threshold is not None:
         plan = plan_threshold(scores, config.threshold, relative=config.relative, **guards)
     elif config.ratio is not None:
-        plan = plan_ratio(scores, config.ratio, **guards)
+        plan = plan_ratio(scores, config.ratio, normalize=not comparable, **guards)
     else:
         assert config.target_macs is not None
-        plan = plan_target_macs(scores, estimate, macs_before, config.target_macs, **guards)
+        plan = plan_target_macs(
+            scores, estimate, macs_before, config.target_macs, normalize=not comparable, **guards
+        )
     apply_plan(index, plan)
     seconds = time.perf_counter() - t0
     after_layers = layer_table(model, input_size)

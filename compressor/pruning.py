@@ -546,18 +546,25 @@ def plan_threshold(
 def _normalized(scores: list[torch.Tensor]) -> list[torch.Tensor]:
     # Groups differ in scale (layer widths, fan-in); dividing by the group mean makes a
     # global ranking compare like with like, as torch-pruning's default normaliser does.
-    return [s / (s.mean() + 1e-12) for s in scores]
+    return [s / (s.abs().mean() + 1e-12) for s in scores]
 
 
 def plan_ratio(
-    scores: list[torch.Tensor], ratio: float, *, max_layer_ratio: float = 0.9, round_to: int = 1
+    scores: list[torch.Tensor],
+    ratio: float,
+    *,
+    max_layer_ratio: float = 0.9,
+    round_to: int = 1,
+    normalize: bool = True,
 ) -> Plan:
-    """Remove the fraction ``ratio`` of all prunable channels with the lowest normalised scores."""
+    """Remove the fraction ``ratio`` of all prunable channels with the lowest scores, each
+    group's scores divided by its mean unless ``normalize`` is False (scores already
+    comparable across groups, such as a loss increase)."""
     import torch
 
     if not 0.0 <= ratio < 1.0:
         raise CompressorError(f"--ratio must be in [0, 1), got {ratio}")
-    norm = _normalized(scores)
+    norm = _normalized(scores) if normalize else list(scores)
     flat = torch.cat(norm) if norm else torch.zeros(0)
     total = len(flat)
     n_target = round(total * ratio)
@@ -626,6 +633,7 @@ def plan_target_macs(
     *,
     max_layer_ratio: float = 0.9,
     round_to: int = 1,
+    normalize: bool = True,
 ) -> Plan:
     """The smallest global ratio whose estimated MACs are at most ``target`` x the original.
 
@@ -634,7 +642,9 @@ def plan_target_macs(
     budget = target * total_macs
 
     def plan_at(r: float) -> Plan:
-        return plan_ratio(scores, r, max_layer_ratio=max_layer_ratio, round_to=round_to)
+        return plan_ratio(
+            scores, r, max_layer_ratio=max_layer_ratio, round_to=round_to, normalize=normalize
+        )
 
     most = plan_at(0.999)
     best = estimate(most)

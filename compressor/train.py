@@ -286,6 +286,9 @@ def fit(
 
     say = log or (lambda _msg: None)
     device = resolve_device(config.device)
+    # Sparsity training leaves many weights tiny; subnormal floats are very slow on x86
+    # CPUs (a 5x slower fine-tuning epoch was measured here), so flush them to zero.
+    torch.set_flush_denormal(True)
     cuda = device.type == "cuda"
     n = len(bundle.train)
     bs = data_config.batch_size

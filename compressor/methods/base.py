@@ -48,6 +48,9 @@ class Regularizer(ABC):
     # How ``compress`` selects channels after training with this method, unless told
     # otherwise: keyword arguments of ``PruneConfig``.
     selection: ClassVar[dict[str, Any]] = {"ratio": 0.3}
+    # Whether ``scores`` are comparable across groups as they are (a loss increase is);
+    # otherwise global ranking divides each group's scores by the group mean.
+    comparable_scores: ClassVar[bool] = False
 
     def __init__(self, params: Any = None) -> None:
         self.params = params if params is not None else self.Params()

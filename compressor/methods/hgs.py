@@ -41,7 +41,12 @@ class HGS(Method):
     loss when each is removed, measured on randomly drawn training samples. Reading: the
     sample count and batching are not public; channels whose weights are all under
     ``zero_tol`` are not evaluated (their removal changes nothing measurable), and several
-    candidates are evaluated in one forward pass by replicating the samples.
+    candidates are evaluated in one forward pass by replicating the samples. For a global
+    ratio or MAC target, each group's loss increases are divided by their mean magnitude
+    before ranking, as for every other score: ranking raw one-at-a-time increases removed
+    56 of the last convolution's 64 channels of smallcnn at 0.5x MACs and left 85.4% top-1,
+    against 98.1% with the normalised ranking (mnist15k, one epoch per stage), because
+    many individually harmless channels are not harmless together.
 
     Mitsuno & Kurita, "Filter Pruning using Hierarchical Group Sparse Regularization for
     Deep Convolutional Neural Networks", ICPR 2020 (arXiv 2011.02389); Mitsuno, Miyao &

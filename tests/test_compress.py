@@ -1,0 +1,132 @@
+"""`compress` end to end on the bundled data (a small residual CNN, one epoch per stage)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnx
+import pytest
+from click.testing import CliRunner
+
+from compressor.cli import cli
+from compressor.compress import CompressConfig, compress, partial_dir
+from compressor.config import DataConfig, PruneConfig, TrainConfig
+from compressor.export import ExportConfig, onnx_metadata
+from compressor.train import TrainingInterrupted
+
+MODEL = Path(__file__).parent.parent / "models" / "smallcnn-mnist15k.pt"
+ARGS = [
+    "--method",
+    "hgs",
+    "--data",
+    "mnist15k",
+    "--reg-epochs",
+    "1",
+    "--ft-epochs",
+    "1",
+    "--target-macs",
+    "0.6",
+]
+
+
+def _config() -> CompressConfig:
+    train = TrainConfig(epochs=1, lr=0.01, device="cpu")
+    return CompressConfig(
+        method="hgs",
+        method_options={},
+        data=DataConfig("mnist15k"),
+        regularize=train,
+        finetune=train,
+        prune=PruneConfig(target_macs=0.6),
+        export=ExportConfig(),
+        latency_rounds=5,
+    )
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("compress") / "out"
+    res = CliRunner().invoke(cli, ["compress", str(MODEL), *ARGS, "-o", str(out), "--json", "-q"])
+    assert res.exit_code == 0, res.stderr
+    return out, json.loads(res.stdout)
+
+
+def test_outputs_and_report(run: tuple[Path, dict]) -> None:
+    out, report = run
+    for name in (
+        "model.onnx",
+        "model.pt",
+        "baseline.onnx",
+        "report.json",
+        "report.md",
+        "channels.png",
+        "training.png",
+        "config.json",
+    ):
+        assert (out / name).is_file(), name
+    assert not partial_dir(out).exists()
+    assert json.loads((out / "report.json").read_text())["compressed"] == report["compressed"]
+    for key in (
+        "method",
+        "hyperparameters",
+        "baseline",
+        "compressed",
+        "onnx",
+        "latency",
+        "layers",
+        "stages",
+    ):
+        assert key in report
+    assert report["method"] == "hgs" and report["hyperparameters"]["lam"] == 1e-3
+    for side in ("baseline", "compressed"):
+        assert {"accuracy", "params", "macs"} <= set(report[side])
+    assert report["compressed"]["macs"] <= 0.6 * report["baseline"]["macs"]
+    assert report["compressed"]["params"] < report["baseline"]["params"]
+    assert report["compressed"]["accuracy"] > 95.0
+    onnx_r = report["onnx"]
+    assert onnx_r["opset"] >= 17 and onnx_r["rel_diff"] < 1e-4 and onnx_r["top1_agreement"] == 100.0
+    assert {"path", "max_abs_diff", "top1_agreement"} <= set(onnx_r)
+    lat = report["latency"]
+    assert lat["baseline_ms"] > 0 and lat["compressed_ms"] > 0 and lat["threads"] == 1
+    assert lat["speedup"] == pytest.approx(lat["baseline_ms"] / lat["compressed_ms"])
+    assert any(r["after"] < r["before"] for r in report["layers"])
+    assert {"baseline", "regularize", "prune", "finetune", "export"} <= set(report["stages"])
+    onnx.checker.check_model(onnx.load(str(out / "model.onnx")))
+    assert onnx_metadata(out / "model.onnx")["method"] == "hgs"
+
+
+def test_existing_outdir_is_refused(run: tuple[Path, dict]) -> None:
+    out, _ = run
+    before = (out / "report.json").read_bytes()
+    res = CliRunner().invoke(cli, ["compress", str(MODEL), *ARGS, "-o", str(out)])
+    assert res.exit_code == 1 and "exists; pass --force" in res.stderr
+    assert (out / "report.json").read_bytes() == before
+
+
+def test_resume_reproduces_the_uninterrupted_figures(
+    tmp_path: Path, run: tuple[Path, dict]
+) -> None:
+    _, reference = run
+    out = tmp_path / "out"
+    with pytest.raises(TrainingInterrupted):
+        compress(MODEL, out, _config(), progress=False, stop_after_steps=20)
+    assert partial_dir(out).is_dir() and not out.exists()  # nothing half-written in OUTDIR
+    report = compress(MODEL, out, _config(), progress=False, resume=True)
+    assert out.is_dir() and not partial_dir(out).exists()
+    for side in ("baseline", "compressed"):
+        assert report[side] == reference[side]
+    assert report["layers"] == reference["layers"]
+    assert report["pruning"]["removed_channels"] == reference["pruning"]["removed_channels"]
+
+
+def test_resume_with_other_settings_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(TrainingInterrupted):
+        compress(MODEL, out, _config(), progress=False, stop_after_steps=5)
+    other = _config()
+    other = CompressConfig(**{**other.__dict__, "method": "l1l2"})
+    from compressor.errors import CompressorError
+
+    with pytest.raises(CompressorError, match="different settings"):
+        compress(MODEL, out, other, progress=False, resume=True)
