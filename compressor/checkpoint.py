@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import pickle
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,7 +108,9 @@ def _torch_load(path: Path, *, trust_pickle: bool) -> Any:
         raise CompressorError(
             f"{path} is not a valid PyTorch checkpoint (corrupt or truncated)"
         ) from e
-    except (EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+    except CompressorError:
+        raise
+    except Exception as e:  # legacy-format garbage raises KeyError, IndexError, EOFError, ...
         raise CompressorError(
             f"{path} is not a valid PyTorch checkpoint (corrupt or truncated)"
         ) from e
@@ -315,6 +316,18 @@ def model_payload(loaded: LoadedModel) -> dict[str, Any]:
         "structure": structure_of(loaded.model, reference),
         "state_dict": sd,
     }
+
+
+def check_saveable(loaded: LoadedModel) -> None:
+    """Raise now, not after hours of work, if ``save_model`` could not describe the model."""
+    if loaded.source_format == "pickled-module":
+        try:
+            arch_info(loaded.arch)
+        except CompressorError as e:
+            raise CompressorError(
+                f"a pickled {loaded.arch} cannot be saved in the compressor format (unknown "
+                "architecture); pass --arch NAME if it is a torchvision or compressor architecture"
+            ) from e
 
 
 def save_model(loaded: LoadedModel, path: str | Path) -> None:

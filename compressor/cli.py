@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,7 @@ class _Group(click.Group):
 @click.version_option(__version__, "--version", prog_name="compressor")
 def cli() -> None:
     """Compress trained CNN classifiers: structured-sparsity training, physical channel
-    pruning, verified ONNX export and on-device benchmarks.
+    pruning, verified ONNX export and side-by-side latency measurement.
 
     Models: a torchvision state_dict (with --arch), a checkpoint dict, or a file written by
     compressor. Data: an ImageFolder, CIFAR-10/100 or MNIST directory, or the bundled
@@ -278,6 +279,13 @@ def _data_config(kw: dict[str, Any], *, augment: bool = True) -> Any:
 def _check_output(path: Path, force: bool) -> None:
     if path.is_dir():
         raise CompressorError(f"{path} is a directory; give a file name")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise CompressorError(f"cannot write {path}: {parent} is a file")
+            if not os.access(parent, os.W_OK):
+                raise CompressorError(f"cannot write {path}: {parent} is not writable")
+            break
     if path.exists() and not force:
         raise CompressorError(f"{path} exists; pass --force to overwrite it")
 

@@ -157,6 +157,14 @@ class TrainConfig:
             )
         if self.lr <= 0:
             raise CompressorError(f"--lr must be positive, got {self.lr}")
+        if self.momentum < 0:
+            raise CompressorError(f"--momentum must be 0 or more, got {self.momentum}")
+        if self.step_epochs < 1:
+            raise CompressorError(f"--step-epochs must be at least 1, got {self.step_epochs}")
+        if self.warmup_epochs < 0:
+            raise CompressorError(f"--warmup-epochs must be 0 or more, got {self.warmup_epochs}")
+        if not 0 < self.gamma <= 1:
+            raise CompressorError(f"gamma must be in (0, 1], got {self.gamma}")
         if self.weight_decay < 0:
             raise CompressorError(f"--weight-decay must be 0 or more, got {self.weight_decay}")
         if not 0.0 <= self.label_smoothing < 1.0:

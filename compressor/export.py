@@ -388,17 +388,20 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray) -> d
     }
 
 
-def onnx_accuracy(
-    path: Path, images: torch.Tensor, labels: torch.Tensor, batch: int = 256
-) -> float:
-    """Top-1 accuracy (%) of an ONNX classifier on preprocessed ``images``."""
+def onnx_accuracy(path: Path, bundle: Any, batch: int = 256) -> float:
+    """Top-1 accuracy (%) of an ONNX classifier on ``bundle``'s validation split, in batches."""
     import numpy as np
+    import torch
 
     from compressor.bench.latency import session
+    from compressor.data import BatchTransform
 
     sess = session(str(path), threads=os.cpu_count() or 1)
+    transform = BatchTransform(bundle.preprocess, flip=False, device=torch.device("cpu"))
     correct = 0
-    for i in range(0, len(labels), batch):
-        out = run_onnx(sess, images[i : i + batch].numpy().astype(np.float32))
-        correct += int((out.argmax(1) == labels[i : i + batch].numpy()).sum())
-    return 100.0 * correct / len(labels)
+    n = len(bundle.val)
+    for i in range(0, n, batch):
+        xs, ys = zip(*(bundle.val[j] for j in range(i, min(i + batch, n))), strict=True)
+        out = run_onnx(sess, transform(torch.stack(xs)).numpy().astype(np.float32))
+        correct += int((out.argmax(1) == torch.as_tensor(ys).numpy()).sum())
+    return 100.0 * correct / n

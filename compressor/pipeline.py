@@ -6,6 +6,7 @@ prints (or ``--json`` emits unchanged).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +24,23 @@ if TYPE_CHECKING:
 
 def _quiet(_msg: str) -> None:
     pass
+
+
+def check_runs(model: Any, input_size: tuple[int, int, int], what: str) -> None:
+    """One forward pass at ``input_size``; a size the network cannot take is a user error."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_size))
+    except RuntimeError as e:
+        raise CompressorError(
+            f"{what} cannot run at input {'x'.join(map(str, input_size))}: {str(e).splitlines()[0][:200]}"
+        ) from e
+    finally:
+        model.train(was_training)
 
 
 def load_for_data(
@@ -55,6 +73,7 @@ def load_for_data(
             f"the model has {loaded.num_classes} outputs but {bundle.name} has "
             f"{len(bundle.class_names)} classes"
         )
+    check_runs(loaded.model, bundle.preprocess.input_size, loaded.arch)
     return loaded, bundle
 
 
@@ -75,6 +94,7 @@ def _build_for_data(arch: str, data: DataConfig, seed: int) -> tuple[LoadedModel
     seed_everything(seed)
     num_classes = len(bundle.class_names)
     model = build_model(arch, num_classes=num_classes, in_channels=bundle.preprocess.input_size[0])
+    check_runs(model, bundle.preprocess.input_size, arch)
     loaded = LoadedModel(
         model,
         arch,
@@ -127,13 +147,13 @@ def train_model(
     from compressor.utils import seed_everything
 
     state_path = resume_path(output)
-    extra = {"source": source, "data": data.data, "method": method.name if method else None}
+    extra = {"source": source, "data": to_dict(data), "method": _method_summary(method)}
     if resume:
         saved = load_train_state(state_path)["extra"]
-        if saved != extra:
+        if saved != json.loads(json.dumps(extra)):
+            changed = [k for k in extra if saved.get(k) != json.loads(json.dumps(extra[k]))]
             raise CompressorError(
-                f"{state_path} belongs to a different run (source {saved.get('source')!r}, "
-                f"data {saved.get('data')!r})"
+                f"cannot resume {state_path} with different settings ({', '.join(changed)} changed)"
             )
     is_file = Path(source).is_file()
     if not is_file and arch is not None:
@@ -143,6 +163,9 @@ def train_model(
     if is_file:
         seed_everything(train.seed)
         loaded, bundle = load_for_data(source, data, arch=arch, trust_pickle=trust_pickle)
+        from compressor.checkpoint import check_saveable
+
+        check_saveable(loaded)
         if loaded.class_names is None:
             loaded.class_names = bundle.class_names
         loaded.preprocess = bundle.preprocess
@@ -296,7 +319,13 @@ def model_input_size(
 
     channels = loaded.in_channels
     if input_size is not None:
-        return complete_size(input_size, channels)
+        size = complete_size(input_size, channels)
+        if size[0] != channels:
+            raise CompressorError(
+                f"--input-size has {size[0]} channels but the model takes {channels}"
+            )
+        check_runs(loaded.model, size, loaded.arch)
+        return size
     if loaded.preprocess is not None:
         return loaded.preprocess.input_size
     try:
@@ -391,9 +420,10 @@ def prune_model_file(
     trust_pickle: bool = False,
 ) -> dict[str, Any]:
     """Magnitude-prune a model file (no training) and save it in the project format."""
-    from compressor.checkpoint import load_model, save_model
+    from compressor.checkpoint import check_saveable, load_model, save_model
 
     loaded = load_model(path, arch=arch, trust_pickle=trust_pickle)
+    check_saveable(loaded)
     size = model_input_size(loaded, input_size)
     result = prune_loaded(loaded, config, input_size=size)
     loaded.metadata["pruning"] = {
@@ -444,18 +474,28 @@ def export_model_file(
     accuracy before and after; the INT8 file is written beside ``output`` as
     ``<stem>.int8.onnx``. Returns the export report.
     """
+    import dataclasses
+
     from compressor.bench.latency import compare
     from compressor.checkpoint import load_model
     from compressor.export import export_model, model_metadata, onnx_accuracy, quantize_int8
 
+    if int8 and calib_data is None:
+        raise CompressorError("--int8 needs --calib-data")
     real = None
     if data is not None:
+        data = dataclasses.replace(data, input_size=input_size or data.input_size)
         loaded, bundle = load_for_data(path, data, arch=arch, trust_pickle=trust_pickle)
         real = _preprocessed(bundle, "val", 64)[0]
         loaded.preprocess = bundle.preprocess
     else:
         loaded = load_model(path, arch=arch, trust_pickle=trust_pickle)
     size = model_input_size(loaded, input_size)
+    calib_bundle = None
+    if int8:  # load and check the calibration data before writing anything
+        assert calib_data is not None
+        calib_data = dataclasses.replace(calib_data, input_size=size)
+        _, calib_bundle = load_for_data(path, calib_data, arch=arch, trust_pickle=trust_pickle)
     if loaded.preprocess is None:
         log(
             "the model records no preprocessing; metadata will lack mean/std (pass --data to record them)"
@@ -475,21 +515,22 @@ def export_model_file(
         "input_size": list(size),
         **result.to_dict(),
     }
-    if int8:
-        if calib_data is None:
-            raise CompressorError("--int8 needs --calib-data")
-        _, calib_bundle = load_for_data(path, calib_data, arch=arch, trust_pickle=trust_pickle)
-        calib_x, _ = _preprocessed(calib_bundle, "train", calib_samples, seed=1)
+    if calib_bundle is not None:
         int8_path = output.with_name(output.stem + ".int8.onnx")
-        q = quantize_int8(output, int8_path, calib_x.numpy())
-        val_x, val_y = _preprocessed(calib_bundle, "val", len(calib_bundle.val))
-        fp32_acc = onnx_accuracy(output, val_x, val_y)
-        int8_acc = onnx_accuracy(int8_path, val_x, val_y)
-        lat = compare([str(output), str(int8_path)], (1, *size), threads=1, rounds=10, runs=5)
+        try:
+            calib_x, _ = _preprocessed(calib_bundle, "train", calib_samples, seed=1)
+            q = quantize_int8(output, int8_path, calib_x.numpy())
+            fp32_acc = onnx_accuracy(output, calib_bundle)
+            int8_acc = onnx_accuracy(int8_path, calib_bundle)
+            lat = compare([str(output), str(int8_path)], (1, *size), threads=1, rounds=10, runs=5)
+        except BaseException:
+            output.unlink(missing_ok=True)  # both files or neither
+            int8_path.unlink(missing_ok=True)
+            raise
         report["int8"] = {
             **q,
             "calibration_samples": len(calib_x),
-            "eval_images": len(val_y),
+            "eval_images": len(calib_bundle.val),
             "accuracy_fp32": fp32_acc,
             "accuracy_int8": int8_acc,
             "latency_fp32_ms": lat[0]["p50_ms"],

@@ -24,9 +24,13 @@ def atomic_path(path: Path) -> Iterator[Path]:
     write, and an error or interrupt leaves nothing behind.
     """
     path = Path(path)
-    if path.parent and not path.parent.exists():
-        raise CompressorError(f"output directory {str(path.parent)!r} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise CompressorError(f"output directory {str(parent)!r} does not exist or is not a folder")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    except OSError as e:
+        raise CompressorError(f"cannot write in {str(parent)!r}: {e.strerror}") from e
     os.close(fd)
     tmp_path = Path(tmp)
     umask = os.umask(0)
@@ -35,6 +39,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as e:
+        raise CompressorError(f"cannot write {path}: {e.strerror or e}") from e
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

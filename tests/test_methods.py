@@ -122,7 +122,7 @@ def _small_cnn(seed: int = 0) -> nn.Module:
 
 @pytest.mark.parametrize("name", ALL)
 def test_gradients_finite_at_exact_zero(name: str) -> None:
-    model = _small_cnn()
+    model = _flow_net() if name == "ffr" else _small_cnn()
     with torch.no_grad():
         for p in model.parameters():
             p.zero_()
@@ -149,7 +149,7 @@ def test_gradients_finite_at_exact_zero(name: str) -> None:
 
 @pytest.mark.parametrize("name", ALL)
 def test_penalty_finite_under_bfloat16_autocast(name: str) -> None:
-    model = _small_cnn()
+    model = _flow_net() if name == "ffr" else _small_cnn()
     method = get_method(name)
     x = torch.randn(4, 1, 28, 28)
     method.setup(model, example_input=x, train_size=100)
@@ -359,3 +359,23 @@ def test_l0sgl_coupling_gradient_matches_autograd() -> None:
     manual, reference = grads(True), grads(False)
     for n in reference:
         assert torch.allclose(manual[n], reference[n], atol=1e-6), n
+
+
+def test_ffr_without_a_flow_is_an_error() -> None:
+    with pytest.raises(CompressorError, match="ffr needs runs"):
+        get_method("ffr").setup(_small_cnn(), example_input=torch.zeros(1, 1, 28, 28))
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "message"),
+    [
+        ("l0sgl", {"beta0": 0}, "beta0 must be positive"),
+        ("hgs", {"lam2": 1.5}, r"lam2 must be in \[0, 1\]"),
+        ("hgs", {"batch_channels": 0}, "at least 1"),
+        ("l1l2", {"lam": float("nan")}, "must be 0 or more"),
+        ("l1l2", {"lam": True}, "must be a number"),
+    ],
+)
+def test_method_option_ranges(name: str, options: dict, message: str) -> None:
+    with pytest.raises(CompressorError, match=message):
+        get_method(name, options)

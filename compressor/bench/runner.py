@@ -58,7 +58,10 @@ def make_session(path: str, threads: int) -> Any:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3
     providers = ["CPUExecutionProvider"]
-    if os.environ.get("COMPRESSOR_BENCH_CUDA") == "1" and "CUDAExecutionProvider" in ort.get_available_providers():
+    if (
+        os.environ.get("COMPRESSOR_BENCH_CUDA") == "1"
+        and "CUDAExecutionProvider" in ort.get_available_providers()
+    ):
         providers.insert(0, "CUDAExecutionProvider")
     try:
         return ort.InferenceSession(path, options, providers=providers)
@@ -124,8 +127,16 @@ def measure(
     out = []
     for p, t in zip(paths, times, strict=True):
         stats = percentiles(t)
-        out.append({"model": p, "threads": threads, "batch": batch, "runs": len(t), **stats,
-                    "throughput_ips": batch * 1000.0 / stats["mean_ms"]})
+        out.append(
+            {
+                "model": p,
+                "threads": threads,
+                "batch": batch,
+                "runs": len(t),
+                **stats,
+                "throughput_ips": batch * 1000.0 / stats["mean_ms"],
+            }
+        )
     return out
 
 
@@ -149,16 +160,30 @@ def memory_probe(path: str, threads: int, batch: int) -> dict[str, float]:
     name, x = _input_for(session, batch)
     session.run(None, {name: x})
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    return {"rss_before_mb": before / 1024, "peak_rss_mb": peak / 1024, "peak_growth_mb": (peak - before) / 1024}
+    return {
+        "rss_before_mb": before / 1024,
+        "peak_rss_mb": peak / 1024,
+        "peak_growth_mb": (peak - before) / 1024,
+    }
 
 
 def isolated_memory(path: str, threads: int, batch: int) -> dict[str, float]:
     """``memory_probe`` in a new process, so that models do not share allocations."""
-    cmd = [sys.executable, os.path.abspath(__file__), "--memory-probe", path, "--threads", str(threads),
-           "--batch", str(batch)]
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--memory-probe",
+        path,
+        "--threads",
+        str(threads),
+        "--batch",
+        str(batch),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
-        raise RunnerError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "memory probe failed")
+        raise RunnerError(
+            proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "memory probe failed"
+        )
     return json.loads(proc.stdout)
 
 
@@ -185,9 +210,15 @@ def apply_profile(name: str | None, threads: list[int]) -> tuple[list[int], list
     if name not in PROFILES:
         raise RunnerError(f"unknown profile {name!r}; choose one of: {', '.join(PROFILES)}")
     spec = PROFILES[name]
-    available = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    available = (
+        sorted(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else list(range(os.cpu_count() or 1))
+    )
     if len(available) < spec["cores"]:
-        raise RunnerError(f"profile {name} needs {spec['cores']} cores; this machine offers {len(available)}")
+        raise RunnerError(
+            f"profile {name} needs {spec['cores']} cores; this machine offers {len(available)}"
+        )
     cores = available[: spec["cores"]]
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, cores)
@@ -211,7 +242,9 @@ def run(argv: list[str]) -> dict[str, Any]:
     ap.add_argument("models", nargs="*")
     ap.add_argument("--threads", default="1", help="comma-separated intra-op thread counts")
     ap.add_argument("--batch", default="1", help="comma-separated batch sizes")
-    ap.add_argument("--profile", choices=sorted(PROFILES), help="edge preset: pin cores, set threads")
+    ap.add_argument(
+        "--profile", choices=sorted(PROFILES), help="edge preset: pin cores, set threads"
+    )
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--min-runs", type=int, default=50)
     ap.add_argument("--min-seconds", type=float, default=2.0)
@@ -234,8 +267,16 @@ def run(argv: list[str]) -> dict[str, Any]:
     results = []
     for t in threads:
         for b in batches:
-            results.extend(measure(args.models, threads=t, batch=b, warmup=args.warmup,
-                                   min_runs=args.min_runs, min_seconds=args.min_seconds))
+            results.extend(
+                measure(
+                    args.models,
+                    threads=t,
+                    batch=b,
+                    warmup=args.warmup,
+                    min_runs=args.min_runs,
+                    min_seconds=args.min_seconds,
+                )
+            )
     if not args.no_memory:
         for info in infos:
             info["memory"] = isolated_memory(info["model"], threads[0], batches[0])
@@ -250,8 +291,13 @@ def run(argv: list[str]) -> dict[str, Any]:
         "machine": machine(),
         "profile": args.profile,
         "cores": cores,
-        "settings": {"threads": threads, "batch": batches, "warmup": args.warmup,
-                     "min_runs": args.min_runs, "min_seconds": args.min_seconds},
+        "settings": {
+            "threads": threads,
+            "batch": batches,
+            "warmup": args.warmup,
+            "min_runs": args.min_runs,
+            "min_seconds": args.min_seconds,
+        },
         "models": infos,
         "results": results,
         "warnings": warnings,

@@ -63,6 +63,10 @@ class Regularizer(ABC):
         fields = {f.name: f for f in dataclasses.fields(cls.Params)}
         kwargs: dict[str, Any] = {}
         for key, raw in values.items():
+            if isinstance(raw, bool):
+                raise CompressorError(
+                    f"option {key!r} of {cls.name!r} must be a number, got {raw!r}"
+                )
             name = key.replace("-", "_")
             if name == "lambda":
                 name = "lam"
@@ -83,10 +87,15 @@ class Regularizer(ABC):
         params = cls.Params(**kwargs)
         for f in dataclasses.fields(params):
             v = getattr(params, f.name)
-            if isinstance(v, int | float) and not isinstance(v, bool) and v < 0:
+            if isinstance(v, int | float) and not isinstance(v, bool) and not (v >= 0):  # NaN too
                 raise CompressorError(
                     f"option {f.name!r} of {cls.name!r} must be 0 or more, got {v}"
                 )
+        check = getattr(params, "check", None)
+        if check is not None:
+            problem = check()
+            if problem:
+                raise CompressorError(f"{cls.name}: {problem}")
         return params
 
     # ----------------------------------------------------------------- training hooks

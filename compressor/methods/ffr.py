@@ -64,6 +64,13 @@ class FFR(Method):
     ) -> None:
         super().setup(model, example_input=example_input, groups=groups, train_size=train_size)
         self.runs = flow_runs(model, example_input)
+        if not self.runs:
+            from compressor.errors import CompressorError
+
+            raise CompressorError(
+                "ffr needs runs of at least two consecutive blocks with equal output shapes "
+                "(residual stages, inverted residuals, ...); this model has none"
+            )
 
     def feature_modules(self, model: nn.Module) -> dict[str, nn.Module]:
         modules = dict(model.named_modules())

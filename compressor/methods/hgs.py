@@ -24,6 +24,13 @@ class HGSParams:
     batch_channels: int = 16  # candidate channels evaluated in one forward pass
     zero_tol: float = 1e-3  # official code: a weight counts as zero when |w| < 1e-3
 
+    def check(self) -> str | None:
+        if not 0 <= self.lam2 <= 1:
+            return f"lam2 must be in [0, 1], got {self.lam2}"
+        if self.samples < 1 or self.batch_channels < 1:
+            return "samples and batch_channels must be at least 1"
+        return None
+
 
 @register
 class HGS(Method):
@@ -207,7 +214,9 @@ def loss_increase_scores(
                     losses = (
                         F.cross_entropy(logits, y.repeat(k), reduction="none").view(k, n).mean(1)
                     )
-                    scores[torch.as_tensor(chunk)] = (losses - base).cpu()
+                    # a live channel never ranks below a dead one (score 0), even when noise
+                    # makes its measured increase negative
+                    scores[torch.as_tensor(chunk)] = (losses - base).cpu().clamp_min(1e-12)
                 out.append(scores)
     finally:
         model.train(was_training)

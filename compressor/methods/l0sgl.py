@@ -24,6 +24,15 @@ class L0SGLParams:
     beta_factor: float = 1.25  # official code
     beta_every: int = 1  # epochs between beta increases (reading; official: 40 of 200)
 
+    def check(self) -> str | None:
+        if self.beta0 <= 0:
+            return f"beta0 must be positive, got {self.beta0}"
+        if self.beta_factor < 1:
+            return f"beta_factor must be at least 1, got {self.beta_factor}"
+        if self.beta_every < 1:
+            return f"beta_every must be at least 1, got {self.beta_every}"
+        return None
+
 
 @register
 class L0SGL(Method):
@@ -124,6 +133,9 @@ class L0SGL(Method):
             group_terms.append(math.sqrt(owned) * (sq + EPS).sqrt().sum())
         with torch.no_grad():
             names = list(self.v)
+            for n in names:  # V restored from a resumable state lives on the CPU
+                if self.v[n].device != params[n].device:
+                    self.v[n] = self.v[n].to(params[n].device)
             weights = [params[n].detach() for n in names]
             self._diffs = list(torch._foreach_sub(weights, [self.v[n] for n in names]))
             coupling = (

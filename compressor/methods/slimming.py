@@ -32,6 +32,7 @@ class Slimming(Method):
         "Liu et al., Learning Efficient Convolutional Networks through Network Slimming, ICCV 2017"
     )
     Params = SlimmingParams
+    comparable_scores = True  # |gamma| is ranked by one global percentile, as in the paper
 
     def penalty(self, model: nn.Module, features: dict[str, torch.Tensor]) -> torch.Tensor | None:
         from torch import nn
