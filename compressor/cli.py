@@ -951,5 +951,199 @@ def export_(model: Path, console: Console, **kw: Any) -> None:
     console.result(result, render)
 
 
+# --------------------------------------------------------------------------- benchmark
+
+
+def _int_list(value: str, option: str) -> list[int]:
+    try:
+        items = [int(v) for v in value.split(",")]
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not a comma-separated list of integers", param_hint=option
+        ) from None
+    if min(items) < 1:
+        raise click.BadParameter("values must be at least 1", param_hint=option)
+    return items
+
+
+@cli.command()
+@click.argument("models", nargs=-1, type=click.Path(path_type=Path))
+@click.option(
+    "--threads",
+    default="1",
+    show_default=True,
+    help="Comma-separated intra-op thread counts, e.g. 1,2,4.",
+)
+@click.option("--batch", default="1", show_default=True, help="Comma-separated batch sizes.")
+@click.option(
+    "--profile",
+    type=click.Choice(["edge-1core", "edge-2core", "edge-4core"]),
+    help="Pin to N cores, N threads, sequential execution.",
+)
+@click.option("--min-runs", type=int, default=50, show_default=True)
+@click.option("--min-seconds", type=float, default=2.0, show_default=True)
+@click.option(
+    "--memory/--no-memory",
+    default=True,
+    show_default=True,
+    help="Peak RSS growth of an isolated process per model.",
+)
+@click.option(
+    "--markdown",
+    "markdown_path",
+    type=click.Path(path_type=Path),
+    help="Also write the table as markdown.",
+)
+@click.option(
+    "--chart", "chart_path", type=click.Path(path_type=Path), help="Also write a PNG chart."
+)
+@click.option(
+    "--remote",
+    metavar="USER@HOST",
+    help="Run on a device over SSH (it needs python3, numpy and onnxruntime).",
+)
+@click.option("--port", type=int, help="SSH port for --remote.")
+@click.option(
+    "--emit-runner",
+    type=click.Path(path_type=Path),
+    metavar="DIR",
+    help="Write the standalone runner into DIR and exit.",
+)
+@output_options
+@with_console
+def benchmark(models: tuple[Path, ...], console: Console, **kw: Any) -> None:
+    """Latency (p50/p90/p99/mean), throughput and peak memory of ONNX models, measured
+    interleaved so that their ratios hold on a noisy machine; `.pt` models add PyTorch eager
+    latency for reference.
+
+    The measuring runner needs only numpy and onnxruntime: --emit-runner DIR writes it as
+    one file for a device, and --remote USER@HOST runs it there over SSH.
+    """
+    from compressor.bench import compare
+
+    if kw["emit_runner"] is not None:
+        target = compare.emit_runner(kw["emit_runner"])
+        click.echo(
+            f"wrote {target} (run: python3 {target.name} MODEL.onnx --json; needs numpy and onnxruntime)"
+        )
+        return
+    if not models:
+        raise click.UsageError("give at least one model (.onnx or .pt)")
+    for m in models:
+        if not m.is_file():
+            raise CompressorError(f"model file {str(m)!r} not found")
+    onnx_models = [m for m in models if m.suffix.lower() != ".pt"]
+    torch_models = [m for m in models if m.suffix.lower() == ".pt"]
+    threads = _int_list(kw["threads"], "--threads")
+    batches = _int_list(kw["batch"], "--batch")
+    args = compare.runner_args(
+        threads=threads,
+        batches=batches,
+        profile=kw["profile"],
+        min_runs=kw["min_runs"],
+        min_seconds=kw["min_seconds"],
+        memory=kw["memory"],
+    )
+    if onnx_models:
+        console.info(
+            f"measuring {len(onnx_models)} ONNX model(s) interleaved"
+            + (f" on {kw['remote']}" if kw["remote"] else "")
+        )
+        if kw["remote"]:
+            result = compare.run_remote(kw["remote"], onnx_models, args, port=kw["port"])
+        else:
+            result = compare.run_local(onnx_models, args)
+    else:
+        from compressor.bench.runner import machine
+
+        result = {
+            "machine": machine(),
+            "profile": None,
+            "cores": None,
+            "models": [],
+            "results": [],
+            "warnings": [],
+        }
+    for info in result["models"]:
+        if info.get("params") is None:
+            import onnx
+
+            proto = onnx.load(info["model"], load_external_data=False)
+            info["params"] = sum(
+                int(__import__("math").prod(t.dims)) for t in proto.graph.initializer
+            )
+    for m in torch_models:
+        console.info(f"measuring {m} in PyTorch eager mode")
+        for t in threads:
+            for b in batches:
+                result["results"].append(
+                    compare.torch_latency(
+                        m,
+                        threads=t,
+                        batch=b,
+                        min_runs=kw["min_runs"],
+                        min_seconds=kw["min_seconds"],
+                    )
+                )
+        result["models"].append({"model": str(m), "file_bytes": m.stat().st_size})
+    compare.add_ratios(result["results"])
+    for w in result.get("warnings", []):
+        click.echo(f"Warning: {w}", err=True)
+    if kw["markdown_path"]:
+        from compressor.utils import atomic_write_bytes
+
+        atomic_write_bytes(kw["markdown_path"], compare.markdown(result).encode())
+    if kw["chart_path"]:
+        compare.chart(result["results"], kw["chart_path"])
+
+    def render() -> None:
+        rows = [
+            [
+                Path(r["model"]).name,
+                r.get("runtime", "onnxruntime"),
+                r["threads"],
+                r["batch"],
+                f"{r['p50_ms']:.3f}",
+                f"{r['p90_ms']:.3f}",
+                f"{r['p99_ms']:.3f}",
+                f"{r['cv']:.1%}",
+                f"{r['throughput_ips']:.1f}",
+                f"{r['speedup_vs_first']:.2f}x",
+            ]
+            for r in result["results"]
+        ]
+        _print_table(
+            "latency",
+            [
+                "model",
+                "runtime",
+                "threads",
+                "batch",
+                "p50 ms",
+                "p90 ms",
+                "p99 ms",
+                "CV",
+                "items/s",
+                "vs first",
+            ],
+            rows,
+        )
+        mem_rows = [
+            [
+                Path(i["model"]).name,
+                f"{i['file_bytes'] / 1e6:.2f}",
+                f"{i['memory']['peak_growth_mb']:.1f}" if "memory" in i else "-",
+                i.get("params") or "-",
+                i.get("macs") or "-",
+            ]
+            for i in result["models"]
+        ]
+        _print_table(
+            "models", ["model", "file MB", "peak RSS growth MB", "params", "MACs"], mem_rows
+        )
+
+    console.result(result, render)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,0 +1,233 @@
+"""``compressor benchmark``: run the torch-free runner on ONNX models (locally, in its own
+process, or on a remote device over SSH), add PyTorch eager latency for ``.pt`` models, and
+present the comparison."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from compressor.errors import CompressorError
+
+RUNNER = Path(__file__).with_name("runner.py")
+RUNNER_NAME = "compressor_bench.py"
+
+
+def emit_runner(folder: Path) -> Path:
+    """Write the runner as one file into ``folder``; it needs only numpy and onnxruntime."""
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / RUNNER_NAME
+    shutil.copyfile(RUNNER, target)
+    target.chmod(0o755)
+    return target
+
+
+def runner_args(
+    *,
+    threads: list[int],
+    batches: list[int],
+    profile: str | None,
+    min_runs: int,
+    min_seconds: float,
+    memory: bool,
+) -> list[str]:
+    args = [
+        "--threads",
+        ",".join(map(str, threads)),
+        "--batch",
+        ",".join(map(str, batches)),
+        "--min-runs",
+        str(min_runs),
+        "--min-seconds",
+        str(min_seconds),
+    ]
+    if profile:
+        args += ["--profile", profile]
+    if not memory:
+        args.append("--no-memory")
+    return args
+
+
+def run_local(models: list[Path], args: list[str]) -> dict[str, Any]:
+    """The runner in a child process (its CPU pinning must not touch this process)."""
+    proc = subprocess.run(
+        [sys.executable, str(RUNNER), *map(str, models), *args], capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines()
+        raise CompressorError(
+            lines[-1].removeprefix("Error: ") if lines else "the benchmark runner failed"
+        )
+    return json.loads(proc.stdout)
+
+
+def run_remote(
+    host: str,
+    models: list[Path],
+    args: list[str],
+    *,
+    port: int | None = None,
+    python: str = "python3",
+    ssh_options: list[str] | None = None,
+) -> dict[str, Any]:
+    """Copy the runner and models to ``host`` over SSH, run there, bring the JSON back."""
+    opts = list(ssh_options or [])
+    if port:
+        opts_ssh, opts_scp = [*opts, "-p", str(port)], [*opts, "-P", str(port)]
+    else:
+        opts_ssh = opts_scp = opts
+    remote_dir = "/tmp/compressor-bench"
+
+    def call(cmd: list[str]) -> subprocess.CompletedProcess[str]:
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+        except FileNotFoundError as e:
+            raise CompressorError(f"{cmd[0]} is not installed here") from e
+
+    proc = call(["ssh", *opts_ssh, host, f"mkdir -p {remote_dir}"])
+    if proc.returncode != 0:
+        raise CompressorError(
+            f"cannot reach {host} over ssh: {proc.stderr.strip().splitlines()[-1:]}"
+        )
+    proc = call(["scp", "-q", *opts_scp, str(RUNNER), *map(str, models), f"{host}:{remote_dir}/"])
+    if proc.returncode != 0:
+        raise CompressorError(f"copying to {host} failed: {proc.stderr.strip()[:300]}")
+    remote_models = [f"{remote_dir}/{m.name}" for m in models]
+    command = " ".join(
+        shlex.quote(c) for c in [python, f"{remote_dir}/runner.py", *remote_models, *args]
+    )
+    proc = call(["ssh", *opts_ssh, host, command])
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines()
+        raise CompressorError(f"on {host}: {lines[-1] if lines else 'the runner failed'}")
+    result = json.loads(proc.stdout)
+    local_names = {r: str(m) for r, m in zip(remote_models, models, strict=True)}
+    for item in (*result["models"], *result["results"]):
+        item["model"] = local_names.get(item["model"], item["model"])
+    result["host"] = host
+    return result
+
+
+def torch_latency(
+    path: Path, *, threads: int, batch: int, min_runs: int, min_seconds: float
+) -> dict[str, Any]:
+    """PyTorch eager latency of a model file (for reference next to onnxruntime)."""
+    import time
+
+    import torch
+
+    from compressor.bench.runner import percentiles
+    from compressor.checkpoint import load_model
+    from compressor.pipeline import model_input_size
+
+    loaded = load_model(path)
+    size = model_input_size(loaded, None)
+    model = loaded.model.eval()
+    x = torch.randn(batch, *size)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            for _ in range(5):
+                model(x)
+            times: list[float] = []
+            spent = 0.0
+            while len(times) < min_runs or spent < min_seconds:
+                t0 = time.perf_counter()
+                model(x)
+                dt = time.perf_counter() - t0
+                times.append(dt * 1e3)
+                spent += dt
+    finally:
+        torch.set_num_threads(previous)
+    stats = percentiles(times)
+    return {
+        "model": str(path),
+        "runtime": "pytorch-eager",
+        "threads": threads,
+        "batch": batch,
+        "runs": len(times),
+        **stats,
+        "throughput_ips": batch * 1000.0 / stats["mean_ms"],
+    }
+
+
+def add_ratios(results: list[dict[str, Any]]) -> None:
+    """Speed-up of each result against the first model at the same (threads, batch)."""
+    reference: dict[tuple[int, int], float] = {}
+    for r in results:
+        key = (r["threads"], r["batch"])
+        reference.setdefault(key, r["p50_ms"])
+        r["speedup_vs_first"] = reference[key] / r["p50_ms"]
+
+
+def chart(results: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [
+        f"{Path(r['model']).name}\n{r.get('runtime', 'onnxruntime')} t{r['threads']} b{r['batch']}"
+        for r in results
+    ]
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(results)), 3.6))
+    ax.bar(
+        range(len(results)),
+        [r["p50_ms"] for r in results],
+        yerr=[
+            [r["p50_ms"] - r["p50_ms"] for r in results],
+            [r["p90_ms"] - r["p50_ms"] for r in results],
+        ],
+    )
+    ax.set_xticks(range(len(results)), labels, fontsize=7)
+    ax.set_ylabel("latency p50 (ms), bar to p90")
+    fig.tight_layout()
+    with tempfile.NamedTemporaryFile(suffix=".png", dir=path.parent, delete=False) as tmp:
+        fig.savefig(tmp.name, dpi=110)
+    Path(tmp.name).replace(path)
+    plt.close(fig)
+
+
+def markdown(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    lines = [
+        "# Benchmark",
+        "",
+        f"Machine: {m['processor']}, {m['cpus']} CPUs, {m['platform']}; onnxruntime {m['onnxruntime']}"
+        + (f"; host {result['host']}" if result.get("host") else "")
+        + (
+            f"; profile {result['profile']} (cores {result['cores']})"
+            if result.get("profile")
+            else ""
+        ),
+        "",
+        "| model | runtime | threads | batch | p50 ms | p90 ms | p99 ms | mean ms | CV | items/s | speed-up vs first |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in result["results"]:
+        lines.append(
+            f"| {Path(r['model']).name} | {r.get('runtime', 'onnxruntime')} | {r['threads']} | {r['batch']} | "
+            f"{r['p50_ms']:.3f} | {r['p90_ms']:.3f} | {r['p99_ms']:.3f} | {r['mean_ms']:.3f} | {r['cv']:.1%} | "
+            f"{r['throughput_ips']:.1f} | {r['speedup_vs_first']:.2f}x |"
+        )
+    lines += [
+        "",
+        "| model | file MB | peak RSS growth MB | params | MACs |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for info in result["models"]:
+        mem = info.get("memory", {}).get("peak_growth_mb")
+        lines.append(
+            f"| {Path(info['model']).name} | {info['file_bytes'] / 1e6:.2f} | "
+            f"{'-' if mem is None else f'{mem:.1f}'} | {info.get('params') or '-'} | {info.get('macs') or '-'} |"
+        )
+    for w in result.get("warnings", []):
+        lines.append(f"\nWarning: {w}")
+    return "\n".join(lines) + "\n"
