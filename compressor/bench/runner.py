@@ -189,10 +189,7 @@ def isolated_memory(path: str, threads: int, batch: int) -> dict[str, float]:
 
 def model_info(path: str) -> dict[str, Any]:
     """File size, parameter count (from the initializers) and metadata, without onnx itself."""
-    ort = _ort()
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    sess = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    sess = make_session(path, 1)
     meta = dict(sess.get_modelmeta().custom_metadata_map)
     info: dict[str, Any] = {"model": path, "file_bytes": os.path.getsize(path), "metadata": meta}
     compression = meta.get("compression")

@@ -1,0 +1,253 @@
+"""The benchmark runner (numpy + onnxruntime only) and `compressor benchmark`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from compressor.bench import compare
+from compressor.bench.runner import PROFILES, RUNNER_VERSION
+from compressor.cli import cli
+
+RUNNER = Path(compare.__file__).with_name("runner.py")
+
+
+@pytest.fixture(scope="module")
+def onnx_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A wide and a narrow conv net: the narrow one must measure faster."""
+    folder = tmp_path_factory.mktemp("onnx")
+    paths = []
+    for name, width in (("wide", 64), ("narrow", 8)):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(
+            torch.nn.Conv2d(3, width, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(width, width, 3, padding=1),
+            torch.nn.AdaptiveAvgPool2d(1),
+            torch.nn.Flatten(),
+            torch.nn.Linear(width, 10),
+        ).eval()
+        path = folder / f"{name}.onnx"
+        torch.onnx.export(
+            model,
+            (torch.randn(1, 3, 32, 32),),
+            str(path),
+            dynamo=False,
+            input_names=["input"],
+            dynamic_axes={"input": {0: "batch"}},
+        )
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def _runner(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(RUNNER), *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_runner_json_schema_and_ordering(onnx_pair: tuple[Path, Path]) -> None:
+    wide, narrow = onnx_pair
+    proc = _runner(
+        str(wide), str(narrow), "--batch", "1,4", "--min-runs", "20", "--min-seconds", "0.2"
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["runner_version"] == RUNNER_VERSION
+    assert {"machine", "settings", "models", "results", "warnings"} <= set(result)
+    assert {"platform", "cpus", "onnxruntime"} <= set(result["machine"])
+    assert len(result["results"]) == 4  # 2 models x 2 batch sizes
+    for r in result["results"]:
+        assert {
+            "model",
+            "threads",
+            "batch",
+            "runs",
+            "p50_ms",
+            "p90_ms",
+            "p99_ms",
+            "mean_ms",
+            "cv",
+            "throughput_ips",
+        } <= set(r)
+        assert r["runs"] >= 20 and 0 < r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"]
+        assert r["throughput_ips"] == pytest.approx(r["batch"] * 1000 / r["mean_ms"])
+    for info in result["models"]:
+        assert info["file_bytes"] == os.path.getsize(info["model"])
+        assert info["memory"]["peak_growth_mb"] > 0
+    by = {(Path(r["model"]).stem, r["batch"]): r["p50_ms"] for r in result["results"]}
+    assert by[("narrow", 4)] < by[("wide", 4)]
+
+
+def test_runner_imports_no_torch(onnx_pair: tuple[Path, Path], tmp_path: Path) -> None:
+    target = compare.emit_runner(tmp_path)
+    code = (
+        "import runpy, sys; sys.argv = ['x', sys.argv[1], '--min-runs', '5', '--min-seconds', '0', '--no-memory'];\n"
+        "import builtins; real = builtins.__import__\n"
+        "def guard(name, *a, **k):\n"
+        "    if name == 'torch' or name.startswith('torch.') or name.startswith('compressor'):\n"
+        "        raise ImportError('the runner imported ' + name)\n"
+        "    return real(name, *a, **k)\n"
+        "builtins.__import__ = guard\n"
+        f"runpy.run_path({str(target)!r}, run_name='__main__')"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(onnx_pair[0])],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "torch" not in proc.stderr
+
+
+def test_profiles_apply_threads_and_cores(onnx_pair: tuple[Path, Path]) -> None:
+    proc = _runner(
+        str(onnx_pair[1]),
+        "--profile",
+        "edge-1core",
+        "--min-runs",
+        "5",
+        "--min-seconds",
+        "0",
+        "--no-memory",
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert (
+        result["profile"] == "edge-1core"
+        and len(result["cores"]) == PROFILES["edge-1core"]["cores"]
+    )
+    assert {r["threads"] for r in result["results"]} == {1}
+    if (os.cpu_count() or 1) >= 2:
+        proc = _runner(
+            str(onnx_pair[1]),
+            "--profile",
+            "edge-2core",
+            "--min-runs",
+            "5",
+            "--min-seconds",
+            "0",
+            "--no-memory",
+        )
+        assert {r["threads"] for r in json.loads(proc.stdout)["results"]} == {2}
+
+
+def test_ratios_against_the_first_model() -> None:
+    results = [
+        {"model": "a", "threads": 1, "batch": 1, "p50_ms": 10.0},
+        {"model": "b", "threads": 1, "batch": 1, "p50_ms": 4.0},
+        {"model": "a", "threads": 2, "batch": 1, "p50_ms": 6.0},
+        {"model": "b", "threads": 2, "batch": 1, "p50_ms": 2.0},
+    ]
+    compare.add_ratios(results)
+    assert [r["speedup_vs_first"] for r in results] == pytest.approx([1.0, 2.5, 1.0, 3.0])
+
+
+@pytest.mark.parametrize("content", [b"", b"not an onnx file at all"])
+def test_corrupt_model_is_one_line(tmp_path: Path, content: bytes) -> None:
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(content)
+    proc = _runner(str(bad), "--no-memory")
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("Error: ") and "not a valid ONNX model" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    res = CliRunner().invoke(cli, ["benchmark", str(bad)])
+    assert res.exit_code == 1 and "not a valid ONNX model" in res.stderr
+
+
+def test_cli_table_json_markdown_chart(onnx_pair: tuple[Path, Path], tmp_path: Path) -> None:
+    wide, narrow = onnx_pair
+    md, png = tmp_path / "b.md", tmp_path / "b.png"
+    res = CliRunner().invoke(
+        cli,
+        [
+            "benchmark",
+            str(wide),
+            str(narrow),
+            "--min-runs",
+            "10",
+            "--min-seconds",
+            "0.1",
+            "--no-memory",
+            "--json",
+            "-q",
+            "--markdown",
+            str(md),
+            "--chart",
+            str(png),
+        ],
+    )
+    assert res.exit_code == 0, res.stderr
+    result = json.loads(res.stdout)
+    first, second = result["results"]
+    assert first["speedup_vs_first"] == 1.0
+    assert second["speedup_vs_first"] == pytest.approx(first["p50_ms"] / second["p50_ms"])
+    assert all(m["params"] > 0 for m in result["models"])
+    assert "| wide.onnx |" in md.read_text() and png.stat().st_size > 1000
+
+
+def test_emit_runner(tmp_path: Path) -> None:
+    res = CliRunner().invoke(cli, ["benchmark", "--emit-runner", str(tmp_path / "device")])
+    assert res.exit_code == 0
+    assert (tmp_path / "device" / "compressor_bench.py").read_text() == RUNNER.read_text()
+
+
+def test_remote_over_loopback_ssh(onnx_pair: tuple[Path, Path], tmp_path: Path) -> None:
+    sshd = shutil.which("sshd") or ("/usr/sbin/sshd" if os.path.exists("/usr/sbin/sshd") else None)
+    if sshd is None or shutil.which("ssh") is None or os.geteuid() != 0:
+        pytest.skip("needs root, ssh and sshd (apt-get install openssh-server openssh-client)")
+    key = tmp_path / "id"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    hostkey = tmp_path / "hostkey"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(hostkey)], check=True)
+    auth = tmp_path / "authorized_keys"
+    auth.write_text((tmp_path / "id.pub").read_text())
+    auth.chmod(0o600)
+    config = tmp_path / "sshd_config"
+    port = 22000 + os.getpid() % 1000
+    config.write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {hostkey}\nAuthorizedKeysFile {auth}\n"
+        "PasswordAuthentication no\nStrictModes no\nPermitRootLogin yes\nPidFile none\n"
+        "Subsystem sftp internal-sftp\n"
+    )
+    Path("/run/sshd").mkdir(exist_ok=True)
+    server = subprocess.Popen([sshd, "-D", "-e", "-f", str(config)], stderr=subprocess.PIPE)
+    try:
+        import time
+
+        time.sleep(1.0)
+        opts = [
+            "-i",
+            str(key),
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+        ]
+        args = compare.runner_args(
+            threads=[1], batches=[1], profile=None, min_runs=5, min_seconds=0.0, memory=False
+        )
+        result = compare.run_remote(
+            "root@127.0.0.1",
+            list(onnx_pair),
+            args,
+            port=port,
+            python=sys.executable,
+            ssh_options=opts,
+        )
+        assert result["host"] == "root@127.0.0.1"
+        assert [r["model"] for r in result["results"]] == [str(p) for p in onnx_pair]
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
