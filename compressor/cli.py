@@ -981,7 +981,13 @@ def _int_list(value: str, option: str) -> list[int]:
     help="Pin to N cores, N threads, sequential execution.",
 )
 @click.option("--min-runs", type=int, default=50, show_default=True)
-@click.option("--min-seconds", type=float, default=2.0, show_default=True)
+@click.option(
+    "--min-seconds",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="Measured time per model and setting (5 s keeps the p50 within ~2% across runs here).",
+)
 @click.option(
     "--memory/--no-memory",
     default=True,

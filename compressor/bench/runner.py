@@ -104,7 +104,7 @@ def measure(
     batch: int,
     warmup: int = 10,
     min_runs: int = 50,
-    min_seconds: float = 2.0,
+    min_seconds: float = 5.0,
 ) -> list[dict[str, Any]]:
     """Interleaved latency of each model at one (threads, batch) setting."""
     sessions = [make_session(p, threads) for p in paths]
@@ -244,7 +244,7 @@ def run(argv: list[str]) -> dict[str, Any]:
     )
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--min-runs", type=int, default=50)
-    ap.add_argument("--min-seconds", type=float, default=2.0)
+    ap.add_argument("--min-seconds", type=float, default=5.0)
     ap.add_argument("--no-memory", action="store_true", help="skip the isolated memory measurement")
     ap.add_argument("--memory-probe", metavar="MODEL", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
