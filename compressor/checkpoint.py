@@ -288,20 +288,26 @@ def load_model(
     raise CompressorError(f"{path} holds a {type(obj).__name__}, not a model or state_dict")
 
 
-def model_payload(loaded: LoadedModel) -> dict[str, Any]:
-    """The project-format dict for ``loaded`` (tensors on CPU; nothing needs code to load)."""
+def reference_model(loaded: LoadedModel) -> nn.Module:
+    """The unpruned architecture of ``loaded`` on the meta device (shapes only, no memory)."""
     import torch
 
-    from compressor.pruning import structure_of
-
-    sd = {k: v.detach().cpu().clone() for k, v in loaded.model.state_dict().items()}
     with torch.device("meta"):
-        reference = build_model(
+        return build_model(
             loaded.arch,
             num_classes=loaded.num_classes,
             in_channels=loaded.in_channels,
             options=loaded.arch_options,
         )
+
+
+def model_payload(loaded: LoadedModel) -> dict[str, Any]:
+    """The project-format dict for ``loaded`` (tensors on CPU; nothing needs code to load)."""
+
+    from compressor.pruning import structure_of
+
+    sd = {k: v.detach().cpu().clone() for k, v in loaded.model.state_dict().items()}
+    reference = reference_model(loaded)
     return {
         "format": FORMAT,
         "version": FORMAT_VERSION,

@@ -181,30 +181,36 @@ def runtime_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
-def method_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    options = [
-        click.option(
-            "--method",
-            metavar="NAME",
-            help="Structured-sparsity method (see `compressor methods`).",
-        ),
-        click.option("--lambda", "lam", type=float, help="The method's main strength (its `lam`)."),
-        click.option(
-            "--set",
-            "method_set",
-            multiple=True,
-            metavar="KEY=VALUE",
-            help="A method option, e.g. --set lam2=0.5 (repeatable).",
-        ),
-        click.option(
-            "--method-config",
-            type=click.Path(path_type=Path),
-            help="JSON or TOML file of method options.",
-        ),
-    ]
-    for opt in reversed(options):
-        f = opt(f)
-    return f
+def method_options(required: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def wrap(f: Callable[..., Any]) -> Callable[..., Any]:
+        options = [
+            click.option(
+                "--method",
+                required=required,
+                metavar="NAME",
+                help="Structured-sparsity method (see `compressor methods`).",
+            ),
+            click.option(
+                "--lambda", "lam", type=float, help="The method's main strength (its `lam`)."
+            ),
+            click.option(
+                "--set",
+                "method_set",
+                multiple=True,
+                metavar="KEY=VALUE",
+                help="A method option, e.g. --set lam2=0.5 (repeatable).",
+            ),
+            click.option(
+                "--method-config",
+                type=click.Path(path_type=Path),
+                help="JSON or TOML file of method options.",
+            ),
+        ]
+        for opt in reversed(options):
+            f = opt(f)
+        return f
+
+    return wrap
 
 
 def _method_options(kw: dict[str, Any]) -> dict[str, Any]:
@@ -366,7 +372,7 @@ def _print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     show_default=True,
     help="NHWC memory format on CUDA.",
 )
-@method_options
+@method_options(required=False)
 @runtime_options
 @click.option(
     "-o", "--output", type=click.Path(path_type=Path), required=True, help="Trained model file."
@@ -687,19 +693,7 @@ def prune(model: Path, console: Console, **kw: Any) -> None:
 @click.argument("model", type=click.Path(path_type=Path))
 @model_options
 @data_options(required=True)
-@click.option(
-    "--method",
-    required=True,
-    metavar="NAME",
-    help="Structured-sparsity method (see `compressor methods`).",
-)
-@click.option("--lambda", "lam", type=float, help="The method's main strength (its `lam`).")
-@click.option(
-    "--set", "method_set", multiple=True, metavar="KEY=VALUE", help="A method option (repeatable)."
-)
-@click.option(
-    "--method-config", type=click.Path(path_type=Path), help="JSON or TOML file of method options."
-)
+@method_options(required=True)
 @click.option(
     "--reg-epochs",
     type=int,

@@ -280,18 +280,11 @@ def inspect_model(
         ) from e
     pruned = bool(loaded.metadata.get("pruning"))
     if pruned:
-        import torch
         from torch import nn
 
-        from compressor.archs import build_model
+        from compressor.checkpoint import reference_model
 
-        with torch.device("meta"):
-            reference = build_model(
-                loaded.arch,
-                num_classes=loaded.num_classes,
-                in_channels=loaded.in_channels,
-                options=loaded.arch_options,
-            )
+        reference = reference_model(loaded)
         original = {
             n: int(getattr(m, "out_channels", getattr(m, "out_features", 0)))
             for n, m in reference.named_modules()
