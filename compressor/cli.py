@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +22,18 @@ from compressor import __version__
 from compressor.errors import CompressorError
 
 EXIT_INTERRUPTED = 130
+# Packages of the `full` extra; the base install (the benchmark runner's needs) lacks them.
+_FULL_MODULES = {
+    "torch",
+    "torchvision",
+    "onnx",
+    "onnxscript",
+    "torch_pruning",
+    "fvcore",
+    "PIL",
+    "tqdm",
+    "matplotlib",
+}
 
 
 def _one_line(message: str) -> str:
@@ -49,6 +62,15 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             click.echo("Error: interrupted", err=True)
             ctx.exit(EXIT_INTERRUPTED)
+        except ModuleNotFoundError as e:
+            if e.name and e.name.split(".")[0] in _FULL_MODULES:
+                click.echo(
+                    f"Error: this command needs {e.name.split('.')[0]}, which is in the full install: "
+                    "pip install 'compressor[full]'",
+                    err=True,
+                )
+                ctx.exit(1)
+            raise
 
 
 @click.group(
@@ -1066,12 +1088,12 @@ def benchmark(models: tuple[Path, ...], console: Console, **kw: Any) -> None:
         }
     for info in result["models"]:
         if info.get("params") is None:
-            import onnx
-
+            try:
+                import onnx
+            except ImportError:  # the runner-only install has no onnx package: no count
+                continue
             proto = onnx.load(info["model"], load_external_data=False)
-            info["params"] = sum(
-                int(__import__("math").prod(t.dims)) for t in proto.graph.initializer
-            )
+            info["params"] = sum(math.prod(t.dims) for t in proto.graph.initializer)
     for m in torch_models:
         console.info(f"measuring {m} in PyTorch eager mode")
         for t in threads:

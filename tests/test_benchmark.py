@@ -251,3 +251,20 @@ def test_remote_over_loopback_ssh(onnx_pair: tuple[Path, Path], tmp_path: Path) 
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_runner_install_extra_pulls_no_torch() -> None:
+    import re
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())[
+        "project"
+    ]
+    needed = [*project["dependencies"], *project["optional-dependencies"]["runner"]]
+    names = {re.split(r"[<>=!\[ ;]", d, maxsplit=1)[0].lower() for d in needed}
+    assert names <= {"click", "numpy", "onnxruntime", "rich"}
+    full = {
+        re.split(r"[<>=!\[ ;]", d, maxsplit=1)[0].lower()
+        for d in project["optional-dependencies"]["full"]
+    }
+    assert {"torch", "torchvision", "torch-pruning"} <= full
