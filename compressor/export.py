@@ -202,6 +202,25 @@ def parity(model: nn.Module, path: str | Path, x: torch.Tensor, inputs: str) -> 
     return Parity(inputs, len(x), diff, diff / scale, agree)
 
 
+def flush_subnormal_weights(model: nn.Module) -> int:
+    """Zero the float parameters and buffers whose magnitude is below the smallest normal
+    float; sparsity training leaves many, and CPUs compute with them very slowly. Returns
+    how many were zeroed."""
+    import torch
+
+    count = 0
+    with torch.no_grad():
+        for t in [*model.parameters(), *model.buffers()]:
+            if t.is_floating_point():
+                tiny = torch.finfo(t.dtype).tiny
+                mask = (t != 0) & (t.abs() < tiny)
+                n = int(mask.sum())
+                if n:
+                    t[mask] = 0
+                    count += n
+    return count
+
+
 def export_model(
     model: nn.Module,
     path: Path,
@@ -225,6 +244,9 @@ def export_model(
 
     say = log or (lambda _m: None)
     model = model.eval().cpu()
+    flushed = flush_subnormal_weights(model)
+    if flushed:
+        say(f"set {flushed} subnormal weights to zero (they slow CPU inference and change nothing)")
     example = torch.randn(2, *input_size, generator=torch.Generator().manual_seed(0))
     notes: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:

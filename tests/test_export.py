@@ -138,3 +138,14 @@ def test_export_refuses_existing_and_needs_calib(tmp_path: Path) -> None:
         ["export", str(MODELS / "lenet5-mnist15k.pt"), "-o", str(tmp_path / "y.onnx"), "--int8"],
     )
     assert res.exit_code == 2 and "--int8 needs --calib-data" in res.stderr
+
+
+def test_subnormal_weights_are_flushed() -> None:
+    from compressor.export import flush_subnormal_weights
+
+    model = torch.nn.Linear(4, 2)
+    with torch.no_grad():
+        model.weight[0, 0] = 1e-40  # subnormal in float32
+        model.weight[0, 1] = 1e-30  # normal: kept
+    assert flush_subnormal_weights(model) == 1
+    assert float(model.weight[0, 0]) == 0 and float(model.weight[0, 1]) == pytest.approx(1e-30)
