@@ -144,8 +144,12 @@ def test_subnormal_weights_are_flushed() -> None:
     from compressor.export import flush_subnormal_weights
 
     model = torch.nn.Linear(4, 2)
-    with torch.no_grad():
-        model.weight[0, 0] = 1e-40  # subnormal in float32
-        model.weight[0, 1] = 1e-30  # normal: kept
-    assert flush_subnormal_weights(model) == 1
+    torch.set_flush_denormal(False)  # training turns flushing on for the whole process
+    try:
+        with torch.no_grad():
+            model.weight[0, 0] = 1e-40  # subnormal in float32
+            model.weight[0, 1] = 1e-30  # normal: kept
+        assert flush_subnormal_weights(model) == 1
+    finally:
+        torch.set_flush_denormal(True)
     assert float(model.weight[0, 0]) == 0 and float(model.weight[0, 1]) == pytest.approx(1e-30)
