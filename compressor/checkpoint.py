@@ -346,12 +346,6 @@ def save_model(loaded: LoadedModel, path: str | Path) -> None:
 
     from compressor.utils import atomic_write_with
 
-    if loaded.source_format == "pickled-module":
-        try:
-            arch_info(loaded.arch)
-        except CompressorError as e:
-            raise CompressorError(
-                f"cannot save a pickled {loaded.arch} in the compressor format: its architecture is unknown"
-            ) from e
+    check_saveable(loaded)
     payload = model_payload(loaded)
     atomic_write_with(Path(path), lambda f: torch.save(payload, f))

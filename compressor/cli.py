@@ -253,6 +253,29 @@ def _method_options(kw: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
+def onnx_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """ONNX export settings shared by `export` and `compress`."""
+    options = [
+        click.option("--opset", type=int, default=17, show_default=True),
+        click.option(
+            "--simplify/--no-simplify",
+            default=True,
+            show_default=True,
+            help="Simplify the graph with onnxslim when it removes nodes.",
+        ),
+        click.option(
+            "--tolerance",
+            type=float,
+            default=1e-4,
+            show_default=True,
+            help="ONNX parity tolerance: max abs difference relative to the output scale.",
+        ),
+    ]
+    for opt in reversed(options):
+        f = opt(f)
+    return f
+
+
 class Console:
     """Where a command writes: results to stdout, messages and progress to stderr."""
 
@@ -741,15 +764,7 @@ def prune(model: Path, console: Console, **kw: Any) -> None:
 @click.option("--momentum", type=float, default=0.9, show_default=True)
 @click.option("--weight-decay", type=float, default=5e-4, show_default=True)
 @click.option("--augment/--no-augment", default=True, show_default=True)
-@click.option("--opset", type=int, default=17, show_default=True)
-@click.option("--simplify/--no-simplify", default=True, show_default=True)
-@click.option(
-    "--tolerance",
-    type=float,
-    default=1e-4,
-    show_default=True,
-    help="ONNX parity tolerance, relative to the output scale.",
-)
+@onnx_options
 @click.option(
     "--threads",
     type=int,
@@ -866,30 +881,17 @@ def compress(model: Path, console: Console, **kw: Any) -> None:
     metavar="S|HxW|CxHxW",
     help="Input size (default: recorded, else the architecture's).",
 )
-@click.option("--opset", type=int, default=17, show_default=True)
+@onnx_options
 @click.option(
     "--data",
     metavar="DIR|mnist15k",
     help="Real images for the parity check (validation split); also records their preprocessing.",
 )
 @click.option(
-    "--simplify/--no-simplify",
-    default=True,
-    show_default=True,
-    help="Simplify the graph with onnxslim when it removes nodes.",
-)
-@click.option(
     "--verify/--no-verify",
     default=True,
     show_default=True,
     help="Fail when onnxruntime differs from PyTorch beyond --tolerance.",
-)
-@click.option(
-    "--tolerance",
-    type=float,
-    default=1e-4,
-    show_default=True,
-    help="Max abs difference relative to the output scale.",
 )
 @click.option(
     "--int8",

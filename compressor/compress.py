@@ -384,13 +384,15 @@ def compress(
     # 7. latency, side by side
     if not (work / "latency.json").is_file():
         t0 = stage("latency: baseline vs compressed in onnxruntime", 7)
-        from compressor.bench.latency import compare
+        from compressor.bench.runner import measure
 
-        lat = compare(
+        lat = measure(
             [str(work / "baseline.onnx"), str(work / "model.onnx")],
-            (1, *size),
             threads=config.latency_threads,
-            rounds=config.latency_rounds,
+            batch=1,
+            warmup=5,
+            min_runs=5 * config.latency_rounds,
+            min_seconds=0.0,
         )
         write_json(
             work / "latency.json",

@@ -175,7 +175,7 @@ def onnx_metadata(path: str | Path) -> dict[str, str]:
 
 def run_onnx(path_or_session: Any, x: np.ndarray) -> np.ndarray:
     """Run an ONNX classifier (a path or an open session) on a float32 batch (CPU)."""
-    from compressor.bench.latency import session
+    from compressor.bench.runner import make_session as session
 
     sess = (
         session(str(path_or_session), threads=os.cpu_count() or 1)
@@ -415,7 +415,7 @@ def onnx_accuracy(path: Path, bundle: Any, batch: int = 256) -> float:
     import numpy as np
     import torch
 
-    from compressor.bench.latency import session
+    from compressor.bench.runner import make_session as session
     from compressor.data import BatchTransform
 
     sess = session(str(path), threads=os.cpu_count() or 1)

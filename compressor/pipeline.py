@@ -469,7 +469,7 @@ def export_model_file(
     """
     import dataclasses
 
-    from compressor.bench.latency import compare
+    from compressor.bench.runner import measure
     from compressor.checkpoint import load_model
     from compressor.export import export_model, model_metadata, onnx_accuracy, quantize_int8
 
@@ -515,7 +515,14 @@ def export_model_file(
             q = quantize_int8(output, int8_path, calib_x.numpy())
             fp32_acc = onnx_accuracy(output, calib_bundle)
             int8_acc = onnx_accuracy(int8_path, calib_bundle)
-            lat = compare([str(output), str(int8_path)], (1, *size), threads=1, rounds=10, runs=5)
+            lat = measure(
+                [str(output), str(int8_path)],
+                threads=1,
+                batch=1,
+                warmup=5,
+                min_runs=50,
+                min_seconds=0.0,
+            )
         except BaseException:
             output.unlink(missing_ok=True)  # both files or neither
             int8_path.unlink(missing_ok=True)
