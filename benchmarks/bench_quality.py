@@ -3,13 +3,15 @@
 1. Repeatability: the runner is started ``--repeats`` times (fresh processes, default
    settings) on one model; the coefficient of variation of the reported p50 across the
    repeats is the figure to keep under 3%.
-2. Overhead: in one process, blocks of the runner's ``measure()`` alternate with blocks of
-   a bare ``session.run`` loop on the same session settings; the ratio of their medians is
-   the runner's overhead (aim: at most 2%).
+2. Overhead: in one process, blocks of the runner's ``measure()`` alternate (ABBA) with
+   blocks of a bare ``session.run`` loop on the same session; the median of the per-pair
+   ratios is the runner's overhead (aim: at most 2%).
 
-    python benchmarks/bench_quality.py [--arch mobilenet_v2 --size 224 --repeats 10]
+    python benchmarks/bench_quality.py [--arch mobilenet_v2 --size 224 --repeats 20]
 
-Writes benchmarks/results/bench_quality.{json,md} with the command and the machine.
+Writes benchmarks/results/bench_quality.{json,md,png} with the command and the machine;
+each run is also appended to the history kept in the JSON, since this VM's noise changes
+from hour to hour.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 RESULTS = Path(__file__).parent / "results"
 RUNNER = Path(__file__).parent.parent / "compressor" / "bench" / "runner.py"
@@ -41,8 +44,9 @@ def export(arch: str, size: int, path: str) -> None:
     )
 
 
-def repeatability(path: str, repeats: int) -> list[float]:
-    p50s = []
+def repeatability(path: str, repeats: int) -> list[dict[str, float]]:
+    """The runner's default settings, each repeat a fresh process."""
+    out = []
     for _ in range(repeats):
         proc = subprocess.run(
             [sys.executable, str(RUNNER), path, "--no-memory"],
@@ -50,69 +54,210 @@ def repeatability(path: str, repeats: int) -> list[float]:
             text=True,
             check=True,
         )
-        p50s.append(json.loads(proc.stdout)["results"][0]["p50_ms"])
-    return p50s
+        result = json.loads(proc.stdout)
+        r = result["results"][0]
+        out.append(
+            {
+                "p50_ms": r["p50_ms"],
+                "seconds": r["seconds"],
+                "p50_rse": r["p50_rse"],
+                "warned": bool(result["warnings"]),
+            }
+        )
+    return out
 
 
-def overhead(path: str, blocks: int, runs: int) -> dict[str, float]:
+def cv_interval(values: list[float], draws: int = 10000) -> tuple[float, float]:
+    """Bootstrap 95% interval of the coefficient of variation."""
+    import numpy as np
+
+    v = np.asarray(values)
+    rng = np.random.default_rng(0)
+    samples = v[rng.integers(0, len(v), size=(draws, len(v)))]
+    cvs = samples.std(axis=1, ddof=1) / samples.mean(axis=1)
+    lo, hi = np.percentile(cvs, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def overhead(path: str, pairs: int) -> dict[str, Any]:
+    """The runner's timing loop against a bare ``session.run`` loop on the same session.
+
+    Each pair is one round of the runner's ``measure_calls`` and a bare loop of the same
+    number of runs, in ABBA order so that a linear drift of the machine cancels; the wall
+    time per inference of the two is compared, pair by pair (median of the ratios, with a
+    bootstrap interval). The loop's own cost is also measured directly, by timing a call
+    that does nothing."""
+    import functools
+
+    import numpy as np
+
     sys.path.insert(0, str(RUNNER.parent))
     import runner  # the file itself, as a device would run it
 
     session = runner.make_session(path, 1)
     name, x = runner._input_for(session, 1)
-    bare, timed = [], []
-    for _ in range(blocks):
+    call = functools.partial(session.run, None, {name: x})
+    for _ in range(10):
+        call()
+    one_round = {"min_runs": 1, "min_seconds": 0.0, "max_seconds": 0.0}
+
+    def timed() -> tuple[float, int, float]:
         t0 = time.perf_counter()
-        for _ in range(runs):
-            session.run(None, {name: x})
-        bare.append((time.perf_counter() - t0) / runs * 1e3)
-        r = runner.measure([path], threads=1, batch=1, warmup=0, min_runs=runs, min_seconds=0.0)[0]
-        timed.append(r["mean_ms"])
-    b, t = statistics.median(bare), statistics.median(timed)
-    return {"bare_ms": b, "runner_ms": t, "overhead": t / b - 1}
+        (r,) = runner.measure_calls([call], **one_round)
+        wall = time.perf_counter() - t0
+        return wall / r["runs"] * 1e3, r["runs"], float(r["mean_ms"])
+
+    def bare(n: int) -> float:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            call()
+        return (time.perf_counter() - t0) / n * 1e3
+
+    ratios, bares, timeds, reported = [], [], [], []
+    for k in range(pairs):
+        if k % 2 == 0:
+            t, n, rep = timed()
+            b = bare(n)
+        else:
+            b = bare(n)
+            t, n, rep = timed()
+        bares.append(b)
+        timeds.append(t)
+        reported.append(rep)
+        ratios.append(t / b)
+    arr = np.asarray(ratios)
+    boot = np.median(arr[np.random.default_rng(0).integers(0, len(arr), (10000, len(arr)))], axis=1)
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    (noop,) = runner.measure_calls([lambda: None], min_runs=1, min_seconds=0.0, max_seconds=0.0)
+    loop_us = runner.ROUND_SECONDS / noop["runs"] * 1e6  # wall time per iteration, no work
+    return {
+        "bare_ms": statistics.median(bares),
+        "runner_ms": statistics.median(timeds),
+        "runner_reported_ms": statistics.median(reported),
+        "overhead": statistics.median(ratios) - 1,
+        "overhead_ci95": [float(lo) - 1, float(hi) - 1],
+        "overhead_ratios": ratios,
+        "loop_cost_us": loop_us,
+        "loop_cost_fraction": loop_us / 1e3 / statistics.median(bares),
+    }
+
+
+def runner_round() -> str:
+    sys.path.insert(0, str(RUNNER.parent))
+    import runner
+
+    return f"{runner.ROUND_SECONDS:g}"
+
+
+def plot(reps: list[dict[str, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    p50 = [r["p50_ms"] for r in reps]
+    err = [2 * r["p50_ms"] * (r["p50_rse"] or 0.0) for r in reps]
+    ax.errorbar(range(1, len(reps) + 1), p50, yerr=err, fmt="o", capsize=3)
+    mean = statistics.mean(p50)
+    ax.axhspan(mean * 0.97, mean * 1.03, alpha=0.15, label="mean +-3%")
+    ax.set_xlabel("fresh runner process")
+    ax.set_ylabel("p50 latency (ms), +-2 SE")
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arch", default="mobilenet_v2")
     ap.add_argument("--size", type=int, default=224)
-    ap.add_argument("--repeats", type=int, default=10)
-    ap.add_argument("--blocks", type=int, default=15)
-    ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--pairs", type=int, default=80, help="ABBA block pairs for the overhead")
     args = ap.parse_args()
+    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, f"{args.arch}.onnx")
         export(args.arch, args.size, path)
-        p50s = repeatability(path, args.repeats)
-        ovh = overhead(path, args.blocks, args.runs)
+        reps = repeatability(path, args.repeats)
+        ovh = overhead(path, args.pairs)
+    p50s = [r["p50_ms"] for r in reps]
     cv = statistics.stdev(p50s) / statistics.mean(p50s)
+    cv_lo, cv_hi = cv_interval(p50s)
     import onnxruntime
 
     meta = {
         "command": "python benchmarks/bench_quality.py " + " ".join(sys.argv[1:]),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
         "onnxruntime": onnxruntime.__version__,
+        "started": started,
         **vars(args),
     }
     RESULTS.mkdir(exist_ok=True)
-    payload = {**meta, "p50_ms": p50s, "p50_cv": cv, **ovh}
-    (RESULTS / "bench_quality.json").write_text(json.dumps(payload, indent=2) + "\n")
+    json_path = RESULTS / "bench_quality.json"
+    history = []
+    if json_path.exists():  # earlier runs of this script (the machine's noise changes by the hour)
+        previous = json.loads(json_path.read_text())
+        history = previous.get("history", [])
+    summary = {
+        "started": started,
+        "command": meta["command"],
+        "p50_cv": cv,
+        "p50_cv_ci95": [cv_lo, cv_hi],
+        "mean_seconds": statistics.mean(r["seconds"] for r in reps),
+        "overhead": ovh["overhead"],
+        "overhead_ci95": ovh["overhead_ci95"],
+    }
+    history.append(summary)
+    payload = {**meta, "repeats_detail": reps, "p50_cv": cv, "p50_cv_ci95": [cv_lo, cv_hi]}
+    payload |= {**ovh, "history": history}
+    json_path.write_text(json.dumps(payload, indent=2) + "\n")
+    plot(reps, RESULTS / "bench_quality.png")
+    seconds = [r["seconds"] for r in reps]
     lines = [
         "# Benchmark measurement quality",
         "",
-        f"Command: `{meta['command']}`  ",
+        f"Command: `{meta['command']}` (started {started})  ",
         f"Machine: {meta['machine']}; onnxruntime {meta['onnxruntime']}",
         "",
         f"{args.arch} at {args.size}x{args.size}, batch 1, 1 thread, the runner's default settings "
-        "(10 warm-up runs, at least 50 runs and 5 s).",
+        "(10 warm-up runs; at least 50 runs and 5 s, then on until the p50's relative standard "
+        "error is at most 1%, for at most 20 s).",
         "",
         f"- Repeatability: p50 over {args.repeats} fresh runner processes: "
         + ", ".join(f"{v:.2f}" for v in p50s)
-        + f" ms; coefficient of variation {cv:.2%} (aim: at most 3%).",
-        f"- Overhead: runner {ovh['runner_ms']:.3f} ms vs bare session.run loop {ovh['bare_ms']:.3f} ms per "
-        f"inference (medians of {args.blocks} alternating blocks of {args.runs} runs): "
-        f"{ovh['overhead']:+.2%} (aim: at most 2%).",
+        + f" ms; coefficient of variation **{cv:.2%}** (bootstrap 95% interval "
+        f"{cv_lo:.2%}-{cv_hi:.2%}; aim: at most 3%). Measured time per run "
+        f"{min(seconds):.1f}-{max(seconds):.1f} s (mean {statistics.mean(seconds):.1f} s); "
+        f"{sum(r['warned'] for r in reps)} of {args.repeats} runs warned of an imprecise p50.",
+        f"- Overhead: the runner's loop {ovh['runner_ms']:.3f} ms vs a bare session.run loop "
+        f"{ovh['bare_ms']:.3f} ms of wall time per inference; median of {args.pairs} ABBA-ordered "
+        f"pairs of one {runner_round()} s round and as many bare runs: **{ovh['overhead']:+.2%}** "
+        f"(bootstrap 95% interval {ovh['overhead_ci95'][0]:+.2%} to {ovh['overhead_ci95'][1]:+.2%}; "
+        "aim: at most 2%). The loop's own cost, timed on a call that does nothing, is "
+        f"{ovh['loop_cost_us']:.2f} us per run, {ovh['loop_cost_fraction']:.3%} of this model's "
+        "latency.",
+        "",
+        "![p50 of each fresh run](bench_quality.png)",
+        "",
+        "## All runs of this script",
+        "",
+        "| started | command | p50 CV (95% interval) | mean seconds per run | overhead (95% interval) |",
+        "| --- | --- | --- | --- | --- |",
     ]
+    for h in history:
+        lo, hi = h["p50_cv_ci95"]
+        lines.append(
+            f"| {h['started']} | `{h['command']}` | {h['p50_cv']:.2%} ({lo:.2%}-{hi:.2%}) | "
+            f"{h['mean_seconds']:.1f} | {h['overhead']:+.2%}"
+            + (
+                " ({:+.2%} to {:+.2%})".format(*h["overhead_ci95"])
+                if h.get("overhead_ci95")
+                else " (older, noisier method)"
+            )
+            + " |"
+        )
     (RESULTS / "bench_quality.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -998,13 +998,27 @@ def _int_list(value: str, option: str) -> list[int]:
     type=click.Choice(["edge-1core", "edge-2core", "edge-4core"]),
     help="Pin to N cores, N threads, sequential execution.",
 )
-@click.option("--min-runs", type=int, default=50, show_default=True)
+@click.option("--min-runs", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option(
     "--min-seconds",
-    type=float,
+    type=click.FloatRange(min=0.0),
     default=5.0,
     show_default=True,
-    help="Measured time per model and setting (5 s keeps the p50 within ~2% across runs here).",
+    help="Measure at least this long per model and setting.",
+)
+@click.option(
+    "--max-seconds",
+    type=click.FloatRange(min=0.0),
+    default=20.0,
+    show_default=True,
+    help="...and past the minimum only until --precision is reached, at most this long.",
+)
+@click.option(
+    "--precision",
+    type=click.FloatRange(0.0, 1.0, min_open=True),
+    default=0.01,
+    show_default=True,
+    help="Target relative standard error of each p50 (from per-round medians).",
 )
 @click.option(
     "--memory/--no-memory",
@@ -1066,6 +1080,8 @@ def benchmark(models: tuple[Path, ...], console: Console, **kw: Any) -> None:
         profile=kw["profile"],
         min_runs=kw["min_runs"],
         min_seconds=kw["min_seconds"],
+        max_seconds=kw["max_seconds"],
+        precision=kw["precision"],
         memory=kw["memory"],
     )
     if onnx_models:
@@ -1107,9 +1123,16 @@ def benchmark(models: tuple[Path, ...], console: Console, **kw: Any) -> None:
                         batch=b,
                         min_runs=kw["min_runs"],
                         min_seconds=kw["min_seconds"],
+                        max_seconds=kw["max_seconds"],
+                        precision=kw["precision"],
                     )
                 )
         result["models"].append({"model": str(m), "file_bytes": m.stat().st_size})
+    if torch_models:
+        from compressor.bench.runner import warnings_for
+
+        eager = [r for r in result["results"] if r.get("runtime") == "pytorch-eager"]
+        result["warnings"] = [*result.get("warnings", []), *warnings_for(eager, kw["precision"])]
     compare.add_ratios(result["results"])
     for w in result.get("warnings", []):
         click.echo(f"Warning: {w}", err=True)
@@ -1127,12 +1150,12 @@ def benchmark(models: tuple[Path, ...], console: Console, **kw: Any) -> None:
                 r.get("runtime", "onnxruntime"),
                 r["threads"],
                 r["batch"],
-                f"{r['p50_ms']:.3f}",
+                compare.format_p50(r),
                 f"{r['p90_ms']:.3f}",
                 f"{r['p99_ms']:.3f}",
                 f"{r['cv']:.1%}",
                 f"{r['throughput_ips']:.1f}",
-                f"{r['speedup_vs_first']:.2f}x",
+                compare.format_speedup(r),
             ]
             for r in result["results"]
         ]
@@ -1143,12 +1166,12 @@ def benchmark(models: tuple[Path, ...], console: Console, **kw: Any) -> None:
                 "runtime",
                 "threads",
                 "batch",
-                "p50 ms",
+                "p50 ms (±95%)",
                 "p90 ms",
                 "p99 ms",
                 "CV",
                 "items/s",
-                "vs first",
+                "vs first (95%)",
             ],
             rows,
         )

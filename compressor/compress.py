@@ -38,7 +38,9 @@ class CompressConfig:
     prune: PruneConfig
     export: ExportConfig
     latency_threads: int = 1
-    latency_rounds: int = 20
+    # The latency comparison measures at least 1 s and until each p50 is known to 1%
+    # (relative standard error), for at most this long.
+    latency_seconds: float = 10.0
 
 
 def partial_dir(outdir: Path) -> Path:
@@ -93,6 +95,10 @@ def _plot_training(reg: list[dict[str, Any]], ft: list[dict[str, Any]], path: Pa
     plt.close(fig)
 
 
+def _interval(ci: list[float] | None) -> str:
+    return f" (95%: {ci[0]:.2f}-{ci[1]:.2f})" if ci else ""
+
+
 def _markdown(report: dict[str, Any]) -> str:
     from compressor.analysis import human
 
@@ -110,7 +116,7 @@ def _markdown(report: dict[str, Any]) -> str:
         f"| parameters | {human(b['params'])} | {human(c['params'])} | {c['params'] / b['params']:.3f}x |",
         f"| MACs | {human(b['macs'])} | {human(c['macs'])} | {c['macs'] / b['macs']:.3f}x |",
         f"| latency (ms, batch 1, {lat['threads']} thread(s), onnxruntime) | {lat['baseline_ms']:.3f} | "
-        f"{lat['compressed_ms']:.3f} | {lat['speedup']:.2f}x faster |",
+        f"{lat['compressed_ms']:.3f} | {lat['speedup']:.2f}x faster{_interval(lat.get('speedup_ci95'))} |",
         "",
         f"Method `{report['method']}` with {json.dumps(report['hyperparameters'])}; selection "
         f"{json.dumps(report['selection'])}: {report['pruning']['removed_channels']} of "
@@ -391,8 +397,10 @@ def compress(
             threads=config.latency_threads,
             batch=1,
             warmup=5,
-            min_runs=5 * config.latency_rounds,
-            min_seconds=0.0,
+            min_runs=20,
+            min_seconds=min(1.0, config.latency_seconds),
+            max_seconds=config.latency_seconds,
+            precision=0.01,
         )
         write_json(
             work / "latency.json",
@@ -400,10 +408,13 @@ def compress(
                 "baseline_ms": lat[0]["p50_ms"],
                 "compressed_ms": lat[1]["p50_ms"],
                 "speedup": lat[0]["p50_ms"] / lat[1]["p50_ms"],
+                "speedup_ci95": lat[1]["speedup_vs_first_ci95"],
                 "threads": config.latency_threads,
                 "batch": 1,
                 "cv": [lat[0]["cv"], lat[1]["cv"]],
-                "rounds": config.latency_rounds,
+                "p50_ci95_ms": [lat[0]["p50_ci95_ms"], lat[1]["p50_ci95_ms"]],
+                "runs": [lat[0]["runs"], lat[1]["runs"]],
+                "seconds": [lat[0]["seconds"], lat[1]["seconds"]],
             },
         )
         done("latency", t0)

@@ -7,13 +7,14 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner
 
-from compressor.bench import compare
+from compressor.bench import compare, runner
 from compressor.bench.runner import PROFILES, RUNNER_VERSION
 from compressor.cli import cli
 
@@ -57,7 +58,16 @@ def _runner(*args: str) -> subprocess.CompletedProcess[str]:
 def test_runner_json_schema_and_ordering(onnx_pair: tuple[Path, Path]) -> None:
     wide, narrow = onnx_pair
     proc = _runner(
-        str(wide), str(narrow), "--batch", "1,4", "--min-runs", "20", "--min-seconds", "0.2"
+        str(wide),
+        str(narrow),
+        "--batch",
+        "1,4",
+        "--min-runs",
+        "20",
+        "--min-seconds",
+        "0.2",
+        "--max-seconds",
+        "1",
     )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
@@ -77,8 +87,16 @@ def test_runner_json_schema_and_ordering(onnx_pair: tuple[Path, Path]) -> None:
             "mean_ms",
             "cv",
             "throughput_ips",
+            "seconds",
+            "rounds",
+            "p50_rse",
+            "p50_ci95_ms",
         } <= set(r)
         assert r["runs"] >= 20 and 0 < r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"]
+        assert r["seconds"] >= 0.2 and r["rounds"] >= 1
+        if r["rounds"] >= 2:
+            lo, hi = r["p50_ci95_ms"]
+            assert lo <= r["p50_ms"] <= hi and r["p50_rse"] >= 0
         assert r["throughput_ips"] == pytest.approx(r["batch"] * 1000 / r["mean_ms"])
     for info in result["models"]:
         assert info["file_bytes"] == os.path.getsize(info["model"])
@@ -90,7 +108,7 @@ def test_runner_json_schema_and_ordering(onnx_pair: tuple[Path, Path]) -> None:
 def test_runner_imports_no_torch(onnx_pair: tuple[Path, Path], tmp_path: Path) -> None:
     target = compare.emit_runner(tmp_path)
     code = (
-        "import runpy, sys; sys.argv = ['x', sys.argv[1], '--min-runs', '5', '--min-seconds', '0', '--no-memory'];\n"
+        "import runpy, sys; sys.argv = ['x', sys.argv[1], '--min-runs', '5', '--min-seconds', '0', '--max-seconds', '0', '--no-memory'];\n"
         "import builtins; real = builtins.__import__\n"
         "def guard(name, *a, **k):\n"
         "    if name == 'torch' or name.startswith('torch.') or name.startswith('compressor'):\n"
@@ -118,6 +136,8 @@ def test_profiles_apply_threads_and_cores(onnx_pair: tuple[Path, Path]) -> None:
         "5",
         "--min-seconds",
         "0",
+        "--max-seconds",
+        "0",
         "--no-memory",
     )
     assert proc.returncode == 0, proc.stderr
@@ -135,6 +155,8 @@ def test_profiles_apply_threads_and_cores(onnx_pair: tuple[Path, Path]) -> None:
             "--min-runs",
             "5",
             "--min-seconds",
+            "0",
+            "--max-seconds",
             "0",
             "--no-memory",
         )
@@ -177,6 +199,8 @@ def test_cli_table_json_markdown_chart(onnx_pair: tuple[Path, Path], tmp_path: P
             "10",
             "--min-seconds",
             "0.1",
+            "--max-seconds",
+            "0.5",
             "--no-memory",
             "--json",
             "-q",
@@ -191,6 +215,10 @@ def test_cli_table_json_markdown_chart(onnx_pair: tuple[Path, Path], tmp_path: P
     first, second = result["results"]
     assert first["speedup_vs_first"] == 1.0
     assert second["speedup_vs_first"] == pytest.approx(first["p50_ms"] / second["p50_ms"])
+    assert first["speedup_vs_first_ci95"] is None
+    lo, hi = second["speedup_vs_first_ci95"]
+    assert 1.0 < lo < hi  # the narrow net is faster, and measured in the same rounds
+    assert f"{second['speedup_vs_first']:.2f}x ({lo:.2f}-{hi:.2f})" in md.read_text()
     assert all(m["params"] > 0 for m in result["models"])
     assert "| wide.onnx |" in md.read_text() and png.stat().st_size > 1000
 
@@ -268,3 +296,77 @@ def test_runner_install_extra_pulls_no_torch() -> None:
         for d in project["optional-dependencies"]["full"]
     }
     assert {"torch", "torchvision", "torch-pruning"} <= full
+
+
+def _busy(ms: float) -> None:
+    end = time.perf_counter() + ms / 1e3
+    while time.perf_counter() < end:
+        pass
+
+
+def test_stopping_rule_quiet_call_stops_at_minimum(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner, "ROUND_SECONDS", 0.02)
+    (r,) = runner.measure_calls(
+        [lambda: _busy(1.0)], min_runs=5, min_seconds=0.0, max_seconds=5.0, precision=0.05
+    )
+    assert r["rounds"] <= runner.MIN_ROUNDS + 3 and r["seconds"] < 1.0  # quiet: done early
+    assert r["p50_rse"] <= 0.05 and r["p50_ms"] == pytest.approx(1.0, rel=0.3)
+
+
+def test_stopping_rule_noisy_call_runs_to_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner, "ROUND_SECONDS", 0.02)
+
+    def drifting() -> None:  # the machine's speed changes from round to round
+        _busy(0.3 if int(time.perf_counter() / 0.05) % 2 else 1.5)
+
+    (r,) = runner.measure_calls(
+        [drifting], min_runs=5, min_seconds=0.0, max_seconds=0.3, precision=0.001
+    )
+    assert r["seconds"] >= 0.3 and r["rounds"] > runner.MIN_ROUNDS
+    assert r["p50_rse"] > 0.001
+    (warning,) = runner.warnings_for([{**r, "model": "m", "threads": 1, "batch": 1}], 0.001)
+    assert "known only" in warning
+
+
+def test_speedup_interval_from_shared_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner, "ROUND_SECONDS", 0.02)
+    slow, fast = runner.measure_calls(
+        [lambda: _busy(1.0), lambda: _busy(0.5)],
+        min_runs=5,
+        min_seconds=0.2,
+        max_seconds=0.5,
+        precision=0.05,
+    )
+    assert "speedup_vs_first_ci95" not in slow
+    lo, hi = fast["speedup_vs_first_ci95"]
+    assert 1.5 < lo <= hi < 2.5
+
+
+def test_round_statistics_by_hand() -> None:
+    stats = runner.round_stats([1.0, 2.0, 3.0], 2.0)
+    se = 1.0 / 3**0.5  # stdev 1 over sqrt(3 rounds)
+    assert stats["rounds"] == 3 and stats["p50_rse"] == pytest.approx(se / 2.0)
+    assert stats["p50_ci95_ms"] == pytest.approx([2.0 - 4.303 * se, 2.0 + 4.303 * se])
+    assert runner.round_stats([2.0], 2.0)["p50_rse"] is None
+    assert runner.t95(4) == 2.776 and runner.t95(500) == 1.96
+
+
+def test_warnings_only_when_they_matter() -> None:
+    base = {"model": "m", "threads": 1, "batch": 1, "seconds": 20.0}
+    assert runner.warnings_for([{**base, "p50_rse": 0.004, "cv": 0.12}], 0.01) == []
+    (w,) = runner.warnings_for([{**base, "p50_rse": 0.004, "cv": 0.4}], 0.01)
+    assert "vary widely" in w
+    (w,) = runner.warnings_for([{**base, "p50_rse": 0.03, "cv": 0.4}], 0.01)
+    assert "known only to +-3.0%" in w
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--precision", "0"], ["--precision", "1.5"], ["--min-runs", "0"], ["--max-seconds", "-1"]],
+)
+def test_bad_measuring_options_are_one_line(onnx_pair: tuple[Path, Path], args: list[str]) -> None:
+    proc = _runner(str(onnx_pair[1]), "--no-memory", *args)
+    assert proc.returncode == 1 and proc.stderr.startswith("Error: ")
+    assert len(proc.stderr.strip().splitlines()) == 1
+    res = CliRunner().invoke(cli, ["benchmark", str(onnx_pair[1]), *args])
+    assert res.exit_code == 2 and "Invalid value" in res.stderr and "Traceback" not in res.output

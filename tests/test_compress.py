@@ -40,7 +40,7 @@ def _config() -> CompressConfig:
         finetune=train,
         prune=PruneConfig(target_macs=0.6),
         export=ExportConfig(),
-        latency_rounds=5,
+        latency_seconds=1.0,
     )
 
 
@@ -90,6 +90,8 @@ def test_outputs_and_report(run: tuple[Path, dict]) -> None:
     lat = report["latency"]
     assert lat["baseline_ms"] > 0 and lat["compressed_ms"] > 0 and lat["threads"] == 1
     assert lat["speedup"] == pytest.approx(lat["baseline_ms"] / lat["compressed_ms"])
+    lo, hi = lat["speedup_ci95"]
+    assert lo < hi and min(lat["runs"]) >= 20 and min(lat["seconds"]) >= 0.9
     assert any(r["after"] < r["before"] for r in report["layers"])
     assert {"baseline", "regularize", "prune", "finetune", "export"} <= set(report["stages"])
     onnx.checker.check_model(onnx.load(str(out / "model.onnx")))

@@ -36,6 +36,8 @@ def runner_args(
     min_runs: int,
     min_seconds: float,
     memory: bool,
+    max_seconds: float = 20.0,
+    precision: float = 0.01,
 ) -> list[str]:
     args = [
         "--threads",
@@ -46,6 +48,10 @@ def runner_args(
         str(min_runs),
         "--min-seconds",
         str(min_seconds),
+        "--max-seconds",
+        str(max_seconds),
+        "--precision",
+        str(precision),
     ]
     if profile:
         args += ["--profile", profile]
@@ -115,14 +121,20 @@ def run_remote(
 
 
 def torch_latency(
-    path: Path, *, threads: int, batch: int, min_runs: int, min_seconds: float
+    path: Path,
+    *,
+    threads: int,
+    batch: int,
+    min_runs: int,
+    min_seconds: float,
+    max_seconds: float = 20.0,
+    precision: float = 0.01,
 ) -> dict[str, Any]:
-    """PyTorch eager latency of a model file (for reference next to onnxruntime)."""
-    import time
-
+    """PyTorch eager latency of a model file (for reference next to onnxruntime), timed
+    by the runner's loop and stopping rule."""
     import torch
 
-    from compressor.bench.runner import percentiles
+    from compressor.bench.runner import measure_calls
     from compressor.checkpoint import load_model
     from compressor.pipeline import model_input_size
 
@@ -136,26 +148,39 @@ def torch_latency(
         with torch.inference_mode():
             for _ in range(5):
                 model(x)
-            times: list[float] = []
-            spent = 0.0
-            while len(times) < min_runs or spent < min_seconds:
-                t0 = time.perf_counter()
-                model(x)
-                dt = time.perf_counter() - t0
-                times.append(dt * 1e3)
-                spent += dt
+            (stats,) = measure_calls(
+                [lambda: model(x)],
+                min_runs=min_runs,
+                min_seconds=min_seconds,
+                max_seconds=max_seconds,
+                precision=precision,
+            )
     finally:
         torch.set_num_threads(previous)
-    stats = percentiles(times)
     return {
         "model": str(path),
         "runtime": "pytorch-eager",
         "threads": threads,
         "batch": batch,
-        "runs": len(times),
         **stats,
         "throughput_ips": batch * 1000.0 / stats["mean_ms"],
     }
+
+
+def format_p50(r: dict[str, Any]) -> str:
+    """The p50 with the half-width of its 95% interval, when known."""
+    ci = r.get("p50_ci95_ms")
+    if not ci:
+        return f"{r['p50_ms']:.3f}"
+    return f"{r['p50_ms']:.3f} ±{(ci[1] - ci[0]) / 2:.3f}"
+
+
+def format_speedup(r: dict[str, Any]) -> str:
+    """The speed-up against the first model, with its 95% interval when the two were
+    measured in the same rounds."""
+    ci = r.get("speedup_vs_first_ci95")
+    text = f"{r['speedup_vs_first']:.2f}x"
+    return f"{text} ({ci[0]:.2f}-{ci[1]:.2f})" if ci else text
 
 
 def add_ratios(results: list[dict[str, Any]]) -> None:
@@ -165,6 +190,7 @@ def add_ratios(results: list[dict[str, Any]]) -> None:
         key = (r["threads"], r["batch"])
         reference.setdefault(key, r["p50_ms"])
         r["speedup_vs_first"] = reference[key] / r["p50_ms"]
+        r.setdefault("speedup_vs_first_ci95", None)
 
 
 def chart(results: list[dict[str, Any]], path: Path) -> None:
@@ -208,14 +234,14 @@ def markdown(result: dict[str, Any]) -> str:
             else ""
         ),
         "",
-        "| model | runtime | threads | batch | p50 ms | p90 ms | p99 ms | mean ms | CV | items/s | speed-up vs first |",
+        "| model | runtime | threads | batch | p50 ms (±95%) | p90 ms | p99 ms | mean ms | CV | items/s | speed-up vs first (95%) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in result["results"]:
         lines.append(
             f"| {Path(r['model']).name} | {r.get('runtime', 'onnxruntime')} | {r['threads']} | {r['batch']} | "
-            f"{r['p50_ms']:.3f} | {r['p90_ms']:.3f} | {r['p99_ms']:.3f} | {r['mean_ms']:.3f} | {r['cv']:.1%} | "
-            f"{r['throughput_ips']:.1f} | {r['speedup_vs_first']:.2f}x |"
+            f"{format_p50(r)} | {r['p90_ms']:.3f} | {r['p99_ms']:.3f} | {r['mean_ms']:.3f} | {r['cv']:.1%} | "
+            f"{r['throughput_ips']:.1f} | {format_speedup(r)} |"
         )
     lines += [
         "",

@@ -7,14 +7,19 @@ runs on a device where just ``pip install numpy onnxruntime`` was done:
     python3 compressor_bench.py a.onnx b.onnx --threads 1,2 --batch 1,8 --json
 
 Models are measured interleaved (round-robin), so that a noisy machine slows all of them
-alike and their ratios hold. Each configuration warms up, then runs until every model has
-at least ``--min-runs`` runs and ``--min-seconds`` of measured time. Peak memory is the
-growth of the resident set of a fresh process that loads the model and runs it once.
+alike and their ratios hold. Each configuration warms up, then measures in rounds of
+``ROUND_SECONDS`` of wall time. It stops once every model has at least ``--min-runs`` runs
+and ``--min-seconds`` of measured time *and* its p50 is known to ``--precision`` (relative
+standard error, estimated from the spread of the per-round medians), or at
+``--max-seconds``. So a quiet machine is done after the minimum, and a noisy one measures
+longer instead of reporting a number that the next run will not reproduce. Peak memory is
+the growth of the resident set of a fresh process that loads the model and runs it once.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -22,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 RUNNER_VERSION = 1
@@ -32,7 +38,13 @@ PROFILES: dict[str, dict[str, Any]] = {
     "edge-2core": {"cores": 2, "threads": 2},
     "edge-4core": {"cores": 4, "threads": 4},
 }
-HIGH_CV = 0.05
+ROUND_SECONDS = 0.5  # wall time per round; a round's median is one sample of the p50
+HIGH_CV = 0.25  # single-run spread worth a warning even when the p50 is precise
+MIN_ROUNDS = 5  # before the p50's standard error is trusted to stop the measurement
+# Two-sided 95% Student-t quantiles for 1..30 degrees of freedom (1.96 beyond).
+_T95 = (12.71, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+        2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+        2.060, 2.056, 2.052, 2.048, 2.045, 2.042)  # fmt: skip
 
 
 class RunnerError(Exception):
@@ -97,6 +109,88 @@ def percentiles(values: list[float]) -> dict[str, float]:
     return {"p50_ms": pct(0.5), "p90_ms": pct(0.9), "p99_ms": pct(0.99), "mean_ms": mean, "cv": cv}
 
 
+def t95(df: int) -> float:
+    """The two-sided 95% Student-t quantile."""
+    return _T95[df - 1] if 1 <= df <= len(_T95) else 1.96
+
+
+def round_stats(round_medians: list[float], p50: float) -> dict[str, Any]:
+    """Relative standard error of the p50 and its 95% interval, from per-round medians
+    (batch medians: rounds are treated as independent samples of the typical latency)."""
+    n = len(round_medians)
+    if n < 2 or p50 <= 0:
+        return {"rounds": n, "p50_rse": None, "p50_ci95_ms": None}
+    se = statistics.stdev(round_medians) / n**0.5
+    half = t95(n - 1) * se
+    return {"rounds": n, "p50_rse": se / p50, "p50_ci95_ms": [p50 - half, p50 + half]}
+
+
+def _ratio_ci(reference: list[float], other: list[float]) -> list[float] | None:
+    """95% interval of the speed-up ``reference / other`` from round-by-round ratios, which
+    cancel the machine's slow drift because both models ran in the same rounds."""
+    ratios = [a / b for a, b in zip(reference, other, strict=True) if b > 0]
+    if len(ratios) < 2:
+        return None
+    mid = statistics.median(ratios)
+    half = t95(len(ratios) - 1) * statistics.stdev(ratios) / len(ratios) ** 0.5
+    return [mid - half, mid + half]
+
+
+def measure_calls(
+    calls: Sequence[Callable[[], object]],
+    *,
+    min_runs: int = 50,
+    min_seconds: float = 5.0,
+    max_seconds: float = 20.0,
+    precision: float = 0.01,
+) -> list[dict[str, Any]]:
+    """Time the (warmed-up) ``calls`` interleaved, in rounds, until the stopping rule of
+    this module's docstring holds; the statistics of each call's latency in ms."""
+    times: list[list[float]] = [[] for _ in calls]
+    spent = [0.0 for _ in calls]
+    rounds: list[list[float]] = [[] for _ in calls]  # per call, the median of each round
+    current: list[list[float]] = [[] for _ in calls]
+    max_seconds = max(max_seconds, min_seconds)
+    round_start = time.perf_counter()
+    while True:
+        for i, call in enumerate(calls):
+            t0 = time.perf_counter()
+            call()
+            dt = time.perf_counter() - t0
+            times[i].append(dt * 1e3)
+            current[i].append(dt * 1e3)
+            spent[i] += dt
+        if time.perf_counter() - round_start < ROUND_SECONDS:
+            continue
+        for i, c in enumerate(current):
+            rounds[i].append(statistics.median(c))
+            c.clear()
+        round_start = time.perf_counter()
+        if min(len(t) for t in times) < min_runs or min(spent) < min_seconds:
+            continue
+        if min(spent) >= max_seconds:
+            break
+        if len(rounds[0]) >= MIN_ROUNDS and all(
+            (round_stats(r, statistics.median(t))["p50_rse"] or 0.0) <= precision
+            for r, t in zip(rounds, times, strict=True)
+        ):
+            break
+    out = []
+    for i, t in enumerate(times):
+        stats = percentiles(t)
+        out.append(
+            {
+                "runs": len(t),
+                "seconds": spent[i],
+                **stats,
+                **round_stats(rounds[i], stats["p50_ms"]),
+            }
+        )
+        if i > 0:
+            out[-1]["speedup_vs_first_ci95"] = _ratio_ci(rounds[0], rounds[i])
+    return out
+
+
 def measure(
     paths: list[str],
     *,
@@ -105,39 +199,35 @@ def measure(
     warmup: int = 10,
     min_runs: int = 50,
     min_seconds: float = 5.0,
+    max_seconds: float = 20.0,
+    precision: float = 0.01,
 ) -> list[dict[str, Any]]:
     """Interleaved latency of each model at one (threads, batch) setting."""
     sessions = [make_session(p, threads) for p in paths]
-    feeds = []
+    calls = []
     for s in sessions:
         name, x = _input_for(s, batch)
-        feeds.append({name: x})
-    for s, f in zip(sessions, feeds, strict=True):
+        calls.append(functools.partial(s.run, None, {name: x}))
+    for call in calls:
         for _ in range(warmup):
-            s.run(None, f)
-    times: list[list[float]] = [[] for _ in paths]
-    spent = [0.0 for _ in paths]
-    while min(len(t) for t in times) < min_runs or min(spent) < min_seconds:
-        for i, (s, f) in enumerate(zip(sessions, feeds, strict=True)):
-            t0 = time.perf_counter()
-            s.run(None, f)
-            dt = time.perf_counter() - t0
-            times[i].append(dt * 1e3)
-            spent[i] += dt
-    out = []
-    for p, t in zip(paths, times, strict=True):
-        stats = percentiles(t)
-        out.append(
-            {
-                "model": p,
-                "threads": threads,
-                "batch": batch,
-                "runs": len(t),
-                **stats,
-                "throughput_ips": batch * 1000.0 / stats["mean_ms"],
-            }
-        )
-    return out
+            call()
+    stats = measure_calls(
+        calls,
+        min_runs=min_runs,
+        min_seconds=min_seconds,
+        max_seconds=max_seconds,
+        precision=precision,
+    )
+    return [
+        {
+            "model": p,
+            "threads": threads,
+            "batch": batch,
+            **st,
+            "throughput_ips": batch * 1000.0 / st["mean_ms"],
+        }
+        for p, st in zip(paths, stats, strict=True)
+    ]
 
 
 def _rss_kb() -> int:
@@ -233,6 +323,25 @@ def machine() -> dict[str, Any]:
     }
 
 
+def warnings_for(results: list[dict[str, Any]], precision: float) -> list[str]:
+    """One line per result whose p50 missed ``precision``, or whose single runs vary widely."""
+    warnings = []
+    for r in results:
+        where = f"{r['model']} at {r['threads']} thread(s), batch {r['batch']}"
+        if r["p50_rse"] is not None and r["p50_rse"] > precision:
+            warnings.append(
+                f"{where}: p50 known only to +-{r['p50_rse']:.1%} (standard error) after "
+                f"{r['seconds']:.0f} s; the machine is noisy: close other programs or raise "
+                "--max-seconds"
+            )
+        elif r["cv"] > HIGH_CV:
+            warnings.append(
+                f"{where}: single runs vary widely (CV {r['cv']:.0%}); the p50 is precise but "
+                "p90/p99 reflect other load on this machine"
+            )
+    return warnings
+
+
 def run(argv: list[str]) -> dict[str, Any]:
     """Parse ``argv`` and benchmark; returns the JSON-ready result."""
     ap = argparse.ArgumentParser(prog="compressor_bench", description=__doc__.splitlines()[0])
@@ -245,6 +354,18 @@ def run(argv: list[str]) -> dict[str, Any]:
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--min-runs", type=int, default=50)
     ap.add_argument("--min-seconds", type=float, default=5.0)
+    ap.add_argument(
+        "--max-seconds",
+        type=float,
+        default=20.0,
+        help="measure at most this long per model and setting, precise or not",
+    )
+    ap.add_argument(
+        "--precision",
+        type=float,
+        default=0.01,
+        help="stop once each p50's relative standard error is at most this",
+    )
     ap.add_argument("--no-memory", action="store_true", help="skip the isolated memory measurement")
     ap.add_argument("--memory-probe", metavar="MODEL", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -255,6 +376,10 @@ def run(argv: list[str]) -> dict[str, Any]:
         raise RunnerError("--threads and --batch take comma-separated integers") from None
     if min(threads) < 1 or min(batches) < 1:
         raise RunnerError("--threads and --batch must be at least 1")
+    if args.min_runs < 1 or args.min_seconds < 0 or args.max_seconds < 0:
+        raise RunnerError("--min-runs must be at least 1 and --min/--max-seconds not negative")
+    if not 0 < args.precision < 1:
+        raise RunnerError("--precision is a relative standard error between 0 and 1, e.g. 0.01")
     if args.memory_probe:
         return memory_probe(args.memory_probe, threads[0], batches[0])
     if not args.models:
@@ -272,17 +397,14 @@ def run(argv: list[str]) -> dict[str, Any]:
                     warmup=args.warmup,
                     min_runs=args.min_runs,
                     min_seconds=args.min_seconds,
+                    max_seconds=args.max_seconds,
+                    precision=args.precision,
                 )
             )
     if not args.no_memory:
         for info in infos:
             info["memory"] = isolated_memory(info["model"], threads[0], batches[0])
-    warnings = [
-        f"{r['model']}: latency CV {r['cv']:.1%} at {r['threads']} thread(s), batch {r['batch']} "
-        "(noisy machine: close other programs or use more --min-seconds)"
-        for r in results
-        if r["cv"] > HIGH_CV
-    ]
+    warnings = warnings_for(results, args.precision)
     return {
         "runner_version": RUNNER_VERSION,
         "machine": machine(),
@@ -294,6 +416,8 @@ def run(argv: list[str]) -> dict[str, Any]:
             "warmup": args.warmup,
             "min_runs": args.min_runs,
             "min_seconds": args.min_seconds,
+            "max_seconds": args.max_seconds,
+            "precision": args.precision,
         },
         "models": infos,
         "results": results,
