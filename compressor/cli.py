@@ -994,6 +994,12 @@ def _int_list(value: str, option: str) -> list[int]:
 )
 @click.option("--batch", default="1", show_default=True, help="Comma-separated batch sizes.")
 @click.option(
+    "--provider",
+    default="auto",
+    show_default=True,
+    help="onnxruntime providers, comma-separated (cpu, cuda); auto: CPU, plus CUDA when present.",
+)
+@click.option(
     "--profile",
     type=click.Choice(["edge-1core", "edge-2core", "edge-4core"]),
     help="Pin to N cores, N threads, sequential execution.",
@@ -1083,6 +1089,7 @@ def benchmark(models: tuple[Path, ...], console: Console, **kw: Any) -> None:
         max_seconds=kw["max_seconds"],
         precision=kw["precision"],
         memory=kw["memory"],
+        provider=kw["provider"],
     )
     if onnx_models:
         console.info(
@@ -1147,7 +1154,7 @@ def benchmark(models: tuple[Path, ...], console: Console, **kw: Any) -> None:
         rows = [
             [
                 Path(r["model"]).name,
-                r.get("runtime", "onnxruntime"),
+                r.get("runtime", "onnxruntime-cpu"),
                 r["threads"],
                 r["batch"],
                 compare.format_p50(r),

@@ -94,6 +94,8 @@ def test_runner_json_schema_and_ordering(onnx_pair: tuple[Path, Path]) -> None:
         } <= set(r)
         assert r["runs"] >= 20 and 0 < r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"]
         assert r["seconds"] >= 0.2 and r["rounds"] >= 1
+        assert r["provider"] in runner.available_providers()
+        assert r["runtime"] == f"onnxruntime-{r['provider']}"
         if r["rounds"] >= 2:
             lo, hi = r["p50_ci95_ms"]
             assert lo <= r["p50_ms"] <= hi and r["p50_rse"] >= 0
@@ -172,6 +174,15 @@ def test_ratios_against_the_first_model() -> None:
     ]
     compare.add_ratios(results)
     assert [r["speedup_vs_first"] for r in results] == pytest.approx([1.0, 2.5, 1.0, 3.0])
+    # each provider has its own reference; PyTorch eager compares with the CPU one
+    mixed = [
+        {"model": "a", "provider": "cuda", "threads": 1, "batch": 1, "p50_ms": 1.0},
+        {"model": "a", "provider": "cpu", "threads": 1, "batch": 1, "p50_ms": 8.0},
+        {"model": "b", "provider": "cuda", "threads": 1, "batch": 1, "p50_ms": 0.5},
+        {"model": "b.pt", "runtime": "pytorch-eager", "threads": 1, "batch": 1, "p50_ms": 16.0},
+    ]
+    compare.add_ratios(mixed)
+    assert [r["speedup_vs_first"] for r in mixed] == pytest.approx([1.0, 1.0, 2.0, 0.5])
 
 
 @pytest.mark.parametrize("content", [b"", b"not an onnx file at all"])
@@ -370,3 +381,39 @@ def test_bad_measuring_options_are_one_line(onnx_pair: tuple[Path, Path], args: 
     assert len(proc.stderr.strip().splitlines()) == 1
     res = CliRunner().invoke(cli, ["benchmark", str(onnx_pair[1]), *args])
     assert res.exit_code == 2 and "Invalid value" in res.stderr and "Traceback" not in res.output
+
+
+@pytest.mark.parametrize("spec", ["cuda", "tpu", ","])
+def test_unavailable_or_unknown_provider_is_one_line(
+    onnx_pair: tuple[Path, Path], spec: str
+) -> None:
+    if spec == "cuda" and "cuda" in runner.available_providers():
+        pytest.skip("this onnxruntime has CUDA")
+    proc = _runner(str(onnx_pair[1]), "--no-memory", "--provider", spec)
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1
+    assert proc.stderr.startswith("Error: ") and "provider" in proc.stderr.lower()
+    res = CliRunner().invoke(cli, ["benchmark", str(onnx_pair[1]), "--provider", spec])
+    assert res.exit_code == 1 and res.stderr.strip().splitlines()[-1].startswith("Error: ")
+    assert "Traceback" not in res.output
+
+
+@pytest.mark.gpu
+def test_cuda_provider_measures_on_the_gpu(onnx_pair: tuple[Path, Path]) -> None:
+    if "cuda" not in runner.available_providers():
+        pytest.skip("this onnxruntime has no CUDA provider (pip install onnxruntime-gpu)")
+    proc = _runner(
+        str(onnx_pair[0]),
+        "--provider",
+        "cpu,cuda",
+        "--min-runs",
+        "5",
+        "--min-seconds",
+        "0",
+        "--max-seconds",
+        "0",
+        "--no-memory",
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert [r["provider"] for r in result["results"]] == ["cpu", "cuda"]
+    assert result["settings"]["providers"] == ["cpu", "cuda"]

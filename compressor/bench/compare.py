@@ -38,6 +38,7 @@ def runner_args(
     memory: bool,
     max_seconds: float = 20.0,
     precision: float = 0.01,
+    provider: str = "auto",
 ) -> list[str]:
     args = [
         "--threads",
@@ -52,6 +53,8 @@ def runner_args(
         str(max_seconds),
         "--precision",
         str(precision),
+        "--provider",
+        provider,
     ]
     if profile:
         args += ["--profile", profile]
@@ -160,6 +163,7 @@ def torch_latency(
     return {
         "model": str(path),
         "runtime": "pytorch-eager",
+        "provider": "cpu",
         "threads": threads,
         "batch": batch,
         **stats,
@@ -184,10 +188,11 @@ def format_speedup(r: dict[str, Any]) -> str:
 
 
 def add_ratios(results: list[dict[str, Any]]) -> None:
-    """Speed-up of each result against the first model at the same (threads, batch)."""
-    reference: dict[tuple[int, int], float] = {}
+    """Speed-up of each result against the first model at the same (provider, threads,
+    batch); PyTorch eager results count as CPU."""
+    reference: dict[tuple[str, int, int], float] = {}
     for r in results:
-        key = (r["threads"], r["batch"])
+        key = (r.get("provider", "cpu"), r["threads"], r["batch"])
         reference.setdefault(key, r["p50_ms"])
         r["speedup_vs_first"] = reference[key] / r["p50_ms"]
         r.setdefault("speedup_vs_first_ci95", None)
@@ -200,7 +205,7 @@ def chart(results: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     labels = [
-        f"{Path(r['model']).name}\n{r.get('runtime', 'onnxruntime')} t{r['threads']} b{r['batch']}"
+        f"{Path(r['model']).name}\n{r.get('runtime', 'onnxruntime-cpu')} t{r['threads']} b{r['batch']}"
         for r in results
     ]
     fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(results)), 3.6))
@@ -239,7 +244,7 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     for r in result["results"]:
         lines.append(
-            f"| {Path(r['model']).name} | {r.get('runtime', 'onnxruntime')} | {r['threads']} | {r['batch']} | "
+            f"| {Path(r['model']).name} | {r.get('runtime', 'onnxruntime-cpu')} | {r['threads']} | {r['batch']} | "
             f"{format_p50(r)} | {r['p90_ms']:.3f} | {r['p99_ms']:.3f} | {r['mean_ms']:.3f} | {r['cv']:.1%} | "
             f"{r['throughput_ips']:.1f} | {format_speedup(r)} |"
         )

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import json
 import os
 import platform
@@ -59,8 +60,36 @@ def _ort() -> Any:
     return ort
 
 
-def make_session(path: str, threads: int) -> Any:
-    """An onnxruntime CPU session (or CUDA when present and asked for)."""
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+def available_providers() -> list[str]:
+    """The short names of the providers this onnxruntime offers, of those the runner knows."""
+    offered = set(_ort().get_available_providers())
+    return [name for name, full in PROVIDERS.items() if full in offered]
+
+
+def resolve_providers(spec: str) -> list[str]:
+    """``auto`` (CPU, plus CUDA when this onnxruntime has it) or a comma-separated list."""
+    available = available_providers()
+    if spec == "auto":
+        return available
+    names = [n.strip().lower() for n in spec.split(",") if n.strip()]
+    for n in names:
+        if n not in PROVIDERS:
+            raise RunnerError(f"unknown provider {n!r}; choose from: auto, {', '.join(PROVIDERS)}")
+        if n not in available:
+            raise RunnerError(
+                f"this onnxruntime has no {PROVIDERS[n]} (for CUDA: pip install onnxruntime-gpu)"
+            )
+    if not names:
+        raise RunnerError("--provider needs at least one of: auto, cpu, cuda")
+    return names
+
+
+def make_session(path: str, threads: int, provider: str = "cpu") -> Any:
+    """An onnxruntime session on ``provider`` (CUDA sessions fall back to the CPU only for
+    operators that CUDA lacks)."""
     ort = _ort()
     if not os.path.isfile(path):
         raise RunnerError(f"model file {path!r} not found")
@@ -70,16 +99,19 @@ def make_session(path: str, threads: int) -> Any:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3
     providers = ["CPUExecutionProvider"]
-    if (
-        os.environ.get("COMPRESSOR_BENCH_CUDA") == "1"
-        and "CUDAExecutionProvider" in ort.get_available_providers()
-    ):
+    if provider == "cuda":
         providers.insert(0, "CUDAExecutionProvider")
     try:
-        return ort.InferenceSession(path, options, providers=providers)
+        session = ort.InferenceSession(path, options, providers=providers)
     except Exception as e:  # onnxruntime raises its own types for malformed files
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise RunnerError(f"{path} is not a valid ONNX model: {first[:200]}") from e
+    if session.get_providers()[0] != providers[0]:  # onnxruntime falls back silently
+        raise RunnerError(
+            f"{providers[0]} could not be started (its CUDA/cuDNN libraries are missing or "
+            "do not match this onnxruntime)"
+        )
+    return session
 
 
 def _input_for(session: Any, batch: int) -> Any:
@@ -201,9 +233,10 @@ def measure(
     min_seconds: float = 5.0,
     max_seconds: float = 20.0,
     precision: float = 0.01,
+    provider: str = "cpu",
 ) -> list[dict[str, Any]]:
-    """Interleaved latency of each model at one (threads, batch) setting."""
-    sessions = [make_session(p, threads) for p in paths]
+    """Interleaved latency of each model at one (provider, threads, batch) setting."""
+    sessions = [make_session(p, threads, provider) for p in paths]
     calls = []
     for s in sessions:
         name, x = _input_for(s, batch)
@@ -221,6 +254,8 @@ def measure(
     return [
         {
             "model": p,
+            "runtime": f"onnxruntime-{provider}",
+            "provider": provider,
             "threads": threads,
             "batch": batch,
             **st,
@@ -327,7 +362,10 @@ def warnings_for(results: list[dict[str, Any]], precision: float) -> list[str]:
     """One line per result whose p50 missed ``precision``, or whose single runs vary widely."""
     warnings = []
     for r in results:
-        where = f"{r['model']} at {r['threads']} thread(s), batch {r['batch']}"
+        where = (
+            f"{r['model']} ({r.get('runtime', 'onnxruntime-cpu')}) at {r['threads']} thread(s), "
+            f"batch {r['batch']}"
+        )
         if r["p50_rse"] is not None and r["p50_rse"] > precision:
             warnings.append(
                 f"{where}: p50 known only to +-{r['p50_rse']:.1%} (standard error) after "
@@ -348,6 +386,11 @@ def run(argv: list[str]) -> dict[str, Any]:
     ap.add_argument("models", nargs="*")
     ap.add_argument("--threads", default="1", help="comma-separated intra-op thread counts")
     ap.add_argument("--batch", default="1", help="comma-separated batch sizes")
+    ap.add_argument(
+        "--provider",
+        default="auto",
+        help="comma-separated execution providers (cpu, cuda) or auto: CPU, plus CUDA when present",
+    )
     ap.add_argument(
         "--profile", choices=sorted(PROFILES), help="edge preset: pin cores, set threads"
     )
@@ -384,23 +427,24 @@ def run(argv: list[str]) -> dict[str, Any]:
         return memory_probe(args.memory_probe, threads[0], batches[0])
     if not args.models:
         raise RunnerError("give at least one .onnx model")
+    providers = resolve_providers(args.provider)
     threads, cores = apply_profile(args.profile, threads)
     infos = [model_info(p) for p in args.models]
     results = []
-    for t in threads:
-        for b in batches:
-            results.extend(
-                measure(
-                    args.models,
-                    threads=t,
-                    batch=b,
-                    warmup=args.warmup,
-                    min_runs=args.min_runs,
-                    min_seconds=args.min_seconds,
-                    max_seconds=args.max_seconds,
-                    precision=args.precision,
-                )
+    for provider, t, b in itertools.product(providers, threads, batches):
+        results.extend(
+            measure(
+                args.models,
+                threads=t,
+                batch=b,
+                warmup=args.warmup,
+                min_runs=args.min_runs,
+                min_seconds=args.min_seconds,
+                max_seconds=args.max_seconds,
+                precision=args.precision,
+                provider=provider,
             )
+        )
     if not args.no_memory:
         for info in infos:
             info["memory"] = isolated_memory(info["model"], threads[0], batches[0])
@@ -411,6 +455,7 @@ def run(argv: list[str]) -> dict[str, Any]:
         "profile": args.profile,
         "cores": cores,
         "settings": {
+            "providers": providers,
             "threads": threads,
             "batch": batches,
             "warmup": args.warmup,
