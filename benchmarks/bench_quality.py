@@ -3,9 +3,11 @@
 1. Repeatability: the runner is started ``--repeats`` times (fresh processes, default
    settings) on one model; the coefficient of variation of the reported p50 across the
    repeats is the figure to keep under 3%.
-2. Overhead: in one process, blocks of the runner's ``measure()`` alternate (ABBA) with
+2. Overhead: in one process, rounds of the runner's timing loop alternate (ABBA) with
    blocks of a bare ``session.run`` loop on the same session; the median of the per-pair
    ratios is the runner's overhead (aim: at most 2%).
+3. Ratios: the model and a copy with half its channels pruned are measured together in
+   fresh runner processes; the spread of the speed-up is set against the base's p50.
 
     python benchmarks/bench_quality.py [--arch mobilenet_v2 --size 224 --repeats 20]
 
@@ -32,16 +34,45 @@ RESULTS = Path(__file__).parent / "results"
 RUNNER = Path(__file__).parent.parent / "compressor" / "bench" / "runner.py"
 
 
-def export(arch: str, size: int, path: str) -> None:
+def export(arch: str, size: int, path: str, prune_ratio: float = 0.0) -> None:
+    """The architecture with random weights, optionally with ``prune_ratio`` of its
+    channels removed by compressor's pruning engine (the pair a user compares)."""
     import torch
 
     from compressor.archs import build_model
+    from compressor.pruning import apply_plan, channel_groups, group_scores, plan_ratio
 
     torch.manual_seed(0)
     model = build_model(arch, num_classes=1000).eval()
-    torch.onnx.export(
-        model, (torch.randn(1, 3, size, size),), path, dynamo=False, input_names=["input"]
-    )
+    x = torch.randn(1, 3, size, size)
+    if prune_ratio:
+        index = channel_groups(model, x)
+        apply_plan(index, plan_ratio(group_scores(index, model), prune_ratio))
+    torch.onnx.export(model, (x,), path, dynamo=False, input_names=["input"])
+
+
+def ratio_repeatability(base: str, pruned: str, repeats: int) -> list[dict[str, Any]]:
+    """The speed-up of the pruned model over the base, each repeat a fresh runner process
+    measuring both interleaved with the default settings."""
+    out = []
+    for _ in range(repeats):
+        proc = subprocess.run(
+            [sys.executable, str(RUNNER), base, pruned, "--no-memory"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        first, second = json.loads(proc.stdout)["results"]
+        out.append(
+            {
+                "base_p50_ms": first["p50_ms"],
+                "pruned_p50_ms": second["p50_ms"],
+                "speedup": first["p50_ms"] / second["p50_ms"],
+                "speedup_ci95": second["speedup_vs_first_ci95"],
+                "seconds": first["seconds"],
+            }
+        )
+    return out
 
 
 def repeatability(path: str, repeats: int) -> list[dict[str, float]]:
@@ -175,16 +206,27 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--pairs", type=int, default=80, help="ABBA block pairs for the overhead")
+    ap.add_argument(
+        "--ratio-repeats", type=int, default=10, help="fresh runs of the base/pruned pair"
+    )
+    ap.add_argument("--prune-ratio", type=float, default=0.5)
     args = ap.parse_args()
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, f"{args.arch}.onnx")
         export(args.arch, args.size, path)
+        pruned = os.path.join(tmp, f"{args.arch}-pruned.onnx")
+        export(args.arch, args.size, pruned, args.prune_ratio)
         reps = repeatability(path, args.repeats)
         ovh = overhead(path, args.pairs)
+        pair = ratio_repeatability(path, pruned, args.ratio_repeats)
     p50s = [r["p50_ms"] for r in reps]
     cv = statistics.stdev(p50s) / statistics.mean(p50s)
     cv_lo, cv_hi = cv_interval(p50s)
+    speedups = [r["speedup"] for r in pair]
+    base_p50s = [r["base_p50_ms"] for r in pair]
+    ratio_cv = statistics.stdev(speedups) / statistics.mean(speedups)
+    base_cv = statistics.stdev(base_p50s) / statistics.mean(base_p50s)
     import onnxruntime
 
     meta = {
@@ -208,9 +250,12 @@ def main() -> None:
         "mean_seconds": statistics.mean(r["seconds"] for r in reps),
         "overhead": ovh["overhead"],
         "overhead_ci95": ovh["overhead_ci95"],
+        "speedup_cv": ratio_cv,
+        "pair_base_p50_cv": base_cv,
     }
     history.append(summary)
     payload = {**meta, "repeats_detail": reps, "p50_cv": cv, "p50_cv_ci95": [cv_lo, cv_hi]}
+    payload |= {"pair_detail": pair, "speedup_cv": ratio_cv, "pair_base_p50_cv": base_cv}
     payload |= {**ovh, "history": history}
     json_path.write_text(json.dumps(payload, indent=2) + "\n")
     plot(reps, RESULTS / "bench_quality.png")
@@ -238,13 +283,20 @@ def main() -> None:
         "aim: at most 2%). The loop's own cost, timed on a call that does nothing, is "
         f"{ovh['loop_cost_us']:.2f} us per run, {ovh['loop_cost_fraction']:.3%} of this model's "
         "latency.",
+        f"- Ratios: {args.arch} against itself with {args.prune_ratio:.0%} of its channels pruned, "
+        f"measured together in {args.ratio_repeats} fresh runner processes: speed-up "
+        + ", ".join(f"{v:.3f}" for v in speedups)
+        + f"; CV **{ratio_cv:.2%}**, against {base_cv:.2%} for the base model's p50 in the same "
+        "runs. Of the per-run 95% intervals of the speed-up, "
+        f"{sum(1 for r in pair if r['speedup_ci95'] and r['speedup_ci95'][0] <= statistics.median(speedups) <= r['speedup_ci95'][1])} "
+        f"of {args.ratio_repeats} contain the median speed-up of all runs.",
         "",
         "![p50 of each fresh run](bench_quality.png)",
         "",
         "## All runs of this script",
         "",
-        "| started | command | p50 CV (95% interval) | mean seconds per run | overhead (95% interval) |",
-        "| --- | --- | --- | --- | --- |",
+        "| started | command | p50 CV (95% interval) | mean seconds per run | overhead (95% interval) | speed-up CV |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for h in history:
         lo, hi = h["p50_cv_ci95"]
@@ -256,7 +308,7 @@ def main() -> None:
                 if h.get("overhead_ci95")
                 else " (older, noisier method)"
             )
-            + " |"
+            + (f" | {h['speedup_cv']:.2%} |" if "speedup_cv" in h else " | - |")
         )
     (RESULTS / "bench_quality.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

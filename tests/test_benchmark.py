@@ -19,6 +19,8 @@ from compressor.bench.runner import PROFILES, RUNNER_VERSION
 from compressor.cli import cli
 
 RUNNER = Path(compare.__file__).with_name("runner.py")
+# A few runs and a single round: for tests of what the runner reports, not of its timing.
+QUICK = ("--min-runs", "5", "--min-seconds", "0", "--max-seconds", "0", "--no-memory")
 
 
 @pytest.fixture(scope="module")
@@ -134,13 +136,7 @@ def test_profiles_apply_threads_and_cores(onnx_pair: tuple[Path, Path]) -> None:
         str(onnx_pair[1]),
         "--profile",
         "edge-1core",
-        "--min-runs",
-        "5",
-        "--min-seconds",
-        "0",
-        "--max-seconds",
-        "0",
-        "--no-memory",
+        *QUICK,
     )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
@@ -154,13 +150,7 @@ def test_profiles_apply_threads_and_cores(onnx_pair: tuple[Path, Path]) -> None:
             str(onnx_pair[1]),
             "--profile",
             "edge-2core",
-            "--min-runs",
-            "5",
-            "--min-seconds",
-            "0",
-            "--max-seconds",
-            "0",
-            "--no-memory",
+            *QUICK,
         )
         assert {r["threads"] for r in json.loads(proc.stdout)["results"]} == {2}
 
@@ -405,13 +395,7 @@ def test_cuda_provider_measures_on_the_gpu(onnx_pair: tuple[Path, Path]) -> None
         str(onnx_pair[0]),
         "--provider",
         "cpu,cuda",
-        "--min-runs",
-        "5",
-        "--min-seconds",
-        "0",
-        "--max-seconds",
-        "0",
-        "--no-memory",
+        *QUICK,
     )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
