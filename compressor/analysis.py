@@ -83,6 +83,40 @@ def count_macs(model: nn.Module, input_size: tuple[int, int, int]) -> int:
     return measure(model, input_size)[0]
 
 
+# fvcore operators that are multiply-adds of dense layers: what an ONNX graph's Conv,
+# ConvTranspose, Gemm and MatMul nodes hold (compressor/bench/onnx_cost.py)
+DENSE_OPS = frozenset(
+    {
+        "conv",
+        "linear",
+        "matmul",
+        "addmm",
+        "bmm",
+        "einsum",
+        "scaled_dot_product_attention",
+        "_native_multi_head_attention",
+    }
+)
+
+
+def dense_macs(model: nn.Module, input_size: tuple[int, int, int]) -> int:
+    """MACs of the convolution, linear and matrix-product operators only: fvcore's total
+    less normalisation, pooling and upsampling, which inference graphs fold or barely pay
+    for. The convention `compressor benchmark` uses for every model, ONNX or PyTorch."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    logging.getLogger("fvcore").setLevel(logging.ERROR)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            ops = _flop_analysis(model, torch.zeros(1, *input_size)).by_operator()
+    finally:
+        model.train(was_training)
+    return int(sum(v for k, v in ops.items() if k in DENSE_OPS))
+
+
 def _layer_rows(model: nn.Module, by_module: dict[str, int]) -> list[LayerInfo]:
     from torch import nn
 

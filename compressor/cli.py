@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import math
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -1111,14 +1110,7 @@ def benchmark(models: tuple[Path, ...], console: Console, **kw: Any) -> None:
             "results": [],
             "warnings": [],
         }
-    for info in result["models"]:
-        if info.get("params") is None:
-            try:
-                import onnx
-            except ImportError:  # the runner-only install has no onnx package: no count
-                continue
-            proto = onnx.load(info["model"], load_external_data=False)
-            info["params"] = sum(math.prod(t.dims) for t in proto.graph.initializer)
+    compare.add_onnx_costs(result["models"])
     for m in torch_models:
         console.info(f"measuring {m} in PyTorch eager mode")
         for t in threads:
@@ -1134,7 +1126,10 @@ def benchmark(models: tuple[Path, ...], console: Console, **kw: Any) -> None:
                         precision=kw["precision"],
                     )
                 )
-        result["models"].append({"model": str(m), "file_bytes": m.stat().st_size})
+        result["models"].append(
+            compare.torch_info(m, threads=threads[0], batch=batches[0], memory=kw["memory"])
+        )
+    compare.add_mac_cuts(result["models"])
     if torch_models:
         from compressor.bench.runner import warnings_for
 
@@ -1189,11 +1184,14 @@ def benchmark(models: tuple[Path, ...], console: Console, **kw: Any) -> None:
                 f"{i['memory']['peak_growth_mb']:.1f}" if "memory" in i else "-",
                 i.get("params") or "-",
                 i.get("macs") or "-",
+                compare.format_cut(i),
             ]
             for i in result["models"]
         ]
         _print_table(
-            "models", ["model", "file MB", "peak RSS growth MB", "params", "MACs"], mem_rows
+            "models",
+            ["model", "file MB", "peak RSS growth MB", "params", "MACs", "MACs cut vs first"],
+            mem_rows,
         )
 
     console.result(result, render)

@@ -352,6 +352,40 @@ def test_round_statistics_by_hand() -> None:
     assert runner.t95(4) == 2.776 and runner.t95(500) == 1.96
 
 
+def test_standard_error_allows_for_drift_by_hand() -> None:
+    # 1,1,2,2,3,3,4,4: lag-1 autocorrelation 6.25/10; bias-corrected (8 * 0.625 + 1) / 4,
+    # clipped to 0.8, so the variance of the mean grows 9-fold
+    se, df = runner.mean_se([1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 4.0, 4.0])
+    assert se == pytest.approx((10 / 7) ** 0.5 / 8**0.5 * 3) and df == 2
+    # 12 rounds rising then falling: r = 0.68, bias-corrected (12 r + 1) / 8 > 0.8, so 0.8;
+    # 12 / 9 effective rounds, and never fewer than 2 degrees of freedom
+    assert runner.mean_se([1.0, 2, 3, 4, 5, 6, 6, 5, 4, 3, 2, 1])[1] == 2
+    # alternating values: negative autocorrelation counts as none
+    se, df = runner.mean_se([1.0, 3.0] * 4)
+    assert se == pytest.approx((8 / 7) ** 0.5 / 8**0.5) and df == 7
+    assert runner.mean_se([1.0]) is None
+
+
+def test_intervals_cover_the_mean_of_a_drifting_series() -> None:
+    """On AR(1) series like a drifting machine's rounds (rho 0.7, 20 rounds), the 95%
+    interval holds the true mean far more often than the naive sd/sqrt(n) one."""
+    import random
+    import statistics
+
+    rng = random.Random(0)
+    covered = naive = 0
+    trials = 400
+    for _ in range(trials):
+        x = [rng.gauss(0, 1) / (1 - 0.7**2) ** 0.5]
+        for _ in range(19):
+            x.append(0.7 * x[-1] + rng.gauss(0, 1))
+        mean = statistics.fmean(x)
+        se, df = runner.mean_se(x)
+        covered += abs(mean) <= runner.t95(df) * se
+        naive += abs(mean) <= runner.t95(19) * statistics.stdev(x) / 20**0.5
+    assert covered / trials > 0.88 and naive / trials < 0.7
+
+
 def test_warnings_only_when_they_matter() -> None:
     base = {"model": "m", "threads": 1, "batch": 1, "seconds": 20.0}
     assert runner.warnings_for([{**base, "p50_rse": 0.004, "cv": 0.12}], 0.01) == []
@@ -401,3 +435,88 @@ def test_cuda_provider_measures_on_the_gpu(onnx_pair: tuple[Path, Path]) -> None
     result = json.loads(proc.stdout)
     assert [r["provider"] for r in result["results"]] == ["cpu", "cuda"]
     assert result["settings"]["providers"] == ["cpu", "cuda"]
+
+
+def test_onnx_macs_by_hand(onnx_pair: tuple[Path, Path]) -> None:
+    from compressor.bench.onnx_cost import onnx_cost
+
+    wide, narrow = onnx_pair
+    # 3x3 convs at 32x32 out: 32*32*C_out*(C_in*9), then a C->10 linear layer
+    assert onnx_cost(str(wide)) == {
+        "params": 3 * 64 * 9 + 64 + 64 * 64 * 9 + 64 + 64 * 10 + 10,
+        "macs": 32 * 32 * 64 * 27 + 32 * 32 * 64 * 64 * 9 + 64 * 10,
+    }
+    assert onnx_cost(str(narrow))["macs"] == 32 * 32 * 8 * 27 + 32 * 32 * 8 * 8 * 9 + 8 * 10
+
+
+def test_onnx_macs_transposed_conv_and_matmul(tmp_path: Path) -> None:
+    from compressor.bench.onnx_cost import onnx_cost
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.up = torch.nn.ConvTranspose2d(4, 6, 2, stride=2, groups=2)
+            self.w = torch.nn.Parameter(torch.randn(16, 5))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.up(x).flatten(2) @ torch.ones(256, 16) @ self.w
+
+    path = tmp_path / "t.onnx"
+    torch.onnx.export(Net(), (torch.randn(1, 4, 8, 8),), str(path), dynamo=False)
+    # transposed conv: each input element feeds (6/2 out channels x 2x2 kernel);
+    # matmuls: (1,6,256)@(256,16) and (1,6,16)@(16,5)
+    assert onnx_cost(str(path))["macs"] == 4 * 8 * 8 * 3 * 4 + 6 * 16 * 256 + 6 * 5 * 16
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v2", "shufflenet_v2_x0_5"])
+def test_onnx_macs_agree_with_fvcore(arch: str, tmp_path: Path) -> None:
+    """Strided, grouped and depthwise convolutions, channel shuffles (whose run-time split
+    ONNX's shape inference cannot follow) and the classifier, counted from the graph,
+    equal fvcore's count of the PyTorch model's dense operators."""
+    from compressor.analysis import dense_macs
+    from compressor.archs import build_model
+    from compressor.bench.onnx_cost import onnx_cost
+
+    model = build_model(arch, num_classes=10).eval()
+    path = tmp_path / f"{arch}.onnx"
+    torch.onnx.export(
+        model,
+        (torch.randn(1, 3, 64, 64),),
+        str(path),
+        dynamo=False,
+        input_names=["input"],
+        dynamic_axes={"input": {0: "batch"}},
+    )
+    assert onnx_cost(str(path))["macs"] == dense_macs(model, (3, 64, 64))
+
+
+def test_mac_cuts_against_the_first_model() -> None:
+    models = [{"macs": 300}, {"macs": 100}, {"macs": None}, {}]
+    compare.add_mac_cuts(models)
+    assert [m["macs_cut_vs_first"] for m in models] == [1.0, 3.0, None, None]
+    assert compare.format_cut(models[1]) == "3.00x" and compare.format_cut(models[2]) == "-"
+
+
+def test_cli_reports_costs_for_onnx_and_pytorch_models(
+    onnx_pair: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Every model gets parameters and MACs (ONNX from its graph, .pt by fvcore), the MAC
+    cut against the first, and the .pt one its own isolated memory probe."""
+    wide, narrow = onnx_pair
+    lenet = Path(__file__).parent.parent / "models" / "lenet5-mnist15k.pt"
+    md = tmp_path / "b.md"
+    args = [str(wide), str(narrow), str(lenet), *QUICK[:-1], "--json", "-q", "--markdown", str(md)]
+    res = CliRunner().invoke(cli, ["benchmark", *args])
+    assert res.exit_code == 0, res.stderr
+    models = {Path(m["model"]).name: m for m in json.loads(res.stdout)["models"]}
+    assert models["wide.onnx"]["macs_source"] == "onnx graph"
+    cut = models["wide.onnx"]["macs"] / models["narrow.onnx"]["macs"]
+    assert models["narrow.onnx"]["macs_cut_vs_first"] == pytest.approx(cut) and cut > 40
+    pt = models["lenet5-mnist15k.pt"]
+    # LeNet-5 (Caffe's): 5x5 convs 1->20 at 24x24 out and 20->50 at 8x8, then 800->500->10
+    assert pt["macs_source"] == "fvcore" and pt["params"] == 431080
+    assert pt["macs"] == 24 * 24 * 20 * 25 + 8 * 8 * 50 * 500 + 800 * 500 + 500 * 10
+    assert (
+        pt["memory"]["peak_growth_mb"] > 0 and models["narrow.onnx"]["memory"]["peak_growth_mb"] > 0
+    )
+    assert "| narrow.onnx |" in md.read_text() and f"{cut:.2f}x" in md.read_text()

@@ -171,6 +171,84 @@ def torch_latency(
     }
 
 
+_TORCH_MEMORY = """
+import json, resource, sys
+import torch
+from compressor.checkpoint import load_model
+from compressor.pipeline import model_input_size
+torch.set_num_threads(int(sys.argv[2]))
+with open("/proc/self/status") as f:
+    before = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+loaded = load_model(sys.argv[1])
+model = loaded.model.eval()
+with torch.inference_mode():
+    model(torch.randn(int(sys.argv[3]), *model_input_size(loaded, None)))
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"rss_before_mb": before / 1024, "peak_rss_mb": peak / 1024,
+                  "peak_growth_mb": (peak - before) / 1024}))
+"""
+
+
+def torch_info(path: Path, *, threads: int, batch: int, memory: bool) -> dict[str, Any]:
+    """File size, parameters and dense-layer MACs (fvcore, counted as ``onnx_cost`` counts
+    ONNX graphs) of a model file, and with ``memory`` the
+    resident-set growth of a fresh process that loads it and runs one batch in eager mode
+    (after importing torch, as the ONNX probe counts from after importing onnxruntime)."""
+    from compressor.analysis import count_params, dense_macs
+    from compressor.checkpoint import load_model
+    from compressor.pipeline import model_input_size
+
+    loaded = load_model(path)
+    info: dict[str, Any] = {
+        "model": str(path),
+        "file_bytes": path.stat().st_size,
+        "params": count_params(loaded.model),
+        "macs": dense_macs(loaded.model, model_input_size(loaded, None)),
+        "macs_source": "fvcore",
+    }
+    if memory:
+        proc = subprocess.run(
+            [sys.executable, "-c", _TORCH_MEMORY, str(path), str(threads), str(batch)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if proc.returncode != 0:
+            lines = proc.stderr.strip().splitlines()
+            raise CompressorError(f"memory probe of {path} failed: {lines[-1] if lines else ''}")
+        info["memory"] = json.loads(proc.stdout)
+    return info
+
+
+def add_onnx_costs(models: list[dict[str, Any]]) -> None:
+    """Parameters and MACs of each ONNX model counted from its graph, one method for all
+    (compressor's metadata figures, counted by fvcore in PyTorch, are kept only where the
+    ``onnx`` package is missing, as on a runner-only install)."""
+    try:
+        from compressor.bench.onnx_cost import onnx_cost
+    except ImportError:  # pragma: no cover - the runner-only install
+        return
+    for info in models:
+        if Path(info["model"]).suffix.lower() == ".pt":
+            continue
+        try:
+            cost = onnx_cost(info["model"])
+        except ImportError:  # the runner-only install has no onnx package
+            return
+        info["params"] = cost["params"]
+        if cost["macs"] is not None:
+            info["macs"], info["macs_source"] = cost["macs"], "onnx graph"
+
+
+def add_mac_cuts(models: list[dict[str, Any]]) -> None:
+    """``macs_cut_vs_first``: the first model's MACs over each model's, to read beside the
+    measured speed-up (a MAC cut the speed-up falls far short of is worth knowing)."""
+    reference = models[0].get("macs") if models else None
+    for info in models:
+        macs = info.get("macs")
+        info["macs_cut_vs_first"] = reference / macs if reference and macs else None
+
+
 def format_p50(r: dict[str, Any]) -> str:
     """The p50 with the half-width of its 95% interval, when known."""
     ci = r.get("p50_ci95_ms")
@@ -185,6 +263,11 @@ def format_speedup(r: dict[str, Any]) -> str:
     ci = r.get("speedup_vs_first_ci95")
     text = f"{r['speedup_vs_first']:.2f}x"
     return f"{text} ({ci[0]:.2f}-{ci[1]:.2f})" if ci else text
+
+
+def format_cut(info: dict[str, Any]) -> str:
+    cut = info.get("macs_cut_vs_first")
+    return f"{cut:.2f}x" if cut else "-"
 
 
 def add_ratios(results: list[dict[str, Any]]) -> None:
@@ -250,14 +333,15 @@ def markdown(result: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "| model | file MB | peak RSS growth MB | params | MACs |",
-        "| --- | --- | --- | --- | --- |",
+        "| model | file MB | peak RSS growth MB | params | MACs | MACs cut vs first |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for info in result["models"]:
         mem = info.get("memory", {}).get("peak_growth_mb")
         lines.append(
             f"| {Path(info['model']).name} | {info['file_bytes'] / 1e6:.2f} | "
-            f"{'-' if mem is None else f'{mem:.1f}'} | {info.get('params') or '-'} | {info.get('macs') or '-'} |"
+            f"{'-' if mem is None else f'{mem:.1f}'} | {info.get('params') or '-'} | "
+            f"{info.get('macs') or '-'} | {format_cut(info)} |"
         )
     for w in result.get("warnings", []):
         lines.append(f"\nWarning: {w}")
