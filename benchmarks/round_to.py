@@ -8,7 +8,8 @@ whether aligned counts buy back more time than the extra MACs cost.
 
     python benchmarks/round_to.py [--arch resnet18 --size 224 --ratio 0.5 --rounds 40]
 
-Writes benchmarks/results/round_to.{json,md,png} with the command and the machine.
+Writes benchmarks/results/round_to.{json,md,png} (round_to_ARCH.* for another --arch) with
+the command and the machine.
 """
 
 from __future__ import annotations
@@ -108,7 +109,8 @@ def main() -> None:
         **vars(args),
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "round_to.json").write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")
+    stem = "round_to" if args.arch == "resnet18" else f"round_to_{args.arch}"
+    (RESULTS / f"{stem}.json").write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")
     head = "| round_to | MACs | MACs vs 1 | " + " | ".join(
         f"p50 ms {t} thr | speed vs 1 ({t} thr) | CV ({t} thr)" for t in thread_counts
     )
@@ -132,7 +134,7 @@ def main() -> None:
                 f"{r[f'cv_{t}t']:.1%}",
             ]
         lines.append("| " + " | ".join(cells) + " |")
-    (RESULTS / "round_to.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
 
     import matplotlib
 
@@ -153,7 +155,7 @@ def main() -> None:
     ax.set_title(f"{args.arch} {args.size}px, {args.ratio:.0%} channels removed")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(RESULTS / "round_to.png", dpi=120)
+    fig.savefig(RESULTS / f"{stem}.png", dpi=120)
     print("\n".join(lines))
 
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
+
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -61,21 +65,29 @@ def _flop_analysis(model: nn.Module, example: torch.Tensor) -> Any:
     return analysis
 
 
-def measure(model: nn.Module, input_size: tuple[int, int, int]) -> tuple[int, dict[str, int]]:
-    """(total MACs, MACs by module name) for one image of ``input_size``."""
+def _analysed(model: nn.Module, input_size: tuple[int, int, int], read: Callable[[Any], T]) -> T:
+    """``read`` applied to fvcore's analysis of one image of ``input_size``, traced in eval
+    mode without gradients (the model's mode is restored)."""
     import torch
 
-    example = torch.zeros(1, *input_size)
     was_training = model.training
     model.eval()
     logging.getLogger("fvcore").setLevel(logging.ERROR)
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
-            analysis = _flop_analysis(model, example)
-            return int(analysis.total()), {k: int(v) for k, v in analysis.by_module().items()}
+            return read(_flop_analysis(model, torch.zeros(1, *input_size)))
     finally:
         model.train(was_training)
+
+
+def measure(model: nn.Module, input_size: tuple[int, int, int]) -> tuple[int, dict[str, int]]:
+    """(total MACs, MACs by module name) for one image of ``input_size``."""
+    return _analysed(
+        model,
+        input_size,
+        lambda a: (int(a.total()), {k: int(v) for k, v in a.by_module().items()}),
+    )
 
 
 def count_macs(model: nn.Module, input_size: tuple[int, int, int]) -> int:
@@ -103,18 +115,11 @@ def dense_macs(model: nn.Module, input_size: tuple[int, int, int]) -> int:
     """MACs of the convolution, linear and matrix-product operators only: fvcore's total
     less normalisation, pooling and upsampling, which inference graphs fold or barely pay
     for. The convention `compressor benchmark` uses for every model, ONNX or PyTorch."""
-    import torch
-
-    was_training = model.training
-    model.eval()
-    logging.getLogger("fvcore").setLevel(logging.ERROR)
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            ops = _flop_analysis(model, torch.zeros(1, *input_size)).by_operator()
-    finally:
-        model.train(was_training)
-    return int(sum(v for k, v in ops.items() if k in DENSE_OPS))
+    return _analysed(
+        model,
+        input_size,
+        lambda a: int(sum(v for k, v in a.by_operator().items() if k in DENSE_OPS)),
+    )
 
 
 def _layer_rows(model: nn.Module, by_module: dict[str, int]) -> list[LayerInfo]:
