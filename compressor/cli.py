@@ -860,6 +860,11 @@ def compress(model: Path, console: Console, **kw: Any) -> None:
             f"{human(c['params'])}, MACs {human(b['macs'])} -> {human(c['macs'])} "
             f"({c['macs'] / b['macs']:.2f}x), latency {lat['baseline_ms']:.3f} -> {lat['compressed_ms']:.3f} ms "
             f"({lat['speedup']:.2f}x, batch 1, {lat['threads']} thread)"
+            + (
+                ", peak memory {:.1f} -> {:.1f} MB".format(*lat["memory_mb"])
+                if lat.get("memory_mb")
+                else ""
+            )
         )
         click.echo(f"wrote {output}/ (report.md, report.json, model.onnx, model.pt)")
 

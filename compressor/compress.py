@@ -117,6 +117,14 @@ def _markdown(report: dict[str, Any]) -> str:
         f"| MACs | {human(b['macs'])} | {human(c['macs'])} | {c['macs'] / b['macs']:.3f}x |",
         f"| latency (ms, batch 1, {lat['threads']} thread(s), onnxruntime) | {lat['baseline_ms']:.3f} | "
         f"{lat['compressed_ms']:.3f} | {lat['speedup']:.2f}x faster{_interval(lat.get('speedup_ci95'))} |",
+        *(
+            f"| {label} | {pair[0]:.1f} | {pair[1]:.1f} | {pair[1] / pair[0]:.3f}x |"
+            for label, pair in (
+                ("peak memory (MB, resident-set growth, onnxruntime)", lat.get("memory_mb")),
+                ("ONNX file (MB)", lat.get("file_mb")),
+            )
+            if pair
+        ),
         "",
         f"Method `{report['method']}` with {json.dumps(report['hyperparameters'])}; selection "
         f"{json.dumps(report['selection'])}: {report['pruning']['removed_channels']} of "
@@ -389,11 +397,12 @@ def compress(
 
     # 7. latency, side by side
     if not (work / "latency.json").is_file():
-        t0 = stage("latency: baseline vs compressed in onnxruntime", 7)
-        from compressor.bench.runner import measure
+        t0 = stage("latency and memory: baseline vs compressed in onnxruntime", 7)
+        from compressor.bench.runner import isolated_memory, measure
 
+        onnx_files = [work / "baseline.onnx", work / "model.onnx"]
         lat = measure(
-            [str(work / "baseline.onnx"), str(work / "model.onnx")],
+            [str(f) for f in onnx_files],
             threads=config.latency_threads,
             batch=1,
             warmup=5,
@@ -415,6 +424,12 @@ def compress(
                 "p50_ci95_ms": [lat[0]["p50_ci95_ms"], lat[1]["p50_ci95_ms"]],
                 "runs": [lat[0]["runs"], lat[1]["runs"]],
                 "seconds": [lat[0]["seconds"], lat[1]["seconds"]],
+                # resident-set growth of a fresh process that loads the file and runs it once
+                "memory_mb": [
+                    isolated_memory(str(f), config.latency_threads, 1)["peak_growth_mb"]
+                    for f in onnx_files
+                ],
+                "file_mb": [f.stat().st_size / 2**20 for f in onnx_files],
             },
         )
         done("latency", t0)

@@ -520,3 +520,26 @@ def test_cli_reports_costs_for_onnx_and_pytorch_models(
         pt["memory"]["peak_growth_mb"] > 0 and models["narrow.onnx"]["memory"]["peak_growth_mb"] > 0
     )
     assert "| narrow.onnx |" in md.read_text() and f"{cut:.2f}x" in md.read_text()
+
+
+def test_memory_probes_count_their_own_process_only(
+    onnx_pair: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The probes run in fresh processes started by a large one (here this test, holding
+    400 MB): they must report their own growth, not the parent's size carried over fork
+    and exec (as ``ru_maxrss`` does); a 16 MB weight matrix must show as such."""
+    import numpy as np
+
+    ballast = np.ones(100_000_000, dtype=np.float32)  # 400 MB resident in the parent
+    models = {}
+    for name, n in (("big", 2048), ("tiny", 16)):
+        models[name] = tmp_path / f"{name}.onnx"
+        torch.onnx.export(
+            torch.nn.Linear(n, n), (torch.randn(1, n),), str(models[name]), dynamo=False
+        )
+    big = runner.isolated_memory(str(models["big"]), 1, 1)["peak_growth_mb"]
+    tiny = runner.isolated_memory(str(models["tiny"]), 1, 1)["peak_growth_mb"]
+    assert tiny < 100 and big - tiny > 2048 * 2048 * 4 / 2**20 * 0.9
+    lenet = Path(__file__).parent.parent / "models" / "lenet5-mnist15k.pt"
+    pt = compare.torch_info(lenet, threads=1, batch=1, memory=True)["memory"]
+    assert 0 < pt["peak_growth_mb"] < 100 and ballast.sum() == 1e8

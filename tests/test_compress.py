@@ -92,6 +92,11 @@ def test_outputs_and_report(run: tuple[Path, dict]) -> None:
     assert lat["speedup"] == pytest.approx(lat["baseline_ms"] / lat["compressed_ms"])
     lo, hi = lat["speedup_ci95"]
     assert lo < hi and min(lat["runs"]) >= 20 and min(lat["seconds"]) >= 0.9
+    assert all(0 < m < 200 for m in lat["memory_mb"])
+    assert lat["file_mb"][1] < lat["file_mb"][0]  # fewer parameters, smaller file
+    assert (
+        "| peak memory (MB, resident-set growth, onnxruntime) |" in (out / "report.md").read_text()
+    )
     assert any(r["after"] < r["before"] for r in report["layers"])
     assert {"baseline", "regularize", "prune", "finetune", "export"} <= set(report["stages"])
     onnx.checker.check_model(onnx.load(str(out / "model.onnx")))

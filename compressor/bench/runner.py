@@ -301,26 +301,49 @@ def measure(
     ]
 
 
-def _rss_kb() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+def _status_kb(field: str) -> int | None:
+    """A field of /proc/self/status in KiB (Linux), or None where there is none."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _maxrss_kb() -> int:
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak // 1024 if sys.platform == "darwin" else peak  # bytes on macOS, KiB elsewhere
+
+
+def rss_kb() -> int:
+    """The resident set now (where the OS cannot tell, the peak so far)."""
+    now = _status_kb("VmRSS")
+    return _maxrss_kb() if now is None else now
+
+
+def peak_rss_kb() -> int:
+    """The peak resident set of this process image. Linux's VmHWM, not ``ru_maxrss``: the
+    latter carries the parent's resident set over fork and exec, so a probe started by a
+    large process would report the parent's size."""
+    peak = _status_kb("VmHWM")
+    return _maxrss_kb() if peak is None else peak
 
 
 def memory_probe(path: str, threads: int, batch: int) -> dict[str, float]:
     """In this (fresh) process: resident-set growth from loading and running the model."""
-    import resource
-
     _ort()
     import numpy as np  # noqa: F401  (imported before the baseline is taken)
 
-    before = _rss_kb()
+    before = rss_kb()
     session = make_session(path, threads)
     name, x = _input_for(session, batch)
     session.run(None, {name: x})
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    peak = peak_rss_kb()
     return {
         "rss_before_mb": before / 1024,
         "peak_rss_mb": peak / 1024,
