@@ -1148,7 +1148,7 @@ def benchmark(models: tuple[Path, ...], console: Console, **kw: Any) -> None:
 
         atomic_write_bytes(kw["markdown_path"], compare.markdown(result).encode())
     if kw["chart_path"]:
-        compare.chart(result["results"], kw["chart_path"])
+        compare.chart(result["results"], kw["chart_path"], result["models"])
 
     def render() -> None:
         rows = [

@@ -284,7 +284,11 @@ def add_ratios(results: list[dict[str, Any]]) -> None:
         r.setdefault("speedup_vs_first_ci95", None)
 
 
-def chart(results: list[dict[str, Any]], path: Path) -> None:
+def chart(
+    results: list[dict[str, Any]], path: Path, models: list[dict[str, Any]] | None = None
+) -> None:
+    """Latency p50 (bar to p90) of every result; beside it, where MACs are known, each
+    model's speed-up against the first next to its MAC cut (at the first setting)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -294,17 +298,43 @@ def chart(results: list[dict[str, Any]], path: Path) -> None:
         f"{Path(r['model']).name}\n{r.get('runtime', 'onnxruntime-cpu')} t{r['threads']} b{r['batch']}"
         for r in results
     ]
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(results)), 3.6))
+    cuts = {m["model"]: m.get("macs_cut_vs_first") for m in models or []}
+    first = results[0] if results else None
+    paired = [
+        (Path(r["model"]).name, r["speedup_vs_first"], cuts[r["model"]])
+        for r in results
+        if first is not None
+        and cuts.get(r["model"])
+        and "speedup_vs_first" in r
+        and (r.get("runtime"), r.get("provider"), r["threads"], r["batch"])
+        == (first.get("runtime"), first.get("provider"), first["threads"], first["batch"])
+    ]
+    width = max(5.0, 1.6 * len(results))
+    if len(paired) > 1:
+        side = max(3.5, 1.1 * len(paired))
+        fig, (ax, bx) = plt.subplots(
+            1, 2, figsize=(width + side, 3.6), gridspec_kw={"width_ratios": [width, side]}
+        )
+    else:
+        fig, ax = plt.subplots(figsize=(width, 3.6))
     ax.bar(
         range(len(results)),
         [r["p50_ms"] for r in results],
-        yerr=[
-            [r["p50_ms"] - r["p50_ms"] for r in results],
-            [r["p90_ms"] - r["p50_ms"] for r in results],
-        ],
+        yerr=[[0.0] * len(results), [r["p90_ms"] - r["p50_ms"] for r in results]],
     )
     ax.set_xticks(range(len(results)), labels, fontsize=7)
     ax.set_ylabel("latency p50 (ms), bar to p90")
+    if len(paired) > 1:
+        x = range(len(paired))
+        bx.bar([i - 0.2 for i in x], [p[2] for p in paired], 0.4, label="MAC cut")
+        bx.bar([i + 0.2 for i in x], [p[1] for p in paired], 0.4, label="measured speed-up")
+        bx.axhline(1.0, color="grey", lw=0.8)
+        bx.set_xticks(list(x), [p[0] for p in paired], fontsize=7)
+        bx.set_ylabel("x against the first model")
+        bx.set_title(
+            f"{first['threads']} thread(s), batch {first['batch']}" if first else "", fontsize=8
+        )
+        bx.legend(fontsize=7)
     fig.tight_layout()
     with tempfile.NamedTemporaryFile(suffix=".png", dir=path.parent, delete=False) as tmp:
         fig.savefig(tmp.name, dpi=110)
