@@ -102,6 +102,7 @@ DENSE_OPS = frozenset(
         "conv",
         "linear",
         "matmul",
+        "mm",
         "addmm",
         "bmm",
         "einsum",

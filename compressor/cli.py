@@ -976,6 +976,20 @@ def export_(model: Path, console: Console, **kw: Any) -> None:
 # --------------------------------------------------------------------------- benchmark
 
 
+def _input_shape(value: str | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        dims = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not a comma-separated list of integers", param_hint="--input-shape"
+        ) from None
+    if min(dims) < 1:
+        raise click.BadParameter("dimensions must be at least 1", param_hint="--input-shape")
+    return dims
+
+
 def _int_list(value: str, option: str) -> list[int]:
     try:
         items = [int(v) for v in value.split(",")]
@@ -1029,6 +1043,11 @@ def _int_list(value: str, option: str) -> list[int]:
     default=0.01,
     show_default=True,
     help="Target relative standard error of each p50 (from per-round medians).",
+)
+@click.option(
+    "--input-shape",
+    metavar="C,H,W",
+    help="The input's dimensions after the batch, for ONNX files that leave them open.",
 )
 @click.option(
     "--memory/--no-memory",
@@ -1094,6 +1113,7 @@ def benchmark(models: tuple[Path, ...], console: Console, **kw: Any) -> None:
         precision=kw["precision"],
         memory=kw["memory"],
         provider=kw["provider"],
+        input_shape=_input_shape(kw["input_shape"]),
     )
     if onnx_models:
         console.info(
@@ -1116,9 +1136,15 @@ def benchmark(models: tuple[Path, ...], console: Console, **kw: Any) -> None:
             "warnings": [],
         }
     compare.add_onnx_costs(result["models"])
+    eager_threads, cores = threads, None
+    if kw["profile"]:  # the runner pinned its own process; eager runs here, pinned alike
+        from compressor.bench.runner import PROFILES
+
+        eager_threads = [PROFILES[kw["profile"]]["threads"]]
+        cores = result.get("cores")
     for m in torch_models:
         console.info(f"measuring {m} in PyTorch eager mode")
-        for t in threads:
+        for t in eager_threads:
             for b in batches:
                 result["results"].append(
                     compare.torch_latency(
@@ -1129,10 +1155,11 @@ def benchmark(models: tuple[Path, ...], console: Console, **kw: Any) -> None:
                         min_seconds=kw["min_seconds"],
                         max_seconds=kw["max_seconds"],
                         precision=kw["precision"],
+                        cores=cores,
                     )
                 )
         result["models"].append(
-            compare.torch_info(m, threads=threads[0], batch=batches[0], memory=kw["memory"])
+            compare.torch_info(m, threads=eager_threads[0], batch=batches[0], memory=kw["memory"])
         )
     compare.add_mac_cuts(result["models"])
     if torch_models:

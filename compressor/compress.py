@@ -95,6 +95,15 @@ def _plot_training(reg: list[dict[str, Any]], ft: list[dict[str, Any]], path: Pa
     plt.close(fig)
 
 
+def _memory_mb(path: Path, threads: int) -> float:
+    from compressor.bench.runner import RunnerError, isolated_memory
+
+    try:
+        return float(isolated_memory(str(path), threads, 1)["peak_growth_mb"])
+    except RunnerError as e:
+        raise CompressorError(f"memory probe of {path.name}: {e}") from None
+
+
 def _interval(ci: list[float] | None) -> str:
     return f" (95%: {ci[0]:.2f}-{ci[1]:.2f})" if ci else ""
 
@@ -398,7 +407,7 @@ def compress(
     # 7. latency, side by side
     if not (work / "latency.json").is_file():
         t0 = stage("latency and memory: baseline vs compressed in onnxruntime", 7)
-        from compressor.bench.runner import isolated_memory, measure
+        from compressor.bench.runner import measure
 
         onnx_files = [work / "baseline.onnx", work / "model.onnx"]
         lat = measure(
@@ -425,10 +434,7 @@ def compress(
                 "runs": [lat[0]["runs"], lat[1]["runs"]],
                 "seconds": [lat[0]["seconds"], lat[1]["seconds"]],
                 # resident-set growth of a fresh process that loads the file and runs it once
-                "memory_mb": [
-                    isolated_memory(str(f), config.latency_threads, 1)["peak_growth_mb"]
-                    for f in onnx_files
-                ],
+                "memory_mb": [_memory_mb(f, config.latency_threads) for f in onnx_files],
                 "file_mb": [f.stat().st_size / 2**20 for f in onnx_files],
             },
         )

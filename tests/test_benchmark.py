@@ -267,16 +267,18 @@ def test_remote_over_loopback_ssh(onnx_pair: tuple[Path, Path], tmp_path: Path) 
         args = compare.runner_args(
             threads=[1], batches=[1], profile=None, min_runs=5, min_seconds=0.0, memory=False
         )
+        # the narrow net under the wide one's file name: both must travel, not overwrite
+        same_name = tmp_path / "other" / onnx_pair[0].name
+        same_name.parent.mkdir()
+        shutil.copyfile(onnx_pair[1], same_name)
+        models = [*onnx_pair, same_name]
         result = compare.run_remote(
-            "root@127.0.0.1",
-            list(onnx_pair),
-            args,
-            port=port,
-            python=sys.executable,
-            ssh_options=opts,
+            "root@127.0.0.1", models, args, port=port, python=sys.executable, ssh_options=opts
         )
         assert result["host"] == "root@127.0.0.1"
-        assert [r["model"] for r in result["results"]] == [str(p) for p in onnx_pair]
+        assert [r["model"] for r in result["results"]] == [str(p) for p in models]
+        wide, narrow, renamed = (r["p50_ms"] for r in result["results"])
+        assert renamed < wide / 2 and narrow < wide / 2
     finally:
         server.terminate()
         server.wait(timeout=10)
@@ -543,3 +545,83 @@ def test_memory_probes_count_their_own_process_only(
     lenet = Path(__file__).parent.parent / "models" / "lenet5-mnist15k.pt"
     pt = compare.torch_info(lenet, threads=1, batch=1, memory=True)["memory"]
     assert 0 < pt["peak_growth_mb"] < 100 and ballast.sum() == 1e8
+
+
+@pytest.fixture(scope="module")
+def open_dims_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A conv net whose ONNX input leaves batch, height and width open, with no metadata."""
+    path = tmp_path_factory.mktemp("open") / "open.onnx"
+    torch.onnx.export(
+        torch.nn.Conv2d(3, 4, 3).eval(),
+        (torch.randn(1, 3, 16, 16),),
+        str(path),
+        dynamo=False,
+        input_names=["x"],
+        dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}},
+    )
+    return path
+
+
+def test_open_input_dims_need_a_shape_never_a_guess(open_dims_model: Path) -> None:
+    proc = _runner(str(open_dims_model), *QUICK)
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1
+    assert "open dimensions" in proc.stderr and "--input-shape" in proc.stderr
+    proc = _runner(str(open_dims_model), *QUICK, "--input-shape", "3,40,40", "--batch", "2")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["settings"]["input_shape"] == [3, 40, 40]
+    res = CliRunner().invoke(cli, ["benchmark", str(open_dims_model), *QUICK, "--json", "-q"])
+    assert res.exit_code == 1 and "--input-shape" in res.stderr
+    res = CliRunner().invoke(
+        cli, ["benchmark", str(open_dims_model), *QUICK, "--json", "-q", "--input-shape", "3,x"]
+    )
+    assert res.exit_code == 2 and "--input-shape" in res.stderr
+
+
+def test_fixed_batch_mismatch_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "b2.onnx"
+    torch.onnx.export(torch.nn.Linear(4, 2), (torch.randn(2, 4),), str(path), dynamo=False)
+    proc = _runner(str(path), *QUICK)
+    assert proc.returncode == 1 and "fixed batch of 2: use --batch 2" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert _runner(str(path), *QUICK, "--batch", "2").returncode == 0
+    from compressor.bench.onnx_cost import onnx_cost
+
+    assert onnx_cost(str(path))["macs"] == 4 * 2  # per image, not per fixed batch of 2
+
+
+def test_eager_rows_beside_a_remote_device_get_no_speedup() -> None:
+    results = [
+        {"model": "a.onnx", "host": "pi@dev", "threads": 1, "batch": 1, "p50_ms": 10.0},
+        {"model": "b.onnx", "host": "pi@dev", "threads": 1, "batch": 1, "p50_ms": 5.0},
+        {"model": "b.pt", "runtime": "pytorch-eager", "threads": 1, "batch": 1, "p50_ms": 2.0},
+    ]
+    compare.add_ratios(results)
+    assert [r["speedup_vs_first"] for r in results] == [1.0, 2.0, None]
+    assert compare.format_speedup(results[2]) == "-"
+
+
+def test_costs_of_unreadable_files_stay_unknown(
+    onnx_pair: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """An .ort file (or anything onnx cannot parse that onnxruntime ran) keeps no count
+    instead of failing the whole benchmark."""
+    bad = tmp_path / "model.ort"
+    bad.write_bytes(b"\x00ORT not a protobuf")
+    models = [{"model": str(onnx_pair[0])}, {"model": str(bad)}]
+    compare.add_onnx_costs(models)
+    assert models[0]["macs"] > 0 and "macs" not in models[1]
+
+
+def test_dense_macs_count_plain_matrix_products() -> None:
+    from compressor.analysis import dense_macs
+
+    class MM(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.randn(5, 4))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.mm(x.flatten(1)[:, :5], self.w)
+
+    assert dense_macs(MM(), (1, 3, 4)) == 5 * 4  # (1,5) @ (5,4)

@@ -5,6 +5,7 @@ present the comparison."""
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
 import subprocess
@@ -39,6 +40,7 @@ def runner_args(
     max_seconds: float = 20.0,
     precision: float = 0.01,
     provider: str = "auto",
+    input_shape: tuple[int, ...] | None = None,
 ) -> list[str]:
     args = [
         "--threads",
@@ -58,6 +60,8 @@ def runner_args(
     ]
     if profile:
         args += ["--profile", profile]
+    if input_shape:
+        args += ["--input-shape", ",".join(map(str, input_shape))]
     if not memory:
         args.append("--no-memory")
     return args
@@ -104,10 +108,15 @@ def run_remote(
         raise CompressorError(
             f"cannot reach {host} over ssh: {proc.stderr.strip().splitlines()[-1:]}"
         )
-    proc = call(["scp", "-q", *opts_scp, str(RUNNER), *map(str, models), f"{host}:{remote_dir}/"])
-    if proc.returncode != 0:
-        raise CompressorError(f"copying to {host} failed: {proc.stderr.strip()[:300]}")
-    remote_models = [f"{remote_dir}/{m.name}" for m in models]
+    # one remote name per model: two local files may share a name (a/model.onnx, b/model.onnx)
+    remote_models = [f"{remote_dir}/{i}_{m.name}" for i, m in enumerate(models)]
+    for local, remote in [
+        (RUNNER, f"{remote_dir}/runner.py"),
+        *zip(models, remote_models, strict=True),
+    ]:
+        proc = call(["scp", "-q", *opts_scp, str(local), f"{host}:{remote}"])
+        if proc.returncode != 0:
+            raise CompressorError(f"copying to {host} failed: {proc.stderr.strip()[:300]}")
     command = " ".join(
         shlex.quote(c) for c in [python, f"{remote_dir}/runner.py", *remote_models, *args]
     )
@@ -120,6 +129,8 @@ def run_remote(
     for item in (*result["models"], *result["results"]):
         item["model"] = local_names.get(item["model"], item["model"])
     result["host"] = host
+    for r in result["results"]:
+        r["host"] = host
     return result
 
 
@@ -132,9 +143,10 @@ def torch_latency(
     min_seconds: float,
     max_seconds: float = 20.0,
     precision: float = 0.01,
+    cores: list[int] | None = None,
 ) -> dict[str, Any]:
     """PyTorch eager latency of a model file (for reference next to onnxruntime), timed
-    by the runner's loop and stopping rule."""
+    by the runner's loop and stopping rule; pinned to ``cores`` while it measures."""
     import torch
 
     from compressor.bench.runner import measure_calls
@@ -146,8 +158,11 @@ def torch_latency(
     model = loaded.model.eval()
     x = torch.randn(batch, *size)
     previous = torch.get_num_threads()
+    affinity = os.sched_getaffinity(0) if cores and hasattr(os, "sched_getaffinity") else None
     torch.set_num_threads(threads)
     try:
+        if affinity is not None and cores:
+            os.sched_setaffinity(0, cores)
         with torch.inference_mode():
             for _ in range(5):
                 model(x)
@@ -160,6 +175,8 @@ def torch_latency(
             )
     finally:
         torch.set_num_threads(previous)
+        if affinity is not None:
+            os.sched_setaffinity(0, affinity)
     return {
         "model": str(path),
         "runtime": "pytorch-eager",
@@ -238,6 +255,8 @@ def add_onnx_costs(models: list[dict[str, Any]]) -> None:
             cost = onnx_cost(info["model"])
         except ImportError:  # the runner-only install has no onnx package
             return
+        except Exception:  # a file onnxruntime runs but onnx cannot read (an .ort file, say)
+            continue
         info["params"] = cost["params"]
         if cost["macs"] is not None:
             info["macs"], info["macs_source"] = cost["macs"], "onnx graph"
@@ -263,6 +282,8 @@ def format_p50(r: dict[str, Any]) -> str:
 def format_speedup(r: dict[str, Any]) -> str:
     """The speed-up against the first model, with its 95% interval when the two were
     measured in the same rounds."""
+    if r.get("speedup_vs_first") is None:
+        return "-"
     ci = r.get("speedup_vs_first_ci95")
     text = f"{r['speedup_vs_first']:.2f}x"
     return f"{text} ({ci[0]:.2f}-{ci[1]:.2f})" if ci else text
@@ -274,13 +295,16 @@ def format_cut(info: dict[str, Any]) -> str:
 
 
 def add_ratios(results: list[dict[str, Any]]) -> None:
-    """Speed-up of each result against the first model at the same (provider, threads,
-    batch); PyTorch eager results count as CPU."""
-    reference: dict[tuple[str, int, int], float] = {}
+    """Speed-up of each result against the first model at the same (host, provider,
+    threads, batch); PyTorch eager results count as local CPU. A group whose first result
+    is not the first model (eager latency measured here beside ONNX latency measured on a
+    remote device) gets no speed-up: it would compare two machines."""
+    first = results[0]["model"] if results else None
+    reference: dict[tuple[str, str, int, int], dict[str, Any]] = {}
     for r in results:
-        key = (r.get("provider", "cpu"), r["threads"], r["batch"])
-        reference.setdefault(key, r["p50_ms"])
-        r["speedup_vs_first"] = reference[key] / r["p50_ms"]
+        key = (r.get("host", ""), r.get("provider", "cpu"), r["threads"], r["batch"])
+        ref = reference.setdefault(key, r)
+        r["speedup_vs_first"] = ref["p50_ms"] / r["p50_ms"] if ref["model"] == first else None
         r.setdefault("speedup_vs_first_ci95", None)
 
 
@@ -305,7 +329,7 @@ def chart(
         for r in results
         if first is not None
         and cuts.get(r["model"])
-        and "speedup_vs_first" in r
+        and r.get("speedup_vs_first")
         and (r.get("runtime"), r.get("provider"), r["threads"], r["batch"])
         == (first.get("runtime"), first.get("provider"), first["threads"], first["batch"])
     ]

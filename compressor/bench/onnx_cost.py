@@ -3,7 +3,9 @@
 Every ONNX model in a benchmark is counted the same way, whether compressor wrote it or
 not, so that the MAC ratio between two models can be set beside their measured speed-up.
 MACs are those of the layers that carry nearly all of a CNN's arithmetic: Conv,
-ConvTranspose, Gemm and MatMul, one per multiply-add, for a batch of one (biases,
+ConvTranspose, Gemm and MatMul (also in quantized operator form and in onnxruntime's fused
+forms; a graph with other dense operators, such as Einsum, gets no count rather than a
+wrong one), one per multiply-add, per image (biases,
 normalisation, pooling and activations left out). For a PyTorch model the same figure is
 fvcore's count of its convolution, linear and matrix-product operators
 (``compressor.analysis.dense_macs``); fvcore's total, which compressor's compress report
@@ -18,20 +20,40 @@ import json
 import math
 from typing import Any
 
-COUNTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+# Each counted op type and the positions of its (data or A, weight or B) inputs.
+COUNTED = {
+    "Conv": (0, 1),
+    "ConvTranspose": (0, 1),
+    "Gemm": (0, 1),
+    "MatMul": (0, 1),
+    # the same arithmetic in quantized operator form and onnxruntime's fused forms
+    "ConvInteger": (0, 1),
+    "QLinearConv": (0, 3),
+    "MatMulInteger": (0, 1),
+    "QLinearMatMul": (0, 3),
+    "FusedConv": (0, 1),
+    "FusedMatMul": (0, 1),
+    "FusedGemm": (0, 1),
+}
+# Dense arithmetic this counter does not model: a graph holding any of these gets no count
+# rather than a wrong one.
+_DENSE_HINTS = ("Conv", "MatMul", "Gemm", "Einsum", "Attention")
 
 
-def _fix_input_dims(graph: Any, input_shape: list[int] | None) -> bool:
-    """Set the batch dimension of every graph input to 1 and fill symbolic image dims from
-    the recorded ``input_shape``; False if some dimension stays unknown."""
+def _fix_input_dims(graph: Any, input_shape: list[int] | None) -> int | None:
+    """Set an open batch dimension of every graph input to 1 and fill open image dims from
+    the recorded ``input_shape``; the batch the graph then runs at (a file may fix it
+    above 1), or None if some dimension stays unknown."""
     initializers = {t.name for t in graph.initializer}
-    complete = True
+    complete, batch = True, 1
     for inp in graph.input:
         if inp.name in initializers:
             continue
         dims = inp.type.tensor_type.shape.dim
         for i, d in enumerate(dims):
             if d.HasField("dim_value") and d.dim_value > 0:
+                if i == 0:
+                    batch = max(batch, d.dim_value)
                 continue
             if i == 0:
                 d.dim_value = 1
@@ -39,7 +61,7 @@ def _fix_input_dims(graph: Any, input_shape: list[int] | None) -> bool:
                 d.dim_value = int(input_shape[i - 1])
             else:
                 complete = False
-    return complete
+    return batch if complete else None
 
 
 def _shapes(model: Any) -> dict[str, list[int]]:
@@ -53,32 +75,26 @@ def _shapes(model: Any) -> dict[str, list[int]]:
 
 
 def _node_macs(node: Any, shapes: dict[str, list[int]]) -> int | None:
-    """MACs of one node, or None when a shape it needs is unknown."""
-    ins = [shapes.get(name) for name in node.input[:2]]
+    """MACs of one counted node, or None when a shape it needs is unknown."""
+    a_at, w_at = COUNTED[node.op_type]
+    a = shapes.get(node.input[a_at]) if len(node.input) > a_at else None
+    w = shapes.get(node.input[w_at]) if len(node.input) > w_at else None
     out = shapes.get(node.output[0])
-    attrs = {a.name: a for a in node.attribute}
-    if node.op_type == "Conv":
-        w = ins[1]
+    attrs = {attr.name: attr for attr in node.attribute}
+    kind = node.op_type.removeprefix("QLinear").removeprefix("Fused").removesuffix("Integer")
+    if kind == "ConvTranspose":
+        if a is None or w is None:
+            return None
+        return math.prod(a) * math.prod(w[1:])  # in elements x (C_out/groups x kernel)
+    if kind == "Conv":
         if w is None or out is None:
             return None
-        return math.prod(out) * math.prod(w[1:])  # out elements x (C/groups x kernel)
-    if node.op_type == "ConvTranspose":
-        x, w = ins
-        if x is None or w is None:
-            return None
-        return math.prod(x) * math.prod(w[1:])  # in elements x (C_out/groups x kernel)
-    if node.op_type == "Gemm":
-        a = ins[0]
-        if a is None or out is None:
-            return None
-        k = a[0] if "transA" in attrs and attrs["transA"].i else a[1]
-        return math.prod(out) * k
-    if node.op_type == "MatMul":
-        a = ins[0]
-        if a is None or out is None:
-            return None
-        return math.prod(out) * a[-1]
-    return 0
+        return math.prod(out) * math.prod(w[1:])  # out elements x (C_in/groups x kernel)
+    if a is None or out is None:
+        return None
+    if kind == "Gemm" and "transA" in attrs and attrs["transA"].i:
+        return math.prod(out) * a[0]
+    return math.prod(out) * a[-1]  # Gemm, MatMul: out elements x K
 
 
 def _run_for_shapes(model: Any, names: set[str]) -> dict[str, list[int]]:
@@ -123,15 +139,26 @@ def onnx_cost(path: str) -> dict[str, Any]:
     except ValueError:
         input_shape = None
     unknown = {"params": params, "macs": None}
-    if not _fix_input_dims(model.graph, input_shape):
+    batch = _fix_input_dims(model.graph, input_shape)
+    if batch is None:
         return unknown
     try:
         inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
     except Exception:  # shape inference rejects some valid graphs; ask onnxruntime instead
         inferred = model
+    if any(
+        n.op_type not in COUNTED and any(h in n.op_type for h in _DENSE_HINTS)
+        for n in inferred.graph.node
+    ):
+        return unknown
     shapes = _shapes(inferred)
     counted = [n for n in inferred.graph.node if n.op_type in COUNTED]
-    missing = {name for n in counted for name in (*n.input[:2], n.output[0]) if name not in shapes}
+    missing = {
+        name
+        for n in counted
+        for name in (*(n.input[i] for i in COUNTED[n.op_type] if i < len(n.input)), n.output[0])
+        if name not in shapes
+    }
     if missing:
         try:
             shapes |= _run_for_shapes(model, missing)
@@ -143,4 +170,4 @@ def onnx_cost(path: str) -> dict[str, Any]:
         if macs is None:
             return unknown
         total += macs
-    return {"params": params, "macs": total}
+    return {"params": params, "macs": total // batch}

@@ -41,7 +41,8 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 ROUND_SECONDS = 0.5  # wall time per round; a round's median is one sample of the p50
 HIGH_CV = 0.25  # single-run spread worth a warning even when the p50 is precise
-MIN_ROUNDS = 5  # before the p50's standard error is trusted to stop the measurement
+MIN_ROUNDS = 8  # before the p50's standard error may stop the measurement (mean_se's bias
+# correction of the autocorrelation needs more than 5 rounds)
 # Two-sided 95% Student-t quantiles for 1..30 degrees of freedom (1.96 beyond).
 _T95 = (12.71, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
         2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
@@ -114,17 +115,57 @@ def make_session(path: str, threads: int, provider: str = "cpu") -> Any:
     return session
 
 
-def _input_for(session: Any, batch: int) -> Any:
+_NUMPY_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(double)": "float64",
+    "tensor(uint8)": "uint8",
+    "tensor(int8)": "int8",
+    "tensor(int32)": "int32",
+    "tensor(int64)": "int64",
+    "tensor(bool)": "bool",
+}
+
+
+def _input_for(session: Any, batch: int, shape: Sequence[int] | None = None) -> dict[str, Any]:
+    """Seeded feeds for every input of ``session`` at ``batch``. Dimensions after the batch
+    that the file leaves open come from ``shape`` (``--input-shape``), else from the
+    ``input_shape`` metadata compressor writes; never guessed."""
     import numpy as np
 
-    inp = session.get_inputs()[0]
-    dims = list(inp.shape)
-    shape = [batch] + [d if isinstance(d, int) and d > 0 else 1 for d in dims[1:]]
-    if any(not isinstance(d, int) or d <= 0 for d in dims[1:]):
-        meta = session.get_modelmeta().custom_metadata_map
-        if "input_shape" in meta:
-            shape = [batch, *json.loads(meta["input_shape"])]
-    return inp.name, np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+    meta = session.get_modelmeta().custom_metadata_map
+    recorded = json.loads(meta["input_shape"]) if "input_shape" in meta else None
+    rng = np.random.default_rng(0)
+    feeds = {}
+    for inp in session.get_inputs():
+        dims = list(inp.shape)
+        if dims and isinstance(dims[0], int) and dims[0] > 0 and dims[0] != batch:
+            raise RunnerError(
+                f"input {inp.name!r} has a fixed batch of {dims[0]}: use --batch {dims[0]}"
+            )
+        rest = dims[1:]
+        if any(not isinstance(d, int) or d <= 0 for d in rest):
+            given = shape if shape is not None else recorded
+            if given is None or len(given) != len(rest):
+                raise RunnerError(
+                    f"input {inp.name!r} has open dimensions {dims}: give --input-shape "
+                    f"with {len(rest)} numbers (e.g. 3,224,224)"
+                )
+            rest = [
+                d if isinstance(d, int) and d > 0 else int(g)
+                for d, g in zip(rest, given, strict=True)
+            ]
+        if inp.type not in _NUMPY_TYPES:
+            raise RunnerError(
+                f"input {inp.name!r} has type {inp.type}, which the runner cannot feed"
+            )
+        dtype = np.dtype(_NUMPY_TYPES[inp.type])
+        full = [batch, *rest] if dims else []
+        if dtype.kind == "f":
+            feeds[inp.name] = rng.standard_normal(full).astype(dtype)
+        else:
+            feeds[inp.name] = np.zeros(full, dtype=dtype)
+    return feeds
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -191,17 +232,17 @@ def round_stats(round_medians: list[float], p50: float) -> dict[str, Any]:
     return {"rounds": n, "p50_rse": se / p50, "p50_ci95_ms": [p50 - half, p50 + half]}
 
 
-def _ratio_ci(reference: list[float], other: list[float]) -> list[float] | None:
-    """95% interval of the speed-up ``reference / other`` from round-by-round ratios, which
-    cancel the machine's slow drift because both models ran in the same rounds."""
+def _ratio_ci(reference: list[float], other: list[float], speedup: float) -> list[float] | None:
+    """95% interval of ``speedup`` (the ratio of the two p50s, the figure reported), its
+    width from the round-by-round ratios ``reference / other``: both models ran in the same
+    rounds, so the machine's drift largely cancels in them."""
     ratios = [a / b for a, b in zip(reference, other, strict=True) if b > 0]
     est = mean_se(ratios)
     if est is None:
         return None
     se, df = est
-    mid = statistics.median(ratios)
     half = t95(df) * se
-    return [mid - half, mid + half]
+    return [speedup - half, speedup + half]
 
 
 def measure_calls(
@@ -255,7 +296,9 @@ def measure_calls(
             }
         )
         if i > 0:
-            out[-1]["speedup_vs_first_ci95"] = _ratio_ci(rounds[0], rounds[i])
+            out[-1]["speedup_vs_first_ci95"] = _ratio_ci(
+                rounds[0], rounds[i], out[0]["p50_ms"] / stats["p50_ms"]
+            )
     return out
 
 
@@ -270,13 +313,13 @@ def measure(
     max_seconds: float = 20.0,
     precision: float = 0.01,
     provider: str = "cpu",
+    input_shape: Sequence[int] | None = None,
 ) -> list[dict[str, Any]]:
     """Interleaved latency of each model at one (provider, threads, batch) setting."""
     sessions = [make_session(p, threads, provider) for p in paths]
     calls = []
     for s in sessions:
-        name, x = _input_for(s, batch)
-        calls.append(functools.partial(s.run, None, {name: x}))
+        calls.append(functools.partial(s.run, None, _input_for(s, batch, input_shape)))
     for call in calls:
         for _ in range(warmup):
             call()
@@ -334,15 +377,27 @@ def peak_rss_kb() -> int:
     return _maxrss_kb() if peak is None else peak
 
 
-def memory_probe(path: str, threads: int, batch: int) -> dict[str, float]:
+def _reset_peak() -> None:
+    """Make VmHWM start from the resident set now (Linux: 5 to clear_refs), so that a peak
+    during the imports before the baseline is not counted as the model's."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def memory_probe(
+    path: str, threads: int, batch: int, input_shape: Sequence[int] | None = None
+) -> dict[str, float]:
     """In this (fresh) process: resident-set growth from loading and running the model."""
     _ort()
     import numpy as np  # noqa: F401  (imported before the baseline is taken)
 
+    _reset_peak()
     before = rss_kb()
     session = make_session(path, threads)
-    name, x = _input_for(session, batch)
-    session.run(None, {name: x})
+    session.run(None, _input_for(session, batch, input_shape))
     peak = peak_rss_kb()
     return {
         "rss_before_mb": before / 1024,
@@ -351,7 +406,9 @@ def memory_probe(path: str, threads: int, batch: int) -> dict[str, float]:
     }
 
 
-def isolated_memory(path: str, threads: int, batch: int) -> dict[str, float]:
+def isolated_memory(
+    path: str, threads: int, batch: int, input_shape: Sequence[int] | None = None
+) -> dict[str, float]:
     """``memory_probe`` in a new process, so that models do not share allocations."""
     cmd = [
         sys.executable,
@@ -363,7 +420,12 @@ def isolated_memory(path: str, threads: int, batch: int) -> dict[str, float]:
         "--batch",
         str(batch),
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if input_shape is not None:
+        cmd += ["--input-shape", ",".join(map(str, input_shape))]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    except subprocess.TimeoutExpired:
+        raise RunnerError(f"the memory probe of {path} ran for over 10 minutes") from None
     if proc.returncode != 0:
         raise RunnerError(
             proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "memory probe failed"
@@ -468,6 +530,10 @@ def run(argv: list[str]) -> dict[str, Any]:
         default=0.01,
         help="stop once each p50's relative standard error is at most this",
     )
+    ap.add_argument(
+        "--input-shape",
+        help="the input's dimensions after the batch (e.g. 3,224,224) where the file leaves them open",
+    )
     ap.add_argument("--no-memory", action="store_true", help="skip the isolated memory measurement")
     ap.add_argument("--memory-probe", metavar="MODEL", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -482,11 +548,28 @@ def run(argv: list[str]) -> dict[str, Any]:
         raise RunnerError("--min-runs must be at least 1 and --min/--max-seconds not negative")
     if not 0 < args.precision < 1:
         raise RunnerError("--precision is a relative standard error between 0 and 1, e.g. 0.01")
+    input_shape = None
+    if args.input_shape:
+        try:
+            input_shape = [int(d) for d in args.input_shape.split(",")]
+        except ValueError:
+            raise RunnerError(
+                "--input-shape takes comma-separated integers, e.g. 3,224,224"
+            ) from None
+        if min(input_shape) < 1:
+            raise RunnerError("--input-shape dimensions must be at least 1")
     if args.memory_probe:
-        return memory_probe(args.memory_probe, threads[0], batches[0])
+        return memory_probe(args.memory_probe, threads[0], batches[0], input_shape)
     if not args.models:
         raise RunnerError("give at least one .onnx model")
     providers = resolve_providers(args.provider)
+    warnings = []
+    if args.provider == "auto" and "cuda" in providers:
+        try:  # onnxruntime-gpu lists CUDA even where its libraries or the GPU are missing
+            make_session(args.models[0], 1, "cuda")
+        except RunnerError as e:
+            providers.remove("cuda")
+            warnings.append(f"CUDA skipped: {e}")
     threads, cores = apply_profile(args.profile, threads)
     infos = [model_info(p) for p in args.models]
     results = []
@@ -502,12 +585,13 @@ def run(argv: list[str]) -> dict[str, Any]:
                 max_seconds=args.max_seconds,
                 precision=args.precision,
                 provider=provider,
+                input_shape=input_shape,
             )
         )
     if not args.no_memory:
         for info in infos:
-            info["memory"] = isolated_memory(info["model"], threads[0], batches[0])
-    warnings = warnings_for(results, args.precision)
+            info["memory"] = isolated_memory(info["model"], threads[0], batches[0], input_shape)
+    warnings += warnings_for(results, args.precision)
     return {
         "runner_version": RUNNER_VERSION,
         "machine": machine(),
@@ -522,6 +606,7 @@ def run(argv: list[str]) -> dict[str, Any]:
             "min_seconds": args.min_seconds,
             "max_seconds": args.max_seconds,
             "precision": args.precision,
+            "input_shape": input_shape,
         },
         "models": infos,
         "results": results,
