@@ -117,8 +117,8 @@ import numpy as np
 sys.path.insert(0, sys.argv[1])
 import runner
 session = runner.make_session(sys.argv[2], 1)
-name, x = runner._input_for(session, 1)
-call = functools.partial(session.run, None, {name: x})
+feeds = runner._input_for(session, 1)
+call = functools.partial(session.run, None, feeds)
 for _ in range(10):
     call()
 with open(sys.argv[3], "ab") as log:
@@ -214,8 +214,8 @@ def overhead(path: str, pairs: int) -> dict[str, Any]:
     import runner  # the file itself, as a device would run it
 
     session = runner.make_session(path, 1)
-    name, x = runner._input_for(session, 1)
-    call = functools.partial(session.run, None, {name: x})
+    feeds = runner._input_for(session, 1)
+    call = functools.partial(session.run, None, feeds)
     for _ in range(10):
         call()
     one_round = {"min_runs": 1, "min_seconds": 0.0, "max_seconds": 0.0}
