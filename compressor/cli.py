@@ -976,20 +976,6 @@ def export_(model: Path, console: Console, **kw: Any) -> None:
 # --------------------------------------------------------------------------- benchmark
 
 
-def _input_shape(value: str | None) -> tuple[int, ...] | None:
-    if value is None:
-        return None
-    try:
-        dims = tuple(int(v) for v in value.split(","))
-    except ValueError:
-        raise click.BadParameter(
-            f"{value!r} is not a comma-separated list of integers", param_hint="--input-shape"
-        ) from None
-    if min(dims) < 1:
-        raise click.BadParameter("dimensions must be at least 1", param_hint="--input-shape")
-    return dims
-
-
 def _int_list(value: str, option: str) -> list[int]:
     try:
         items = [int(v) for v in value.split(",")]
@@ -1113,7 +1099,9 @@ def benchmark(models: tuple[Path, ...], console: Console, **kw: Any) -> None:
         precision=kw["precision"],
         memory=kw["memory"],
         provider=kw["provider"],
-        input_shape=_input_shape(kw["input_shape"]),
+        input_shape=tuple(_int_list(kw["input_shape"], "--input-shape"))
+        if kw["input_shape"]
+        else None,
     )
     if onnx_models:
         console.info(

@@ -193,26 +193,25 @@ import json, sys
 import torch
 import torchvision  # noqa: F401  (the libraries are loaded before the baseline is taken,
 import compressor.archs  # noqa: F401  as the ONNX probe loads onnxruntime first)
-from compressor.bench.runner import peak_rss_kb, rss_kb
+from compressor.bench.runner import rss_growth
 from compressor.checkpoint import load_model
 from compressor.pipeline import model_input_size
 torch.set_num_threads(int(sys.argv[2]))
-before = rss_kb()
-loaded = load_model(sys.argv[1])
-model = loaded.model.eval()
-with torch.inference_mode():
-    model(torch.randn(int(sys.argv[3]), *model_input_size(loaded, None)))
-peak = peak_rss_kb()
-print(json.dumps({"rss_before_mb": before / 1024, "peak_rss_mb": peak / 1024,
-                  "peak_growth_mb": (peak - before) / 1024}))
+
+def load_and_run():
+    loaded = load_model(sys.argv[1])
+    with torch.inference_mode():
+        loaded.model.eval()(torch.randn(int(sys.argv[3]), *model_input_size(loaded, None)))
+
+print(json.dumps(rss_growth(load_and_run)))
 """
 
 
 def torch_info(path: Path, *, threads: int, batch: int, memory: bool) -> dict[str, Any]:
     """File size, parameters and dense-layer MACs (fvcore, counted as ``onnx_cost`` counts
-    ONNX graphs) of a model file, and with ``memory`` the
-    resident-set growth of a fresh process that loads it and runs one batch in eager mode
-    (after importing torch and torchvision, as the ONNX probe counts from after importing
+    ONNX graphs) of a model file; with ``memory``, also the resident-set growth of a fresh
+    process that loads it and runs one batch in eager mode (``runner.rss_growth``, after
+    importing torch and torchvision, as the ONNX probe counts from after importing
     onnxruntime)."""
     from compressor.analysis import count_params, dense_macs
     from compressor.checkpoint import load_model

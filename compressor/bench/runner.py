@@ -377,14 +377,23 @@ def peak_rss_kb() -> int:
     return _maxrss_kb() if peak is None else peak
 
 
-def _reset_peak() -> None:
-    """Make VmHWM start from the resident set now (Linux: 5 to clear_refs), so that a peak
-    during the imports before the baseline is not counted as the model's."""
+def rss_growth(work: Callable[[], object]) -> dict[str, float]:
+    """Resident-set growth of this process from running ``work``: the baseline is taken
+    after the peak is reset (Linux: 5 to clear_refs makes VmHWM start from the resident set
+    now), so that a peak during earlier imports is not counted as the model's."""
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
     except OSError:
         pass
+    before = rss_kb()
+    work()
+    peak = peak_rss_kb()
+    return {
+        "rss_before_mb": before / 1024,
+        "peak_rss_mb": peak / 1024,
+        "peak_growth_mb": (peak - before) / 1024,
+    }
 
 
 def memory_probe(
@@ -394,16 +403,11 @@ def memory_probe(
     _ort()
     import numpy as np  # noqa: F401  (imported before the baseline is taken)
 
-    _reset_peak()
-    before = rss_kb()
-    session = make_session(path, threads)
-    session.run(None, _input_for(session, batch, input_shape))
-    peak = peak_rss_kb()
-    return {
-        "rss_before_mb": before / 1024,
-        "peak_rss_mb": peak / 1024,
-        "peak_growth_mb": (peak - before) / 1024,
-    }
+    def load_and_run() -> None:
+        session = make_session(path, threads)
+        session.run(None, _input_for(session, batch, input_shape))
+
+    return rss_growth(load_and_run)
 
 
 def isolated_memory(
