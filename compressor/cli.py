@@ -212,7 +212,13 @@ def method_options(required: bool) -> Callable[[Callable[..., Any]], Callable[..
                 help="Structured-sparsity method (see `compressor methods`).",
             ),
             click.option(
-                "--lambda", "lam", type=float, help="The method's main strength (its `lam`)."
+                "--lambda",
+                "lam",
+                metavar="auto|X",
+                default=None,
+                help="The method's strength: `auto` (compress's default) sets and adapts it "
+                "during training to hold validation accuracy within --max-drop of the "
+                "baseline; a number fixes the method's `lam`.",
             ),
             click.option(
                 "--set",
@@ -247,9 +253,21 @@ def _method_options(kw: dict[str, Any]) -> dict[str, Any]:
         if not sep or not key:
             raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--set")
         options[key.strip()] = value.strip()
-    if kw.get("lam") is not None:
-        options["lam"] = kw["lam"]
+    lam = kw.get("lam")
+    if lam is not None and str(lam).lower() != "auto":
+        try:
+            options["lam"] = float(lam)
+        except ValueError:
+            raise click.BadParameter(
+                f"{lam!r} is neither `auto` nor a number", param_hint="--lambda"
+            ) from None
     return options
+
+
+def _auto_strength(kw: dict[str, Any], options: dict[str, Any]) -> bool:
+    """Whether the strength is automatic: unless a number was given (``--lambda X``, or
+    ``lam`` through --set or --method-config)."""
+    return "lam" not in options and "lambda" not in options
 
 
 def onnx_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -308,6 +326,16 @@ def with_console(f: Callable[..., Any]) -> Callable[..., Any]:
         return f(*args, console=Console(quiet=quiet, verbose=verbose, as_json=as_json), **kwargs)
 
     return wrapper
+
+
+AUGMENT_FROM_EPOCHS = 10
+
+
+def _augment(flag: bool | None, epochs: int) -> bool:
+    """--augment/--no-augment, else on for runs of ``AUGMENT_FROM_EPOCHS`` epochs or more:
+    random shifts regularise long runs but cost accuracy in short ones (resnet18 on
+    mnist15k at 32x32, 5 epochs: 98.95% with, 99.30% without)."""
+    return flag if flag is not None else epochs >= AUGMENT_FROM_EPOCHS
 
 
 def _data_config(kw: dict[str, Any], *, augment: bool = True) -> Any:
@@ -405,9 +433,9 @@ def _print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
 @click.option("--label-smoothing", type=float, default=0.0, show_default=True)
 @click.option(
     "--augment/--no-augment",
-    default=True,
-    show_default=True,
-    help="Random shifts (and flips where valid).",
+    default=None,
+    help="Random shifts (and flips where valid) [default: on from 10 epochs; over fewer "
+    "they cost accuracy: 98.95% vs 99.30% for resnet18 on mnist15k in 5 epochs].",
 )
 @click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision on CUDA.")
 @click.option(
@@ -456,6 +484,11 @@ def train(arch_or_model: str, console: Console, **kw: Any) -> None:
     )
     method = None
     options = _method_options(kw)
+    if str(kw.get("lam")).lower() == "auto":
+        raise CompressorError(
+            "--lambda auto holds a trained model's accuracy and runs in `compress`; "
+            "`train` takes a number (default: the method's own)"
+        )
     if kw["method"] is not None:
         from compressor.methods import get_method
 
@@ -466,7 +499,7 @@ def train(arch_or_model: str, console: Console, **kw: Any) -> None:
         result = train_model(
             arch_or_model,
             method=method,
-            data=_data_config(kw, augment=kw["augment"]),
+            data=_data_config(kw, augment=_augment(kw["augment"], kw["epochs"])),
             train=config,
             output=output,
             arch=kw["arch"],
@@ -762,7 +795,18 @@ def prune(model: Path, console: Console, **kw: Any) -> None:
 )
 @click.option("--momentum", type=float, default=0.9, show_default=True)
 @click.option("--weight-decay", type=float, default=5e-4, show_default=True)
-@click.option("--augment/--no-augment", default=True, show_default=True)
+@click.option(
+    "--augment/--no-augment",
+    default=None,
+    help="Random shifts (and flips where valid) [default: on when a stage has 10 epochs or more].",
+)
+@click.option(
+    "--max-drop",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="--lambda auto: the validation top-1 points the regularize stage may lose.",
+)
 @onnx_options
 @click.option(
     "--threads",
@@ -829,10 +873,16 @@ def compress(model: Path, console: Console, **kw: Any) -> None:
             device=kw["device"],
         )
 
+    from compressor.strength import StrengthConfig
+
+    options = _method_options(kw)
     config = CompressConfig(
         method=kw["method"],
-        method_options=_method_options(kw),
-        data=_data_config(kw, augment=kw["augment"]),
+        method_options=options,
+        strength=StrengthConfig(max_drop=kw["max_drop"]) if _auto_strength(kw, options) else None,
+        data=_data_config(
+            kw, augment=_augment(kw["augment"], max(kw["reg_epochs"], kw["ft_epochs"]))
+        ),
         regularize=train_config(kw["reg_epochs"]),
         finetune=train_config(kw["ft_epochs"]),
         prune=prune,

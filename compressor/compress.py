@@ -10,6 +10,7 @@ Only a complete run is renamed to ``OUTDIR``.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import shutil
@@ -22,6 +23,7 @@ from typing import Any
 from compressor.config import DataConfig, PruneConfig, TrainConfig, to_dict, write_json
 from compressor.errors import CompressorError
 from compressor.export import ExportConfig
+from compressor.strength import StrengthConfig
 
 STAGES = ("baseline", "regularize", "prune", "finetune", "evaluate", "export", "latency", "report")
 
@@ -37,6 +39,9 @@ class CompressConfig:
     finetune: TrainConfig
     prune: PruneConfig
     export: ExportConfig
+    # ``--lambda auto``: the regularize stage adapts the penalty's multiplier; None keeps
+    # the method's hyperparameters fixed (``--lambda X``)
+    strength: StrengthConfig | None = None
     latency_threads: int = 1
     # The latency comparison measures at least 1 s and until each p50 is known to 1%
     # (relative standard error), for at most this long.
@@ -67,13 +72,21 @@ def _plot_channels(layers: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def _plot_training(reg: list[dict[str, Any]], ft: list[dict[str, Any]], path: Path) -> None:
+def _plot_training(
+    reg: list[dict[str, Any]],
+    ft: list[dict[str, Any]],
+    strength: dict[str, Any] | None,
+    path: Path,
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
+    panels = 3 if strength else 2
+    fig, axes = plt.subplots(1, panels, figsize=(4.5 * panels, 3.4))
+    a, b = axes[0], axes[1]
+    a.set_yscale("log")
     for hist, label, offset in ((reg, "regularize", 0), (ft, "fine-tune", len(reg))):
         if not hist:
             continue
@@ -84,12 +97,27 @@ def _plot_training(reg: list[dict[str, Any]], ft: list[dict[str, Any]], path: Pa
                 xs, [h["train_penalty"] for h in hist], marker="x", linestyle="--", label="penalty"
             )
         b.plot(xs, [h["val_top1"] for h in hist], marker="o", label=label)
-    a.set_xlabel("epoch")
+    for ax in axes[:2]:
+        ax.axvline(len(reg), color="#b03a2e", linestyle=":", label="pruned")
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=7)
     a.set_title("training loss")
-    a.legend()
-    b.set_xlabel("epoch")
     b.set_title("validation top-1 (%)")
-    b.legend()
+    if strength:
+        c = axes[2]
+        pts = strength["history"]
+        c.step(
+            [p["epoch"] for p in pts], [p["strength"] for p in pts], where="post", label="strength"
+        )
+        c.set_yscale("log")
+        c.set_xlabel("epoch (regularize)")
+        c.set_title("--lambda auto: strength and share")
+        shares = [(p["epoch"], p["share"]) for p in pts if p["share"] is not None]
+        if shares:
+            d = c.twinx()
+            d.plot(*zip(*shares, strict=True), color="#c77c02", marker=".", label="share")
+            d.set_ylim(0, 1)
+            d.set_ylabel("share of group-norm mass to remove")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -106,6 +134,24 @@ def _memory_mb(path: Path, threads: int) -> float:
 
 def _interval(ci: list[float] | None) -> str:
     return f" (95%: {ci[0]:.2f}-{ci[1]:.2f})" if ci else ""
+
+
+def _strength_lines(strength: dict[str, Any] | None) -> list[str]:
+    if not strength:
+        return []
+    share = strength.get("final_share")
+    return [
+        f"Strength (`--lambda auto`): {strength['history'][0]['strength']:.3g} at calibration, "
+        f"{strength['final_strength']:.3g} at the end ({len(strength['history']) - 1} checks); "
+        f"validation top-1 {strength['baseline_top1']:.2f}% before the stage, "
+        f"{strength['final_top1']:.2f}% after"
+        + (
+            f"; the channels the selection removes held {100 * share:.2f}% of the group-norm mass."
+            if share is not None
+            else "."
+        ),
+        "",
+    ]
 
 
 def _markdown(report: dict[str, Any]) -> str:
@@ -139,6 +185,7 @@ def _markdown(report: dict[str, Any]) -> str:
         f"{json.dumps(report['selection'])}: {report['pruning']['removed_channels']} of "
         f"{report['pruning']['prunable_channels']} prunable channels removed.",
         "",
+        *_strength_lines(report.get("strength")),
         f"ONNX: `{Path(onnx['path']).name}`, opset {onnx['opset']}, {onnx['exporter']} exporter; "
         f"max abs difference to PyTorch {onnx['max_abs_diff']:.2e}, top-1 agreement {onnx['top1_agreement']:.1f}%.",
         "",
@@ -149,6 +196,52 @@ def _markdown(report: dict[str, Any]) -> str:
         "![training](training.png)",
     ]
     return "\n".join(lines) + "\n"
+
+
+@dataclass
+class _Run:
+    """What every stage of one ``compress`` run shares."""
+
+    model_path: Path
+    outdir: Path
+    work: Path
+    config: CompressConfig
+    loaded: Any  # LoadedModel of the input
+    bundle: Any  # DataBundle
+    device: Any
+    workers: int
+    progress: bool
+    log: Callable[[str], None]
+    stages: dict[str, float]
+    stop_after_steps: int | None = None
+
+    @property
+    def size(self) -> tuple[int, int, int]:
+        return self.bundle.preprocess.input_size
+
+    def start(self, name: str, text: str) -> float:
+        self.log(f"[{STAGES.index(name) + 1}/{len(STAGES)}] {text}")
+        return time.perf_counter()
+
+    def done(self, name: str, t0: float) -> None:
+        self.stages[name] = self.stages.get(name, 0.0) + time.perf_counter() - t0
+        write_json(self.work / "stages.json", self.stages)
+
+    def read(self, name: str) -> Any:
+        return json.loads((self.work / name).read_text())
+
+    def accuracy(self, model: Any, dataset: Any = None) -> dict[str, Any]:
+        from compressor.train import evaluate
+
+        return evaluate(
+            model.to(self.device),
+            self.bundle.val if dataset is None else dataset,
+            self.bundle.preprocess,
+            device=self.device,
+            batch_size=self.config.data.eval_batch_size,
+            workers=self.workers,
+            progress=self.progress,
+        )
 
 
 def compress(
@@ -170,16 +263,10 @@ def compress(
     resumption whose settings differ; ``TrainingInterrupted`` after an interrupt (the
     partial folder is kept for ``resume``).
     """
-    import torch
-
-    from compressor.analysis import count_macs, count_params, layer_table
-    from compressor.checkpoint import load_model, save_model
     from compressor.data import default_workers
-    from compressor.export import export_model, model_metadata
     from compressor.methods import get_method
-    from compressor.pipeline import _preprocessed, load_for_data, prune_loaded
-    from compressor.train import evaluate, fit
-    from compressor.utils import resolve_device, seed_everything
+    from compressor.pipeline import load_for_data
+    from compressor.utils import resolve_device
 
     if outdir.exists() and not force:
         raise CompressorError(f"{outdir} exists; pass --force to replace it")
@@ -214,241 +301,380 @@ def compress(
     stages: dict[str, float] = (
         json.loads((work / "stages.json").read_text()) if (work / "stages.json").is_file() else {}
     )
-
-    def stage(name: str, i: int) -> float:
-        log(f"[{i}/{len(STAGES)}] {name}")
-        return time.perf_counter()
-
-    def done(name: str, t0: float) -> None:
-        stages[name] = stages.get(name, 0.0) + time.perf_counter() - t0
-        write_json(work / "stages.json", stages)
-
-    device = resolve_device(config.regularize.device)
     loaded, bundle = load_for_data(model_path, config.data, arch=arch, trust_pickle=trust_pickle)
     loaded.preprocess = bundle.preprocess
     if loaded.class_names is None:
         loaded.class_names = bundle.class_names
-    size = bundle.preprocess.input_size
-    workers = default_workers(bundle) if config.data.workers is None else config.data.workers
+    run = _Run(
+        model_path=model_path,
+        outdir=outdir,
+        work=work,
+        config=config,
+        loaded=loaded,
+        bundle=bundle,
+        device=resolve_device(config.regularize.device),
+        workers=default_workers(bundle) if config.data.workers is None else config.data.workers,
+        progress=progress,
+        log=log,
+        stages=stages,
+        stop_after_steps=stop_after_steps,
+    )
+    for name, stage_fn in _STAGE_FUNCTIONS.items():
+        if name != "report" and not (work / _DONE[name]).is_file():
+            stage_fn(run)
+    report = _report(run)
+    _finish(run)
+    return report
 
-    def accuracy(model: Any) -> dict[str, Any]:
-        return evaluate(
-            model.to(device),
-            bundle.val,
-            bundle.preprocess,
-            device=device,
-            batch_size=config.data.eval_batch_size,
-            workers=workers,
-            progress=progress,
-        )
 
-    # 1. baseline
-    if not (work / "baseline.json").is_file():
-        t0 = stage("baseline: evaluate, count parameters and MACs", 1)
-        base_layers = layer_table(loaded.model, size)
-        baseline = {
-            **{k: v for k, v in accuracy(loaded.model).items() if k != "images"},
-            "params": count_params(loaded.model),
-            "macs": count_macs(loaded.model, size),
-            "layers": [{"name": r.name, "out_channels": r.out_channels} for r in base_layers],
-        }
-        baseline["accuracy"] = baseline.pop("top1")
-        loaded.model.cpu()
-        save_model(loaded, work / "baseline.pt")
-        write_json(work / "baseline.json", baseline)
-        done("baseline", t0)
-    baseline = json.loads((work / "baseline.json").read_text())
-    log(
-        f"  baseline top-1 {baseline['accuracy']:.2f}%, {baseline['params']} params, {baseline['macs']} MACs"
+# one file marks each stage done, so --resume skips it
+_DONE = {
+    "baseline": "baseline.json",
+    "regularize": "regularized.pt",
+    "prune": "pruned.pt",
+    "finetune": "model.pt",
+    "evaluate": "compressed.json",
+    "export": "onnx.json",
+    "latency": "latency.json",
+    "report": "report.json",
+}
+
+
+def _baseline(run: _Run) -> None:
+    """1. Evaluate the input model; count its parameters and MACs."""
+    from compressor.analysis import count_macs, count_params, layer_table
+    from compressor.checkpoint import save_model
+
+    t0 = run.start("baseline", "baseline: evaluate, count parameters and MACs")
+    model = run.loaded.model
+    base_layers = layer_table(model, run.size)
+    baseline = {
+        **{k: v for k, v in run.accuracy(model).items() if k != "images"},
+        "params": count_params(model),
+        "macs": count_macs(model, run.size),
+        "layers": [
+            {"name": r.name, "type": r.type, "out_channels": r.out_channels} for r in base_layers
+        ],
+    }
+    baseline["accuracy"] = baseline.pop("top1")
+    model.cpu()
+    save_model(run.loaded, run.work / "baseline.pt")
+    write_json(run.work / "baseline.json", baseline)
+    run.done("baseline", t0)
+    run.log(
+        f"  baseline top-1 {baseline['accuracy']:.2f}%, {baseline['params']} params, "
+        f"{baseline['macs']} MACs"
     )
 
-    # 2. regularize
-    if not (work / "regularized.pt").is_file():
-        t0 = stage(f"regularize: {config.regularize.epochs} epochs with {config.method}", 2)
-        seed_everything(config.regularize.seed)
-        current = load_model(work / "baseline.pt")
-        reg_method = get_method(config.method, config.method_options)
-        try:
-            result = fit(
-                current.model,
-                bundle,
-                config.regularize,
-                config.data,
-                regularizer=reg_method,
-                state_path=work / "regularize.resume",
-                resume=(work / "regularize.resume").is_file(),
-                progress=progress,
-                log=log,
-                stop_after_steps=stop_after_steps,
-            )
-        finally:
-            done("regularize", t0)
-        current.model.cpu()
-        current.metadata["method"] = {
-            "name": config.method,
-            "params": dataclasses.asdict(reg_method.params),
+
+def _share_function(run: _Run, method: Any) -> Callable[[Any], float | None]:
+    """The share of the weights' group-norm mass (``weight_norms``) held by the channels
+    that the selection would remove now (None without a ratio or MAC target). The
+    selection uses the method's cheap scores (no calibration data)."""
+    from compressor.methods.base import weight_norms
+    from compressor.pruning import mac_estimator, plan_ratio, plan_target_macs
+    from compressor.strength import removed_share
+
+    prune = run.config.prune
+    if prune.threshold is not None:
+        return lambda _model: None
+    estimator: list[Any] = []
+
+    def share(model: Any) -> float | None:
+        index = method.groups
+        scores = [s.detach().cpu() for s in method.scores(model, index)]
+        guards: dict[str, Any] = {
+            "max_layer_ratio": prune.max_layer_ratio,
+            "round_to": prune.round_to,
         }
-        write_json(work / "regularize.json", result.to_dict())
-        if reg_method.state_dict():
-            torch.save(reg_method.state_dict(), work / "method_state.pt")
-        save_model(current, work / "regularized.pt")
-        (work / "regularize.resume").unlink(missing_ok=True)
+        normalize = not method.comparable_scores
+        if prune.ratio is not None:
+            plan = plan_ratio(scores, prune.ratio, normalize=normalize, **guards)
+        else:
+            if not estimator:  # the structure does not change while training: count once
+                estimator.extend(mac_estimator(copy.deepcopy(model).cpu(), index, run.size))
+            total, estimate = estimator
+            assert prune.target_macs is not None
+            try:
+                plan = plan_target_macs(
+                    scores, estimate, total, prune.target_macs, normalize=normalize, **guards
+                )
+            except CompressorError:
+                return None
+        return removed_share(weight_norms(model, index), plan.remove)
 
-    # 3. select and remove channels
-    if not (work / "pruned.pt").is_file():
-        t0 = stage("prune: score channels and remove them", 3)
-        current = load_model(work / "regularized.pt")
-        current.preprocess = bundle.preprocess
-        sel_method = get_method(config.method, config.method_options)
-        example = torch.zeros(1, *size)
-        from compressor.pruning import channel_groups
+    return share
 
-        current.model.eval()
-        index = channel_groups(current.model, example)
-        if (work / "method_state.pt").is_file():
-            sel_method.setup(
-                current.model, example_input=example, groups=index, train_size=len(bundle.train)
-            )
-            sel_method.load_state_dict(torch.load(work / "method_state.pt", weights_only=True))
-        samples = int(getattr(sel_method.params, "samples", 64))
-        calibration = _preprocessed(bundle, "train", samples, seed=config.regularize.seed)
-        scores = sel_method.scores(current.model, index, calibration=calibration)
-        info = prune_loaded(
-            current,
-            config.prune,
-            input_size=size,
-            scores=scores,
-            comparable=sel_method.comparable_scores,
+
+def _regularize(run: _Run) -> None:
+    """2. Train with the method's regularizer (its strength set and adapted under
+    ``--lambda auto``)."""
+    import torch
+
+    from compressor.checkpoint import load_model, save_model
+    from compressor.methods import get_method
+    from compressor.strength import AutoStrength
+    from compressor.train import fit
+    from compressor.utils import seed_everything
+
+    config, work = run.config, run.work
+    t0 = run.start(
+        "regularize", f"regularize: {config.regularize.epochs} epochs with {config.method}"
+    )
+    seed_everything(config.regularize.seed)
+    current = load_model(work / "baseline.pt")
+    method = get_method(config.method, config.method_options)
+    strength = None
+    if config.strength is not None and config.regularize.epochs > 0:
+        val = run.bundle.val
+        if len(val) > config.strength.val_images:
+            idx = torch.randperm(len(val), generator=torch.Generator().manual_seed(0))
+            val = torch.utils.data.Subset(val, idx[: config.strength.val_images].tolist())
+
+        def top1(model: Any, val: Any = val) -> float:
+            return float(run.accuracy(model, val)["top1"])
+
+        strength = AutoStrength(config.strength, evaluate=top1, share=_share_function(run, method))
+    try:
+        result = fit(
+            current.model,
+            run.bundle,
+            config.regularize,
+            config.data,
+            regularizer=method,
+            state_path=work / "regularize.resume",
+            resume=(work / "regularize.resume").is_file(),
+            progress=run.progress,
+            log=run.log,
+            stop_after_steps=run.stop_after_steps,
+            strength=strength,
         )
-        current.metadata["pruning"] = {
-            "config": to_dict(config.prune),
-            **{k: v for k, v in info.items() if k != "layers"},
+    finally:
+        run.done("regularize", t0)
+    current.model.cpu()
+    current.metadata["method"] = {
+        "name": config.method,
+        "params": dataclasses.asdict(method.params),
+        "strength": method.scale,
+    }
+    summary = result.to_dict()
+    if strength is not None:
+        summary["strength"] = {
+            **strength.summary(),
+            "final_top1": result.history[-1].val_top1 if result.history else None,
+            "final_share": _share_function(run, method)(current.model),
         }
-        write_json(work / "prune.json", info)
-        save_model(current, work / "pruned.pt")
-        done("prune", t0)
-    pruning = json.loads((work / "prune.json").read_text())
-    log(
-        f"  removed {pruning['removed_channels']} of {pruning['prunable_channels']} channels; "
-        f"MACs {pruning['macs_after'] / pruning['macs_before']:.3f}x"
+        s = summary["strength"]
+        run.log(
+            f"  strength {s['final_strength']:.3g}; val top-1 {s['baseline_top1']:.2f}% -> "
+            f"{s['final_top1']:.2f}%"
+            + (
+                f"; channels to remove hold {100 * s['final_share']:.2f}% of the group-norm mass"
+                if s["final_share"] is not None
+                else ""
+            )
+        )
+    write_json(work / "regularize.json", summary)
+    if method.state_dict():
+        torch.save(method.state_dict(), work / "method_state.pt")
+    save_model(current, work / "regularized.pt")
+    (work / "regularize.resume").unlink(missing_ok=True)
+
+
+def _prune(run: _Run) -> None:
+    """3. Score channels with the method's criterion and remove them."""
+    import torch
+
+    from compressor.checkpoint import load_model, save_model
+    from compressor.methods import get_method
+    from compressor.pipeline import _preprocessed, prune_loaded
+    from compressor.pruning import channel_groups
+
+    config, work = run.config, run.work
+    t0 = run.start("prune", "prune: score channels and remove them")
+    current = load_model(work / "regularized.pt")
+    current.preprocess = run.bundle.preprocess
+    method = get_method(config.method, config.method_options)
+    example = torch.zeros(1, *run.size)
+    current.model.eval()
+    index = channel_groups(current.model, example)
+    if (work / "method_state.pt").is_file():
+        method.setup(
+            current.model, example_input=example, groups=index, train_size=len(run.bundle.train)
+        )
+        method.load_state_dict(torch.load(work / "method_state.pt", weights_only=True))
+    samples = int(getattr(method.params, "samples", 64))
+    calibration = _preprocessed(run.bundle, "train", samples, seed=config.regularize.seed)
+    t_scores = time.perf_counter()
+    scores = method.scores(current.model, index, calibration=calibration, progress=run.progress)
+    score_seconds = time.perf_counter() - t_scores
+    info = prune_loaded(
+        current,
+        config.prune,
+        input_size=run.size,
+        scores=scores,
+        comparable=method.comparable_scores,
+        index=index,
+    )
+    info["score_seconds"] = score_seconds
+    current.metadata["pruning"] = {
+        "config": to_dict(config.prune),
+        **{k: v for k, v in info.items() if k != "layers"},
+    }
+    write_json(work / "prune.json", info)
+    save_model(current, work / "pruned.pt")
+    run.done("prune", t0)
+    run.log(
+        f"  removed {info['removed_channels']} of {info['prunable_channels']} channels "
+        f"(scores in {score_seconds:.1f}s); MACs {info['macs_after'] / info['macs_before']:.3f}x"
     )
 
-    # 4. fine-tune
-    if not (work / "model.pt").is_file():
-        t0 = stage(f"fine-tune: {config.finetune.epochs} epochs", 4)
-        seed_everything(config.finetune.seed)
-        current = load_model(work / "pruned.pt")
-        try:
-            result = fit(
-                current.model,
-                bundle,
-                config.finetune,
-                config.data,
-                state_path=work / "finetune.resume",
-                resume=(work / "finetune.resume").is_file(),
-                progress=progress,
-                log=log,
-            )
-        finally:
-            done("finetune", t0)
-        current.model.cpu()
-        write_json(work / "finetune.json", result.to_dict())
-        save_model(current, work / "model.pt")
-        (work / "finetune.resume").unlink(missing_ok=True)
 
-    final = load_model(work / "model.pt")
-    final.preprocess = bundle.preprocess
+def _finetune(run: _Run) -> None:
+    """4. Fine-tune the pruned model."""
+    from compressor.checkpoint import load_model, save_model
+    from compressor.train import fit
+    from compressor.utils import seed_everything
 
-    # 5. evaluate
-    if not (work / "compressed.json").is_file():
-        t0 = stage("evaluate the compressed model", 5)
-        metrics = accuracy(final.model)
-        final.model.cpu()
-        compressed = {
-            "accuracy": metrics["top1"],
-            "top5": metrics["top5"],
-            "loss": metrics["loss"],
-            "params": count_params(final.model),
-            "macs": count_macs(final.model, size),
-        }
-        write_json(work / "compressed.json", compressed)
-        done("evaluate", t0)
-    compressed = json.loads((work / "compressed.json").read_text())
-
-    # 6. export both models (the baseline's ONNX is the latency reference)
-    if not (work / "onnx.json").is_file():
-        t0 = stage("export ONNX and verify against PyTorch", 6)
-        real = _preprocessed(bundle, "val", 64)[0]
-        result_c = export_model(
-            final.model,
-            work / "model.onnx",
-            input_size=size,
-            metadata=model_metadata(final, {"method": config.method}),
-            config=config.export,
-            real_inputs=real,
-            log=log,
+    config, work = run.config, run.work
+    t0 = run.start("finetune", f"fine-tune: {config.finetune.epochs} epochs")
+    seed_everything(config.finetune.seed)
+    current = load_model(work / "pruned.pt")
+    try:
+        result = fit(
+            current.model,
+            run.bundle,
+            config.finetune,
+            config.data,
+            state_path=work / "finetune.resume",
+            resume=(work / "finetune.resume").is_file(),
+            progress=run.progress,
+            log=run.log,
         )
-        base_model = load_model(work / "baseline.pt")
-        base_model.preprocess = bundle.preprocess
-        result_b = export_model(
-            base_model.model,
-            work / "baseline.onnx",
-            input_size=size,
-            metadata=model_metadata(base_model),
-            config=config.export,
-            log=log,
-        )
-        write_json(
-            work / "onnx.json", {"compressed": result_c.to_dict(), "baseline": result_b.to_dict()}
-        )
-        done("export", t0)
-    onnx_info = json.loads((work / "onnx.json").read_text())
+    finally:
+        run.done("finetune", t0)
+    current.model.cpu()
+    write_json(work / "finetune.json", result.to_dict())
+    save_model(current, work / "model.pt")
+    (work / "finetune.resume").unlink(missing_ok=True)
 
-    # 7. latency, side by side
-    if not (work / "latency.json").is_file():
-        t0 = stage("latency and memory: baseline vs compressed in onnxruntime", 7)
-        from compressor.bench.runner import measure
 
-        onnx_files = [work / "baseline.onnx", work / "model.onnx"]
-        lat = measure(
-            [str(f) for f in onnx_files],
-            threads=config.latency_threads,
-            batch=1,
-            warmup=5,
-            min_runs=20,
-            min_seconds=min(1.0, config.latency_seconds),
-            max_seconds=config.latency_seconds,
-            precision=0.01,
-        )
-        write_json(
-            work / "latency.json",
-            {
-                "baseline_ms": lat[0]["p50_ms"],
-                "compressed_ms": lat[1]["p50_ms"],
-                "speedup": lat[0]["p50_ms"] / lat[1]["p50_ms"],
-                "speedup_ci95": lat[1]["speedup_vs_first_ci95"],
-                "threads": config.latency_threads,
-                "batch": 1,
-                "cv": [lat[0]["cv"], lat[1]["cv"]],
-                "p50_ci95_ms": [lat[0]["p50_ci95_ms"], lat[1]["p50_ci95_ms"]],
-                "runs": [lat[0]["runs"], lat[1]["runs"]],
-                "seconds": [lat[0]["seconds"], lat[1]["seconds"]],
-                # resident-set growth of a fresh process that loads the file and runs it once
-                "memory_mb": [_memory_mb(f, config.latency_threads) for f in onnx_files],
-                "file_mb": [f.stat().st_size / 2**20 for f in onnx_files],
-            },
-        )
-        done("latency", t0)
-    latency = json.loads((work / "latency.json").read_text())
+def _final(run: _Run) -> Any:
+    from compressor.checkpoint import load_model
 
-    # 8. report
-    t0 = stage("report", 8)
-    reg_hist = json.loads((work / "regularize.json").read_text())["history"]
-    ft_hist = json.loads((work / "finetune.json").read_text())["history"]
+    final = load_model(run.work / "model.pt")
+    final.preprocess = run.bundle.preprocess
+    return final
+
+
+def _evaluate(run: _Run) -> None:
+    """5. Evaluate the compressed model."""
+    from compressor.analysis import count_macs, count_params
+
+    t0 = run.start("evaluate", "evaluate the compressed model")
+    final = _final(run)
+    metrics = run.accuracy(final.model)
+    final.model.cpu()
+    compressed = {
+        "accuracy": metrics["top1"],
+        "top5": metrics["top5"],
+        "loss": metrics["loss"],
+        "params": count_params(final.model),
+        "macs": count_macs(final.model, run.size),
+    }
+    write_json(run.work / "compressed.json", compressed)
+    run.done("evaluate", t0)
+
+
+def _export(run: _Run) -> None:
+    """6. Export both models (the baseline's ONNX is the latency reference) and verify."""
+    from compressor.checkpoint import load_model
+    from compressor.export import export_model, model_metadata
+    from compressor.pipeline import _preprocessed
+
+    config, work = run.config, run.work
+    t0 = run.start("export", "export ONNX and verify against PyTorch")
+    final = _final(run)
+    real = _preprocessed(run.bundle, "val", 64)[0]
+    result_c = export_model(
+        final.model,
+        work / "model.onnx",
+        input_size=run.size,
+        metadata=model_metadata(final, {"method": config.method}),
+        config=config.export,
+        real_inputs=real,
+        log=run.log,
+    )
+    base_model = load_model(work / "baseline.pt")
+    base_model.preprocess = run.bundle.preprocess
+    result_b = export_model(
+        base_model.model,
+        work / "baseline.onnx",
+        input_size=run.size,
+        metadata=model_metadata(base_model),
+        config=config.export,
+        log=run.log,
+    )
+    write_json(
+        work / "onnx.json", {"compressed": result_c.to_dict(), "baseline": result_b.to_dict()}
+    )
+    run.done("export", t0)
+
+
+def _latency(run: _Run) -> None:
+    """7. Latency side by side in onnxruntime, and each model's peak memory."""
+    from compressor.bench.runner import measure
+
+    config, work = run.config, run.work
+    t0 = run.start("latency", "latency and memory: baseline vs compressed in onnxruntime")
+    onnx_files = [work / "baseline.onnx", work / "model.onnx"]
+    lat = measure(
+        [str(f) for f in onnx_files],
+        threads=config.latency_threads,
+        batch=1,
+        warmup=5,
+        min_runs=20,
+        min_seconds=min(1.0, config.latency_seconds),
+        max_seconds=config.latency_seconds,
+        precision=0.01,
+    )
+    write_json(
+        work / "latency.json",
+        {
+            "baseline_ms": lat[0]["p50_ms"],
+            "compressed_ms": lat[1]["p50_ms"],
+            "speedup": lat[0]["p50_ms"] / lat[1]["p50_ms"],
+            "speedup_ci95": lat[1]["speedup_vs_first_ci95"],
+            "threads": config.latency_threads,
+            "batch": 1,
+            "cv": [lat[0]["cv"], lat[1]["cv"]],
+            "p50_ci95_ms": [lat[0]["p50_ci95_ms"], lat[1]["p50_ci95_ms"]],
+            "runs": [lat[0]["runs"], lat[1]["runs"]],
+            "seconds": [lat[0]["seconds"], lat[1]["seconds"]],
+            # resident-set growth of a fresh process that loads the file and runs it once
+            "memory_mb": [_memory_mb(f, config.latency_threads) for f in onnx_files],
+            "file_mb": [f.stat().st_size / 2**20 for f in onnx_files],
+        },
+    )
+    run.done("latency", t0)
+
+
+def _report(run: _Run) -> dict[str, Any]:
+    """8. report.json, report.md and the plots."""
+    from compressor.data import describe
+
+    config, work = run.config, run.work
+    t0 = run.start("report", "report")
+    baseline, pruning = run.read("baseline.json"), run.read("prune.json")
+    compressed, onnx_info = run.read("compressed.json"), run.read("onnx.json")
+    latency = run.read("latency.json")
+    regularize = run.read("regularize.json")
+    reg_hist, ft_hist = regularize["history"], run.read("finetune.json")["history"]
     after = {r["name"]: r["after"] for r in pruning["layers"]}
     layers = [
         {
             "name": r["name"],
+            "type": r.get("type"),
             "before": r["out_channels"],
             "after": after.get(r["name"], r["out_channels"]),
         }
@@ -456,22 +682,31 @@ def compress(
     ]
     onnx_c = onnx_info["compressed"]
     real_parity = next((p for p in onnx_c["parity"] if p["inputs"] == "real"), onnx_c["parity"][0])
-    from compressor.data import describe
-
+    final = _final(run)
     report = {
-        "model": str(model_path),
+        "model": str(run.model_path),
         "arch": final.arch,
         "method": config.method,
-        "hyperparameters": dataclasses.asdict(method.params),
+        "hyperparameters": json.loads((work / "config.json").read_text())["hyperparameters"],
+        "strength": regularize.get("strength"),
         "selection": to_dict(config.prune),
-        "data": describe(bundle),
+        "data": describe(run.bundle),
         "baseline": {k: baseline[k] for k in ("accuracy", "top5", "params", "macs")},
         "compressed": {k: compressed[k] for k in ("accuracy", "top5", "params", "macs")},
         "pruning": {
-            k: pruning[k] for k in ("groups", "prunable_channels", "removed_channels", "seconds")
+            k: pruning.get(k)
+            for k in (
+                "groups",
+                "prunable_channels",
+                "removed_channels",
+                "seconds",
+                "score_seconds",
+                "macs_ratio",
+                "target_attempts",
+            )
         },
         "onnx": {
-            "path": str(outdir / "model.onnx"),
+            "path": str(run.outdir / "model.onnx"),
             "opset": onnx_c["opset"],
             "exporter": onnx_c["exporter"],
             "size_bytes": onnx_c["size_bytes"],
@@ -484,16 +719,20 @@ def compress(
         "latency": latency,
         "layers": layers,
         "history": {"regularize": reg_hist, "finetune": ft_hist},
-        "stages": {k: stages.get(k, 0.0) for k in STAGES if k in stages},
+        "stages": {k: run.stages.get(k, 0.0) for k in STAGES if k in run.stages},
     }
     _plot_channels(layers, work / "channels.png")
-    _plot_training(reg_hist, ft_hist, work / "training.png")
+    _plot_training(reg_hist, ft_hist, report["strength"], work / "training.png")
     write_json(work / "report.json", report)
     (work / "report.md").write_text(_markdown(report))
     report["stages"]["report"] = time.perf_counter() - t0
     write_json(work / "report.json", report)
+    return report
 
-    # only a complete run becomes OUTDIR; the intermediate checkpoints go
+
+def _finish(run: _Run) -> None:
+    """Only a complete run becomes OUTDIR; the intermediate checkpoints go."""
+    work, outdir = run.work, run.outdir
     for leftover in (
         "stages.json",
         "regularize.resume",
@@ -513,4 +752,16 @@ def compress(
         shutil.rmtree(old)
     else:
         work.rename(outdir)
-    return report
+
+
+_STAGE_FUNCTIONS: dict[str, Callable[[_Run], Any]] = {
+    "baseline": _baseline,
+    "regularize": _regularize,
+    "prune": _prune,
+    "finetune": _finetune,
+    "evaluate": _evaluate,
+    "export": _export,
+    "latency": _latency,
+    "report": _report,
+}
+assert tuple(_STAGE_FUNCTIONS) == STAGES

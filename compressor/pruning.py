@@ -587,7 +587,9 @@ def mac_estimator(
     """(exact MACs now, a function estimating the MACs left after a plan).
 
     Each convolution's and linear layer's MACs scale with its kept output and input
-    fractions; everything else is held constant, so the estimate errs on the high side.
+    fractions, each normalisation layer's with its kept channels; the rest (pooling, and
+    whatever fvcore counts outside modules) is held constant. ``prune_loaded`` corrects
+    what remains of the error by counting the pruned model itself.
     """
     import torch
     from torch import nn
@@ -601,11 +603,29 @@ def mac_estimator(
             dims[name] = (m.out_channels, m.in_channels)
         elif isinstance(m, nn.Linear):
             dims[name] = (m.out_features, m.in_features)
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm | nn.GroupNorm | nn.LayerNorm):
+            width = getattr(m, "num_features", None) or getattr(m, "num_channels", None)
+            if width is None:
+                width = int(getattr(m, "normalized_shape", (0,))[0])
+            dims[name] = (int(width), 0)
     base = {n: by_module.get(n, 0) for n in dims}
     other = total - sum(base.values())
     weight_slices = [
-        [s for s in g.slices if s.param == "weight" and s.module in dims] for g in index
+        [
+            s
+            for s in g.slices
+            if s.module in dims and (s.param == "weight" or (s.norm_layer and s.param == "bias"))
+        ]
+        for g in index
     ]
+    # a norm layer may have no scale (affine=False); its shift slice then stands for it
+    for sl_list in weight_slices:
+        norm_weights = {s.module for s in sl_list if s.norm_layer and s.param == "weight"}
+        sl_list[:] = [
+            s
+            for s in sl_list
+            if not (s.norm_layer and s.param == "bias" and s.module in norm_weights)
+        ]
 
     def estimate(plan: Plan) -> int:
         out_removed: dict[str, int] = {}
@@ -614,12 +634,14 @@ def mac_estimator(
             chosen = torch.as_tensor(chans, dtype=torch.long)
             for sl in weight_slices[gi]:
                 n = int(torch.isin(sl.channel, chosen).sum())
-                target = out_removed if sl.kind in ("out", "out_transposed") else in_removed
+                out = sl.kind in ("out", "out_transposed", "norm")
+                target = out_removed if out else in_removed
                 target[sl.module] = target.get(sl.module, 0) + n
         left = float(other)
         for name, macs in base.items():
             o, i = dims[name]
-            left += macs * (1 - out_removed.get(name, 0) / o) * (1 - in_removed.get(name, 0) / i)
+            kept_in = 1 - in_removed.get(name, 0) / i if i else 1.0
+            left += macs * (1 - out_removed.get(name, 0) / o) * kept_in
         return int(left)
 
     return total, estimate
@@ -661,7 +683,47 @@ def plan_target_macs(
             hi = mid
         else:
             lo = mid
-    return plan_at(hi)
+    norm = _normalized(scores) if normalize else list(scores)
+    return _fill_back(plan_at(hi), norm, estimate, budget, round_to=round_to)
+
+
+def _fill_back(
+    plan: Plan,
+    scores: list[torch.Tensor],
+    estimate: Callable[[Plan], int],
+    budget: float,
+    *,
+    round_to: int,
+) -> Plan:
+    """Give channels back while the budget allows: the best-scoring removed block
+    (``round_to`` channels) of any group, one at a time.
+
+    A global ratio moves in jumps once kept counts are rounded: on resnet18 at 1/30 of the
+    MACs, the stem's residual group falls from 16 kept channels to 8 within one step of the
+    ratio, and the plan landed at 1/37 (1/45 after training). Filling back lands it just
+    under the budget.
+    """
+    remove = {g: list(v) for g, v in plan.remove.items() if v}
+    while True:
+        best: tuple[float, int, list[int]] | None = None
+        for g, removed in remove.items():
+            size = len(scores[g])
+            step = round_to if round_to > 1 and size > round_to else 1
+            order = sorted(removed, key=lambda c: float(scores[g][c]), reverse=True)
+            back = order[:step]
+            trial = Plan({**remove, g: sorted(set(removed) - set(back))})
+            if estimate(trial) > budget:
+                continue
+            value = float(scores[g][back].mean())
+            if best is None or value > best[0]:
+                best = (value, g, back)
+        if best is None:
+            break
+        _, g, back = best
+        remove[g] = sorted(set(remove[g]) - set(back))
+        if not remove[g]:
+            del remove[g]
+    return Plan(remove)
 
 
 # --------------------------------------------------------------------------- removal

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from compressor.config import Preprocess
     from compressor.data import DataBundle
     from compressor.methods.base import Regularizer
+    from compressor.strength import AutoStrength
 
 STATE_FORMAT = "compressor-train-state"
 # Settings that must not change between an interrupted run and its resumption.
@@ -67,6 +68,7 @@ class EpochStats:
     val_top5: float | None
     seconds: float
     images_per_s: float
+    strength: float | None = None  # the penalty's multiplier at the end of the epoch
 
 
 @dataclass
@@ -255,6 +257,40 @@ def load_train_state(path: Path) -> dict[str, Any]:
     return state
 
 
+def _calibrate(
+    strength: AutoStrength,
+    model: nn.Module,
+    regularizer: Regularizer,
+    bundle: DataBundle,
+    transform: Any,
+    features: dict[str, torch.Tensor],
+    config: TrainConfig,
+    say: Callable[[str], None],
+) -> None:
+    """Set the automatic strength's starting point on a few seeded training batches."""
+    import torch
+
+    n = len(bundle.train)
+    gen = torch.Generator().manual_seed(mix_seed(config.seed, 0, 0, 3))
+    order = torch.randperm(n, generator=gen)
+    size = min(128, n)
+    batches = []
+    for b in range(min(strength.config.calibration_batches, max(1, n // size))):
+        idx = order[b * size : (b + 1) * size].tolist()
+        items = [bundle.train[i] for i in idx]
+        x = torch.stack([torch.as_tensor(it[0]) for it in items])
+        y = torch.as_tensor([int(it[1]) for it in items], device=transform.device)
+        batches.append((transform(x), y))
+    s = strength.calibrate(model, regularizer, batches, features)
+    if strength.active:
+        say(
+            f"--lambda auto: strength {s:.3g} (penalty gradient {strength.config.start:g}x the "
+            f"loss gradient), baseline val top-1 {strength.baseline:.2f}%"
+        )
+    else:
+        say("--lambda auto: the method has no penalty gradient; nothing to adapt")
+
+
 def fit(
     model: nn.Module,
     bundle: DataBundle,
@@ -268,12 +304,14 @@ def fit(
     log: Callable[[str], None] | None = None,
     extra_state: dict[str, Any] | None = None,
     stop_after_steps: int | None = None,
+    strength: AutoStrength | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``bundle.train``, evaluating on ``bundle.val`` each epoch.
 
     ``state_path`` receives a resumable state after every epoch and on SIGINT/SIGTERM;
     ``resume=True`` continues from it. ``extra_state`` is stored with it (the CLI keeps
-    what it needs to rebuild the model there). ``stop_after_steps`` simulates an interrupt
+    what it needs to rebuild the model there). ``strength`` (with a ``regularizer``)
+    calibrates and adapts the penalty's multiplier (``--lambda auto``). ``stop_after_steps`` simulates an interrupt
     after that many optimizer steps (for tests). Returns the per-epoch history.
     Raises ``TrainingInterrupted`` after an interrupt, ``CompressorError`` for bad state.
     """
@@ -319,6 +357,14 @@ def fit(
                 features[name] = out
 
             hooks.append(module.register_forward_hook(hook))
+        for name, module in regularizer.feature_inputs(model).items():
+
+            def pre_hook(_m: nn.Module, args: Any, name: str = name) -> None:
+                features[name] = args[0]
+
+            hooks.append(module.register_forward_pre_hook(pre_hook))
+    if strength is not None and regularizer is None:
+        raise CompressorError("an automatic strength needs a regularizer")
 
     result = TrainResult()
     start_epoch, start_step, global_step = 0, 0, 0
@@ -341,12 +387,16 @@ def fit(
         scaler.load_state_dict(state["scaler"])
         if regularizer is not None:
             regularizer.load_state_dict(state.get("regularizer") or {})
+            if strength is not None:
+                strength.load_state_dict(state["strength"], regularizer)
         _set_rng_state(state["rng"])
         start_epoch, start_step = int(state["epoch"]), int(state["step"])
         global_step = start_epoch * steps_per_epoch + start_step
         result.history = [EpochStats(**h) for h in state["history"]]
         result.seconds = float(state["seconds"])
         say(f"resuming at epoch {start_epoch + 1}, step {start_step}/{steps_per_epoch}")
+    elif strength is not None and regularizer is not None:
+        _calibrate(strength, model, regularizer, bundle, transform, features, config, say)
 
     def save_state(epoch: int, step: int) -> None:
         if state_path is None:
@@ -360,6 +410,7 @@ def fit(
             "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(),
             "regularizer": regularizer.state_dict() if regularizer is not None else {},
+            "strength": strength.state_dict() if strength is not None else None,
             "rng": _rng_state(),
             "train_config": {**to_dict(config), "batch_size": bs},
             "history": [asdict(h) for h in result.history],
@@ -430,6 +481,8 @@ def fit(
                             if regularizer is not None
                             else None
                         )
+                        if pen is not None and regularizer is not None:
+                            pen = regularizer.scale * pen
                         total = loss if pen is None else loss + pen
                     if not torch.isfinite(total):
                         raise CompressorError(
@@ -447,6 +500,10 @@ def fit(
                         regularizer.after_step(model, epoch=epoch, step=step)
                     global_step += 1
                     steps_done += 1
+                    if strength is not None and regularizer is not None:
+                        strength.after_step(
+                            model, regularizer, step=global_step, steps_per_epoch=steps_per_epoch
+                        )
 
                     loss_sum += float(loss.detach()) * len(y)
                     pen_sum += float(pen.detach()) * len(y) if pen is not None else 0.0
@@ -496,6 +553,7 @@ def fit(
                     val_top5=metrics["top5"],
                     seconds=elapsed,
                     images_per_s=seen / max(train_seconds, 1e-9),
+                    strength=regularizer.scale if regularizer is not None else None,
                 )
                 result.history.append(stats)
                 top5 = f" top5 {stats.val_top5:.2f}%" if stats.val_top5 is not None else ""

@@ -251,6 +251,8 @@ def test_train_with_method_and_options(tmp_path: Path) -> None:
         (["--method", "hgs", "--set", "lamda=1"], "has no option 'lamda'"),
         (["--lambda", "0.1"], "need --method"),
         (["--method", "hgs", "--set", "oops"], "is not KEY=VALUE"),
+        (["--method", "hgs", "--lambda", "auto"], "--lambda auto holds a trained model"),
+        (["--method", "hgs", "--lambda", "strong"], "neither `auto` nor a number"),
     ],
 )
 def test_bad_method_options(tmp_path: Path, args: list[str], message: str) -> None:

@@ -13,6 +13,7 @@ from compressor.cli import cli
 from compressor.compress import CompressConfig, compress, partial_dir
 from compressor.config import DataConfig, PruneConfig, TrainConfig
 from compressor.export import ExportConfig, onnx_metadata
+from compressor.strength import StrengthConfig
 from compressor.train import TrainingInterrupted
 
 MODEL = Path(__file__).parent.parent / "models" / "smallcnn-mnist15k.pt"
@@ -35,7 +36,8 @@ def _config() -> CompressConfig:
     return CompressConfig(
         method="hgs",
         method_options={},
-        data=DataConfig("mnist15k"),
+        data=DataConfig("mnist15k", augment=False),  # what the CLI picks for 1-epoch stages
+        strength=StrengthConfig(),  # --lambda auto, the CLI's default
         regularize=train,
         finetune=train,
         prune=PruneConfig(target_macs=0.6),
@@ -103,6 +105,31 @@ def test_outputs_and_report(run: tuple[Path, dict]) -> None:
     assert onnx_metadata(out / "model.onnx")["method"] == "hgs"
 
 
+def test_report_shows_the_automatic_strength(run: tuple[Path, dict]) -> None:
+    """--lambda auto is the default: every check is in the report, and the plot shows it."""
+    out, report = run
+    s = report["strength"]
+    points = s["history"]
+    assert points[0]["action"] == "calibrate" and len(points) >= 2
+    assert {"step", "epoch", "strength", "val_top1", "share", "action"} <= set(points[0])
+    assert s["final_strength"] == points[-1]["strength"] > 0
+    assert 0.0 <= s["final_share"] <= 1.0  # the 0.6 MAC target gives a share to report
+    assert s["baseline_top1"] - s["final_top1"] <= s["config"]["max_drop"] + 1e-9
+    assert report["history"]["regularize"][-1]["strength"] == pytest.approx(s["final_strength"])
+    assert "Strength (`--lambda auto`)" in (out / "report.md").read_text()
+    assert report["pruning"]["score_seconds"] >= 0
+
+
+def test_a_fixed_lambda_keeps_its_strength(tmp_path: Path) -> None:
+    config = _config()
+    config = CompressConfig(
+        **{**config.__dict__, "method_options": {"lam": 1e-4}, "strength": None}
+    )
+    report = compress(MODEL, tmp_path / "out", config, progress=False)
+    assert report["strength"] is None and report["hyperparameters"]["lam"] == 1e-4
+    assert report["history"]["regularize"][-1]["strength"] == 1.0
+
+
 def test_existing_outdir_is_refused(run: tuple[Path, dict]) -> None:
     out, _ = run
     before = (out / "report.json").read_bytes()
@@ -124,6 +151,7 @@ def test_resume_reproduces_the_uninterrupted_figures(
     for side in ("baseline", "compressed"):
         assert report[side] == reference[side]
     assert report["layers"] == reference["layers"]
+    assert report["strength"]["history"] == reference["strength"]["history"]
     assert report["pruning"]["removed_channels"] == reference["pruning"]["removed_channels"]
 
 

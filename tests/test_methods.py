@@ -57,8 +57,9 @@ EXPECTED = {
     "ssl": ({"lam": 1.0, "lam_channel": 1.0}, (3 + 0 + S5 + 4) + (1 + S20 + S5 + 0)),
     # group A norms (sqrt10, sqrt20), group B norms (sqrt10, 4): sum of l1/l2 ratios
     "l1l2": ({"lam": 1.0}, (S10 + S20) / math.sqrt(30) + (S10 + 4) / math.sqrt(26)),
-    # R: conv2's input channels: (sqrt1 + sqrt0)^2 + (sqrt2 + sqrt4)^2; l1 of convs: 10
-    "hgs": ({"lam": 1.0, "lam2": 0.5}, 0.5 * (1 + (math.sqrt(2) + 2) ** 2) + 0.5 * 10),
+    # R: conv2's input channels: (sqrt1 + sqrt0)^2 + (sqrt2 + sqrt4)^2, plus conv1's image
+    # channel, which no group owns: (sqrt3 + sqrt0)^2 = 3; l1 of convs: 10
+    "hgs": ({"lam": 1.0, "lam2": 0.5}, 0.5 * (1 + (math.sqrt(2) + 2) ** 2 + 3) + 0.5 * 10),
     # group term: sqrt(3) (sqrt10 + sqrt20) + sqrt(4) (sqrt10 + 4); V keeps |w| > sqrt(2/2) = 1,
     # so W - V is 1 at conv2[0,0] and fc[0,0]: beta/2 * 2 = 2
     "l0sgl": ({"lam": 1.0, "beta0": 2.0}, math.sqrt(3) * (S10 + S20) + 2 * (S10 + 4) + 2.0),
@@ -93,15 +94,25 @@ def test_ffr_length_and_curvature() -> None:
     )
 
 
-def test_l0sgl_scores_are_v_norms() -> None:
+def test_l0sgl_selects_by_w_not_v() -> None:
+    """The official code selects by W (mean |w| < 1e-5): a channel whose weights all sit
+    under the hard threshold is zero in V but alive in W, and must be kept."""
     model = tiny()
-    method = get_method("l0sgl", {"lam": 1.0, "beta0": 2.0})
+    method = get_method("l0sgl", {"lam": 1.0, "beta0": 2.0})  # hard threshold 1
     method.setup(model, example_input=torch.zeros(1, 1, 4, 4))
     index = channel_groups(model, torch.zeros(1, 1, 4, 4))
     scores = {g.root: s for g, s in zip(index, method.scores(model, index), strict=True)}
-    # V: conv1 (3, 0); conv2 [[0, 2], [0, 4]]; fc [[0, 0], [2, 0]]
-    assert scores["0"].tolist() == pytest.approx([3.0, S20])  # group A
-    assert scores["1"].tolist() == pytest.approx([math.sqrt(8), 4.0])  # group B
+    # group A: channel 0 owns conv1 (3) and conv2[:, 0] (1, 0): mean 4/3; channel 1: 0, 2, 4
+    assert scores["0"].tolist() == pytest.approx([4 / 3, 2.0])
+    # group B: channel 0 owns conv2[0] (1, 2) and fc[:, 0] (1, 2): 6/4; channel 1: 0, 4, 0, 0
+    assert scores["1"].tolist() == pytest.approx([1.5, 1.0])
+    # fc[0, 0] = 1 is not above the threshold, so V drops it; W keeps the channel alive
+    assert float(method.v["4.weight"][0, 0]) == 0.0
+    from compressor.pruning import plan_threshold
+
+    threshold = method_class("l0sgl").selection["threshold"]
+    assert threshold == 1e-5
+    assert plan_threshold(list(scores.values()), threshold).removed_channels == 0
 
 
 def test_l0sgl_beta_schedule() -> None:
@@ -134,6 +145,9 @@ def test_gradients_finite_at_exact_zero(name: str) -> None:
     hooks = [
         m.register_forward_hook(lambda _m, _i, o, n=n: feats.__setitem__(n, o))
         for n, m in method.feature_modules(model).items()
+    ] + [
+        m.register_forward_pre_hook(lambda _m, a, n=n: feats.__setitem__(n, a[0]))
+        for n, m in method.feature_inputs(model).items()
     ]
     out = model(x)
     for h in hooks:
@@ -157,6 +171,9 @@ def test_penalty_finite_under_bfloat16_autocast(name: str) -> None:
     hooks = [
         m.register_forward_hook(lambda _m, _i, o, n=n: feats.__setitem__(n, o))
         for n, m in method.feature_modules(model).items()
+    ] + [
+        m.register_forward_pre_hook(lambda _m, a, n=n: feats.__setitem__(n, a[0]))
+        for n, m in method.feature_inputs(model).items()
     ]
     with torch.autocast("cpu", dtype=torch.bfloat16):
         model(x)
@@ -228,6 +245,8 @@ def _train_steps(method_name: str | None, options: dict, steps: int = 30, *, flo
     if method is not None:
         for n, m in method.feature_modules(model).items():
             m.register_forward_hook(lambda _m, _i, o, n=n: feats.__setitem__(n, o))
+        for n, m in method.feature_inputs(model).items():
+            m.register_forward_pre_hook(lambda _m, a, n=n: feats.__setitem__(n, a[0]))
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     gen = torch.Generator().manual_seed(0)
     for step in range(steps):
@@ -281,6 +300,9 @@ def _targeted(name: str, model: nn.Module) -> float:
         hooks = [
             m.register_forward_hook(lambda _m, _i, o, n=n: feats.__setitem__(n, o))
             for n, m in method.feature_modules(model).items()
+        ] + [
+            m.register_forward_pre_hook(lambda _m, a, n=n: feats.__setitem__(n, a[0]))
+            for n, m in method.feature_inputs(model).items()
         ]
         with torch.no_grad():
             model(x)
@@ -295,7 +317,7 @@ def test_targeted_quantity_falls_against_unregularized(name: str) -> None:
     baseline, _ = _train_steps(None, {}, flow=name == "ffr")
     model, method = _train_steps(name, STRONG[name], flow=name == "ffr")
     if name == "ffr":
-        assert method is not None and len(method.runs) == 1 and len(method.runs[0]) == 3
+        assert method is not None and method.runs == [["1.0:in", "1.0", "1.1", "1.2"]]
     assert _targeted(name, model) < 0.9 * _targeted(name, baseline)
 
 
@@ -305,7 +327,7 @@ def test_residual_coupled_channels_go_to_zero_together() -> None:
     stream = next(g for g in index if "7.conv2" in g.layers)  # the residual stream of smallcnn
     assert {"4", "7.conv2"} <= set(stream.layers)
     params = dict(model.named_parameters())
-    norms = stream.sq_norms(params).sqrt().detach()
+    norms = stream.sq_norms(params, weights_only=True).sqrt().detach()
     gone = norms < 0.05 * norms.max()
     assert gone.any()  # the group penalty emptied some stream channels
     for layer in ("4", "7.conv2"):  # both convolutions feeding the addition are empty there
@@ -362,8 +384,102 @@ def test_l0sgl_coupling_gradient_matches_autograd() -> None:
 
 
 def test_ffr_without_a_flow_is_an_error() -> None:
-    with pytest.raises(CompressorError, match="ffr needs runs"):
-        get_method("ffr").setup(_small_cnn(), example_input=torch.zeros(1, 1, 28, 28))
+    from compressor.archs import build_model
+
+    with pytest.raises(CompressorError, match="ffr needs blocks"):
+        get_method("ffr").setup(
+            build_model("lenet5", num_classes=10), example_input=torch.zeros(1, 1, 28, 28)
+        )
+
+
+def test_ffr_flow_starts_at_the_first_block_input() -> None:
+    """resnet18: every block that keeps its shape is penalised, the first one included,
+    and layer1's two blocks give a curvature term (lam2 acts)."""
+    import torchvision
+
+    from compressor.methods.ffr import flow_runs
+
+    model = torchvision.models.resnet18(num_classes=10)
+    runs = flow_runs(model, torch.zeros(1, 3, 32, 32))
+    assert runs == [
+        ["layer1.0:in", "layer1.0", "layer1.1"],
+        ["layer2.1:in", "layer2.1"],
+        ["layer3.1:in", "layer3.1"],
+        ["layer4.1:in", "layer4.1"],
+    ]
+    method = get_method("ffr", {"lam": 0.0, "lam2": 1.0})
+    method.setup(model, example_input=torch.zeros(2, 3, 32, 32))
+    feats: dict[str, torch.Tensor] = {}
+    hooks = [
+        m.register_forward_hook(lambda _m, _i, o, n=n: feats.__setitem__(n, o))
+        for n, m in method.feature_modules(model).items()
+    ] + [
+        m.register_forward_pre_hook(lambda _m, a, n=n: feats.__setitem__(n, a[0]))
+        for n, m in method.feature_inputs(model).items()
+    ]
+    model(torch.randn(2, 3, 32, 32))
+    for h in hooks:
+        h.remove()
+    assert float(method.penalty(model, feats)) > 0  # the curvature term alone
+
+
+def test_ffr_blocks_split_by_a_layer_with_parameters() -> None:
+    """Two blocks with a convolution between them are not one step of the flow."""
+    from compressor.methods.ffr import flow_runs
+    from compressor.nets import ResidualBlock
+
+    model = nn.Sequential(ResidualBlock(4), nn.Conv2d(4, 4, 1), ResidualBlock(4), nn.ReLU())
+    runs = flow_runs(model, torch.zeros(1, 4, 8, 8))
+    assert runs == [["0:in", "0"], ["2:in", "2"]]
+    model = nn.Sequential(ResidualBlock(4), nn.ReLU(), ResidualBlock(4))
+    assert flow_runs(model, torch.zeros(1, 4, 8, 8)) == [["0:in", "0", "2"]]
+
+
+def test_l1l2_norms_take_weights_only() -> None:
+    """Biases and normalisation parameters are not filter coefficients."""
+    plain = tiny()
+    with_extras = nn.Sequential(
+        nn.Conv2d(1, 2, 1, bias=True),
+        nn.BatchNorm2d(2),
+        nn.Conv2d(2, 2, 1, bias=False),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(2, 2, bias=False),
+    )
+    with torch.no_grad():
+        with_extras[0].weight.copy_(plain[0].weight)
+        with_extras[0].bias.fill_(5.0)
+        with_extras[1].weight.fill_(7.0)
+        with_extras[1].bias.fill_(3.0)
+        with_extras[2].weight.copy_(plain[1].weight)
+        with_extras[5].weight.copy_(plain[4].weight)
+    assert penalty_of("l1l2", {"lam": 1.0}, with_extras) == pytest.approx(
+        penalty_of("l1l2", {"lam": 1.0}, plain), abs=1e-4
+    )
+
+
+def test_hgs_estimate_ranks_like_the_exact_loss_increase() -> None:
+    """The default second-order estimate agrees with masked forward passes on which
+    channels matter (rank correlation), at a fraction of the cost."""
+    from compressor.methods.hgs import estimated_loss_increase, loss_increase_scores
+
+    model, _ = _train_steps(None, {}, steps=40)
+    model.eval()
+    index = channel_groups(model, torch.zeros(1, 1, 28, 28))
+    from compressor.data import BatchTransform, load_data
+
+    bundle = load_data(_DATA)
+    transform = BatchTransform(bundle.preprocess, flip=False, device=torch.device("cpu"))
+    x, y = transform(bundle.train.images[:128]), bundle.train.labels[:128]
+    skip = [torch.zeros(g.size, dtype=torch.bool) for g in index]
+    exact = torch.cat(loss_increase_scores(model, index, (x, y), skip=skip, batch_channels=16))
+    est = torch.cat(estimated_loss_increase(model, index, (x, y), skip=skip))
+
+    def ranks(t: torch.Tensor) -> torch.Tensor:
+        return t.argsort().argsort().float()
+
+    rho = torch.corrcoef(torch.stack([ranks(exact), ranks(est)]))[0, 1]
+    assert rho > 0.8, rho
 
 
 @pytest.mark.parametrize(

@@ -56,6 +56,9 @@ class Regularizer(ABC):
         self.params = params if params is not None else self.Params()
         self.groups: GroupIndex | None = None
         self.train_size: int = 1
+        # Multiplier on the whole penalty (and on gradients a method adds by hand), set by
+        # ``--lambda auto`` (compressor.strength); 1 keeps the hyperparameters as given.
+        self.scale: float = 1.0
 
     @classmethod
     def make_params(cls, values: dict[str, Any]) -> Any:
@@ -115,12 +118,22 @@ class Regularizer(ABC):
         self.train_size = max(1, train_size)
 
     def feature_modules(self, model: nn.Module) -> dict[str, nn.Module]:
-        """Modules whose outputs ``penalty`` receives, by name. Default: none."""
+        """Modules whose outputs ``penalty`` receives, by key. Default: none."""
+        return {}
+
+    def feature_inputs(self, model: nn.Module) -> dict[str, nn.Module]:
+        """Modules whose (first) inputs ``penalty`` receives, by key. Default: none."""
         return {}
 
     @abstractmethod
     def penalty(self, model: nn.Module, features: dict[str, torch.Tensor]) -> torch.Tensor | None:
-        """The term added to the loss for this step (``None`` when there is none)."""
+        """The term added to the loss for this step (``None`` when there is none), before
+        ``scale``: the training loop adds ``scale * penalty``."""
+
+    def extra_grad_sq_norm(self, model: nn.Module) -> float:
+        """Squared norm of the gradient ``after_backward`` adds by hand at ``scale`` 1
+        (used to calibrate ``--lambda auto``). Default: none."""
+        return 0.0
 
     def start_epoch(self, model: nn.Module, *, epoch: int) -> None:  # noqa: B027
         """Called before the first step of each epoch (0-based), also when resuming."""
@@ -143,7 +156,11 @@ class Regularizer(ABC):
     def scores(self, model: nn.Module, index: GroupIndex, **context: Any) -> list[torch.Tensor]:
         """Per-channel scores for every group of ``index`` (low = remove first).
 
-        Default: the group L2 norm of the weights each channel owns.
+        Default: the group L2 norm of every parameter each channel owns (its filters, its
+        normalisation entries and its consumers' input slices), as torch-pruning's
+        ``GroupMagnitudeImportance``. The normalisation scale stays in: after a
+        normalisation layer a filter's scale is free, so it is the scale (and the
+        consumers' slices) that says whether a channel still carries anything.
         """
         from compressor.pruning import group_scores
 
@@ -158,6 +175,15 @@ class Regularizer(ABC):
         if self.groups is None:
             raise RuntimeError(f"{self.name}: setup() was not called")
         return self.groups
+
+
+def weight_norms(model: nn.Module, index: GroupIndex) -> list[torch.Tensor]:
+    """Per channel of every group, the L2 norm of the convolution and linear weights it owns."""
+    import torch
+
+    params: dict[str, torch.Tensor] = dict(model.named_parameters())
+    with torch.no_grad():
+        return [g.sq_norms(params, weights_only=True).sqrt().cpu() for g in index]
 
 
 def _to_bool(raw: Any) -> bool:

@@ -20,8 +20,10 @@ if TYPE_CHECKING:
 class HGSParams:
     lam: float = 1e-3  # official code
     lam2: float = 0.5  # official code: mix of the hierarchical term and plain l1
-    samples: int = 64  # training samples on which removal's loss increase is measured (reading)
-    batch_channels: int = 16  # candidate channels evaluated in one forward pass
+    samples: int = 256  # training samples on which removal's loss increase is taken (reading)
+    exact: bool = False  # measure each removal by masked forward passes (slow) instead of
+    # estimating it to second order from one forward/backward pass (reading)
+    batch_channels: int = 16  # exact mode: candidate channels evaluated in one forward pass
     zero_tol: float = 1e-3  # official code: a weight counts as zero when |w| < 1e-3
 
     def check(self) -> str | None:
@@ -44,11 +46,19 @@ class HGS(Method):
     and its producer's filter becomes removable with it (the loss-increase selection sees
     that removing it changes nothing). ``sqrt(b + eps)`` keeps gradients finite at 0.
 
+    Convolutions whose input channels belong to no group (the first convolution, which
+    reads the image) carry the official per-layer term ``sum_i (sum_o sqrt(b[o, i]))^2``.
+
     Selection (ICPR 2020 paper): channels are ranked by the increase of the classification
-    loss when each is removed, measured on randomly drawn training samples. Reading: the
-    sample count and batching are not public; channels whose weights are all under
-    ``zero_tol`` are not evaluated (their removal changes nothing measurable), and several
-    candidates are evaluated in one forward pass by replicating the samples. For a global
+    loss when each is removed, on randomly drawn training samples. Reading: the sample
+    count is not public (default 256). By default the increase is estimated to second order
+    from one forward and backward pass: every channel gets a gate ``m = 1`` at its
+    consumers' inputs, and removal (``m = 0``) changes the mean loss by about
+    ``-mean_i(d_i) + mean_i(d_i^2) / 2`` with ``d_i`` the derivative of sample ``i``'s loss
+    by the gate (the diagonal Gauss-Newton/Fisher curvature). ``exact=1`` measures every
+    removal by masked forward passes instead, as the paper does: on resnet18 at 32x32 that
+    took 516-619 s on 2 cores, the estimate takes seconds. Channels whose weights are all
+    under ``zero_tol`` score 0 in both modes (their removal changes nothing measurable). For a global
     ratio or MAC target, each group's loss increases are divided by their mean magnitude
     before ranking, as for every other score: ranking raw one-at-a-time increases removed
     56 of the last convolution's 64 channels of smallcnn at 0.5x MACs and left 85.4% top-1,
@@ -65,7 +75,26 @@ class HGS(Method):
     paper = (
         "Mitsuno & Kurita, Filter Pruning using Hierarchical Group Sparse Regularization, ICPR 2020"
     )
-    reading = "input channels taken from dependency-graph groups; sample count and batching of the selection"
+    reading = (
+        "input channels taken from dependency-graph groups; sample count; loss increase "
+        "estimated to second order unless exact=1"
+    )
+
+    def __init__(self, params: Any = None) -> None:
+        super().__init__(params)
+        self._free_inputs: dict[str, Any] = {}
+
+    def setup(
+        self,
+        model: nn.Module,
+        *,
+        example_input: torch.Tensor,
+        groups: GroupIndex | None = None,
+        train_size: int = 1,
+    ) -> None:
+        super().setup(model, example_input=example_input, groups=groups, train_size=train_size)
+        self._free_inputs = _uncovered_inputs(model, self._require_groups())
+
     Params = HGSParams
 
     def penalty(self, model: nn.Module, features: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -82,6 +111,10 @@ class HGS(Method):
                     0, s.channel.to(inner.device), inner
                 )
                 hier.append(per_channel.pow(2).sum())
+        for name, positions in self._free_inputs.items():
+            # the official per-layer term, where no group owns the input channels
+            inner = _sqrt_eps(b[f"{name}.weight"]).sum(0)
+            hier.append(inner.index_select(0, positions.to(inner.device)).pow(2).sum())
         l1 = sum(b[f"{name}.weight"].sum() for name in kernel if not _is_downsample(name))
         p = self.params
         return p.lam * (p.lam2 * sum(hier) + (1 - p.lam2) * l1)
@@ -89,19 +122,24 @@ class HGS(Method):
     def scores(self, model: nn.Module, index: GroupIndex, **context: Any) -> list[torch.Tensor]:
         """Loss increase when each channel is removed, on ``context['calibration']``
         ``(inputs, labels)``; channels already at zero score 0. Without calibration data,
-        falls back to the group L2 norm."""
-        from compressor.pruning import group_scores
+        falls back to the weights' group L2 norm."""
+        from compressor.methods.base import weight_norms
 
         calibration = context.get("calibration")
-        norms = group_scores(index, model, "l2")
         if calibration is None:
-            return norms
-        return loss_increase_scores(
-            model,
-            index,
-            calibration,
-            skip=[self._near_zero(model, g) for g in index],
-            batch_channels=self.params.batch_channels,
+            return weight_norms(model, index)
+        skip = [self._near_zero(model, g) for g in index]
+        if self.params.exact:
+            return loss_increase_scores(
+                model,
+                index,
+                calibration,
+                skip=skip,
+                batch_channels=self.params.batch_channels,
+                progress=bool(context.get("progress", False)),
+            )
+        return estimated_loss_increase(
+            model, index, calibration, skip=skip, progress=bool(context.get("progress", False))
         )
 
     def _near_zero(self, model: nn.Module, g: ChannelGroup) -> torch.Tensor:
@@ -154,6 +192,121 @@ def _consumer_slices(g: ChannelGroup, kernel: dict[str, int]) -> list[ParamSlice
     ]
 
 
+def _uncovered_inputs(model: nn.Module, index: GroupIndex) -> dict[str, torch.Tensor]:
+    """Input positions of ordinary (ungrouped, not downsample) convolutions that no group's
+    slice owns: the image channels of the first convolution, and inputs of groups left whole."""
+    import torch
+    from torch import nn
+
+    covered: dict[str, set[int]] = {}
+    for g in index:
+        for s in g.slices:
+            if s.param == "weight" and s.kind == "in":
+                covered.setdefault(s.module, set()).update(int(i) for i in s.index)
+    out: dict[str, torch.Tensor] = {}
+    for name, m in model.named_modules():
+        if (
+            isinstance(m, nn.modules.conv._ConvNd)
+            and not m.transposed
+            and m.groups == 1
+            and not _is_downsample(name)
+        ):
+            free = [i for i in range(m.in_channels) if i not in covered.get(name, set())]
+            if free:
+                out[name] = torch.as_tensor(free, dtype=torch.long)
+    return out
+
+
+def _consumers(g: ChannelGroup) -> list[ParamSlice]:
+    return [
+        s
+        for s in g.slices
+        if s.kind in ("in", "in_grouped", "in_transposed") and s.param == "weight"
+    ]
+
+
+def estimated_loss_increase(
+    model: nn.Module,
+    index: GroupIndex,
+    calibration: tuple[torch.Tensor, torch.Tensor],
+    *,
+    skip: list[torch.Tensor],
+    chunk: int = 64,
+    progress: bool = False,
+) -> list[torch.Tensor]:
+    """For every channel, the second-order estimate of the mean cross-entropy increase on
+    ``calibration`` when the channel is removed: ``-mean(d) + mean(d^2) / 2``, with ``d``
+    each sample's loss derivative by a gate on the channel at its consumers' inputs (one
+    forward and backward pass per ``chunk`` samples for all channels at once). Channels
+    flagged in ``skip`` score 0; a live channel never scores below ``1e-12``."""
+    import torch
+    import torch.nn.functional as F
+    from tqdm.auto import tqdm
+
+    from compressor.train import split_outputs
+
+    x, y = calibration
+    n = len(y)
+    modules = dict(model.named_modules())
+    was_training = model.training
+    model.eval()
+    first = [torch.zeros(g.size, dtype=torch.float64) for g in index]
+    second = [torch.zeros(g.size, dtype=torch.float64) for g in index]
+    starts = list(range(0, n, chunk))
+    try:
+        for start in tqdm(starts, desc="hgs scores", disable=not progress or None, leave=False):
+            xb, yb = x[start : start + chunk], y[start : start + chunk]
+            k = len(yb)
+            gates = [torch.ones(k, g.size, requires_grad=True) for g in index]
+            masks: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+            for g, gate in zip(index, gates, strict=True):
+                for s in _consumers(g):
+                    masks.setdefault(s.module, []).append((s.index, gate[:, s.channel]))
+            handles = [
+                modules[name].register_forward_pre_hook(_gater(parts, k))
+                for name, parts in masks.items()
+            ]
+            try:
+                logits = split_outputs(model(xb))[0].float()
+                loss = F.cross_entropy(logits, yb, reduction="sum")
+                grads = torch.autograd.grad(loss, gates, allow_unused=True)
+            finally:
+                for h in handles:
+                    h.remove()
+            for i, gr in enumerate(grads):
+                if gr is not None:
+                    d = gr.detach().double()
+                    first[i] += d.sum(0)
+                    second[i] += d.pow(2).sum(0)
+    finally:
+        model.train(was_training)
+        model.zero_grad(set_to_none=True)
+    out = []
+    for f, s2, skipped in zip(first, second, skip, strict=True):
+        est = (-f / n + 0.5 * s2 / n).float().clamp_min(1e-12)
+        est[skipped] = 0.0
+        out.append(est)
+    return out
+
+
+def _gater(parts: list[tuple[torch.Tensor, torch.Tensor]], k: int) -> Any:
+    """A pre-hook multiplying the input positions ``index`` by per-sample gates (channels on
+    dim 1 for convolutions, on the last dim for linear layers)."""
+    import torch
+
+    def hook(module: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        x = args[0]
+        last = not hasattr(module, "in_channels")
+        width = x.shape[-1] if last else x.shape[1]
+        mask = torch.ones(k, width, dtype=x.dtype, device=x.device)
+        for index, gate in parts:
+            mask = mask.index_copy(1, index.to(x.device), gate.to(x.dtype))
+        shape = (k,) + (1,) * (x.ndim - 2) + (width,) if last else (k, width) + (1,) * (x.ndim - 2)
+        return (x * mask.view(shape), *args[1:])
+
+    return hook
+
+
 def loss_increase_scores(
     model: nn.Module,
     index: GroupIndex,
@@ -161,6 +314,7 @@ def loss_increase_scores(
     *,
     skip: list[torch.Tensor],
     batch_channels: int = 16,
+    progress: bool = False,
 ) -> list[torch.Tensor]:
     """For every channel, the mean cross-entropy increase on ``calibration`` when the
     channel is removed (its consumers see zero at its input positions).
@@ -171,6 +325,7 @@ def loss_increase_scores(
     """
     import torch
     import torch.nn.functional as F
+    from tqdm.auto import tqdm
 
     from compressor.train import split_outputs
 
@@ -180,16 +335,19 @@ def loss_increase_scores(
     model.eval()
     modules = dict(model.named_modules())
     out: list[torch.Tensor] = []
+    bar = tqdm(
+        total=sum(int((~s).sum()) for s in skip),
+        desc="hgs scores (exact)",
+        disable=not progress or None,
+        leave=False,
+        unit="channel",
+    )
     try:
         with torch.no_grad():
             base = F.cross_entropy(split_outputs(model(x))[0].float(), y)
             for g, skipped in zip(index, skip, strict=True):
                 scores = torch.zeros(g.size)
-                consumers = [
-                    s
-                    for s in g.slices
-                    if s.kind in ("in", "in_grouped", "in_transposed") and s.param == "weight"
-                ]
+                consumers = _consumers(g)
                 todo = [c for c in range(g.size) if not bool(skipped[c])]
                 for start in range(0, len(todo), batch_channels):
                     chunk = todo[start : start + batch_channels]
@@ -217,8 +375,10 @@ def loss_increase_scores(
                     # a live channel never ranks below a dead one (score 0), even when noise
                     # makes its measured increase negative
                     scores[torch.as_tensor(chunk)] = (losses - base).cpu().clamp_min(1e-12)
+                    bar.update(k)
                 out.append(scores)
     finally:
+        bar.close()
         model.train(was_training)
     return out
 

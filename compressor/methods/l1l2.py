@@ -21,20 +21,21 @@ class L1L2Params:
 
 @register
 class L1L2(Method):
-    """The ratio of the l1 to the l2 norm of channel norms, per group (Berthelier, Yang,
-    Chateau, Blanc, Chaput, Ritter, "Learning Sparse Filters in Deep Convolutional Neural
-    Networks with a l1/l2 Pseudo-Norm", ICPR Workshops 2020).
+    """The ratio of the l1 to the l2 norm of channel norms, per group (Berthelier, Yan,
+    Chateau, Blanc, Duffner & Garcia, "Learning Sparse Filters in Deep Convolutional Neural
+    Networks with a l1/l2 Pseudo-Norm", ICPR Workshops 2020, arXiv 2007.10022).
 
     The ratio is scale-invariant (a Hoyer-type measure): it rewards few large entries
     rather than shrinking every weight as l1 does, so the sparse structure appears during
     ordinary training. Reading (the public text does not give the exact vector): for each
     dependency-graph group, ``n = (||w_c||_2)_c`` over its channels, each norm taken over
-    every weight the channel owns; penalty ``lam * sum_g ||n||_1 / ||n||_2``. Channels
+    the convolution and linear weights the channel owns (filter coefficients, as the paper
+    says: no biases, no normalisation parameters); penalty ``lam * sum_g ||n||_1 / ||n||_2``. Channels
     whose norm falls under 1% of their group's largest are removed afterwards.
     """
 
     name = "l1l2"
-    paper = "Berthelier et al., Learning Sparse Filters in Deep CNNs with a l1/l2 Pseudo-Norm, ICPR-W 2020"
+    paper = "Berthelier, Yan, Chateau, Blanc, Duffner & Garcia, Learning Sparse Filters in Deep CNNs with a l1/l2 Pseudo-Norm, ICPR-W 2020"
     reading = "ratio over each group's vector of channel norms; relative threshold 0.01"
     Params = L1L2Params
     selection: ClassVar[dict[str, Any]] = {"threshold": 0.01, "relative": True}
@@ -43,6 +44,6 @@ class L1L2(Method):
         squares = Elementwise(self._params(model), kernel_sq)
         terms = []
         for g in self._require_groups():
-            n = (g.sq_norms(squares) + EPS).sqrt()
+            n = (g.sq_norms(squares, weights_only=True) + EPS).sqrt()
             terms.append(n.sum() / (n.pow(2).sum().sqrt() + EPS))
         return self.params.lam * sum(terms)

@@ -1,0 +1,153 @@
+"""``--lambda auto``: calibration, the adaptation rule, and its effect in training."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from compressor.errors import CompressorError
+from compressor.methods import get_method
+from compressor.strength import AutoStrength, StrengthConfig, removed_share
+
+
+class _Script:
+    """Validation top-1 and share values played back in order."""
+
+    def __init__(self, top1: list[float], share: list[float | None]) -> None:
+        self.top1, self.share = list(top1), list(share)
+
+    def evaluate(self, _model: nn.Module) -> float:
+        return self.top1.pop(0)
+
+    def share_of(self, _model: nn.Module) -> float | None:
+        return self.share.pop(0)
+
+
+def _controller(top1: list[float], share: list[float | None]) -> tuple[AutoStrength, nn.Module]:
+    script = _Script(top1, share)
+    auto = AutoStrength(
+        StrengthConfig(max_drop=1.0, share_goal=0.01, growth=2.0, checks_per_epoch=1),
+        evaluate=script.evaluate,
+        share=script.share_of,
+    )
+    auto.baseline, auto.strength = 99.0, 1.0
+    return auto, get_method("ssl")
+
+
+def test_rule_grows_holds_and_backs_off() -> None:
+    top1 = [99.0, 98.9, 98.4, 97.5, 98.9, 98.9, 98.9, 99.0]
+    share = [0.5, 0.03, 0.5, 0.5, 0.5, 0.5, 0.005, None]
+    auto, method = _controller(top1, share)
+    actions = []
+    for step in range(1, len(top1) + 1):
+        auto.after_step(nn.Linear(1, 1), method, step=step, steps_per_epoch=1)
+        actions.append((auto.history[-1].action, auto.strength))
+    assert actions == [
+        ("grow", 2.0),
+        ("grow", 4.0),
+        ("hold", 4.0),  # 0.6 points down: more than half the bound
+        ("back off", 1.0),  # 1.5 points down: beyond the bound
+        ("grow", 2.0),  # never again up to 4 (what broke the bound): at most 4 / growth
+        ("hold", 2.0),
+        ("hold", 2.0),  # the share reached the goal
+        ("hold", 2.0),  # no share (threshold selection), but the ceiling holds it
+    ]
+    assert method.scale == 2.0
+
+
+def test_checks_only_every_interval_and_not_when_inactive() -> None:
+    auto, method = _controller([99.0], [0.5])
+    auto.config = StrengthConfig(checks_per_epoch=4)
+    for step in range(1, 10):  # 40 steps per epoch: a check every 10
+        auto.after_step(nn.Linear(1, 1), method, step=step, steps_per_epoch=40)
+    assert auto.history == []
+    auto.active = False
+    auto.after_step(nn.Linear(1, 1), method, step=10, steps_per_epoch=40)
+    assert auto.history == []
+
+
+def test_calibration_sets_the_gradient_ratio() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)
+    )
+    x, y = torch.randn(8, 1, 6, 6), torch.randint(0, 3, (8,))
+    method = get_method("ssl")
+    method.setup(model, example_input=x[:1])
+    auto = AutoStrength(StrengthConfig(start=0.5), evaluate=lambda _m: 90.0, share=lambda _m: None)
+    s = auto.calibrate(model, method, [(x, y)], {})
+    params = list(model.parameters())
+    ce = torch.autograd.grad(nn.functional.cross_entropy(model(x), y), params)
+    pen = torch.autograd.grad(method.penalty(model, {}), params, allow_unused=True)
+
+    def norm(grads: tuple) -> float:
+        return math.sqrt(sum(float(t.pow(2).sum()) for t in grads if t is not None))
+
+    assert s * norm(pen) == pytest.approx(0.5 * norm(ce), rel=1e-4)
+    assert method.scale == s and auto.baseline == 90.0 and auto.active
+    assert auto.history[0].action == "calibrate"
+
+
+def test_calibration_of_a_method_without_penalty() -> None:
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    method = get_method("none")
+    method.setup(model, example_input=torch.zeros(1, 1, 2, 2))
+    auto = AutoStrength(StrengthConfig(), evaluate=lambda _m: 90.0, share=lambda _m: None)
+    auto.calibrate(model, method, [(torch.randn(4, 1, 2, 2), torch.tensor([0, 1, 0, 1]))], {})
+    assert not auto.active and method.scale == 1.0
+
+
+def test_removed_share() -> None:
+    norms = [torch.tensor([1.0, 3.0]), torch.tensor([2.0, 2.0, 2.0])]
+    assert removed_share(norms, {0: [0], 1: [1, 2]}) == pytest.approx(5 / 10)
+    assert removed_share(norms, {}) == 0.0
+
+
+def test_config_ranges() -> None:
+    with pytest.raises(CompressorError, match="--max-drop"):
+        StrengthConfig(max_drop=0)
+    with pytest.raises(CompressorError, match="growth"):
+        StrengthConfig(growth=1.0)
+
+
+def test_auto_strength_in_training_holds_accuracy_and_moves_weights() -> None:
+    """One epoch of smallcnn with ssl under the controller: it grows the strength, backs
+    off whenever the bound breaks, ends within it, and the penalty is scaled by it."""
+    from compressor.checkpoint import load_model
+    from compressor.config import DataConfig, TrainConfig
+    from compressor.data import load_data
+    from compressor.train import evaluate, fit
+    from tests.test_compress import MODEL
+
+    loaded = load_model(MODEL)
+    data = DataConfig("mnist15k", augment=False, batch_size=256)
+    bundle = load_data(data, channels=1, recorded=loaded.preprocess)
+    val = torch.utils.data.Subset(bundle.val, list(range(500)))
+
+    def top1(model: nn.Module) -> float:
+        return evaluate(model, val, bundle.preprocess, device=torch.device("cpu"))["top1"]
+
+    method = get_method("ssl")
+    auto = AutoStrength(StrengthConfig(checks_per_epoch=4), evaluate=top1, share=lambda _m: None)
+    result = fit(
+        loaded.model,
+        bundle,
+        TrainConfig(epochs=1, lr=0.01, device="cpu"),
+        data,
+        regularizer=method,
+        progress=False,
+        strength=auto,
+    )
+    points = auto.history
+    assert points[0].action == "calibrate" and len(points) == 5
+    assert any(p.action == "grow" for p in points)
+    # wherever it went, the bound holds when the stage ends
+    assert points[-1].val_top1 >= auto.baseline - 1.0
+    for before, after in itertools.pairwise(points):  # each check acted on its reading
+        if after.val_top1 < auto.baseline - 1.0:
+            assert after.strength < before.strength
+    assert result.history[-1].strength == pytest.approx(method.scale)
