@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from compressor.errors import CompressorError
-from compressor.methods import get_method
+from compressor.methods import get_method, list_methods
 from compressor.strength import AutoStrength, StrengthConfig, removed_share
 
 
@@ -151,3 +151,38 @@ def test_auto_strength_in_training_holds_accuracy_and_moves_weights() -> None:
         if after.val_top1 < auto.baseline - 1.0:
             assert after.strength < before.strength
     assert result.history[-1].strength == pytest.approx(method.scale)
+
+
+@pytest.mark.parametrize("name", list_methods())
+def test_scale_multiplies_every_gradient_a_method_adds(name: str) -> None:
+    """`--lambda auto` only works if ``scale`` reaches the whole penalty, including the
+    gradients a method adds by hand after backward (l2 once missed it)."""
+    from tests.test_methods import _flow_net, _small_cnn
+
+    def grads(scale: float) -> dict[str, torch.Tensor]:
+        model = _flow_net() if name == "ffr" else _small_cnn()
+        method = get_method(name)
+        x = torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+        method.setup(model, example_input=x, train_size=100)
+        method.start_epoch(model, epoch=0)
+        method.scale = scale
+        feats: dict[str, torch.Tensor] = {}
+        for n, m in method.feature_modules(model).items():
+            m.register_forward_hook(lambda _m, _i, o, n=n: feats.__setitem__(n, o))
+        for n, m in method.feature_inputs(model).items():
+            m.register_forward_pre_hook(lambda _m, a, n=n: feats.__setitem__(n, a[0]))
+        model(x)
+        pen = method.penalty(model, feats)
+        if pen is not None and pen.requires_grad:
+            (scale * pen).backward()
+        method.after_backward(model)
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    one, two = grads(1.0), grads(2.0)
+    assert set(one) == set(two)
+    if name == "none":
+        assert not one
+        return
+    assert one, "the method adds no gradient"
+    for n in one:
+        assert torch.allclose(two[n], 2 * one[n], atol=1e-6), n

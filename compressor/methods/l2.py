@@ -44,4 +44,11 @@ class L2(Method):
         for w in weights:
             if w.grad is None:
                 w.grad = torch.zeros_like(w)
-        torch._foreach_add_([w.grad for w in weights], weights, alpha=self.params.lam)
+        torch._foreach_add_([w.grad for w in weights], weights, alpha=self.scale * self.params.lam)
+
+    def extra_grad_sq_norm(self, model: nn.Module) -> float:
+        import torch
+
+        with torch.no_grad():
+            norms = torch._foreach_norm(conv_linear_weights(model), 2)
+            return float(torch.stack(norms).square().sum()) * self.params.lam**2
