@@ -45,6 +45,9 @@ class Regularizer(ABC):
     paper: ClassVar[str]
     reading: ClassVar[str] = ""
     Params: ClassVar[type] = NoParams
+    # Multiplier on the whole penalty (and on gradients a method adds by hand), set by
+    # ``--lambda auto`` (compressor.strength); 1 keeps the hyperparameters as given.
+    scale: float = 1.0
     # How ``compress`` selects channels after training with this method, unless told
     # otherwise: keyword arguments of ``PruneConfig``.
     selection: ClassVar[dict[str, Any]] = {"ratio": 0.3}
@@ -56,9 +59,7 @@ class Regularizer(ABC):
         self.params = params if params is not None else self.Params()
         self.groups: GroupIndex | None = None
         self.train_size: int = 1
-        # Multiplier on the whole penalty (and on gradients a method adds by hand), set by
-        # ``--lambda auto`` (compressor.strength); 1 keeps the hyperparameters as given.
-        self.scale: float = 1.0
+        self.scale = 1.0
 
     @classmethod
     def make_params(cls, values: dict[str, Any]) -> Any:
