@@ -45,6 +45,17 @@ def penalty_of(name: str, options: dict, model: nn.Module | None = None) -> floa
     return float(value.detach()) if value is not None else 0.0
 
 
+def capture_features(method: Method, model: nn.Module, feats: dict) -> list:
+    """Hooks filling ``feats`` with what ``method.penalty`` reads, as the training loop does."""
+    return [
+        m.register_forward_hook(lambda _m, _i, o, n=n: feats.__setitem__(n, o))
+        for n, m in method.feature_modules(model).items()
+    ] + [
+        m.register_forward_pre_hook(lambda _m, a, n=n: feats.__setitem__(n, a[0]))
+        for n, m in method.feature_inputs(model).items()
+    ]
+
+
 S5, S10, S20 = math.sqrt(5), math.sqrt(10), math.sqrt(20)
 
 # Worked out by hand from the weights above (eps terms are below 1e-3).
@@ -142,13 +153,7 @@ def test_gradients_finite_at_exact_zero(name: str) -> None:
     method.setup(model, example_input=x, train_size=100)
     method.start_epoch(model, epoch=0)
     feats: dict[str, torch.Tensor] = {}
-    hooks = [
-        m.register_forward_hook(lambda _m, _i, o, n=n: feats.__setitem__(n, o))
-        for n, m in method.feature_modules(model).items()
-    ] + [
-        m.register_forward_pre_hook(lambda _m, a, n=n: feats.__setitem__(n, a[0]))
-        for n, m in method.feature_inputs(model).items()
-    ]
+    hooks = capture_features(method, model, feats)
     out = model(x)
     for h in hooks:
         h.remove()
@@ -168,13 +173,7 @@ def test_penalty_finite_under_bfloat16_autocast(name: str) -> None:
     x = torch.randn(4, 1, 28, 28)
     method.setup(model, example_input=x, train_size=100)
     feats: dict[str, torch.Tensor] = {}
-    hooks = [
-        m.register_forward_hook(lambda _m, _i, o, n=n: feats.__setitem__(n, o))
-        for n, m in method.feature_modules(model).items()
-    ] + [
-        m.register_forward_pre_hook(lambda _m, a, n=n: feats.__setitem__(n, a[0]))
-        for n, m in method.feature_inputs(model).items()
-    ]
+    hooks = capture_features(method, model, feats)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         model(x)
         pen = method.penalty(model, feats)
@@ -243,10 +242,7 @@ def _train_steps(method_name: str | None, options: dict, steps: int = 30, *, flo
         method.start_epoch(model, epoch=0)
     feats: dict[str, torch.Tensor] = {}
     if method is not None:
-        for n, m in method.feature_modules(model).items():
-            m.register_forward_hook(lambda _m, _i, o, n=n: feats.__setitem__(n, o))
-        for n, m in method.feature_inputs(model).items():
-            m.register_forward_pre_hook(lambda _m, a, n=n: feats.__setitem__(n, a[0]))
+        capture_features(method, model, feats)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     gen = torch.Generator().manual_seed(0)
     for step in range(steps):
@@ -297,13 +293,7 @@ def _targeted(name: str, model: nn.Module) -> float:
         method = get_method("ffr", {"lam": 1.0, "lam2": 0.0})
         method.runs = flow_runs(model, x)
         feats: dict[str, torch.Tensor] = {}
-        hooks = [
-            m.register_forward_hook(lambda _m, _i, o, n=n: feats.__setitem__(n, o))
-            for n, m in method.feature_modules(model).items()
-        ] + [
-            m.register_forward_pre_hook(lambda _m, a, n=n: feats.__setitem__(n, a[0]))
-            for n, m in method.feature_inputs(model).items()
-        ]
+        hooks = capture_features(method, model, feats)
         with torch.no_grad():
             model(x)
         for h in hooks:
@@ -410,13 +400,7 @@ def test_ffr_flow_starts_at_the_first_block_input() -> None:
     method = get_method("ffr", {"lam": 0.0, "lam2": 1.0})
     method.setup(model, example_input=torch.zeros(2, 3, 32, 32))
     feats: dict[str, torch.Tensor] = {}
-    hooks = [
-        m.register_forward_hook(lambda _m, _i, o, n=n: feats.__setitem__(n, o))
-        for n, m in method.feature_modules(model).items()
-    ] + [
-        m.register_forward_pre_hook(lambda _m, a, n=n: feats.__setitem__(n, a[0]))
-        for n, m in method.feature_inputs(model).items()
-    ]
+    hooks = capture_features(method, model, feats)
     model(torch.randn(2, 3, 32, 32))
     for h in hooks:
         h.remove()

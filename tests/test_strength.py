@@ -157,7 +157,7 @@ def test_auto_strength_in_training_holds_accuracy_and_moves_weights() -> None:
 def test_scale_multiplies_every_gradient_a_method_adds(name: str) -> None:
     """`--lambda auto` only works if ``scale`` reaches the whole penalty, including the
     gradients a method adds by hand after backward (l2 once missed it)."""
-    from tests.test_methods import _flow_net, _small_cnn
+    from tests.test_methods import _flow_net, _small_cnn, capture_features
 
     def grads(scale: float) -> dict[str, torch.Tensor]:
         model = _flow_net() if name == "ffr" else _small_cnn()
@@ -167,10 +167,7 @@ def test_scale_multiplies_every_gradient_a_method_adds(name: str) -> None:
         method.start_epoch(model, epoch=0)
         method.scale = scale
         feats: dict[str, torch.Tensor] = {}
-        for n, m in method.feature_modules(model).items():
-            m.register_forward_hook(lambda _m, _i, o, n=n: feats.__setitem__(n, o))
-        for n, m in method.feature_inputs(model).items():
-            m.register_forward_pre_hook(lambda _m, a, n=n: feats.__setitem__(n, a[0]))
+        capture_features(method, model, feats)
         model(x)
         pen = method.penalty(model, feats)
         if pen is not None and pen.requires_grad:
