@@ -132,6 +132,7 @@ def test_sigint_saves_state_and_resume_matches(
         "3",
         "--device",
         "cpu",
+        "--augment",  # the reference run augments (DataConfig's default); 2 epochs would not
         "-o",
         str(out),
     ]
