@@ -314,7 +314,24 @@ def speed(work: Path, dense_path: Path, rows: list[dict[str, Any]]) -> list[dict
             stdout=f,
             check=True,
         )
-    return json.loads(result.read_text())
+    return speed_rows(json.loads(result.read_text()))
+
+
+def speed_rows(bench: dict[str, Any]) -> list[dict[str, Any]]:
+    """``compressor benchmark --json`` output -> one row per (model, threads), with the
+    MACs cut its ONNX graph gives beside the measured speed-up."""
+    cuts = {m["model"]: m.get("macs_cut_vs_first") for m in bench["models"]}
+    return [
+        {
+            "model": Path(r["model"]).stem,
+            "threads": r["threads"],
+            "p50_ms": r["p50_ms"],
+            "p50_ci95_ms": r.get("p50_ci95_ms"),
+            "speedup_vs_first": r.get("speedup_vs_first"),
+            "mac_cut_vs_first": cuts.get(r["model"]),
+        }
+        for r in bench["results"]
+    ]
 
 
 # --------------------------------------------------------------------------- lenet
@@ -448,7 +465,7 @@ def write(payload: dict[str, Any]) -> None:
             "| --- | --- | --- | --- | --- |",
         ]
         for r in payload["speed"]:
-            name = Path(r["model"]).stem
+            name = r["model"]
             sp = r.get("speedup_vs_first")
             cut = r.get("mac_cut_vs_first")
             lines.append(

@@ -124,6 +124,19 @@ def build_model(
         raise CompressorError(f"bad option for {name}: {e}") from e
 
 
+def build_shapes_only(name: str, **kwargs: Any) -> nn.Module:
+    """``build_model`` on the meta device: the shapes, no memory. A builder that needs real
+    numbers while building (torchvision's RegNets compute their widths with tensors and
+    ``.tolist()``) is built on the CPU instead."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            return build_model(name, **kwargs)
+    except (NotImplementedError, RuntimeError):
+        return build_model(name, **kwargs)
+
+
 def infer_build_options(
     name: str, state_dict: Mapping[str, torch.Tensor]
 ) -> tuple[int, int | None, dict[str, Any]]:
@@ -133,14 +146,12 @@ def infer_build_options(
     leading dimension equals the default build's class count. googlenet and inception_v3
     get ``aux_logits`` according to whether the state_dict holds the auxiliary heads.
     """
-    import torch
 
     options: dict[str, Any] = {}
     if name in ("googlenet", "inception_v3"):
         aux_prefix = "aux1." if name == "googlenet" else "AuxLogits."
         options["aux_logits"] = any(k.startswith(aux_prefix) for k in state_dict)
-    with torch.device("meta"):
-        reference = build_model(name, num_classes=1000, options=options)
+    reference = build_shapes_only(name, num_classes=1000, options=options)
     ref_shapes = {k: v.shape for k, v in reference.state_dict().items()}
     num_classes = None
     for key in reversed(list(ref_shapes)):

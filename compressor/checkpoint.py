@@ -132,15 +132,30 @@ def _is_state_dict(obj: Any) -> bool:
 
 
 def _strip_prefixes(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop wrapper prefixes (``module.``, ...) from the keys, and from the per-module
+    version records (``_metadata``) that ``state_dict()`` attaches (MNASNet needs them)."""
     out = dict(sd)
+    meta = dict(getattr(sd, "_metadata", None) or {})
     changed = True
     while changed:
         changed = False
         for p in _PREFIXES:
             if out and all(k.startswith(p) for k in out):
                 out = {k[len(p) :]: v for k, v in out.items()}
+                meta = {
+                    (k[len(p) :] if k.startswith(p) else "" if k == p[:-1] else k): v
+                    for k, v in meta.items()
+                }
                 changed = True
-    return out
+    return _Weights(out, meta)
+
+
+class _Weights(dict):
+    """A state_dict that keeps its ``_metadata`` (a plain dict cannot hold attributes)."""
+
+    def __init__(self, items: dict[str, Any], metadata: dict[str, Any]) -> None:
+        super().__init__(items)
+        self._metadata = metadata
 
 
 def _arch_from_checkpoint(obj: Mapping[str, Any]) -> str | None:
@@ -177,7 +192,11 @@ def load_state_dict_strict(
         raise CompressorError(
             f"weights do not fit {what} ({total} problems): " + " | ".join(problems)
         )
-    model.load_state_dict(state_dict, strict=False)
+    # modules' version records: the file's, else the current code's (torch.save of a
+    # state_dict keeps them; a dict rebuilt by hand loses them, and MNASNet refuses to load)
+    records = dict(getattr(expected, "_metadata", None) or {})
+    records.update(getattr(state_dict, "_metadata", None) or {})
+    model.load_state_dict(_Weights(dict(state_dict), records), strict=False)
 
 
 def _from_state_dict(
@@ -289,16 +308,16 @@ def load_model(
 
 
 def reference_model(loaded: LoadedModel) -> nn.Module:
-    """The unpruned architecture of ``loaded`` on the meta device (shapes only, no memory)."""
-    import torch
+    """The unpruned architecture of ``loaded``, shapes only (on the meta device where the
+    builder allows it)."""
+    from compressor.archs import build_shapes_only
 
-    with torch.device("meta"):
-        return build_model(
-            loaded.arch,
-            num_classes=loaded.num_classes,
-            in_channels=loaded.in_channels,
-            options=loaded.arch_options,
-        )
+    return build_shapes_only(
+        loaded.arch,
+        num_classes=loaded.num_classes,
+        in_channels=loaded.in_channels,
+        options=loaded.arch_options,
+    )
 
 
 def model_payload(loaded: LoadedModel) -> dict[str, Any]:

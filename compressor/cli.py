@@ -807,6 +807,13 @@ def prune(model: Path, console: Console, **kw: Any) -> None:
     show_default=True,
     help="--lambda auto: the validation top-1 points the regularize stage may lose.",
 )
+@click.option(
+    "--focus/--no-focus",
+    default=True,
+    show_default=True,
+    help="--lambda auto with a ratio or MAC target: the penalty acts only on the channels "
+    "the target would remove now (re-planned 8 times an epoch); --no-focus: everywhere.",
+)
 @onnx_options
 @click.option(
     "--threads",
@@ -862,9 +869,10 @@ def compress(model: Path, console: Console, **kw: Any) -> None:
     )
     lr = kw["lr"] if kw["lr"] is not None else (0.01 if kw["optimizer"] == "sgd" else 1e-4)
 
-    def train_config(epochs: int) -> TrainConfig:
+    def train_config(epochs: int, schedule: str = "cosine") -> TrainConfig:
         return TrainConfig(
             epochs=epochs,
+            schedule=schedule,
             optimizer=kw["optimizer"],
             lr=lr,
             momentum=kw["momentum"],
@@ -876,14 +884,18 @@ def compress(model: Path, console: Console, **kw: Any) -> None:
     from compressor.strength import StrengthConfig
 
     options = _method_options(kw)
+    auto = _auto_strength(kw, options)
     config = CompressConfig(
         method=kw["method"],
         method_options=options,
-        strength=StrengthConfig(max_drop=kw["max_drop"]) if _auto_strength(kw, options) else None,
+        strength=StrengthConfig(max_drop=kw["max_drop"], focus=kw["focus"]) if auto else None,
         data=_data_config(
             kw, augment=_augment(kw["augment"], max(kw["reg_epochs"], kw["ft_epochs"]))
         ),
-        regularize=train_config(kw["reg_epochs"]),
+        # under --lambda auto the learning rate stays constant while the penalty works
+        # (a cosine decay to 0 left the last epoch's penalty without effect); the
+        # fine-tune stage anneals
+        regularize=train_config(kw["reg_epochs"], "constant" if auto else "cosine"),
         finetune=train_config(kw["ft_epochs"]),
         prune=prune,
         export=ExportConfig(opset=kw["opset"], simplify=kw["simplify"], tolerance=kw["tolerance"]),

@@ -371,7 +371,6 @@ def _share_function(run: _Run, method: Any) -> Callable[[Any], float | None]:
     """The share of the weights' group-norm mass (``weight_norms``) held by the channels
     that the selection would remove now (None without a ratio or MAC target). The
     selection uses the method's cheap scores (no calibration data)."""
-    from compressor.methods.base import weight_norms
     from compressor.pruning import mac_estimator, plan_ratio, plan_target_macs
     from compressor.strength import removed_share
 
@@ -379,13 +378,15 @@ def _share_function(run: _Run, method: Any) -> Callable[[Any], float | None]:
     if prune.threshold is not None:
         return lambda _model: None
     estimator: list[Any] = []
+    focus = run.config.strength is not None and run.config.strength.focus
 
     def share(model: Any) -> float | None:
         index = method.groups
         scores = [s.detach().cpu() for s in method.scores(model, index)]
         guards: dict[str, Any] = {
             "max_layer_ratio": prune.max_layer_ratio,
-            "round_to": prune.round_to,
+            "round_to": index.round_to(prune.round_to),
+            "blocks": [g.blocks for g in index],
         }
         normalize = not method.comparable_scores
         if prune.ratio is not None:
@@ -401,7 +402,9 @@ def _share_function(run: _Run, method: Any) -> Callable[[Any], float | None]:
                 )
             except CompressorError:
                 return None
-        return removed_share(weight_norms(model, index), plan.remove)
+        if focus:
+            method.focus_plan = plan.remove
+        return removed_share(scores, plan.remove)
 
     return share
 

@@ -370,7 +370,8 @@ def prune_loaded(
         scores = group_scores(index, model, config.importance)
     guards: dict[str, Any] = {
         "max_layer_ratio": config.max_layer_ratio,
-        "round_to": config.round_to,
+        "round_to": index.round_to(config.round_to),
+        "blocks": [g.blocks for g in index],
     }
     macs_before, estimate = mac_estimator(model, index, input_size)
     attempts: list[dict[str, float]] = []
@@ -403,8 +404,9 @@ def prune_loaded(
     ]
     return {
         "groups": len(index),
+        "groups_kept_whole": list(index.skipped),
         "prunable_channels": index.prunable_channels,
-        "removed_channels": plan.removed_channels,
+        "removed_channels": index.removed_channels(plan),
         "params_before": params_before,
         "params_after": count_params(model),
         "macs_before": macs_before,

@@ -146,6 +146,14 @@ class ChannelGroup:
     size: int  # number of channels
     slices: list[ParamSlice]
     layers: list[str]  # modules whose output channels the group removes
+    # >1 when grouped convolutions split the channels into this many equal blocks: the
+    # group's ``size`` channels are then units, unit ``j`` being channel ``j`` of every
+    # block (``size * blocks`` channels in the model), removed together
+    blocks: int = 1
+
+    def model_channels(self, units: list[int]) -> list[int]:
+        """The root module's channel positions of ``units``."""
+        return sorted(b * self.size + j for b in range(self.blocks) for j in units)
 
     def _reduce(
         self,
@@ -226,7 +234,18 @@ class GroupIndex:
 
     @property
     def prunable_channels(self) -> int:
-        return sum(g.size for g in self.groups)
+        return sum(g.size * g.blocks for g in self.groups)
+
+    def removed_channels(self, plan: Plan) -> int:
+        """Model channels a plan removes (a unit of a blocked group is ``blocks`` channels)."""
+        return sum(len(v) * self.groups[g].blocks for g, v in plan.remove.items())
+
+    def round_to(self, multiple: int) -> list[int]:
+        """Per group, the step of kept units: ``multiple`` channels, or for a group split
+        into blocks by grouped convolutions, ``ceil(multiple / blocks)`` units (a unit is
+        ``blocks`` channels: with 25 groups of 16 channels, whole units of 25 channels;
+        rounding those to multiples of 8 would allow only 8 or 16 per group)."""
+        return [max(1, math.ceil(multiple / g.blocks)) for g in self.groups]
 
 
 def classifier_layers(model: nn.Module) -> list[nn.Module]:
@@ -318,16 +337,48 @@ def _opaque_for_tracing(model: nn.Module) -> Iterator[None]:
             del m.forward
 
 
-def _keep_whole(module: Any) -> bool:
+def _grouped(module: Any) -> bool:
+    """A grouped convolution that is not depthwise (ResNeXt, RegNet)."""
     from torch import nn
 
-    if isinstance(module, _fixed_types()):
-        return True
     return (
         isinstance(module, nn.modules.conv._ConvNd)
         and module.groups > 1
         and not (module.groups == module.in_channels == module.out_channels)
     )
+
+
+def _blocks(group: Any, graph: Any) -> int | None:
+    """How many equal blocks the channels of a torch-pruning group form: the number of
+    groups of the grouped convolutions it feeds or comes from (1 without one), or None
+    when the group must stay whole (a channel shuffle; grouped convolutions that disagree
+    or that see the group's channels shifted, as through a concatenation).
+
+    A channel ``j`` of block ``b`` is channel ``b * size / blocks + j``; the channels ``j``
+    of every block form one *unit*, pruned together. Removing the same positions from
+    every block keeps each group of the convolution the same width, which is what
+    torch-pruning's convolution pruner assumes (it keeps the first block's positions)."""
+    blocks: int | None = 1
+    size = len(group[0].idxs)
+    for item in group:
+        module = item.dep.target.module
+        if isinstance(module, _fixed_types()):
+            return None
+        if not _grouped(module):
+            continue
+        out = graph.is_out_channel_pruning_fn(item.dep.handler)
+        channels = module.out_channels if out else module.in_channels
+        root = item.root_idxs
+        if (
+            channels != size
+            or root is None
+            or [int(i) for i in item.idxs] != [int(r) for r in root]
+            or (blocks not in (1, module.groups))
+            or channels // module.groups < 2
+        ):
+            return None
+        blocks = module.groups
+    return blocks
 
 
 def _fixed_channels_pruner() -> Any:
@@ -436,13 +487,14 @@ def channel_groups(
     for g in graph.get_all_groups(
         ignored_layers=ignored_layers, root_module_types=(nn.modules.conv._ConvNd, nn.Linear)
     ):
-        if any(_keep_whole(item.dep.target.module) for item in g):
-            # A grouped (not depthwise) convolution needs the same number of channels
-            # removed from each of its groups, and a channel shuffle a fixed interleaving;
-            # torch-pruning removes arbitrary channels, which would break both. Those
-            # groups are kept whole: the rest of the model still prunes.
+        blocks = _blocks(g, graph)
+        if blocks is None:
+            # A channel shuffle needs a fixed interleaving, and grouped convolutions that
+            # see the channels shifted or disagree on their groups cannot be kept
+            # balanced: those groups stay whole; the rest of the model still prunes.
             skipped.append(names.get(g[0].dep.target.module, "?"))
             continue
+        unit = len(g[0].idxs) // blocks  # channels per block = units in the group
         slices: list[ParamSlice] = []
         layers: list[str] = []
         for item in g:
@@ -451,16 +503,15 @@ def channel_groups(
             root = item.root_idxs
             if root is None or any(r is None for r in root):
                 continue
-            slices.extend(_slice_for(dep, plain, [int(r) for r in root], names))
+            slices.extend(_slice_for(dep, plain, [int(r) % unit for r in root], names))
             if graph.is_out_channel_pruning_fn(dep.handler) and isinstance(
                 dep.target.module, nn.modules.conv._ConvNd | nn.Linear
             ):
                 layers.append(names[dep.target.module])
         root_module = g[0].dep.target.module
-        size = len(g[0].idxs)
-        if not slices or size < 2:
+        if not slices or unit < 2:
             continue
-        groups.append(ChannelGroup(len(groups), names[root_module], size, slices, layers))
+        groups.append(ChannelGroup(len(groups), names[root_module], unit, slices, layers, blocks))
         tp_groups.append(g)
     return GroupIndex(
         groups, graph, tp_groups, [names[m] for m in ignored_layers if m in names], skipped
@@ -503,6 +554,38 @@ class Plan:
         return sum(len(v) for v in self.remove.values())
 
 
+def focus_masks(
+    model: nn.Module, index: GroupIndex, remove: dict[int, list[int]]
+) -> dict[str, torch.Tensor]:
+    """For every trainable parameter, a boolean mask of the entries owned by the channels
+    in ``remove`` (group position -> channels): where a focused penalty may act."""
+    import torch
+
+    params = dict(model.named_parameters())
+    masks = {n: torch.zeros_like(p, dtype=torch.bool) for n, p in params.items() if p.requires_grad}
+    groups = list(index)
+    for gi, channels in remove.items():
+        if not channels:
+            continue
+        chosen = torch.tensor(channels)
+        for s in groups[gi].slices:
+            name = f"{s.module}.{s.param}"
+            if name not in masks:
+                continue
+            mask = masks[name]
+            ids = torch.arange(mask.numel(), device=mask.device).reshape(mask.shape)
+            rows = s.rows(ids)[torch.isin(s.channel, chosen).to(mask.device)]
+            mask.view(-1)[rows.reshape(-1)] = True
+    return masks
+
+
+RoundTo = int | list[int]  # one multiple for every group, or one per group (in units)
+
+
+def _round(round_to: RoundTo, gi: int) -> int:
+    return round_to[gi] if isinstance(round_to, list) else round_to
+
+
 def _limit(size: int, n_remove: int, *, max_layer_ratio: float, round_to: int) -> int:
     """Clamp a group's removal count so that at least one channel (or ``round_to``) stays
     and the kept count is a multiple of ``round_to`` (rounded up: we keep more, never fewer)."""
@@ -529,15 +612,19 @@ def plan_threshold(
     *,
     relative: bool = False,
     max_layer_ratio: float = 0.9,
-    round_to: int = 1,
+    round_to: RoundTo = 1,
+    blocks: list[int] | None = None,  # accepted with the other guards, not needed
 ) -> Plan:
     """Remove channels scoring below ``threshold`` (or below ``threshold`` x the group's max)."""
     counts = []
-    for s in scores:
+    for gi, s in enumerate(scores):
         limit = threshold * float(s.max()) if relative else threshold
         counts.append(
             _limit(
-                len(s), int((s < limit).sum()), max_layer_ratio=max_layer_ratio, round_to=round_to
+                len(s),
+                int((s < limit).sum()),
+                max_layer_ratio=max_layer_ratio,
+                round_to=_round(round_to, gi),
             )
         )
     return _plan_from_counts(scores, counts)
@@ -554,29 +641,38 @@ def plan_ratio(
     ratio: float,
     *,
     max_layer_ratio: float = 0.9,
-    round_to: int = 1,
+    round_to: RoundTo = 1,
     normalize: bool = True,
+    blocks: list[int] | None = None,
 ) -> Plan:
     """Remove the fraction ``ratio`` of all prunable channels with the lowest scores, each
     group's scores divided by its mean unless ``normalize`` is False (scores already
-    comparable across groups, such as a loss increase)."""
+    comparable across groups, such as a loss increase). ``blocks``: per group, the model
+    channels one entry of its scores stands for (``ChannelGroup.blocks``; 1 if None)."""
     import torch
 
     if not 0.0 <= ratio < 1.0:
         raise CompressorError(f"--ratio must be in [0, 1), got {ratio}")
     norm = _normalized(scores) if normalize else list(scores)
     flat = torch.cat(norm) if norm else torch.zeros(0)
-    total = len(flat)
-    n_target = round(total * ratio)
+    weight = (
+        torch.cat(
+            [torch.full((len(s),), (blocks or [1] * len(norm))[i]) for i, s in enumerate(norm)]
+        )
+        if norm
+        else torch.zeros(0)
+    )
+    n_target = round(float(weight.sum()) * ratio)
     if n_target == 0:
         return Plan()
     # rank globally (stable, so ties resolve the same way every time) and count per group
-    lowest = flat.argsort(stable=True)[:n_target]
+    order = flat.argsort(stable=True)
+    lowest = order[: int((weight[order].cumsum(0) <= n_target).sum())]
     owner = torch.cat([torch.full((len(s),), i) for i, s in enumerate(norm)])
     per_group = torch.bincount(owner[lowest], minlength=len(norm)).tolist()
     counts = [
-        _limit(len(s), n, max_layer_ratio=max_layer_ratio, round_to=round_to)
-        for s, n in zip(norm, per_group, strict=True)
+        _limit(len(s), n, max_layer_ratio=max_layer_ratio, round_to=_round(round_to, gi))
+        for gi, (s, n) in enumerate(zip(norm, per_group, strict=True))
     ]
     return _plan_from_counts(norm, counts)
 
@@ -654,8 +750,9 @@ def plan_target_macs(
     target: float,
     *,
     max_layer_ratio: float = 0.9,
-    round_to: int = 1,
+    round_to: RoundTo = 1,
     normalize: bool = True,
+    blocks: list[int] | None = None,
 ) -> Plan:
     """The smallest global ratio whose estimated MACs are at most ``target`` x the original.
 
@@ -665,7 +762,12 @@ def plan_target_macs(
 
     def plan_at(r: float) -> Plan:
         return plan_ratio(
-            scores, r, max_layer_ratio=max_layer_ratio, round_to=round_to, normalize=normalize
+            scores,
+            r,
+            max_layer_ratio=max_layer_ratio,
+            round_to=round_to,
+            normalize=normalize,
+            blocks=blocks,
         )
 
     most = plan_at(0.999)
@@ -673,7 +775,7 @@ def plan_target_macs(
     if best > budget:
         raise CompressorError(
             f"--target-macs {target} is out of reach: removing all that the guards allow "
-            f"(--max-layer-ratio {max_layer_ratio}, --round-to {round_to}) leaves "
+            f"(--max-layer-ratio {max_layer_ratio}, --round-to) leaves "
             f"{best / total_macs:.3f} of the MACs"
         )
     lo, hi = 0.0, 0.999
@@ -693,7 +795,7 @@ def _fill_back(
     estimate: Callable[[Plan], int],
     budget: float,
     *,
-    round_to: int,
+    round_to: RoundTo,
 ) -> Plan:
     """Give channels back while the budget allows: the best-scoring removed block
     (``round_to`` channels) of any group, one at a time.
@@ -708,7 +810,8 @@ def _fill_back(
         best: tuple[float, int, list[int]] | None = None
         for g, removed in remove.items():
             size = len(scores[g])
-            step = round_to if round_to > 1 and size > round_to else 1
+            r = _round(round_to, g)
+            step = r if r > 1 and size > r else 1
             order = sorted(removed, key=lambda c: float(scores[g][c]), reverse=True)
             back = order[:step]
             trial = Plan({**remove, g: sorted(set(removed) - set(back))})
@@ -738,7 +841,7 @@ def apply_plan(index: GroupIndex, plan: Plan) -> None:
         tp_group = index.tp_groups[gi]
         root = tp_group[0].dep.target.module
         handler = tp_group[0].dep.handler
-        group = graph.get_pruning_group(root, handler, idxs)
+        group = graph.get_pruning_group(root, handler, index.groups[gi].model_channels(idxs))
         if not graph.check_pruning_group(group):
             raise CompressorError(
                 f"removing {len(idxs)} channels of {index.groups[gi].root} would empty a layer"

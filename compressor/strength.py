@@ -57,6 +57,9 @@ class StrengthConfig:
     checks_per_epoch: int = 8
     val_images: int = 1000
     calibration_batches: int = 4
+    # the penalty acts only on the channels the target would remove now (re-planned at
+    # every check); off: everywhere, as the papers write it
+    focus: bool = True
 
     def __post_init__(self) -> None:
         if not self.max_drop > 0:
@@ -112,6 +115,7 @@ class AutoStrength:
         self.baseline: float | None = None
         self.strength = 1.0
         self.ceiling: float | None = None  # the lowest strength that broke the bound
+        self.ceiling_checks = 0  # checks left before the ceiling lifts
         self.active = True
         self.history: list[StrengthPoint] = []
 
@@ -192,6 +196,11 @@ class AutoStrength:
             action, factor = "hold", 1.0
         if action == "back off":
             self.ceiling = min(self.ceiling or self.strength, self.strength)
+            self.ceiling_checks = c.checks_per_epoch
+        elif self.ceiling is not None:
+            self.ceiling_checks -= 1
+            if self.ceiling_checks <= 0:  # an epoch within the bound: the model has adapted
+                self.ceiling = None
         self.strength *= factor
         regularizer.scale = self.strength
         self.history.append(
@@ -204,6 +213,7 @@ class AutoStrength:
         return {
             "strength": self.strength,
             "ceiling": self.ceiling,
+            "ceiling_checks": self.ceiling_checks,
             "active": self.active,
             "baseline": self.baseline,
             "history": [asdict(p) for p in self.history],
@@ -213,6 +223,7 @@ class AutoStrength:
         self.strength = float(state["strength"])
         self.baseline = state["baseline"]
         self.ceiling = state.get("ceiling")
+        self.ceiling_checks = int(state.get("ceiling_checks", 0))
         self.active = bool(state.get("active", True))
         self.history = [StrengthPoint(**p) for p in state["history"]]
         regularizer.scale = self.strength

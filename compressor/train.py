@@ -257,6 +257,40 @@ def load_train_state(path: Path) -> dict[str, Any]:
     return state
 
 
+def _backward_apart(
+    scaler: Any, model: nn.Module, loss: torch.Tensor, pen: torch.Tensor, focus: dict
+) -> dict[str, torch.Tensor | None]:
+    """Backward of the loss, then of the penalty; returns the loss's own gradients of the
+    parameters in ``focus`` (still scaled by the AMP scaler)."""
+    scaler.scale(loss).backward(retain_graph=pen.requires_grad)
+    grads = {
+        n: (p.grad.detach().clone() if p.grad is not None else None)
+        for n, p in model.named_parameters()
+        if n in focus
+    }
+    if pen.requires_grad:
+        scaler.scale(pen).backward()
+    return grads
+
+
+def _keep_focused(
+    model: nn.Module, loss_grads: dict[str, torch.Tensor | None], focus: dict, scaler: Any
+) -> None:
+    """Keep the penalty's gradient (also what ``after_backward`` added) only on the
+    entries ``focus`` marks: ``grad = loss_grad + mask * (grad - loss_grad)``."""
+    import torch
+
+    inv = 1.0 / scaler.get_scale() if scaler.is_enabled() else 1.0
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            mask = focus.get(n)
+            if mask is None or p.grad is None:
+                continue
+            base = loss_grads.get(n)
+            base = torch.zeros_like(p.grad) if base is None else base * inv
+            p.grad.copy_(torch.where(mask.to(p.grad.device), p.grad, base))
+
+
 def _calibrate(
     strength: AutoStrength,
     model: nn.Module,
@@ -389,6 +423,10 @@ def fit(
             regularizer.load_state_dict(state.get("regularizer") or {})
             if strength is not None:
                 strength.load_state_dict(state["strength"], regularizer)
+            plan = state.get("focus_plan")
+            regularizer.focus_plan = (
+                {int(k): list(v) for k, v in plan.items()} if plan is not None else None
+            )
         _set_rng_state(state["rng"])
         start_epoch, start_step = int(state["epoch"]), int(state["step"])
         global_step = start_epoch * steps_per_epoch + start_step
@@ -411,6 +449,7 @@ def fit(
             "scaler": scaler.state_dict(),
             "regularizer": regularizer.state_dict() if regularizer is not None else {},
             "strength": strength.state_dict() if strength is not None else None,
+            "focus_plan": regularizer.focus_plan if regularizer is not None else None,
             "rng": _rng_state(),
             "train_config": {**to_dict(config), "batch_size": bs},
             "history": [asdict(h) for h in result.history],
@@ -489,10 +528,16 @@ def fit(
                             f"loss became {float(total)} at epoch {epoch + 1} step {step}; lower --lr"
                         )
                     optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(total).backward()
+                    focus = regularizer.focus_masks(model) if regularizer is not None else None
+                    if focus is not None and pen is not None:
+                        loss_grads = _backward_apart(scaler, model, loss, pen, focus)
+                    else:
+                        scaler.scale(total).backward()
                     if regularizer is not None:
                         scaler.unscale_(optimizer)
                         regularizer.after_backward(model)
+                        if focus is not None and pen is not None:
+                            _keep_focused(model, loss_grads, focus, scaler)
                     scaler.step(optimizer)
                     scaler.update()
                     scheduler.step()

@@ -54,6 +54,10 @@ class Regularizer(ABC):
     # Whether ``scores`` are comparable across groups as they are (a loss increase is);
     # otherwise global ranking divides each group's scores by the group mean.
     comparable_scores: ClassVar[bool] = False
+    # ``--focus`` (compressor.compress): the channels (group position -> channels) the
+    # target would remove now; while set, ``fit`` keeps the penalty's gradient on their
+    # entries only. None: the penalty acts everywhere, as the papers write it.
+    focus_plan: dict[int, list[int]] | None = None
 
     def __init__(self, params: Any = None) -> None:
         self.params = params if params is not None else self.Params()
@@ -151,6 +155,19 @@ class Regularizer(ABC):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: B027
         """Restore what ``state_dict`` returned."""
+
+    def focus_masks(self, model: nn.Module) -> dict[str, torch.Tensor] | None:
+        """Per parameter, the entries ``focus_plan`` marks (None when there is no plan)."""
+        if self.focus_plan is None:
+            return None
+        cached = getattr(self, "_focus_cache", None)  # (plan, model, masks)
+        if cached is None or cached[0] is not self.focus_plan or cached[1] is not model:
+            from compressor.pruning import focus_masks
+
+            masks = focus_masks(model, self._require_groups(), self.focus_plan)
+            cached = (self.focus_plan, model, masks)
+            self._focus_cache = cached
+        return cached[2]
 
     # ----------------------------------------------------------------- selection
 
