@@ -89,9 +89,7 @@ def _torch_load(path: Path, *, trust_pickle: bool) -> Any:
             unsafe = []
         unsafe = [g for g in unsafe if g != "argparse.Namespace"]
         if not unsafe:
-            raise CompressorError(
-                f"{path} is not a valid PyTorch checkpoint (corrupt or truncated)"
-            ) from e
+            raise CompressorError(_unreadable(path)) from e
         if not trust_pickle:
             shown = ", ".join(unsafe[:3]) + (
                 f" and {len(unsafe) - 3} more" if len(unsafe) > 3 else ""
@@ -105,19 +103,74 @@ def _torch_load(path: Path, *, trust_pickle: bool) -> Any:
             raise CompressorError(
                 f"{path} is a TorchScript archive, which cannot be pruned; save the model's state_dict instead"
             ) from e
-        raise CompressorError(
-            f"{path} is not a valid PyTorch checkpoint (corrupt or truncated)"
-        ) from e
+        raise CompressorError(_unreadable(path)) from e
     except CompressorError:
         raise
     except Exception as e:  # legacy-format garbage raises KeyError, IndexError, EOFError, ...
-        raise CompressorError(
-            f"{path} is not a valid PyTorch checkpoint (corrupt or truncated)"
-        ) from e
+        raise CompressorError(_unreadable(path)) from e
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:
         raise CompressorError(f"{path}: unpickling failed even with --trust-pickle: {e}") from e
+
+
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # the first object of a pre-1.6 torch.save file
+
+
+class _NoGlobals(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"{module}.{name}")
+
+
+def _unreadable(path: Path) -> str:
+    """Why ``torch.load`` could not read ``path``, named as precisely as the bytes allow."""
+    import zipfile
+
+    with path.open("rb") as f:
+        head = f.read(8)
+    if path.suffix.lower() == ".onnx":
+        return (
+            f"{path} is an ONNX file; this command needs the PyTorch model (eval and "
+            "benchmark accept ONNX files)"
+        )
+    if head[:4] == b"PK\x03\x04" or zipfile.is_zipfile(path):
+        return f"{path} is a damaged PyTorch checkpoint (its zip archive is corrupt or truncated)"
+    if head[:1] == b"\x80":  # a pickle, protocol 2 or later
+        try:
+            with path.open("rb") as f:
+                first = _NoGlobals(f).load()
+        except Exception:
+            first = None
+        if first == _LEGACY_MAGIC:
+            return f"{path} is a legacy-format (pre-1.6) PyTorch checkpoint that is damaged or truncated"
+        return (
+            f"{path} is a plain Python pickle (pickle.dump), not a torch.save file; "
+            "re-save the weights with torch.save(model.state_dict(), PATH)"
+        )
+    if not head:
+        return f"{path} is empty"
+    return f"{path} is not a PyTorch checkpoint (not a zip archive or a pickle)"
+
+
+def needs_arch(path: Path) -> bool:
+    """Whether ``path`` holds weights without a recorded architecture (a peek for error
+    messages: False whenever the file cannot be read safely)."""
+    import torch
+
+    if not path.is_file():
+        return False
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        return False
+    if _is_state_dict(obj):
+        return True
+    return (
+        isinstance(obj, Mapping)
+        and obj.get("format") != FORMAT
+        and _arch_from_checkpoint(obj) is None
+        and any(_is_state_dict(obj.get(k)) for k in STATE_DICT_KEYS)
+    )
 
 
 def _is_state_dict(obj: Any) -> bool:
@@ -260,6 +313,34 @@ def load_model(
     path: str | Path, *, arch: str | None = None, trust_pickle: bool = False
 ) -> LoadedModel:
     """Load a model file of any accepted kind (see the module docstring).
+
+    ``arch`` is required for a bare state_dict unless the checkpoint names its architecture.
+    Raises ``CompressorError`` for a missing, corrupt or untrusted file, an unknown or wrong
+    architecture, weights that do not fit it, or weights that are NaN or infinite.
+    """
+    loaded = _load_model(Path(path), arch=arch, trust_pickle=trust_pickle)
+    _check_finite(loaded.model, Path(path))
+    return loaded
+
+
+def _check_finite(model: nn.Module, path: Path) -> None:
+    import torch
+
+    bad = [
+        n
+        for n, t in list(model.named_parameters()) + list(model.named_buffers())
+        if t.is_floating_point() and not bool(torch.isfinite(t).all())
+    ]
+    if bad:
+        raise CompressorError(
+            f"{path}: {len(bad)} weight tensors hold NaN or infinite values (first: {bad[0]}); "
+            "the model diverged or the file is damaged: use an earlier checkpoint, or retrain "
+            "it (with a lower learning rate if the training diverged)"
+        )
+
+
+def _load_model(path: Path, *, arch: str | None, trust_pickle: bool) -> LoadedModel:
+    """``load_model`` without the finiteness check.
 
     ``arch`` is required for a bare state_dict unless the checkpoint names its architecture.
     Raises ``CompressorError`` for a missing, corrupt or untrusted file, an unknown or wrong

@@ -47,8 +47,43 @@ def _one_line(message: str) -> str:
     return " ".join(message.split())
 
 
+class _Command(click.Command):
+    """Reports every missing required option and argument in one message (click stops at
+    the first), naming --arch too when the model file is a bare state_dict."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if any(a in ("-h", "--help") for a in args):
+            return super().parse_args(ctx, args)
+        required = [p for p in self.params if p.required]
+        for p in required:
+            p.required = False
+        try:
+            rest = super().parse_args(ctx, args)
+        finally:
+            for p in required:
+                p.required = True
+        missing = [
+            p.human_readable_name if isinstance(p, click.Argument) else "/".join(p.opts)
+            for p in required
+            if ctx.params.get(p.name or "") in (None, ())
+        ]
+        if missing:
+            model = ctx.params.get("model") or ctx.params.get("arch_or_model")
+            if "arch" in ctx.params and ctx.params["arch"] is None and model:
+                from compressor.checkpoint import needs_arch
+
+                if needs_arch(Path(model)):
+                    missing.append(f"--arch ({model} holds a bare state_dict)")
+            options_only = all(m.startswith("-") for m in missing)
+            kind = (" option" if len(missing) == 1 else " options") if options_only else ""
+            raise click.UsageError(f"Missing{kind}: {', '.join(missing)}", ctx)
+        return rest
+
+
 class _Group(click.Group):
     """Turns library errors into one clear line instead of a traceback."""
+
+    command_class = _Command
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -69,7 +104,47 @@ class _Group(click.Group):
                     err=True,
                 )
                 ctx.exit(1)
+            _internal_error(ctx, e)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
+        except OSError as e:  # the file system said no: disk full, permissions, ...
+            if _verbose(ctx):
+                raise
+            where = f" {e.filename}" if e.filename else ""
+            click.echo(f"Error: {e.strerror or e}:{where}", err=True)
+            ctx.exit(1)
+        except Exception as e:
+            _internal_error(ctx, e)
+
+
+def _verbose(ctx: click.Context) -> bool:
+    import sys
+
+    args = [*sys.argv[1:], *ctx.args, *getattr(ctx, "_protected_args", [])]
+    return "-v" in args or "--verbose" in args or bool(os.environ.get("COMPRESSOR_TRACEBACK"))
+
+
+def _internal_error(ctx: click.Context, e: BaseException) -> None:
+    """An error no input explains: one line, and the traceback saved to a file (printed
+    with -v)."""
+    import tempfile
+    import time
+    import traceback
+
+    if _verbose(ctx):
+        raise e
+    path = Path(tempfile.gettempdir()) / f"compressor-error-{time.strftime('%Y%m%d-%H%M%S')}.txt"
+    try:
+        path.write_text("".join(traceback.format_exception(e)))
+        where = f"the full traceback is in {path}"
+    except OSError:
+        where = "rerun with -v for the full traceback"
+    click.echo(
+        f"Error: internal error ({type(e).__name__}: {_one_line(str(e))[:200]}); this is a bug "
+        f"in compressor, please report it: {where}",
+        err=True,
+    )
+    ctx.exit(1)
 
 
 @click.group(

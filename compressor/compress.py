@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -266,6 +267,7 @@ def compress(
     from compressor.data import default_workers
     from compressor.methods import get_method
     from compressor.pipeline import load_for_data
+    from compressor.train import TrainingInterrupted
     from compressor.utils import resolve_device
 
     if outdir.exists() and not force:
@@ -279,9 +281,12 @@ def compress(
         "hyperparameters": dataclasses.asdict(method.params),
         **{k: v for k, v in to_dict(config).items() if k not in ("method", "method_options")},
     }
+    if resume and not (work / "config.json").is_file():
+        raise CompressorError(f"nothing to resume: {work} does not exist")
+    # everything a user can get wrong is checked before anything is written
+    loaded, bundle = load_for_data(model_path, config.data, arch=arch, trust_pickle=trust_pickle)
+    _check_outdir(outdir)
     if resume:
-        if not (work / "config.json").is_file():
-            raise CompressorError(f"nothing to resume: {work} does not exist")
         saved = json.loads((work / "config.json").read_text())
         if saved != json.loads(json.dumps(resolved)):
             diff = sorted(
@@ -301,7 +306,6 @@ def compress(
     stages: dict[str, float] = (
         json.loads((work / "stages.json").read_text()) if (work / "stages.json").is_file() else {}
     )
-    loaded, bundle = load_for_data(model_path, config.data, arch=arch, trust_pickle=trust_pickle)
     loaded.preprocess = bundle.preprocess
     if loaded.class_names is None:
         loaded.class_names = bundle.class_names
@@ -319,12 +323,43 @@ def compress(
         stages=stages,
         stop_after_steps=stop_after_steps,
     )
-    for name, stage_fn in _STAGE_FUNCTIONS.items():
-        if name != "report" and not (work / _DONE[name]).is_file():
-            stage_fn(run)
-    report = _report(run)
+    try:
+        for name, stage_fn in _STAGE_FUNCTIONS.items():
+            if name != "report" and not (work / _DONE[name]).is_file():
+                stage_fn(run)
+        report = _report(run)
+    except TrainingInterrupted:  # its message says how to resume
+        raise
+    except BaseException as e:
+        if not _has_progress(work):
+            shutil.rmtree(work, ignore_errors=True)  # nothing worth resuming: leave nothing
+            raise
+        if isinstance(e, CompressorError):
+            raise CompressorError(
+                f"{e} ({work} keeps the finished stages: fix the cause and rerun with --resume)"
+            ) from e
+        raise
     _finish(run)
     return report
+
+
+def _check_outdir(outdir: Path) -> None:
+    """OUTDIR can be created: its nearest existing parent is a writable folder."""
+    parent = outdir.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise CompressorError(f"cannot create {outdir}: {parent} is a file")
+    if not os.access(parent, os.W_OK):
+        raise CompressorError(f"cannot create {outdir}: {parent} is not writable")
+
+
+def _has_progress(work: Path) -> bool:
+    """Whether the partial folder holds training worth resuming."""
+    return any(
+        (work / name).exists()
+        for name in ("regularize.resume", "regularized.pt", "finetune.resume", "model.pt")
+    )
 
 
 # one file marks each stage done, so --resume skips it

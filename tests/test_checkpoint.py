@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 import pytest
@@ -133,17 +134,79 @@ def test_malicious_pickle_does_not_run(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("content", [b"", b"definitely not a checkpoint", None])
-def test_corrupt_files(tmp_path: Path, content: bytes | None) -> None:
-    path = tmp_path / "bad.pt"
-    if content is None:  # truncated real checkpoint
-        torch.save(build_model("lenet5", num_classes=10).state_dict(), path)
-        data = path.read_bytes()
-        path.write_bytes(data[: len(data) // 2])
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("empty", "is empty"),
+        ("text", "not a PyTorch checkpoint (not a zip archive or a pickle)"),
+        ("truncated", "damaged PyTorch checkpoint (its zip archive is corrupt or truncated)"),
+        ("legacy-truncated", "legacy-format (pre-1.6) PyTorch checkpoint that is damaged"),
+        ("pickle", "plain Python pickle (pickle.dump), not a torch.save file"),
+        ("onnx", "is an ONNX file"),
+    ],
+)
+def test_unreadable_files_are_named_for_what_they_are(
+    tmp_path: Path, kind: str, message: str
+) -> None:
+    import pickle
+
+    sd = build_model("lenet5", num_classes=10).state_dict()
+    path = tmp_path / ("bad.onnx" if kind == "onnx" else "bad.pt")
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind in ("text", "onnx"):
+        path.write_bytes(b"definitely not a checkpoint")
+    elif kind == "truncated":
+        torch.save(sd, path)
+        path.write_bytes(path.read_bytes()[:1000])
+    elif kind == "legacy-truncated":
+        torch.save(sd, path, _use_new_zipfile_serialization=False)
+        path.write_bytes(path.read_bytes()[:1000])
     else:
-        path.write_bytes(content)
-    with pytest.raises(CompressorError, match="not a valid PyTorch checkpoint"):
+        with path.open("wb") as f:
+            pickle.dump({k: v.numpy() for k, v in sd.items()}, f)
+    with pytest.raises(CompressorError, match=re.escape(message)):
         load_model(path, arch="lenet5")
+
+
+def test_legacy_format_loads(tmp_path: Path) -> None:
+    path = tmp_path / "legacy.pt"
+    torch.save(
+        build_model("lenet5", num_classes=10).state_dict(),
+        path,
+        _use_new_zipfile_serialization=False,
+    )
+    assert load_model(path, arch="lenet5").num_classes == 10
+
+
+def test_nan_weights_are_caught_at_load(tmp_path: Path) -> None:
+    sd = build_model("lenet5", num_classes=10).state_dict()
+    next(v for k, v in sd.items() if k.endswith("weight"))[0] = float("inf")
+    path = tmp_path / "nan.pt"
+    torch.save(sd, path)
+    with pytest.raises(CompressorError, match=r"NaN or infinite values .*earlier checkpoint"):
+        load_model(path, arch="lenet5")
+
+
+@pytest.mark.parametrize("arch", ["mnasnet0_5", "regnet_x_400mf"])
+def test_state_dicts_that_once_failed_to_load(tmp_path: Path, arch: str) -> None:
+    """MNASNet checks the version records torch.save keeps with a state_dict; RegNet's
+    builder cannot run on the meta device. Both load from a plain state_dict file, also
+    with a DataParallel prefix and with the records lost."""
+    torch.manual_seed(0)
+    model = build_model(arch, num_classes=10).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(x)
+    for name, sd in [
+        ("plain", model.state_dict()),
+        ("prefixed", {f"module.{k}": v for k, v in model.state_dict().items()}),
+    ]:
+        path = tmp_path / f"{name}.pt"
+        torch.save(sd, path)
+        loaded = load_model(path, arch=arch).model.eval()
+        with torch.no_grad():
+            assert torch.equal(loaded(x), ref), name
 
 
 def test_missing_file_and_directory(tmp_path: Path) -> None:

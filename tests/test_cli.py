@@ -259,3 +259,77 @@ def test_bad_method_options(tmp_path: Path, args: list[str], message: str) -> No
     code, _, err = run("train", "lenet5", "--data", "mnist15k", "-o", str(tmp_path / "x.pt"), *args)
     assert code in (1, 2) and message in err
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_all_missing_options_in_one_message(tmp_path: Path) -> None:
+    """The used-by line without --data and -o: one message names both, and --arch too
+    because the file is a bare state_dict."""
+    path = tmp_path / "resnet18.pt"
+    torch.save(build_model("lenet5", num_classes=10).state_dict(), path)
+    result = CliRunner().invoke(cli, ["compress", str(path), "--method", "hgs"])
+    assert result.exit_code == 2
+    assert "Missing options: --data, -o/--output, --arch" in result.stderr
+    assert "holds a bare state_dict" in result.stderr
+    result = CliRunner().invoke(cli, ["train"])
+    assert result.exit_code == 2 and "Missing: ARCH_OR_MODEL, --data, -o/--output" in result.stderr
+
+
+def test_internal_error_is_one_line_with_the_traceback_saved(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import compressor.pipeline
+
+    def broken(*_a: object, **_k: object) -> None:
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(compressor.pipeline, "inspect_model", broken)
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    monkeypatch.setattr(sys, "argv", ["compressor", "inspect", "lenet5"])
+    monkeypatch.delenv("COMPRESSOR_TRACEBACK", raising=False)
+    result = CliRunner().invoke(cli, ["inspect", "lenet5"])
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "internal error (ZeroDivisionError: a bug)" in lines[0]
+    saved = list(tmp_path.glob("compressor-error-*.txt"))
+    assert len(saved) == 1 and str(saved[0]) in lines[0]
+    assert "Traceback" in saved[0].read_text() and "a bug" in saved[0].read_text()
+    monkeypatch.setattr(sys, "argv", ["compressor", "inspect", "lenet5", "-v"])
+    result = CliRunner().invoke(cli, ["inspect", "lenet5", "-v"])
+    assert isinstance(result.exception, ZeroDivisionError)  # -v: the traceback itself
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("missing", "not found"),
+        ("no-arch", "bare state_dict"),
+        ("wrong-arch", "is it the right --arch?"),
+        ("pickle", "--trust-pickle"),
+        ("no-data", "data 'nothing' not found"),
+        ("nan", "NaN or infinite"),
+        ("under-a-file", "is a file"),
+    ],
+)
+def test_compress_input_errors_leave_nothing(tmp_path: Path, case: str, message: str) -> None:
+    model = tmp_path / "m.pt"
+    sd = build_model("lenet5", num_classes=10).state_dict()
+    if case == "nan":
+        next(iter(sd.values()))[0] = float("nan")
+    if case == "pickle":
+        torch.save(build_model("lenet5", num_classes=10), model)
+    elif case != "missing":
+        torch.save(sd, model)
+    out = tmp_path / "out"
+    if case == "under-a-file":
+        (tmp_path / "f").write_text("")
+        out = tmp_path / "f" / "out"
+    args = ["compress", str(model), "--method", "l1", "--data", "mnist15k", "-o", str(out)]
+    if case not in ("no-arch",):
+        args += ["--arch", "resnet18" if case == "wrong-arch" else "lenet5"]
+    if case == "no-data":
+        args[args.index("mnist15k")] = "nothing"
+    before = set(tmp_path.iterdir())
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code in (1, 2) and message in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert set(tmp_path.iterdir()) == before  # no OUTDIR, no OUTDIR.partial
