@@ -252,6 +252,12 @@ def data_options(required: bool) -> Callable[[Callable[..., Any]], Callable[...,
                 default=None,
                 help="Data-loading processes (default: 0 for in-memory data, else up to 8).",
             ),
+            click.option(
+                "--strict-data",
+                is_flag=True,
+                help="Fail on image files that cannot be decoded (default: skip them with a "
+                "warning; the report counts them).",
+            ),
         ]
         for opt in reversed(options):
             f = opt(f)
@@ -398,7 +404,21 @@ class Console:
 def with_console(f: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(f)
     def wrapper(*args: Any, quiet: bool, verbose: bool, as_json: bool, **kwargs: Any) -> Any:
-        return f(*args, console=Console(quiet=quiet, verbose=verbose, as_json=as_json), **kwargs)
+        import warnings
+
+        shown = warnings.showwarning
+
+        def show(message: Any, category: type[Warning], *rest: Any, **kw: Any) -> None:
+            if category.__name__ == "UnreadableImages":  # ours: one line, not a source line
+                click.echo(f"Warning: {message}", err=True)
+            else:
+                shown(message, category, *rest, **kw)
+
+        with warnings.catch_warnings():
+            warnings.showwarning = show
+            return f(
+                *args, console=Console(quiet=quiet, verbose=verbose, as_json=as_json), **kwargs
+            )
 
     return wrapper
 
@@ -426,6 +446,7 @@ def _data_config(kw: dict[str, Any], *, augment: bool = True) -> Any:
         eval_batch_size=max(kw["batch_size"], 256),
         workers=kw["workers"],
         augment=augment,
+        strict=kw["strict_data"],
     )
 
 
@@ -472,6 +493,53 @@ def _print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     for r in rows:
         table.add_row(*[str(v) for v in r])
     RichConsole(width=120).print(table)
+
+
+# --------------------------------------------------------------------------- check-data
+
+
+@cli.command("check-data")
+@click.argument("data", metavar="DIR")
+@click.option("--val-split", type=float, default=0.1, show_default=True)
+@click.option(
+    "--workers", type=int, default=None, help="Threads decoding files [default: up to 8]."
+)
+@output_options
+@with_console
+def check_data(data: str, console: Console, **kw: Any) -> None:
+    """Decode every image file of DIR (an ImageFolder) and list those that cannot be read.
+
+    `train`, `eval` and `compress` run the same check when they open an ImageFolder and skip
+    what it finds (or stop, with --strict-data). Exits with status 1 if any file is bad.
+    """
+    import time
+
+    from compressor.data import find_unreadable, list_image_files
+
+    t0 = time.perf_counter()
+    files = list_image_files(data, kw["val_split"])
+    bad = find_unreadable(files, kw["workers"])
+    seconds = time.perf_counter() - t0
+    payload = {
+        "data": data,
+        "files": len(files),
+        "unreadable": [{"path": p, "reason": why} for p, why in bad],
+        "seconds": seconds,
+    }
+
+    def render() -> None:
+        for p, why in bad:
+            click.echo(f"{p}: {why}")
+        click.echo(
+            f"{len(files)} image files checked in {seconds:.1f}s "
+            f"({len(files) / max(seconds, 1e-9):.0f}/s): "
+            + (f"{len(bad)} cannot be read" if bad else "all readable"),
+            err=bool(bad),
+        )
+
+    console.result(payload, render)
+    if bad:
+        raise click.exceptions.Exit(1)
 
 
 # --------------------------------------------------------------------------- train

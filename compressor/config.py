@@ -106,6 +106,8 @@ class DataConfig:
     eval_batch_size: int = 256
     workers: int | None = None
     augment: bool = True
+    # image files that cannot be decoded: skipped with a warning, or an error when strict
+    strict: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 < self.val_split < 1.0:

@@ -12,8 +12,9 @@ import gzip
 import os
 import pickle
 import struct
+import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +53,8 @@ class DataBundle:
     preprocess: Preprocess
     flip: bool  # whether horizontal flips are a valid augmentation (not for digits)
     in_memory: bool
+    # image files left out because they cannot be decoded: (path, reason)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- readers
@@ -483,13 +486,84 @@ def load_data(
         in_memory = True
     else:
         assert raw.train_files is not None and raw.val_files is not None
-        train = ImageFiles(raw.train_files, pre.input_size)
-        val = ImageFiles(raw.val_files, pre.input_size)
+        bad = find_unreadable([p for p, _ in raw.train_files + raw.val_files])
+        if bad and config.strict:
+            raise CompressorError(_unreadable_message(bad) + " (--strict-data)")
+        if bad:
+            warnings.warn(
+                _unreadable_message(bad) + "; they are skipped (--strict-data makes this an error)",
+                UnreadableImages,
+                stacklevel=2,
+            )
+        gone = {p for p, _ in bad}
+        train = ImageFiles([s for s in raw.train_files if s[0] not in gone], pre.input_size)
+        val = ImageFiles([s for s in raw.val_files if s[0] not in gone], pre.input_size)
+        if not len(train) or not len(val):
+            raise CompressorError(
+                f"{raw.name}: no readable {'training' if not len(train) else 'validation'} images"
+            )
+        skipped = bad
         in_memory = False
     n_classes = len(raw.class_names)
     if n_classes < 2:
         raise CompressorError(f"{raw.name} has {n_classes} class; at least 2 are needed")
-    return DataBundle(raw.name, raw.kind, train, val, raw.class_names, pre, raw.flip, in_memory)
+    return DataBundle(
+        raw.name,
+        raw.kind,
+        train,
+        val,
+        raw.class_names,
+        pre,
+        raw.flip,
+        in_memory,
+        skipped if not in_memory else [],
+    )
+
+
+def list_image_files(spec: str, val_split: float = 0.1) -> list[str]:
+    """Every image file of an ImageFolder dataset (both splits)."""
+    raw = _read_raw(spec, val_split)
+    if raw.train_files is None or raw.val_files is None:
+        raise CompressorError(f"{raw.name} is not a folder of image files; nothing to check")
+    return [p for p, _ in raw.train_files + raw.val_files]
+
+
+class UnreadableImages(UserWarning):
+    """Some image files of a dataset cannot be decoded; they are left out."""
+
+
+def _unreadable_message(bad: list[tuple[str, str]]) -> str:
+    shown = "; ".join(f"{p} ({why})" for p, why in bad[:3])
+    more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+    return f"{len(bad)} image file{'s' if len(bad) != 1 else ''} cannot be read: {shown}{more}"
+
+
+def _check_image(path: str) -> str | None:
+    """None if ``path`` decodes, else why not. JPEGs are decoded at a reduced scale
+    (``draft``), which still reads every byte of the stream."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            if img.format == "JPEG":
+                img.draft("RGB", (64, 64))
+            img.load()
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, ... on bad files
+        return " ".join(str(e).split()) or type(e).__name__
+    return None
+
+
+def find_unreadable(paths: list[str], workers: int | None = None) -> list[tuple[str, str]]:
+    """The files of ``paths`` that cannot be decoded, with the reason (in parallel)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if not paths:
+        return []
+    workers = workers or min(8, os.cpu_count() or 1)
+    chunk = max(1, min(256, len(paths) // (4 * workers)))
+    with ThreadPoolExecutor(workers) as pool:  # PIL releases the GIL while decoding
+        results = list(pool.map(_check_image, paths, chunksize=chunk))
+    return [(p, why) for p, why in zip(paths, results, strict=True) if why is not None]
 
 
 # --------------------------------------------------------------------------- batching
@@ -570,4 +644,6 @@ def describe(bundle: DataBundle) -> dict[str, Any]:
         "val_images": len(bundle.val),
         "classes": len(bundle.class_names),
         "preprocess": to_dict(bundle.preprocess),
+        "skipped_images": len(bundle.skipped),
+        "skipped_files": [{"path": p, "reason": why} for p, why in bundle.skipped[:100]],
     }

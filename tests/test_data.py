@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 
@@ -107,14 +108,71 @@ def test_missing_and_file_paths(tmp_path: Path) -> None:
         load_data(DataConfig(str(f)))
 
 
-def test_corrupt_image_is_reported(imagefolder_root: Path) -> None:
-    bad = imagefolder_root / "c0" / "0.png"
-    bad.write_bytes(b"not a png")
-    b = load_data(DataConfig(str(imagefolder_root), input_size=(16,), val_split=0.25))
-    idx = next(i for i, (p, _) in enumerate(b.train.samples + b.val.samples) if p == str(bad))
-    ds = b.train if idx < len(b.train) else b.val
-    with pytest.raises(CompressorError, match="cannot read image"):
-        ds[idx if idx < len(b.train) else idx - len(b.train)]
+def _break_images(root: Path) -> list[Path]:
+    """A PNG with garbage, and a truncated JPEG (its header reads, its pixels do not)."""
+    from PIL import Image
+
+    png = next((root / "c0").glob("*.png"))
+    png.write_bytes(b"not a png")
+    jpg = root / "c1" / "cut.jpg"
+    Image.new("RGB", (64, 64), (200, 10, 10)).save(jpg, quality=95)
+    jpg.write_bytes(jpg.read_bytes()[:400])
+    return [png, jpg]
+
+
+def test_unreadable_images_are_skipped_with_a_warning(imagefolder_root: Path) -> None:
+    from compressor.data import UnreadableImages, describe
+
+    broken = {str(p) for p in _break_images(imagefolder_root)}
+    with pytest.warns(UnreadableImages, match="2 image files cannot be read"):
+        b = load_data(DataConfig(str(imagefolder_root), input_size=(16,), val_split=0.25))
+    assert {p for p, _ in b.skipped} == broken
+    kept = {p for p, _ in b.train.samples + b.val.samples}
+    assert not kept & broken and len(kept) == 3 * 8 + 1 - 2
+    for ds in (b.train, b.val):  # every file left in decodes
+        for i in range(len(ds)):
+            ds[i]
+    assert describe(b)["skipped_images"] == 2
+
+
+def test_strict_data_refuses_unreadable_images(imagefolder_root: Path) -> None:
+    _break_images(imagefolder_root)
+    with pytest.raises(CompressorError, match=r"2 image files cannot be read.*--strict-data"):
+        load_data(DataConfig(str(imagefolder_root), input_size=(16,), strict=True))
+
+
+def test_check_data_command_lists_every_bad_file(imagefolder_root: Path) -> None:
+    from click.testing import CliRunner
+
+    from compressor.cli import cli
+
+    result = CliRunner().invoke(cli, ["check-data", str(imagefolder_root), "--json"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["unreadable"] == []
+    broken = {str(p) for p in _break_images(imagefolder_root)}
+    result = CliRunner().invoke(cli, ["check-data", str(imagefolder_root), "--json"])
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert report["files"] == 25 and {r["path"] for r in report["unreadable"]} == broken
+    result = CliRunner().invoke(cli, ["check-data", "mnist15k"])
+    assert result.exit_code == 1 and "not a folder of image files" in result.stderr
+
+
+def test_train_skips_unreadable_images_and_says_so(imagefolder_root: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from compressor.cli import cli
+
+    _break_images(imagefolder_root)
+    out = tmp_path / "m.pt"
+    args = ["train", "smallcnn", "--data", str(imagefolder_root), "--input-size", "16"]
+    result = CliRunner().invoke(cli, [*args, "--epochs", "1", "-o", str(out), "-q"])
+    assert result.exit_code == 0, result.stderr
+    assert "Warning: 2 image files cannot be read" in result.stderr
+    assert "Traceback" not in result.stderr and "warnings.warn" not in result.stderr
+    summary = json.loads(out.with_suffix(".train.json").read_text())
+    assert summary["data"]["skipped_images"] == 2
+    result = CliRunner().invoke(cli, [*args, "--strict-data", "-o", str(tmp_path / "s.pt")])
+    assert result.exit_code == 1 and "--strict-data" in result.stderr
 
 
 def test_bad_options() -> None:
