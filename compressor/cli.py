@@ -676,18 +676,29 @@ def train(arch_or_model: str, console: Console, **kw: Any) -> None:
 @output_options
 @with_console
 def eval_(model: Path, console: Console, **kw: Any) -> None:
-    """Accuracy of MODEL on --data (top-1, and top-5 above 5 classes)."""
-    from compressor.pipeline import evaluate_model
+    """Accuracy of MODEL on --data (top-1, and top-5 above 5 classes).
 
-    result = evaluate_model(
-        model,
-        data=_data_config(kw, augment=False),
-        device=kw["device"],
-        split=kw["split"],
-        arch=kw["arch"],
-        trust_pickle=kw["trust_pickle"],
-        progress=console.progress,
-    )
+    MODEL may be an exported .onnx file: it then runs in onnxruntime (CPU) with the
+    preprocessing its metadata records, so the figure is that of the file you ship."""
+    from compressor.pipeline import evaluate_model, evaluate_onnx_file
+
+    if model.suffix.lower() == ".onnx":
+        result = evaluate_onnx_file(
+            model,
+            data=_data_config(kw, augment=False),
+            split=kw["split"],
+            progress=console.progress,
+        )
+    else:
+        result = evaluate_model(
+            model,
+            data=_data_config(kw, augment=False),
+            device=kw["device"],
+            split=kw["split"],
+            arch=kw["arch"],
+            trust_pickle=kw["trust_pickle"],
+            progress=console.progress,
+        )
 
     def render() -> None:
         top5 = f"  top-5 {result['top5']:.2f}%" if result["top5"] is not None else ""

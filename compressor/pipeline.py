@@ -7,6 +7,7 @@ prints (or ``--json`` emits unchanged).
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -255,6 +256,93 @@ def evaluate_model(
         "split": split,
         "input_size": "x".join(map(str, bundle.preprocess.input_size)),
         **metrics,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def evaluate_onnx_file(
+    path: Path, *, data: DataConfig, split: str = "val", progress: bool = True
+) -> dict[str, Any]:
+    """Accuracy of an exported ONNX file on ``data``'s ``split``, run by onnxruntime (CPU),
+    with the preprocessing its metadata records (``--input-size``/``--mean``/``--std``
+    override it): the accuracy of the file that ships."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from tqdm.auto import tqdm
+
+    from compressor.bench.runner import RunnerError, make_session
+    from compressor.config import Preprocess
+    from compressor.data import BatchTransform, load_data
+    from compressor.export import onnx_metadata
+    from compressor.train import topk_correct
+
+    if not path.is_file():
+        raise CompressorError(f"model file {str(path)!r} not found")
+    try:
+        meta = onnx_metadata(path)
+        session = make_session(str(path), threads=os.cpu_count() or 1)
+    except RunnerError as e:
+        raise CompressorError(str(e)) from e
+    except Exception as e:  # onnx's parser raises DecodeError and friends
+        raise CompressorError(f"{path} is not a valid ONNX model: {type(e).__name__}") from e
+    try:
+        recorded = Preprocess(
+            tuple(json.loads(meta["input_shape"])),
+            tuple(json.loads(meta["mean"])),
+            tuple(json.loads(meta["std"])),
+        )
+    except (KeyError, ValueError, TypeError):
+        recorded = None
+    if recorded is None and (data.input_size is None or data.mean is None):
+        raise CompressorError(
+            f"{path} records no preprocessing (it was not written by compressor export); "
+            "give --input-size, --mean and --std"
+        )
+    shape = session.get_inputs()[0].shape
+    channels = recorded.input_size[0] if recorded else int(shape[1])
+    bundle = load_data(data, channels=channels, recorded=recorded)
+    dataset = bundle.val if split == "val" else bundle.train
+    fixed = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
+    batch = fixed or data.eval_batch_size
+    n = len(dataset)
+    if n == 0 or (fixed and n % fixed):
+        usable = n - n % fixed if fixed else 0
+        if not usable:
+            raise CompressorError("the evaluation split is empty")
+        n = usable  # a fixed batch size: the last partial batch is left out (reported)
+    transform = BatchTransform(bundle.preprocess, flip=False, device=torch.device("cpu"))
+    input_name = session.get_inputs()[0].name
+    loss_sum, correct1, correct5, num_classes = 0.0, 0, 0, 0
+    t0 = time.perf_counter()
+    for i in tqdm(
+        range(0, n, batch), desc="eval (onnxruntime)", disable=not progress or None, leave=False
+    ):
+        xs, ys = zip(*(dataset[j] for j in range(i, min(i + batch, n))), strict=True)
+        x = transform(torch.stack([torch.as_tensor(v) for v in xs])).numpy().astype(np.float32)
+        logits = torch.from_numpy(np.asarray(session.run(None, {input_name: x})[0])).float()
+        y = torch.as_tensor(ys, dtype=torch.int64)
+        if logits.ndim != 2 or logits.shape[1] != len(bundle.class_names):
+            raise CompressorError(
+                f"{path} gives {tuple(logits.shape)} outputs but {bundle.name} has "
+                f"{len(bundle.class_names)} classes"
+            )
+        num_classes = logits.shape[1]
+        loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+        c1, c5 = topk_correct(logits, y, (1, 5))
+        correct1, correct5 = correct1 + c1, correct5 + c5
+    return {
+        "model": str(path),
+        "arch": meta.get("arch", "onnx"),
+        "runtime": "onnxruntime-cpu",
+        "data": bundle.name,
+        "split": split,
+        "input_size": "x".join(map(str, bundle.preprocess.input_size)),
+        "top1": 100.0 * correct1 / n,
+        "top5": 100.0 * correct5 / n if num_classes > 5 else None,
+        "loss": loss_sum / n,
+        "images": n,
+        "left_out": len(dataset) - n,
         "seconds": time.perf_counter() - t0,
     }
 

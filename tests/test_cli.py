@@ -333,3 +333,47 @@ def test_compress_input_errors_leave_nothing(tmp_path: Path, case: str, message:
     assert result.exit_code in (1, 2) and message in result.stderr, result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert set(tmp_path.iterdir()) == before  # no OUTDIR, no OUTDIR.partial
+
+
+def test_eval_accepts_the_exported_onnx_file(tmp_path: Path) -> None:
+    """The .onnx file gives the PyTorch model's accuracy, with the preprocessing its
+    metadata records; a file without metadata asks for it; a class mismatch is one line."""
+    model = Path(__file__).resolve().parent.parent / "models" / "smallcnn-mnist15k.pt"
+    onnx_path = tmp_path / "m.onnx"
+    assert run("export", str(model), "-o", str(onnx_path), "-q")[0] == 0
+    code, out, _ = run("eval", str(model), "--data", "mnist15k", "--json", "-q")
+    ref = json.loads(out)
+    code, out, err = run("eval", str(onnx_path), "--data", "mnist15k", "--json", "-q")
+    assert code == 0, err
+    got = json.loads(out)
+    assert got["runtime"] == "onnxruntime-cpu" and got["images"] == ref["images"]
+    assert abs(got["top1"] - ref["top1"]) <= 0.1 and abs(got["loss"] - ref["loss"]) < 1e-3
+    bare = tmp_path / "bare.onnx"
+    torch.onnx.export(
+        build_model("smallcnn", num_classes=10, in_channels=1),
+        (torch.zeros(1, 1, 28, 28),),
+        str(bare),
+        dynamo=False,
+    )
+    code, _, err = run("eval", str(bare), "--data", "mnist15k")
+    assert code == 1 and "records no preprocessing" in err
+    other = tmp_path / "five.onnx"
+    torch.onnx.export(
+        build_model("smallcnn", num_classes=5, in_channels=1),
+        (torch.zeros(1, 1, 28, 28),),
+        str(other),
+        dynamo=False,
+    )
+    code, _, err = run(
+        "eval",
+        str(other),
+        "--data",
+        "mnist15k",
+        "--input-size",
+        "1x28x28",
+        "--mean",
+        "0.1",
+        "--std",
+        "0.3",
+    )
+    assert code == 1 and "10 classes" in err and "Traceback" not in err
