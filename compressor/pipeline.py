@@ -269,13 +269,13 @@ def evaluate_onnx_file(
     import numpy as np
     import torch
     import torch.nn.functional as F
-    from tqdm.auto import tqdm
 
     from compressor.bench.runner import RunnerError, make_session
     from compressor.config import Preprocess
     from compressor.data import BatchTransform, load_data
     from compressor.export import onnx_metadata
     from compressor.train import topk_correct
+    from compressor.utils import progress_bar
 
     if not path.is_file():
         raise CompressorError(f"model file {str(path)!r} not found")
@@ -315,8 +315,8 @@ def evaluate_onnx_file(
     input_name = session.get_inputs()[0].name
     loss_sum, correct1, correct5, num_classes = 0.0, 0, 0, 0
     t0 = time.perf_counter()
-    for i in tqdm(
-        range(0, n, batch), desc="eval (onnxruntime)", disable=not progress or None, leave=False
+    for i in progress_bar(
+        range(0, n, batch), desc="eval (onnxruntime)", enabled=progress, leave=False
     ):
         xs, ys = zip(*(dataset[j] for j in range(i, min(i + batch, n))), strict=True)
         x = transform(torch.stack([torch.as_tensor(v) for v in xs])).numpy().astype(np.float32)

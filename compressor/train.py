@@ -114,9 +114,9 @@ def evaluate(
     """Top-1 (and top-5 above 5 classes) accuracy in percent and mean loss on ``dataset``."""
     import torch
     import torch.nn.functional as F
-    from tqdm.auto import tqdm
 
     from compressor.data import BatchTransform, make_loader
+    from compressor.utils import progress_bar
 
     n = len(dataset)
     if n == 0:
@@ -129,8 +129,8 @@ def evaluate(
     loss_sum, correct1, correct5, seen, num_classes = 0.0, 0, 0, 0, 0
     try:
         with torch.inference_mode():
-            for x, y in tqdm(
-                loader, desc=desc, disable=not progress or None, leave=False, unit="batch"
+            for x, y in progress_bar(
+                loader, desc=desc, enabled=progress, leave=False, unit="batch"
             ):
                 y = y.to(device)
                 logits, _ = split_outputs(model(transform(x)))
@@ -351,10 +351,9 @@ def fit(
     """
     import torch
     import torch.nn.functional as F
-    from tqdm.auto import tqdm
 
     from compressor.data import BatchTransform, default_workers, make_loader
-    from compressor.utils import atomic_write_with, resolve_device
+    from compressor.utils import atomic_write_with, progress_bar, resolve_device
 
     say = log or (lambda _msg: None)
     device = resolve_device(config.device)
@@ -488,11 +487,11 @@ def fit(
                     regularizer.start_epoch(model, epoch=epoch)
                 loss_sum = pen_sum = 0.0
                 correct = seen = 0
-                bar = tqdm(
+                bar: Any = progress_bar(
                     total=steps_per_epoch,
                     initial=first,
                     desc=f"epoch {epoch + 1}/{config.epochs}",
-                    disable=not progress or None,
+                    enabled=progress,
                     leave=False,
                     unit="step",
                 )

@@ -8,7 +8,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from compressor.errors import CompressorError
 
@@ -103,3 +103,41 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (1 << 32))
     torch.manual_seed(seed)
+
+
+class _LineWriter:
+    """A file for tqdm in a log (not a terminal): each refresh becomes one plain line."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+
+    def write(self, s: str) -> None:
+        text = s.replace("\r", "").rstrip()
+        if text:
+            self.stream.write(text + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def progress_bar(iterable: Any = None, *, enabled: bool, **kwargs: Any) -> Any:
+    """A tqdm bar on a terminal; in a log or CI, one line every
+    ``$COMPRESSOR_PROGRESS_SECONDS`` (10) seconds instead of silence."""
+    import sys
+
+    from tqdm.auto import tqdm
+
+    if not enabled:
+        return tqdm(iterable, disable=True, **kwargs)
+    if sys.stderr.isatty():
+        return tqdm(iterable, **kwargs)
+    seconds = float(os.environ.get("COMPRESSOR_PROGRESS_SECONDS", "10"))
+    return tqdm(
+        iterable,
+        file=_LineWriter(sys.stderr),
+        mininterval=seconds,
+        maxinterval=seconds,
+        miniters=1,
+        bar_format="{desc}: {n_fmt}/{total_fmt} ({percentage:.0f}%) [{elapsed}<{remaining}, {rate_fmt}]",
+        **kwargs,
+    )

@@ -241,9 +241,9 @@ def estimated_loss_increase(
     flagged in ``skip`` score 0; a live channel never scores below ``1e-12``."""
     import torch
     import torch.nn.functional as F
-    from tqdm.auto import tqdm
 
     from compressor.train import split_outputs
+    from compressor.utils import progress_bar
 
     x, y = calibration
     n = len(y)
@@ -254,7 +254,7 @@ def estimated_loss_increase(
     second = [torch.zeros(g.size, dtype=torch.float64) for g in index]
     starts = list(range(0, n, chunk))
     try:
-        for start in tqdm(starts, desc="hgs scores", disable=not progress or None, leave=False):
+        for start in progress_bar(starts, desc="hgs scores", enabled=progress, leave=False):
             xb, yb = x[start : start + chunk], y[start : start + chunk]
             k = len(yb)
             gates = [torch.ones(k, g.size, requires_grad=True) for g in index]
@@ -325,9 +325,9 @@ def loss_increase_scores(
     """
     import torch
     import torch.nn.functional as F
-    from tqdm.auto import tqdm
 
     from compressor.train import split_outputs
+    from compressor.utils import progress_bar
 
     x, y = calibration
     n = len(y)
@@ -335,10 +335,10 @@ def loss_increase_scores(
     model.eval()
     modules = dict(model.named_modules())
     out: list[torch.Tensor] = []
-    bar = tqdm(
+    bar: Any = progress_bar(
         total=sum(int((~s).sum()) for s in skip),
         desc="hgs scores (exact)",
-        disable=not progress or None,
+        enabled=progress,
         leave=False,
         unit="channel",
     )
