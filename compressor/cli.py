@@ -910,7 +910,7 @@ def prune(model: Path, console: Console, **kw: Any) -> None:
             f"removed {result['removed_channels']} of {result['prunable_channels']} prunable channels "
             f"in {result['groups']} groups: params {human(result['params_before'])} -> {human(result['params_after'])}, "
             f"MACs {human(result['macs_before'])} -> {human(result['macs_after'])} "
-            f"({result['macs_after'] / result['macs_before']:.2f}x) in {result['seconds']:.1f}s"
+            f"({result['macs_before'] / max(result['macs_after'], 1):.2f}x fewer) in {result['seconds']:.1f}s"
         )
         click.echo(f"wrote {output}")
 
@@ -1074,7 +1074,7 @@ def compress(model: Path, console: Console, **kw: Any) -> None:
         click.echo(
             f"top-1 {b['accuracy']:.2f}% -> {c['accuracy']:.2f}%, params {human(b['params'])} -> "
             f"{human(c['params'])}, MACs {human(b['macs'])} -> {human(c['macs'])} "
-            f"({c['macs'] / b['macs']:.2f}x), latency {lat['baseline_ms']:.3f} -> {lat['compressed_ms']:.3f} ms "
+            f"({b['macs'] / max(c['macs'], 1):.2f}x fewer), latency {lat['baseline_ms']:.3f} -> {lat['compressed_ms']:.3f} ms "
             f"({lat['speedup']:.2f}x, batch 1, {lat['threads']} thread)"
             + (
                 ", peak memory {:.1f} -> {:.1f} MB".format(*lat["memory_mb"])
@@ -1426,7 +1426,14 @@ def benchmark(models: tuple[Path, ...], console: Console, **kw: Any) -> None:
         ]
         _print_table(
             "models",
-            ["model", "file MB", "peak RSS growth MB", "params", "MACs", "MACs cut vs first"],
+            [
+                "model",
+                "file MB",
+                "peak RSS growth MB",
+                "params (ONNX: BatchNorm folded)",
+                "MACs",
+                "MACs cut vs first",
+            ],
             mem_rows,
         )
 

@@ -59,7 +59,7 @@ def _plot_channels(layers: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [r["name"] for r in layers]
+    names = [_layer_label(r) for r in layers]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.28 * len(names)), 3.6))
     xs = range(len(names))
     ax.bar(xs, [r["before"] for r in layers], color="#c0c0c0", label="before")
@@ -71,6 +71,19 @@ def _plot_channels(layers: list[dict[str, Any]], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+_SHORT_TYPES = {"Conv2d": "conv", "Linear": "fc", "ConvTranspose2d": "deconv", "Conv1d": "conv1d"}
+
+
+def _layer_label(row: dict[str, Any]) -> str:
+    """``layer1.0.conv1`` as it is; a name that starts with an index (``0``, ``7.conv1``,
+    from an ``nn.Sequential``) gets its type in front: ``conv 0``, ``conv 7.conv1``."""
+    name = str(row["name"])
+    kind = _SHORT_TYPES.get(str(row.get("type", "")), str(row.get("type", "")).lower())
+    if name.split(".")[0].isdigit() and kind:
+        return f"{kind} {name}"
+    return name
 
 
 def _plot_training(
@@ -134,7 +147,23 @@ def _memory_mb(path: Path, threads: int) -> float:
 
 
 def _interval(ci: list[float] | None) -> str:
-    return f" (95%: {ci[0]:.2f}-{ci[1]:.2f})" if ci else ""
+    """A 95% interval at the precision it supports: two decimals, or the half-width when
+    the ends round alike (``1.41 ±0.004`` rather than ``1.41-1.41``)."""
+    if not ci:
+        return ""
+    lo, hi = ci
+    if f"{lo:.2f}" == f"{hi:.2f}":
+        return f" (95%: ±{(hi - lo) / 2:.1g})"
+    return f" (95%: {lo:.2f}-{hi:.2f})"
+
+
+def _fewer(before: float, after: float, word: str = "fewer") -> str:
+    """One convention for every reduction in reports: ``before / after``, 'N.NNx fewer'
+    (as `compressor benchmark`'s 'MACs cut')."""
+    if after <= 0:
+        return "-"
+    ratio = before / after
+    return f"{ratio:.2f}x {word}" if ratio >= 1 else f"{1 / ratio:.2f}x more"
 
 
 def _strength_lines(strength: dict[str, Any] | None) -> list[str]:
@@ -169,12 +198,12 @@ def _markdown(report: dict[str, Any]) -> str:
         "| | baseline | compressed | ratio |",
         "| --- | --- | --- | --- |",
         f"| top-1 (%) | {b['accuracy']:.2f} | {c['accuracy']:.2f} | {c['accuracy'] - b['accuracy']:+.2f} pt |",
-        f"| parameters | {human(b['params'])} | {human(c['params'])} | {c['params'] / b['params']:.3f}x |",
-        f"| MACs | {human(b['macs'])} | {human(c['macs'])} | {c['macs'] / b['macs']:.3f}x |",
+        f"| parameters (PyTorch, BatchNorm included) | {human(b['params'])} | {human(c['params'])} | {_fewer(b['params'], c['params'])} |",
+        f"| MACs | {human(b['macs'])} | {human(c['macs'])} | {_fewer(b['macs'], c['macs'])} |",
         f"| latency (ms, batch 1, {lat['threads']} thread(s), onnxruntime) | {lat['baseline_ms']:.3f} | "
         f"{lat['compressed_ms']:.3f} | {lat['speedup']:.2f}x faster{_interval(lat.get('speedup_ci95'))} |",
         *(
-            f"| {label} | {pair[0]:.1f} | {pair[1]:.1f} | {pair[1] / pair[0]:.3f}x |"
+            f"| {label} | {pair[0]:.1f} | {pair[1]:.1f} | {_fewer(pair[0], pair[1], 'smaller')} |"
             for label, pair in (
                 ("peak memory (MB, resident-set growth, onnxruntime)", lat.get("memory_mb")),
                 ("ONNX file (MB)", lat.get("file_mb")),
