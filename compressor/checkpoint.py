@@ -333,7 +333,8 @@ def _check_finite(model: nn.Module, path: Path) -> None:
     ]
     if bad:
         raise CompressorError(
-            f"{path}: {len(bad)} weight tensors hold NaN or infinite values (first: {bad[0]}); "
+            f"{path}: {len(bad)} weight tensor{'s hold' if len(bad) > 1 else ' holds'} NaN or "
+            f"infinite values (first: {bad[0]}); "
             "the model diverged or the file is damaged: use an earlier checkpoint, or retrain "
             "it (with a lower learning rate if the training diverged)"
         )

@@ -775,7 +775,7 @@ def plan_target_macs(
     if best > budget:
         raise CompressorError(
             f"--target-macs {target} is out of reach: removing all that the guards allow "
-            f"(--max-layer-ratio {max_layer_ratio}, --round-to) leaves "
+            f"(--max-layer-ratio {max_layer_ratio} and the --round-to rounding) leaves "
             f"{best / total_macs:.3f} of the MACs"
         )
     lo, hi = 0.0, 0.999

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from compressor.cli import cli
 from compressor.compress import CompressConfig, compress, partial_dir
 from compressor.config import DataConfig, PruneConfig, TrainConfig
+from compressor.errors import CompressorError
 from compressor.export import ExportConfig, onnx_metadata
 from compressor.strength import StrengthConfig
 from compressor.train import TrainingInterrupted
@@ -165,3 +166,23 @@ def test_resume_with_other_settings_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(CompressorError, match="different settings"):
         compress(MODEL, out, other, progress=False, resume=True)
+
+
+def test_failure_after_training_keeps_the_partial_folder_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import compressor.compress as cc
+
+    def broken(_run: object) -> None:
+        raise CompressorError("the exporter broke")
+
+    out = tmp_path / "out"
+    monkeypatch.setitem(cc._STAGE_FUNCTIONS, "export", broken)
+    with pytest.raises(
+        CompressorError, match=r"the exporter broke \(.*keeps the finished stages.*--resume\)"
+    ):
+        compress(MODEL, out, _config(), progress=False)
+    assert (partial_dir(out) / "model.pt").is_file() and not out.exists()
+    monkeypatch.undo()
+    report = compress(MODEL, out, _config(), progress=False, resume=True)
+    assert out.is_dir() and report["onnx"]
