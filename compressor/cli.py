@@ -1023,10 +1023,9 @@ def compress(model: Path, console: Console, **kw: Any) -> None:
     )
     lr = kw["lr"] if kw["lr"] is not None else (0.01 if kw["optimizer"] == "sgd" else 1e-4)
 
-    def train_config(epochs: int, schedule: str = "cosine") -> TrainConfig:
+    def train_config(epochs: int) -> TrainConfig:
         return TrainConfig(
             epochs=epochs,
-            schedule=schedule,
             optimizer=kw["optimizer"],
             lr=lr,
             momentum=kw["momentum"],
@@ -1046,10 +1045,7 @@ def compress(model: Path, console: Console, **kw: Any) -> None:
         data=_data_config(
             kw, augment=_augment(kw["augment"], max(kw["reg_epochs"], kw["ft_epochs"]))
         ),
-        # under --lambda auto the learning rate stays constant while the penalty works
-        # (a cosine decay to 0 left the last epoch's penalty without effect); the
-        # fine-tune stage anneals
-        regularize=train_config(kw["reg_epochs"], "constant" if auto else "cosine"),
+        regularize=train_config(kw["reg_epochs"]),
         finetune=train_config(kw["ft_epochs"]),
         prune=prune,
         export=ExportConfig(opset=kw["opset"], simplify=kw["simplify"], tolerance=kw["tolerance"]),

@@ -39,7 +39,7 @@ def _config() -> CompressConfig:
         method_options={},
         data=DataConfig("mnist15k", augment=False),  # what the CLI picks for 1-epoch stages
         strength=StrengthConfig(),  # --lambda auto, the CLI's default
-        regularize=TrainConfig(epochs=1, lr=0.01, device="cpu", schedule="constant"),  # ditto
+        regularize=train,
         finetune=train,
         prune=PruneConfig(target_macs=0.6),
         export=ExportConfig(),
