@@ -401,6 +401,7 @@ def fit(
 
     result = TrainResult()
     start_epoch, start_step, global_step = 0, 0, 0
+    resumed_running: list[float] | None = None
     if resume:
         if state_path is None:
             raise CompressorError("resuming needs the path of the resumable state")
@@ -428,6 +429,7 @@ def fit(
             )
         _set_rng_state(state["rng"])
         start_epoch, start_step = int(state["epoch"]), int(state["step"])
+        resumed_running = state.get("running")
         global_step = start_epoch * steps_per_epoch + start_step
         result.history = [EpochStats(**h) for h in state["history"]]
         result.seconds = float(state["seconds"])
@@ -435,13 +437,16 @@ def fit(
     elif strength is not None and regularizer is not None:
         _calibrate(strength, model, regularizer, bundle, transform, features, config, say)
 
-    def save_state(epoch: int, step: int) -> None:
+    def save_state(epoch: int, step: int, running: list[float] | None = None) -> None:
         if state_path is None:
             return
         payload = {
             "format": STATE_FORMAT,
             "epoch": epoch,
             "step": step,
+            # an interrupted epoch's running loss, penalty, correct and seen, so that the
+            # resumed epoch's figures cover all its steps
+            "running": running,
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
@@ -487,6 +492,9 @@ def fit(
                     regularizer.start_epoch(model, epoch=epoch)
                 loss_sum = pen_sum = 0.0
                 correct = seen = 0
+                if epoch == start_epoch and first > 0 and resumed_running:
+                    loss_sum, pen_sum = resumed_running[0], resumed_running[1]
+                    correct, seen = int(resumed_running[2]), int(resumed_running[3])
                 bar: Any = progress_bar(
                     total=steps_per_epoch,
                     initial=first,
@@ -564,7 +572,7 @@ def fit(
                     if should_stop() and step + 1 < steps_per_epoch:
                         bar.close()
                         result.seconds += time.perf_counter() - t0
-                        save_state(epoch, step + 1)
+                        save_state(epoch, step + 1, [loss_sum, pen_sum, correct, seen])
                         raise TrainingInterrupted(
                             f"interrupted at epoch {epoch + 1}, step {step + 1}/{steps_per_epoch}; "
                             + (

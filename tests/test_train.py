@@ -94,6 +94,9 @@ def test_interrupt_and_resume_gives_identical_weights(
     assert _weights_equal(out, uninterrupted[0])
     ref_hist = uninterrupted[1]["history"]
     assert [h["val_top1"] for h in summary["history"]] == [h["val_top1"] for h in ref_hist]
+    # the resumed epoch's training figures cover its steps before the interrupt too
+    for key in ("train_loss", "train_top1"):
+        assert [h[key] for h in summary["history"]] == pytest.approx([h[key] for h in ref_hist])
 
 
 def test_resume_refuses_changed_settings(tmp_path: Path) -> None:
