@@ -592,6 +592,13 @@ def check_data(data: str, console: Console, **kw: Any) -> None:
 @click.option(
     "-o", "--output", type=click.Path(path_type=Path), required=True, help="Trained model file."
 )
+@click.option(
+    "--weights",
+    metavar="NAME|FILE",
+    help="Start ARCH from pretrained weights: DEFAULT or a torchvision weights name "
+    "(IMAGENET1K_V1, ...) read from the local torch hub cache (nothing is downloaded), or a "
+    "state_dict file. The classifier head is replaced when the data has other classes.",
+)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run of this same command.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @output_options
@@ -651,6 +658,7 @@ def train(arch_or_model: str, console: Console, **kw: Any) -> None:
             progress=console.progress,
             log=console.info,
             debug=console.debug,
+            weights=kw["weights"],
         )
     hist = result["history"]
     last = hist[-1] if hist else None

@@ -78,7 +78,9 @@ def load_for_data(
     return loaded, bundle
 
 
-def _build_for_data(arch: str, data: DataConfig, seed: int) -> tuple[LoadedModel, DataBundle]:
+def _build_for_data(
+    arch: str, data: DataConfig, seed: int, weights: str | None = None
+) -> tuple[LoadedModel, DataBundle, Any]:
     from compressor.archs import arch_info, build_model
     from compressor.checkpoint import LoadedModel
     from compressor.data import load_data
@@ -94,7 +96,15 @@ def _build_for_data(arch: str, data: DataConfig, seed: int) -> tuple[LoadedModel
     )
     seed_everything(seed)
     num_classes = len(bundle.class_names)
-    model = build_model(arch, num_classes=num_classes, in_channels=bundle.preprocess.input_size[0])
+    start = None
+    if weights is not None:
+        from compressor.weights import load_pretrained
+
+        model, start = load_pretrained(arch, weights, num_classes)
+    else:
+        model = build_model(
+            arch, num_classes=num_classes, in_channels=bundle.preprocess.input_size[0]
+        )
     check_runs(model, bundle.preprocess.input_size, arch)
     loaded = LoadedModel(
         model,
@@ -103,8 +113,15 @@ def _build_for_data(arch: str, data: DataConfig, seed: int) -> tuple[LoadedModel
         "compressor",
         preprocess=bundle.preprocess,
         class_names=bundle.class_names,
+        arch_options=_pretrained_options(arch) if weights is not None else {},
     )
-    return loaded, bundle
+    return loaded, bundle, start
+
+
+def _pretrained_options(arch: str) -> dict[str, Any]:
+    from compressor.weights import _PRETRAINED_OPTIONS
+
+    return dict(_PRETRAINED_OPTIONS.get(arch, {}))
 
 
 def _method_summary(method: Method | None) -> dict[str, Any] | None:
@@ -134,8 +151,13 @@ def train_model(
     debug: Callable[[str], None] = _quiet,
     stop_after_steps: int | None = None,
     method: Method | None = None,
+    weights: str | None = None,
 ) -> dict[str, Any]:
     """Train an architecture from scratch (``source`` is a name) or fine-tune a model file.
+
+    ``weights`` starts an architecture from pretrained weights: a state_dict file,
+    ``DEFAULT`` or a torchvision weights name (read from the local hub cache); the
+    classifier head is replaced when the data has another number of classes.
 
     ``method`` adds a structured-sparsity regularizer. Writes ``output`` (project format) and
     ``<stem>.train.json``; keeps a resumable state beside ``output`` until training
@@ -148,7 +170,12 @@ def train_model(
     from compressor.utils import seed_everything
 
     state_path = resume_path(output)
-    extra = {"source": source, "data": to_dict(data), "method": _method_summary(method)}
+    extra = {
+        "source": source,
+        "weights": weights,
+        "data": to_dict(data),
+        "method": _method_summary(method),
+    }
     if resume:
         saved = load_train_state(state_path)["extra"]
         if saved != json.loads(json.dumps(extra)):
@@ -157,10 +184,16 @@ def train_model(
                 f"cannot resume {state_path} with different settings ({', '.join(changed)} changed)"
             )
     is_file = Path(source).is_file()
+    if is_file and weights is not None:
+        raise CompressorError(
+            "--weights starts an architecture name from pretrained weights; "
+            f"{source} is a model file, which has weights of its own"
+        )
     if not is_file and arch is not None:
         raise CompressorError(
             "--arch applies to a model file; to train an architecture, name it alone"
         )
+    start = None
     if is_file:
         seed_everything(train.seed)
         loaded, bundle = load_for_data(source, data, arch=arch, trust_pickle=trust_pickle)
@@ -177,7 +210,15 @@ def train_model(
             raise CompressorError(
                 f"{source!r} is neither a model file nor an architecture: {e}"
             ) from e
-        loaded, bundle = _build_for_data(source, data, train.seed)
+        loaded, bundle, start = _build_for_data(source, data, train.seed, weights)
+        if start is not None:
+            log(f"started from {start.source}")
+            if start.head_replaced:
+                log(
+                    f"replaced the classifier head ({', '.join(start.head_replaced)}): "
+                    f"{start.classes_in_weights} classes in the weights, "
+                    f"{len(bundle.class_names)} in the data"
+                )
     debug(f"train settings: {to_dict(train)}")
     debug(f"data settings: {to_dict(data)}; preprocessing: {to_dict(bundle.preprocess)}")
     log(
@@ -204,6 +245,7 @@ def train_model(
         "data": describe(bundle),
         "train_config": to_dict(train),
         "data_config": to_dict(data),
+        "pretrained": start.to_dict() if start is not None else None,
         **result.to_dict(),
     }
     final = result.history[-1] if result.history else None

@@ -1,0 +1,131 @@
+"""Pretrained starts: torchvision's weights from the local hub cache, or a state_dict file,
+with the classifier head replaced when the data has another number of classes.
+
+Nothing is downloaded: a missing hub file is an error that names the file and the folder
+to put it in (``torch.hub.get_dir()/checkpoints``, which ``$TORCH_HOME`` moves).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+from compressor.errors import CompressorError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+# builder options torchvision sets itself when it is given weights
+_PRETRAINED_OPTIONS = {
+    "googlenet": {"aux_logits": True, "transform_input": True, "init_weights": False},
+    "inception_v3": {"aux_logits": True, "transform_input": True, "init_weights": False},
+}
+
+
+@dataclass
+class Start:
+    """Where the weights came from and what was changed to fit the data."""
+
+    source: str  # "torchvision IMAGENET1K_V1 (/path/resnet18-f37072fd.pth)" or a file path
+    classes_in_weights: int
+    head_replaced: list[str]  # names of the classifier layers made anew
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "weights": self.source,
+            "classes_in_weights": self.classes_in_weights,
+            "head_replaced": self.head_replaced,
+        }
+
+
+def hub_file(arch: str, name: str) -> tuple[Any, Path]:
+    """torchvision's weights entry ``name`` (or ``DEFAULT``) of ``arch`` and the file it is
+    cached as. Raises ``CompressorError`` for an architecture without weights or an
+    unknown name."""
+    import torch
+    import torchvision
+
+    try:
+        enum = torchvision.models.get_model_weights(arch)
+    except (ValueError, KeyError):
+        raise CompressorError(
+            f"{arch} has no torchvision weights; give a state_dict file"
+        ) from None
+    try:
+        member = enum.DEFAULT if name.upper() == "DEFAULT" else enum[name]
+    except KeyError:
+        names = ", ".join(["DEFAULT", *(m for m in enum.__members__ if m != "DEFAULT")])
+        raise CompressorError(f"{arch} has no weights {name!r}; choose one of: {names}") from None
+    filename = os.path.basename(urlparse(member.url).path)
+    return member, Path(torch.hub.get_dir()) / "checkpoints" / filename
+
+
+def load_pretrained(arch: str, spec: str, num_classes: int) -> tuple[nn.Module, Start]:
+    """``arch`` with the weights ``spec`` (a file, ``DEFAULT`` or a torchvision weights
+    name) and ``num_classes`` outputs."""
+    import torch
+
+    from compressor.archs import build_model, infer_build_options
+    from compressor.checkpoint import _strip_prefixes, _torch_load, load_state_dict_strict
+
+    options: dict[str, Any]
+    path = Path(spec).expanduser()
+    if path.is_file():
+        obj = _torch_load(path, trust_pickle=False)
+        sd = obj.get("state_dict", obj.get("model", obj)) if isinstance(obj, dict) else obj
+        if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+            raise CompressorError(f"{path} holds no state_dict")
+        sd = _strip_prefixes(sd)
+        classes, _, options = infer_build_options(arch, sd)
+        source = str(path)
+    else:
+        member, file = hub_file(arch, spec)
+        if not file.is_file():
+            raise CompressorError(
+                f"{arch} weights {member.name} are not in the local cache: put {file.name} in "
+                f"{file.parent} (from {member.url}; compressor downloads nothing)"
+            )
+        sd = _strip_prefixes(_torch_load(file, trust_pickle=False))
+        classes = len(member.meta["categories"])
+        options = dict(_PRETRAINED_OPTIONS.get(arch, {}))
+        if arch.startswith("vit_") and member.meta.get("min_size", (224,))[0] != 224:
+            options["image_size"] = member.meta["min_size"][0]
+        source = f"torchvision {member.name} ({file})"
+    model = build_model(arch, num_classes=classes, options=options)
+    load_state_dict_strict(model, sd, what=f"{arch} ({source})")
+    replaced = replace_head(model, num_classes) if classes != num_classes else []
+    return model, Start(source, classes, replaced)
+
+
+def replace_head(model: nn.Module, num_classes: int) -> list[str]:
+    """New classifier layer(s) with ``num_classes`` outputs, initialised as torchvision
+    initialises a fresh head; returns their names."""
+    from torch import nn
+
+    from compressor.pruning import classifier_layers
+
+    names = {m: n for n, m in model.named_modules()}
+    done = []
+    for old in classifier_layers(model):
+        name = names[old]
+        if isinstance(old, nn.Linear):
+            lin = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
+            nn.init.normal_(lin.weight, 0, 0.01)
+            new: nn.Module = lin
+        elif isinstance(old, nn.Conv2d):  # squeezenet's final 1x1 convolution
+            conv = nn.Conv2d(old.in_channels, num_classes, 1)
+            nn.init.normal_(conv.weight, 0, 0.01)
+            new = conv
+        else:  # pragma: no cover - classifier_layers returns these two kinds
+            continue
+        bias = getattr(new, "bias", None)
+        if bias is not None:
+            nn.init.zeros_(bias)
+        parent_name, _, attr = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, attr, new.to(old.weight.device))
+        done.append(name)
+    return done
