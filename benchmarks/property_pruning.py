@@ -23,6 +23,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# What earlier runs found (each fixed, with a regression test), newest first.
+PAST_FINDINGS = [
+    "2026-11-28, first run (failed after 245 examples): two branches concatenated into a "
+    "depthwise convolution, 75% removed with random scores; the lowest scores all sat in "
+    "one branch, whose convolution was emptied ('removing 5 channels of 3.0 would empty a "
+    "layer'). Planning now keeps the last channel of every producing layer "
+    "(`GroupIndex.segments`); test: `tests/test_pruning.py::"
+    "test_a_concatenation_branch_never_loses_its_last_channel`.",
+]
 RESULTS = ROOT / "benchmarks" / "results"
 
 
@@ -84,10 +93,14 @@ def main() -> None:
         "## Findings",
         "",
         *(
-            ["None: every example passed."]
+            ["This run: none, every example passed."]
             if payload["passed"]
-            else ["```", *payload["falsifying"], "```"]
+            else ["This run:", "", "```", *payload["falsifying"], "```"]
         ),
+        "",
+        "Earlier runs:",
+        "",
+        *(f"- {f}" for f in PAST_FINDINGS),
         "",
         "## Hypothesis statistics",
         "",

@@ -451,6 +451,7 @@ def _share_function(run: _Run, method: Any) -> Callable[[Any], float | None]:
             "max_layer_ratio": prune.max_layer_ratio,
             "round_to": index.round_to(prune.round_to),
             "blocks": [g.blocks for g in index],
+            "segments": index.segments(),
         }
         normalize = not method.comparable_scores
         if prune.ratio is not None:

@@ -502,6 +502,7 @@ def prune_loaded(
         "max_layer_ratio": config.max_layer_ratio,
         "round_to": index.round_to(config.round_to),
         "blocks": [g.blocks for g in index],
+        "segments": index.segments(),
     }
     macs_before, estimate = mac_estimator(model, index, input_size)
     attempts: list[dict[str, float]] = []

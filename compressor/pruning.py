@@ -240,6 +240,18 @@ class GroupIndex:
         """Model channels a plan removes (a unit of a blocked group is ``blocks`` channels)."""
         return sum(len(v) * self.groups[g].blocks for g, v in plan.remove.items())
 
+    def segments(self) -> list[list[list[int]]]:
+        """Per group, the channels each producing layer owns (several for the branches of
+        a concatenation): planning never takes a layer's last channel."""
+        out = []
+        for g in self.groups:
+            segs = []
+            for s in g.slices:
+                if s.kind in ("out", "out_transposed") and s.param == "weight" and not s.norm_layer:
+                    segs.append(sorted(set(s.channel.tolist())))
+            out.append(segs)
+        return out
+
     def round_to(self, multiple: int) -> list[int]:
         """Per group, the step of kept units: ``multiple`` channels, or for a group split
         into blocks by grouped convolutions, ``ceil(multiple / blocks)`` units (a unit is
@@ -598,11 +610,38 @@ def _limit(size: int, n_remove: int, *, max_layer_ratio: float, round_to: int) -
     return n
 
 
-def _plan_from_counts(scores: list[torch.Tensor], counts: list[int]) -> Plan:
+Segments = list[list[list[int]]] | None  # per group, the channels of each producing layer
+
+
+def _plan_from_counts(
+    scores: list[torch.Tensor], counts: list[int], segments: Segments = None
+) -> Plan:
+    """The ``counts[g]`` lowest-scored channels of every group, except that no producing
+    layer (a segment: one branch of a concatenation) loses its last channel."""
     plan = Plan()
     for gi, (s, n) in enumerate(zip(scores, counts, strict=True)):
-        if n > 0:
-            plan.remove[gi] = sorted(s.argsort(stable=True)[:n].tolist())
+        if n <= 0:
+            continue
+        order = s.argsort(stable=True).tolist()
+        segs = segments[gi] if segments else []
+        if len(segs) < 2:
+            plan.remove[gi] = sorted(order[:n])
+            continue
+        left = [len(seg) for seg in segs]
+        owners: dict[int, list[int]] = {}
+        for k, seg in enumerate(segs):
+            for c in seg:
+                owners.setdefault(c, []).append(k)
+        chosen: list[int] = []
+        for c in order:
+            if len(chosen) == n:
+                break
+            if any(left[k] <= 1 for k in owners.get(c, [])):
+                continue
+            for k in owners.get(c, []):
+                left[k] -= 1
+            chosen.append(c)
+        plan.remove[gi] = sorted(chosen)
     return plan
 
 
@@ -614,6 +653,7 @@ def plan_threshold(
     max_layer_ratio: float = 0.9,
     round_to: RoundTo = 1,
     blocks: list[int] | None = None,  # accepted with the other guards, not needed
+    segments: Segments = None,
 ) -> Plan:
     """Remove channels scoring below ``threshold`` (or below ``threshold`` x the group's max)."""
     counts = []
@@ -627,7 +667,7 @@ def plan_threshold(
                 round_to=_round(round_to, gi),
             )
         )
-    return _plan_from_counts(scores, counts)
+    return _plan_from_counts(scores, counts, segments)
 
 
 def _normalized(scores: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -644,6 +684,7 @@ def plan_ratio(
     round_to: RoundTo = 1,
     normalize: bool = True,
     blocks: list[int] | None = None,
+    segments: Segments = None,
 ) -> Plan:
     """Remove the fraction ``ratio`` of all prunable channels with the lowest scores, each
     group's scores divided by its mean unless ``normalize`` is False (scores already
@@ -674,7 +715,7 @@ def plan_ratio(
         _limit(len(s), n, max_layer_ratio=max_layer_ratio, round_to=_round(round_to, gi))
         for gi, (s, n) in enumerate(zip(norm, per_group, strict=True))
     ]
-    return _plan_from_counts(norm, counts)
+    return _plan_from_counts(norm, counts, segments)
 
 
 def mac_estimator(
@@ -753,6 +794,7 @@ def plan_target_macs(
     round_to: RoundTo = 1,
     normalize: bool = True,
     blocks: list[int] | None = None,
+    segments: Segments = None,
 ) -> Plan:
     """The smallest global ratio whose estimated MACs are at most ``target`` x the original.
 
@@ -768,6 +810,7 @@ def plan_target_macs(
             round_to=round_to,
             normalize=normalize,
             blocks=blocks,
+            segments=segments,
         )
 
     most = plan_at(0.999)

@@ -150,7 +150,11 @@ def test_random_networks_prune_exactly_and_export(
     gen = torch.Generator().manual_seed(seed)
     scores = [torch.rand(g.size, generator=gen) for g in index]
     plan = plan_ratio(
-        scores, ratio, round_to=index.round_to(round_to), blocks=[g.blocks for g in index]
+        scores,
+        ratio,
+        round_to=index.round_to(round_to),
+        blocks=[g.blocks for g in index],
+        segments=index.segments(),
     )
     _zero_channels(model, index, plan)
     with torch.no_grad():

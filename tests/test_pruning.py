@@ -361,3 +361,32 @@ def test_grouped_units_round_to_whole_blocks() -> None:
         input_size=(3, 64, 64),
     )
     assert result["macs_before"] / result["macs_after"] > 1.5  # was 1.32x with groups whole
+
+
+def test_a_concatenation_branch_never_loses_its_last_channel() -> None:
+    """Found by the property tests (1,000 examples): two 4-channel branches concatenated
+    into a depthwise convolution, 75% of the channels removed with random scores; the
+    lowest scores all sat in one branch, which emptied it."""
+    from tests.test_property import _Concat
+
+    nn = torch.nn
+
+    def cba(i: int, o: int, g: int = 1) -> nn.Sequential:
+        return nn.Sequential(nn.Conv2d(i, o, 1, groups=g), nn.BatchNorm2d(o), nn.ReLU())
+
+    model = nn.Sequential(
+        cba(3, 4),
+        _Concat(cba(4, 4), cba(4, 4)),
+        nn.MaxPool2d(2),
+        cba(8, 8, 8),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 5),
+    ).eval()
+    x = torch.randn(2, 3, 12, 12)
+    index = channel_groups(model, x[:1])
+    scores = [torch.arange(g.size, dtype=torch.float) for g in index]  # branch a scores lowest
+    plan = plan_ratio(scores, 0.75, normalize=False, segments=index.segments())
+    apply_plan(index, plan)
+    assert model[1].a[0].out_channels >= 1 and model[1].b[0].out_channels >= 1
+    assert model(x).shape == (2, 5)
