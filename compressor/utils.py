@@ -137,6 +137,7 @@ def progress_bar(iterable: Any = None, *, enabled: bool, **kwargs: Any) -> Any:
         file=_LineWriter(sys.stderr),
         mininterval=seconds,
         maxinterval=seconds,
+        delay=seconds,  # a step shorter than that prints nothing
         miniters=1,
         bar_format="{desc}: {n_fmt}/{total_fmt} ({percentage:.0f}%) [{elapsed}<{remaining}, {rate_fmt}]",
         **kwargs,
