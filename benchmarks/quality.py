@@ -420,7 +420,7 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "target": target,
                 "seeds": len(rs),
                 "accuracy_mean": statistics.mean(accs),
-                "accuracy_sd": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+                "accuracy_sd": statistics.stdev(accs) if len(accs) > 1 else None,
                 "macs_ratio_mean": statistics.mean(macs),
                 "regularized_mean": statistics.mean(reg) if reg else None,
                 "share_mean": statistics.mean(shares) if shares else None,
@@ -453,7 +453,8 @@ def write(payload: dict[str, Any]) -> None:
         share = f"{100 * s['share_mean']:.1f}%" if s["share_mean"] is not None else "-"
         lines.append(
             f"| {s['target']}x | {s['tool']} | {s['method']} | {s['seeds']} | "
-            f"{s['macs_ratio_mean']:.1f}x | {s['accuracy_mean']:.2f} ± {s['accuracy_sd']:.2f} | "
+            f"{s['macs_ratio_mean']:.1f}x | {s['accuracy_mean']:.2f}"
+            f"{f' ± {sd:.2f}' if (sd := s['accuracy_sd']) is not None else ' (one seed)'} | "
             f"{reg} | {share} | {s['dense_accuracy']:.2f} |"
         )
     if payload.get("speed"):
