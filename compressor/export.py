@@ -289,41 +289,77 @@ def export_model(
                     f"onnxslim failed ({str(e).splitlines()[0][:120]}); kept the unsimplified graph"
                 )
         _set_metadata(proto, metadata)
+        large = _weight_bytes(proto) > EXTERNAL_DATA_BYTES
         try:
-            onnx.checker.check_model(proto)
-        except onnx.checker.ValidationError as e:
-            raise CompressorError(
-                f"the exported ONNX model fails onnx.checker: {str(e).splitlines()[0]}"
-            ) from e
-        with atomic_path(path) as tmp_path:
-            onnx.save(proto, str(tmp_path))
-            result = ExportResult(
-                str(path),
-                exporter,
-                int(opset),
-                len(proto.graph.node),
-                nodes_before if simplified else None,
-                simplified,
-                os.path.getsize(tmp_path),
-                notes=notes,
-            )
-            checks = [
-                ("random", torch.randn(8, *input_size, generator=torch.Generator().manual_seed(1)))
-            ]
-            if real_inputs is not None:
-                checks.append(("real", real_inputs))
-            for name, x in checks:
-                result.parity.append(parity(model, tmp_path, x, name))
-            if config.verify:
-                bad = [p for p in result.parity if not p.ok(config.tolerance)]
-                if bad:
-                    p = bad[0]
-                    raise CompressorError(
-                        f"onnxruntime differs from PyTorch on {p.inputs} inputs: max abs diff "
-                        f"{p.max_abs_diff:.3g} ({p.rel_diff:.3g} of the output scale, tolerance "
-                        f"{config.tolerance}); pass --no-verify to keep the file anyway"
+            with atomic_path(path) as tmp_path:
+                if large:  # a protobuf cannot exceed 2 GB: the weights go to OUTPUT.data
+                    data_name = path.name + ".data"
+                    (path.parent / data_name).unlink(missing_ok=True)
+                    onnx.save(
+                        proto,
+                        str(tmp_path),
+                        save_as_external_data=True,
+                        all_tensors_to_one_file=True,
+                        location=data_name,
+                        size_threshold=1024,
                     )
+                    notes.append(f"weights over 2 GB: written to {data_name} beside the model")
+                    say(notes[-1])
+                else:
+                    onnx.save(proto, str(tmp_path))
+                try:  # from the file, which also works for external data
+                    onnx.checker.check_model(str(tmp_path))
+                except onnx.checker.ValidationError as e:
+                    raise CompressorError(
+                        f"the exported ONNX model fails onnx.checker: {str(e).splitlines()[0]}"
+                    ) from e
+                result = ExportResult(
+                    str(path),
+                    exporter,
+                    int(opset),
+                    len(proto.graph.node),
+                    nodes_before if simplified else None,
+                    simplified,
+                    os.path.getsize(tmp_path)
+                    + (os.path.getsize(path.parent / (path.name + ".data")) if large else 0),
+                    notes=notes,
+                )
+                checks = [
+                    (
+                        "random",
+                        torch.randn(8, *input_size, generator=torch.Generator().manual_seed(1)),
+                    )
+                ]
+                if real_inputs is not None:
+                    checks.append(("real", real_inputs))
+                for name, x in checks:
+                    result.parity.append(parity(model, tmp_path, x, name))
+                if config.verify:
+                    bad = [p for p in result.parity if not p.ok(config.tolerance)]
+                    if bad:
+                        p = bad[0]
+                        raise CompressorError(
+                            f"onnxruntime differs from PyTorch on {p.inputs} inputs: max abs diff "
+                            f"{p.max_abs_diff:.3g} ({p.rel_diff:.3g} of the output scale, tolerance "
+                            f"{config.tolerance}); pass --no-verify to keep the file anyway"
+                        )
+        except BaseException:
+            if large:  # leave no half-written output behind
+                (path.parent / (path.name + ".data")).unlink(missing_ok=True)
+            raise
     return result
+
+
+# Weights above this are written as external data (protobuf's limit is 2 GiB for the whole
+# file; the graph and metadata need some room).
+EXTERNAL_DATA_BYTES = 1_900_000_000
+
+
+def _weight_bytes(proto: Any) -> int:
+    return sum(
+        len(t.raw_data) or 4 * len(t.float_data) or 8 * len(t.int64_data)
+        for t in proto.graph.initializer
+    )
 
 
 def model_metadata(loaded: Any, extra: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -153,3 +153,25 @@ def test_subnormal_weights_are_flushed() -> None:
     finally:
         torch.set_flush_denormal(True)
     assert float(model.weight[0, 0]) == 0 and float(model.weight[0, 1]) == pytest.approx(1e-30)
+
+
+def test_weights_over_the_protobuf_limit_go_to_external_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model whose weights would push the file past 2 GB is written as OUTPUT plus
+    OUTPUT.data (the threshold is lowered here), checked, verified by onnxruntime, and
+    evaluated from the file."""
+    import compressor.export
+
+    monkeypatch.setattr(compressor.export, "EXTERNAL_DATA_BYTES", 10_000)
+    model = Path(__file__).resolve().parent.parent / "models" / "smallcnn-mnist15k.pt"
+    out = tmp_path / "big.onnx"
+    result = CliRunner().invoke(cli, ["export", str(model), "-o", str(out), "--json", "-q"])
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    data = tmp_path / "big.onnx.data"
+    assert data.is_file() and data.stat().st_size > 100_000 > out.stat().st_size
+    assert report["size_bytes"] == out.stat().st_size + data.stat().st_size
+    assert report["parity"][0]["rel_diff"] < 1e-4
+    result = CliRunner().invoke(cli, ["eval", str(out), "--data", "mnist15k", "--json", "-q"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["top1"] > 95
