@@ -322,6 +322,13 @@ def test_compress_input_errors_leave_nothing(tmp_path: Path, case: str, message:
     assert set(tmp_path.iterdir()) == before  # no OUTDIR, no OUTDIR.partial
 
 
+def _plain_onnx(path: Path, classes: int) -> Path:
+    """A smallcnn exported by torch alone: no compressor metadata."""
+    model = build_model("smallcnn", num_classes=classes, in_channels=1)
+    torch.onnx.export(model, (torch.zeros(1, 1, 28, 28),), str(path), dynamo=False)
+    return path
+
+
 def test_eval_accepts_the_exported_onnx_file(tmp_path: Path) -> None:
     """The .onnx file gives the PyTorch model's accuracy, with the preprocessing its
     metadata records; a file without metadata asks for it; a class mismatch is one line."""
@@ -335,22 +342,10 @@ def test_eval_accepts_the_exported_onnx_file(tmp_path: Path) -> None:
     got = json.loads(out)
     assert got["runtime"] == "onnxruntime-cpu" and got["images"] == ref["images"]
     assert abs(got["top1"] - ref["top1"]) <= 0.1 and abs(got["loss"] - ref["loss"]) < 1e-3
-    bare = tmp_path / "bare.onnx"
-    torch.onnx.export(
-        build_model("smallcnn", num_classes=10, in_channels=1),
-        (torch.zeros(1, 1, 28, 28),),
-        str(bare),
-        dynamo=False,
-    )
+    bare = _plain_onnx(tmp_path / "bare.onnx", classes=10)
     code, _, err = run("eval", str(bare), "--data", "mnist15k")
     assert code == 1 and "records no preprocessing" in err
-    other = tmp_path / "five.onnx"
-    torch.onnx.export(
-        build_model("smallcnn", num_classes=5, in_channels=1),
-        (torch.zeros(1, 1, 28, 28),),
-        str(other),
-        dynamo=False,
-    )
+    other = _plain_onnx(tmp_path / "five.onnx", classes=5)
     code, _, err = run(
         "eval",
         str(other),
