@@ -17,7 +17,8 @@ Steps (each result is cached under --work, so an interrupted run continues):
    multiples of 8, which costs it accuracy and gains it speed); the ratio is found by
    bisection so that the counted MACs meet the target from below. Sparse training and
    fine-tuning use compressor's own loop with the same settings as ``compress``
-   (SGD lr 0.01, cosine, 3 + 3 epochs, same seed), so only the pruner differs.
+   (SGD, cosine, 3 epochs at peak lr 0.01, then 3 at 0.05, same seed), so only the
+   pruner differs.
 4. Speed: one architecture per (tool, method, target) (seed 0) is exported at 224x224 and
    timed against the dense model with ``compressor benchmark --threads 1,2``.
 5. LeNet-5 sweep: ``compressor compress models/lenet5-mnist15k.pt --method M --lambda X``
@@ -229,7 +230,8 @@ def tp_row(work: Path, model_path: Path, kind: str, target: int, seed: int) -> d
     loaded = load_model(model_path)
     data = DataConfig("mnist15k", augment=False)
     bundle = load_data(data, channels=3, recorded=loaded.preprocess)
-    train = TrainConfig(epochs=3, lr=0.01, seed=seed, device="cpu")
+    train = TrainConfig(epochs=3, lr=0.01, seed=seed, device="cpu")  # as compress's --lr
+    finetune = TrainConfig(epochs=3, lr=0.05, seed=seed, device="cpu")  # as its --ft-lr
     model = loaded.model
     dense_macs = count_macs(model, (3, 32, 32))
     dense_acc = evaluate(model, bundle.val, bundle.preprocess, device=torch.device("cpu"))["top1"]
@@ -249,7 +251,7 @@ def tp_row(work: Path, model_path: Path, kind: str, target: int, seed: int) -> d
             save_model(loaded, cached)
     pruned = _tp_prune_to(kind, model, TARGETS[target])
     seed_everything(seed)
-    fit(pruned, bundle, train, data, progress=False)
+    fit(pruned, bundle, finetune, data, progress=False)
     acc = evaluate(pruned, bundle.val, bundle.preprocess, device=torch.device("cpu"))["top1"]
     loaded.model = pruned.cpu()
     save_model(loaded, work / f"tp-{kind}-{target}x-s{seed}.pt")

@@ -605,9 +605,16 @@ def _finetune(run: _Run) -> None:
     from compressor.utils import seed_everything
 
     config, work = run.config, run.work
-    t0 = run.start("finetune", f"fine-tune: {config.finetune.epochs} epochs")
+    taught = (
+        f", distilling from the original model ({config.finetune.distill:g})"
+        if config.finetune.distill > 0
+        else ""
+    )
+    t0 = run.start("finetune", f"fine-tune: {config.finetune.epochs} epochs{taught}")
     seed_everything(config.finetune.seed)
     current = load_model(work / "pruned.pt")
+    # the teacher is the model as the user gave it (before the regularizer)
+    teacher = load_model(work / "baseline.pt").model if config.finetune.distill > 0 else None
     try:
         result = fit(
             current.model,
@@ -618,6 +625,7 @@ def _finetune(run: _Run) -> None:
             resume=(work / "finetune.resume").is_file(),
             progress=run.progress,
             log=run.log,
+            teacher=teacher,
         )
     finally:
         run.done("finetune", t0)

@@ -140,6 +140,11 @@ class TrainConfig:
     gamma: float = 0.1  # step schedule: decay factor
     warmup_epochs: float = 0.0
     label_smoothing: float = 0.0
+    # knowledge distillation from a teacher (compress: the model before compression):
+    # the loss is (1 - distill) * cross-entropy + distill * T^2 * KL(teacher_T || student_T)
+    # with both outputs softened by the temperature T (Hinton et al. 2015); 0: off
+    distill: float = 0.0
+    temperature: float = 4.0
     seed: int = 0
     device: str = "auto"
     amp: bool = True  # mixed precision; used on CUDA only
@@ -175,6 +180,10 @@ class TrainConfig:
             )
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise CompressorError(f"--device must be auto, cpu or cuda[:N], got {self.device!r}")
+        if not 0.0 <= self.distill <= 1.0:
+            raise CompressorError(f"--distill must be in [0, 1], got {self.distill}")
+        if not self.temperature > 0:
+            raise CompressorError(f"--temperature must be positive, got {self.temperature}")
 
 
 @dataclass(frozen=True)

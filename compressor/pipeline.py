@@ -163,6 +163,7 @@ def train_model(
     ``<stem>.train.json``; keeps a resumable state beside ``output`` until training
     completes. Returns the training summary.
     """
+    from compressor import distributed
     from compressor.archs import arch_info
     from compressor.checkpoint import save_model
     from compressor.data import describe
@@ -256,10 +257,12 @@ def train_model(
         "val_top1": final.val_top1 if final else None,
         "val_top5": final.val_top5 if final else None,
     }
-    save_model(loaded, output)
-    write_json(output.with_name(output.stem + ".train.json"), summary)
-    if state_path.exists():
-        state_path.unlink()
+    if distributed.is_main():  # under torchrun, rank 0 writes
+        save_model(loaded, output)
+        write_json(output.with_name(output.stem + ".train.json"), summary)
+        if state_path.exists():
+            state_path.unlink()
+    distributed.barrier()
     return {"output": str(output), **summary}
 
 

@@ -48,6 +48,8 @@ _RESUME_KEYS = (
     "gamma",
     "warmup_epochs",
     "label_smoothing",
+    "distill",
+    "temperature",
     "seed",
 )
 
@@ -90,6 +92,34 @@ def split_outputs(out: Any) -> tuple[torch.Tensor, list[torch.Tensor]]:
         main, *aux = out
         return main, [a for a in aux if a is not None]
     return out, []
+
+
+def task_loss(
+    logits: torch.Tensor,
+    aux: list[torch.Tensor],
+    y: torch.Tensor,
+    config: TrainConfig,
+    teacher_logits: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Cross-entropy (auxiliary heads weighted 0.3), blended with distillation from
+    ``teacher_logits`` when ``config.distill`` > 0: ``(1 - a) * CE + a * T^2 *
+    KL(softmax(t / T) || softmax(s / T))`` (Hinton et al. 2015; T^2 keeps the soft term's
+    gradient on the scale of the hard one's)."""
+    import torch.nn.functional as F
+
+    loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
+    for a in aux:
+        loss = loss + 0.3 * F.cross_entropy(a, y, label_smoothing=config.label_smoothing)
+    if teacher_logits is None or config.distill <= 0:
+        return loss
+    t = config.temperature
+    soft = F.kl_div(
+        F.log_softmax(logits.float() / t, dim=1),
+        F.log_softmax(teacher_logits.float() / t, dim=1),
+        reduction="batchmean",
+        log_target=True,
+    )
+    return (1 - config.distill) * loss + config.distill * t * t * soft
 
 
 def topk_correct(logits: torch.Tensor, target: torch.Tensor, ks: tuple[int, ...]) -> list[int]:
@@ -339,23 +369,29 @@ def fit(
     extra_state: dict[str, Any] | None = None,
     stop_after_steps: int | None = None,
     strength: AutoStrength | None = None,
+    teacher: nn.Module | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``bundle.train``, evaluating on ``bundle.val`` each epoch.
 
     ``state_path`` receives a resumable state after every epoch and on SIGINT/SIGTERM;
     ``resume=True`` continues from it. ``extra_state`` is stored with it (the CLI keeps
     what it needs to rebuild the model there). ``strength`` (with a ``regularizer``)
-    calibrates and adapts the penalty's multiplier (``--lambda auto``). ``stop_after_steps`` simulates an interrupt
+    calibrates and adapts the penalty's multiplier (``--lambda auto``). ``teacher`` (kept
+    in eval mode, never trained) is distilled from when ``config.distill`` > 0.
+    ``stop_after_steps`` simulates an interrupt
     after that many optimizer steps (for tests). Returns the per-epoch history.
     Raises ``TrainingInterrupted`` after an interrupt, ``CompressorError`` for bad state.
     """
     import torch
-    import torch.nn.functional as F
 
+    from compressor import distributed
     from compressor.data import BatchTransform, default_workers, make_loader
     from compressor.utils import atomic_write_with, progress_bar, resolve_device
 
-    say = log or (lambda _msg: None)
+    main = distributed.is_main()  # under torchrun, only rank 0 prints and writes
+    say = (log or (lambda _msg: None)) if main else (lambda _msg: None)
+    progress = progress and main
+    parallel = distributed.world() > 1  # the CLI joined torchrun's process group
     device = resolve_device(config.device)
     # Sparsity training leaves many weights tiny; subnormal floats are very slow on x86
     # CPUs (a 5x slower fine-tuning epoch was measured here), so flush them to zero.
@@ -372,6 +408,8 @@ def fit(
     model.to(device)
     if cuda and config.channels_last:
         model.to(memory_format=torch.channels_last)
+    if parallel:  # every rank starts from rank 0's weights
+        distributed.broadcast_model(model)
     optimizer = make_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(config, steps_per_epoch))
     amp_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
@@ -398,6 +436,14 @@ def fit(
             hooks.append(module.register_forward_pre_hook(pre_hook))
     if strength is not None and regularizer is None:
         raise CompressorError("an automatic strength needs a regularizer")
+    if config.distill > 0 and teacher is None:
+        raise CompressorError("distillation (--distill) needs a teacher model")
+    if config.distill <= 0:
+        teacher = None
+    if teacher is not None:
+        teacher.to(device).eval()
+        if cuda and config.channels_last:
+            teacher.to(memory_format=torch.channels_last)
 
     result = TrainResult()
     start_epoch, start_step, global_step = 0, 0, 0
@@ -407,7 +453,10 @@ def fit(
             raise CompressorError("resuming needs the path of the resumable state")
         state = load_train_state(state_path)
         saved_cfg = state["train_config"]
-        diff = [k for k in _RESUME_KEYS if saved_cfg.get(k) != getattr(config, k)]
+        defaults = TrainConfig()  # keys a state from an older version lacks
+        diff = [
+            k for k in _RESUME_KEYS if saved_cfg.get(k, getattr(defaults, k)) != getattr(config, k)
+        ]
         if saved_cfg.get("batch_size") != bs:
             diff.append("batch_size")
         if diff:
@@ -438,7 +487,7 @@ def fit(
         _calibrate(strength, model, regularizer, bundle, transform, features, config, say)
 
     def save_state(epoch: int, step: int, running: list[float] | None = None) -> None:
-        if state_path is None:
+        if state_path is None or not main:
             return
         payload = {
             "format": STATE_FORMAT,
@@ -471,9 +520,11 @@ def fit(
     )
 
     def should_stop() -> bool:
-        return stop.signal is not None or (
+        stopping = stop.signal is not None or (
             stop_after_steps is not None and steps_done >= stop_after_steps
         )
+        # every rank stops at the same step, or the others would wait for it forever
+        return distributed.any_rank(stopping) if parallel else stopping
 
     try:
         with stop.installed():
@@ -483,6 +534,7 @@ def fit(
                     n, generator=torch.Generator().manual_seed(mix_seed(config.seed, epoch))
                 )
                 batches = [order[i * bs : (i + 1) * bs].tolist() for i in range(steps_per_epoch)]
+                batches = distributed.shard(batches, bs)  # this rank's part of each batch
                 first = start_step if epoch == start_epoch else 0
                 loader = make_loader(
                     bundle.train, batches[first:], workers=workers, pin_memory=cuda
@@ -492,7 +544,8 @@ def fit(
                     regularizer.start_epoch(model, epoch=epoch)
                 loss_sum = pen_sum = 0.0
                 correct = seen = 0
-                if epoch == start_epoch and first > 0 and resumed_running:
+                # (under torchrun the saved figures are every rank's: rank 0 carries them)
+                if epoch == start_epoch and first > 0 and resumed_running and main:
                     loss_sum, pen_sum = resumed_running[0], resumed_running[1]
                     correct, seen = int(resumed_running[2]), int(resumed_running[3])
                 bar: Any = progress_bar(
@@ -517,11 +570,11 @@ def fit(
                     features.clear()
                     with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                         logits, aux = split_outputs(model(inputs))
-                        loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
-                        for a in aux:
-                            loss = loss + 0.3 * F.cross_entropy(
-                                a, y, label_smoothing=config.label_smoothing
-                            )
+                        taught = None
+                        if teacher is not None:
+                            with torch.no_grad():
+                                taught = split_outputs(teacher(inputs))[0]
+                        loss = task_loss(logits, aux, y, config, taught)
                         pen = (
                             regularizer.penalty(model, features)
                             if regularizer is not None
@@ -540,6 +593,11 @@ def fit(
                         loss_grads = _backward_apart(scaler, model, loss, pen, focus)
                     else:
                         scaler.scale(total).backward()
+                    if parallel:  # the global batch's gradient, as one process would have
+                        distributed.average_gradients(
+                            model,
+                            loss_grads.values() if focus is not None and pen is not None else (),
+                        )
                     if regularizer is not None:
                         scaler.unscale_(optimizer)
                         regularizer.after_backward(model)
@@ -548,6 +606,8 @@ def fit(
                     scaler.step(optimizer)
                     scaler.update()
                     scheduler.step()
+                    if parallel:  # running statistics came from this rank's shard
+                        distributed.average_buffers(model)
                     if regularizer is not None:
                         regularizer.after_step(model, epoch=epoch, step=step)
                     global_step += 1
@@ -572,7 +632,10 @@ def fit(
                     if should_stop() and step + 1 < steps_per_epoch:
                         bar.close()
                         result.seconds += time.perf_counter() - t0
-                        save_state(epoch, step + 1, [loss_sum, pen_sum, correct, seen])
+                        running = [loss_sum, pen_sum, correct, seen]
+                        if parallel:
+                            running = distributed.sum_over_ranks(running)
+                        save_state(epoch, step + 1, running)
                         raise TrainingInterrupted(
                             f"interrupted at epoch {epoch + 1}, step {step + 1}/{steps_per_epoch}; "
                             + (
@@ -583,6 +646,10 @@ def fit(
                         )
                 bar.close()
                 train_seconds = time.perf_counter() - t0
+                if parallel:  # the epoch's figures over every rank's shard
+                    totals = distributed.sum_over_ranks([loss_sum, pen_sum, correct, seen])
+                    loss_sum, pen_sum = totals[0], totals[1]
+                    correct, seen = int(totals[2]), int(totals[3])
                 metrics = evaluate(
                     model,
                     bundle.val,

@@ -212,3 +212,63 @@ def test_regularizer_contract(mnist_root: Path) -> None:
     assert all(h.train_penalty > 0 for h in result.history)
     # hooks are removed after training: a forward pass no longer feeds the penalty
     assert not model[7]._forward_hooks
+
+
+def test_distillation_loss_blends_labels_and_teacher() -> None:
+    import torch.nn.functional as F
+
+    from compressor.train import task_loss
+
+    torch.manual_seed(0)
+    logits, teacher, y = torch.randn(16, 5), torch.randn(16, 5), torch.randint(0, 5, (16,))
+    ce = F.cross_entropy(logits, y)
+    assert torch.allclose(task_loss(logits, [], y, TrainConfig(), teacher), ce)  # off by default
+    # a student that already matches the teacher pays only the labels' share
+    same = task_loss(logits, [], y, TrainConfig(distill=0.25), logits.clone())
+    assert torch.allclose(same, 0.75 * ce)
+    # the soft term: T^2 * KL(teacher_T || student_T), by hand
+    t = 2.0
+    p = F.softmax(teacher / t, 1)
+    kl = (p * (p.log() - F.log_softmax(logits / t, 1))).sum(1).mean()
+    got = task_loss(logits, [], y, TrainConfig(distill=1.0, temperature=t), teacher)
+    assert torch.allclose(got, t * t * kl, atol=1e-6)
+
+
+def test_distillation_moves_the_student_towards_the_teacher(mnist_root: Path) -> None:
+    """Trained on the teacher's outputs alone (distill 1), a student ends closer to the
+    teacher than the same student trained on labels; without a teacher fit refuses."""
+    import torch.nn.functional as F
+
+    from compressor.archs import build_model
+    from compressor.errors import CompressorError
+
+    data = DataConfig(str(mnist_root), batch_size=10, augment=False)
+    bundle = load_data(data)
+    torch.manual_seed(1)
+    teacher = build_model("smallcnn", num_classes=10)  # random: its outputs are not the labels
+    torch.manual_seed(0)
+    start = build_model("smallcnn", num_classes=10)
+    from compressor.data import BatchTransform
+
+    raw = torch.stack([bundle.val[i][0] for i in range(len(bundle.val))])
+    x = BatchTransform(bundle.preprocess, flip=False, device=torch.device("cpu"))(raw)
+
+    def gap(model: torch.nn.Module) -> float:
+        model.eval()
+        with torch.no_grad():
+            t = F.log_softmax(teacher(x), 1)
+            s = F.log_softmax(model(x), 1)
+        return float(F.kl_div(s, t, reduction="batchmean", log_target=True))
+
+    runs = {}
+    for distill in (0.0, 1.0):
+        student = build_model("smallcnn", num_classes=10)
+        student.load_state_dict(start.state_dict())
+        config = TrainConfig(epochs=3, lr=0.05, device="cpu", distill=distill, temperature=1.0)
+        fit(student, bundle, config, data, progress=False, teacher=teacher)
+        runs[distill] = gap(student)
+    assert runs[1.0] < 0.5 * runs[0.0], runs
+    with pytest.raises(CompressorError, match="needs a teacher"):
+        fit(start, bundle, TrainConfig(epochs=1, device="cpu", distill=0.5), data, progress=False)
+    with pytest.raises(CompressorError, match="--distill must be in"):
+        TrainConfig(distill=1.5)
