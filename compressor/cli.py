@@ -1049,13 +1049,8 @@ def compress(model: Path, console: Console, **kw: Any) -> None:
 
     if kw["threads"] < 1:
         raise click.BadParameter("must be at least 1", param_hint="--threads")
-    from compressor.distributed import requested
+    from compressor import distributed
 
-    if requested():
-        raise CompressorError(
-            "compress runs in one process so far; under torchrun, `compressor train` "
-            "trains data-parallel (also with --method): compress the file it writes"
-        )
     output: Path = kw["output"]
     if output.exists() and not output.is_dir():
         raise CompressorError(f"{output} is a file; give a folder")
@@ -1069,6 +1064,8 @@ def compress(model: Path, console: Console, **kw: Any) -> None:
         round_to=kw["round_to"],
         max_layer_ratio=kw["max_layer_ratio"],
     )
+    # under torchrun: join the process group; both training stages run data-parallel
+    kw["device"] = distributed.setup(kw["device"])
     sgd = kw["optimizer"] == "sgd"
     lr = kw["lr"] if kw["lr"] is not None else (0.01 if sgd else 1e-4)
     ft_lr = kw["ft_lr"] if kw["ft_lr"] is not None else (TRAIN_LR if sgd else TRAIN_LR_ADAMW)

@@ -254,8 +254,11 @@ class _Run:
         return time.perf_counter()
 
     def done(self, name: str, t0: float) -> None:
+        from compressor.distributed import is_main
+
         self.stages[name] = self.stages.get(name, 0.0) + time.perf_counter() - t0
-        write_json(self.work / "stages.json", self.stages)
+        if is_main():
+            write_json(self.work / "stages.json", self.stages)
 
     def read(self, name: str) -> Any:
         return json.loads((self.work / name).read_text())
@@ -293,6 +296,7 @@ def compress(
     resumption whose settings differ; ``TrainingInterrupted`` after an interrupt (the
     partial folder is kept for ``resume``).
     """
+    from compressor import distributed
     from compressor.data import default_workers
     from compressor.methods import get_method
     from compressor.pipeline import load_for_data
@@ -312,6 +316,7 @@ def compress(
     }
     if resume and not (work / "config.json").is_file():
         raise CompressorError(f"nothing to resume: {work} does not exist")
+    main = distributed.is_main()  # under torchrun, rank 0 writes and runs the serial stages
     # everything a user can get wrong is checked before anything is written
     loaded, bundle = load_for_data(model_path, config.data, arch=arch, trust_pickle=trust_pickle)
     _check_outdir(outdir)
@@ -326,11 +331,12 @@ def compress(
             raise CompressorError(
                 f"cannot resume {work} with different settings ({', '.join(diff)})"
             )
-    else:
+    elif main:
         if work.exists():
             shutil.rmtree(work)
         work.mkdir(parents=True)
         write_json(work / "config.json", resolved)
+    distributed.barrier()
 
     stages: dict[str, float] = (
         json.loads((work / "stages.json").read_text()) if (work / "stages.json").is_file() else {}
@@ -354,12 +360,21 @@ def compress(
     )
     try:
         for name, stage_fn in _STAGE_FUNCTIONS.items():
+            if not main and name not in _PARALLEL:
+                if name == "evaluate":  # the rest is rank 0's alone
+                    return {}
+                distributed.barrier()  # wait for rank 0's stage and its files
+                continue
             if name != "report" and not (work / _DONE[name]).is_file():
                 stage_fn(run)
+            if distributed.active() and name in ("baseline", "regularize", "prune"):
+                distributed.barrier()
         report = _report(run)
     except TrainingInterrupted:  # its message says how to resume
         raise
     except BaseException as e:
+        if not main:
+            raise
         if not _has_progress(work):
             shutil.rmtree(work, ignore_errors=True)  # nothing worth resuming: leave nothing
             raise
@@ -390,6 +405,9 @@ def _has_progress(work: Path) -> bool:
         for name in ("regularize.resume", "regularized.pt", "finetune.resume", "model.pt")
     )
 
+
+# under torchrun every rank runs these (data-parallel training); rank 0 alone the others
+_PARALLEL = ("regularize", "finetune")
 
 # one file marks each stage done, so --resume skips it
 _DONE = {
@@ -480,6 +498,7 @@ def _regularize(run: _Run) -> None:
     import torch
 
     from compressor.checkpoint import load_model, save_model
+    from compressor.distributed import is_main
     from compressor.methods import get_method
     from compressor.strength import AutoStrength
     from compressor.train import fit
@@ -520,6 +539,8 @@ def _regularize(run: _Run) -> None:
     finally:
         run.done("regularize", t0)
     current.model.cpu()
+    if not is_main():  # under torchrun, rank 0 writes
+        return
     current.metadata["method"] = {
         "name": config.method,
         "params": dataclasses.asdict(method.params),
@@ -601,6 +622,7 @@ def _prune(run: _Run) -> None:
 def _finetune(run: _Run) -> None:
     """4. Fine-tune the pruned model."""
     from compressor.checkpoint import load_model, save_model
+    from compressor.distributed import is_main
     from compressor.train import fit
     from compressor.utils import seed_everything
 
@@ -630,6 +652,8 @@ def _finetune(run: _Run) -> None:
     finally:
         run.done("finetune", t0)
     current.model.cpu()
+    if not is_main():  # under torchrun, rank 0 writes
+        return
     write_json(work / "finetune.json", result.to_dict())
     save_model(current, work / "model.pt")
     (work / "finetune.resume").unlink(missing_ok=True)

@@ -17,9 +17,9 @@ the loop averages the finished gradients (one flat all-reduce per step), then av
 the normalisation layers' running statistics (which each rank updates from its own
 shard), so that every rank holds the same weights and buffers after every step: the
 evaluations, the ``--lambda auto`` decisions, l0sgl's auxiliary variables and HGS's
-scores come out the same on every rank without further messages. ``--sync-bn`` (CUDA
-only: PyTorch's SyncBatchNorm has no CPU kernel) normalises with the global batch's
-statistics instead of the shard's.
+scores come out the same on every rank without further messages. BatchNorm normalises
+each shard with the shard's statistics (SyncBatchNorm, which has no CPU kernel, is not
+offered yet).
 
 Only rank 0 prints and writes files; the others wait for it where they read what it wrote.
 """
@@ -86,7 +86,11 @@ def setup(device: str) -> str:
             )
         torch.cuda.set_device(local)
         device = f"cuda:{local}"
-    dist.init_process_group("nccl" if cuda else "gloo")
+    import datetime
+
+    # the other ranks wait while rank 0 alone scores and prunes (compress): minutes on
+    # large models, more than the default 10 minutes of NCCL on very large ones
+    dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(hours=2))
     return device
 
 
