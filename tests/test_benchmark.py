@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from compressor.bench import compare, runner
 from compressor.bench.runner import PROFILES, RUNNER_VERSION
 from compressor.cli import cli
+from compressor.errors import CompressorError
 
 RUNNER = Path(compare.__file__).with_name("runner.py")
 # A few runs and a single round: for tests of what the runner reports, not of its timing.
@@ -271,14 +272,40 @@ def test_remote_over_loopback_ssh(onnx_pair: tuple[Path, Path], tmp_path: Path) 
         same_name = tmp_path / "other" / onnx_pair[0].name
         same_name.parent.mkdir()
         shutil.copyfile(onnx_pair[1], same_name)
-        models = [*onnx_pair, same_name]
+        # the wide net with its weights in an external file (as export writes over 2 GB)
+        import onnx
+
+        external = tmp_path / "external" / onnx_pair[0].name
+        external.parent.mkdir()
+        data_name = external.name + ".data"
+        onnx.save_model(
+            onnx.load(str(onnx_pair[0])),
+            str(external),
+            save_as_external_data=True,
+            location=data_name,
+            size_threshold=0,
+        )
+        assert compare.external_files(external) == [data_name]
+        assert compare.external_files(onnx_pair[0]) == []
+        models = [*onnx_pair, same_name, external]
         result = compare.run_remote(
             "root@127.0.0.1", models, args, port=port, python=sys.executable, ssh_options=opts
         )
         assert result["host"] == "root@127.0.0.1"
         assert [r["model"] for r in result["results"]] == [str(p) for p in models]
-        wide, narrow, renamed = (r["p50_ms"] for r in result["results"])
-        assert renamed < wide / 2 and narrow < wide / 2
+        wide, narrow, renamed, wide_external = (r["p50_ms"] for r in result["results"])
+        assert renamed < wide / 2 and narrow < wide / 2 and wide_external > 2 * narrow
+        # a missing external file is named before anything is copied
+        (external.parent / data_name).unlink()
+        with pytest.raises(CompressorError, match="which is missing"):
+            compare.run_remote(
+                "root@127.0.0.1",
+                [external],
+                args,
+                port=port,
+                python=sys.executable,
+                ssh_options=opts,
+            )
     finally:
         server.terminate()
         server.wait(timeout=10)
@@ -343,6 +370,24 @@ def test_speedup_interval_from_shared_rounds(monkeypatch: pytest.MonkeyPatch) ->
     assert "speedup_vs_first_ci95" not in slow
     lo, hi = fast["speedup_vs_first_ci95"]
     assert 1.5 < lo <= hi < 2.5
+
+
+def test_max_seconds_caps_the_slowest_model_not_the_fastest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a noisy machine (precision never reached) a setting stops once the slowest model
+    has had --max-seconds, not once the fastest has (which took 10x longer)."""
+    monkeypatch.setattr(runner, "ROUND_SECONDS", 0.02)
+    t0 = time.perf_counter()
+    slow, fast = runner.measure_calls(
+        [lambda: _busy(2.0), lambda: _busy(0.2)],
+        min_runs=5,
+        min_seconds=0.0,
+        max_seconds=0.3,
+        precision=1e-9,
+    )
+    assert time.perf_counter() - t0 < 1.0
+    assert slow["seconds"] >= 0.3 and fast["seconds"] < 0.3
 
 
 def test_round_statistics_by_hand() -> None:

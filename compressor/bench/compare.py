@@ -80,6 +80,37 @@ def run_local(models: list[Path], args: list[str]) -> dict[str, Any]:
     return json.loads(proc.stdout)
 
 
+def external_files(path: Path) -> list[str]:
+    """The external-data files an ONNX model names (relative to its folder): a model over
+    2 GB keeps its weights beside it (``compressor export`` writes ``OUTPUT.data``)."""
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    model = onnx.load(str(path), load_external_data=False)
+    names: set[str] = set()
+
+    def visit(graph: Any) -> None:
+        tensors = list(graph.initializer)
+        for node in graph.node:
+            for attr in node.attribute:
+                if attr.HasField("t"):
+                    tensors.append(attr.t)
+                tensors.extend(attr.tensors)
+                if attr.HasField("g"):
+                    visit(attr.g)
+                for sub in attr.graphs:
+                    visit(sub)
+        for t in tensors:
+            if uses_external_data(t):
+                names.add(ExternalDataInfo(t).location)
+
+    visit(model.graph)
+    missing = [n for n in sorted(names) if not (path.parent / n).is_file()]
+    if missing:
+        raise CompressorError(f"{path} keeps its weights in {', '.join(missing)}, which is missing")
+    return sorted(names)
+
+
 def run_remote(
     host: str,
     models: list[Path],
@@ -103,17 +134,20 @@ def run_remote(
         except FileNotFoundError as e:
             raise CompressorError(f"{cmd[0]} is not installed here") from e
 
-    proc = call(["ssh", *opts_ssh, host, f"mkdir -p {remote_dir}"])
+    # one remote folder per model: two local files may share a name (a/model.onnx,
+    # b/model.onnx), and so may their external weights (model.onnx.data)
+    folders = [f"{remote_dir}/{i}" for i in range(len(models))]
+    remote_models = [f"{d}/{m.name}" for d, m in zip(folders, models, strict=True)]
+    copies = [(RUNNER, f"{remote_dir}/runner.py")]
+    for model, folder, remote in zip(models, folders, remote_models, strict=True):
+        copies.append((model, remote))
+        copies += [(model.parent / name, f"{folder}/{name}") for name in external_files(model)]
+    proc = call(["ssh", *opts_ssh, host, shlex.join(["mkdir", "-p", remote_dir, *folders])])
     if proc.returncode != 0:
         raise CompressorError(
             f"cannot reach {host} over ssh: {proc.stderr.strip().splitlines()[-1:]}"
         )
-    # one remote name per model: two local files may share a name (a/model.onnx, b/model.onnx)
-    remote_models = [f"{remote_dir}/{i}_{m.name}" for i, m in enumerate(models)]
-    for local, remote in [
-        (RUNNER, f"{remote_dir}/runner.py"),
-        *zip(models, remote_models, strict=True),
-    ]:
+    for local, remote in copies:
         proc = call(["scp", "-q", *opts_scp, str(local), f"{host}:{remote}"])
         if proc.returncode != 0:
             raise CompressorError(f"copying to {host} failed: {proc.stderr.strip()[:300]}")
