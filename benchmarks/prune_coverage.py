@@ -28,17 +28,35 @@ from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
 RATIO = 0.3
-PREVIOUS_COMMAND = ""  # with --update: the run whose results are merged into
+
+
+_PREVIOUS_COMMAND = ""  # with --update: the commands of the runs merged into
 
 
 def _cli(args: list[str], timeout: float) -> dict:
-    proc = subprocess.run(
-        ["compressor", *args, "--json", "-q"], capture_output=True, text=True, timeout=timeout
-    )
-    if proc.returncode != 0:
-        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-        raise RuntimeError(f"compressor {args[0]}: {lines[-1] if lines else proc.returncode}")
-    return json.loads(proc.stdout)
+    """Run ``compressor ARGS --json``; its JSON, plus ``peak_mb``: the command's peak
+    resident memory (its own process's maximum RSS, from ``wait4``)."""
+    import tempfile
+
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(["compressor", *args, "--json", "-q"], stdout=out, stderr=err)
+        deadline = time.monotonic() + timeout
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                proc.kill()
+                proc.wait()
+                raise subprocess.TimeoutExpired(proc.args, timeout)
+            time.sleep(0.2)
+        out.seek(0)
+        err.seek(0)
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            lines = [ln for ln in err.read().strip().splitlines() if ln.strip()]
+            raise RuntimeError(f"compressor {args[0]}: {lines[-1] if lines else code}")
+        return {**json.loads(out.read()), "peak_mb": usage.ru_maxrss / 1024}  # KiB on Linux
 
 
 def one(arch: str, timeout: float) -> dict:
@@ -83,8 +101,10 @@ def one(arch: str, timeout: float) -> dict:
                 macs_before=p["macs_before"],
                 macs_after=p["macs_after"],
                 seconds=round(p["seconds"], 2),
+                prune_peak_mb=round(p["peak_mb"]),
             )
             e = _cli(["export", pruned, "--input-size", str(size), "-o", onnx], timeout)
+            row.update(export_peak_mb=round(e["peak_mb"]), onnx_bytes=e.get("size_bytes"))
         except (RuntimeError, subprocess.TimeoutExpired) as err:
             row.update(status="error", error=str(err)[:300])
             row["wall_seconds"] = round(time.perf_counter() - t0, 1)
@@ -106,10 +126,11 @@ def main(argv: list[str]) -> None:
     timeout = int(os.environ.get("COVERAGE_TIMEOUT", "600"))
     RESULTS.mkdir(exist_ok=True)
     previous: dict[str, dict] = {}
+    global _PREVIOUS_COMMAND
     if update and (RESULTS / "prune_coverage.json").is_file():
-        previous = {
-            r["model"]: r for r in json.loads((RESULTS / "prune_coverage.json").read_text())["rows"]
-        }
+        merged = json.loads((RESULTS / "prune_coverage.json").read_text())
+        previous = {r["model"]: r for r in merged["rows"]}
+        _PREVIOUS_COMMAND = merged["command"]
     rows = []
     for arch in archs:
         t0 = time.perf_counter()
@@ -128,7 +149,7 @@ def _write(rows: list[dict], archs: list[str]) -> None:
     import torch
 
     meta = {
-        "command": (PREVIOUS_COMMAND + "` then `" if PREVIOUS_COMMAND else "")
+        "command": (_PREVIOUS_COMMAND + "` then `" if _PREVIOUS_COMMAND else "")
         + "python benchmarks/prune_coverage.py "
         + " ".join(sys.argv[1:]),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
@@ -153,8 +174,11 @@ def _write(rows: list[dict], archs: list[str]) -> None:
         if len(rows) == len(archs)
         else f"Partial run: {len(rows)} of {len(archs)} requested models measured.",
         "",
-        "| model | input | groups | groups kept whole | MACs before | MACs after | MACs cut | prune s | ONNX rel. diff | status |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "Peak memory: each command's maximum resident set (its process, from `wait4`); "
+        "`-` where the row predates the column.",
+        "",
+        "| model | input | groups | groups kept whole | MACs before | MACs after | MACs cut | prune s | peak MB prune / export | ONNX rel. diff | status |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         if "macs_before" in r and "macs_after" in r:
@@ -162,11 +186,14 @@ def _write(rows: list[dict], archs: list[str]) -> None:
                 f"| {r['model']} | {r['input']} | {r['groups']} | {r['skipped_groups']} | "
                 f"{r['macs_before'] / 1e6:.1f}M | {r['macs_after'] / 1e6:.1f}M | "
                 f"{r['macs_before'] / max(r['macs_after'], 1):.2f}x | {r['seconds']} | "
+                f"{r.get('prune_peak_mb', '-')} / {r.get('export_peak_mb', '-')} | "
                 f"{r.get('onnx_rel_diff', float('nan')):.1e} | {r['status']}"
                 f"{': ' + r['error'] if r.get('error') else ''} |"
             )
         else:
-            lines.append(f"| {r['model']} | | | | | | | | | {r['status']}: {r.get('error', '')} |")
+            lines.append(
+                f"| {r['model']} | | | | | | | | | | {r['status']}: {r.get('error', '')} |"
+            )
     (RESULTS / "prune_coverage.md").write_text("\n".join(lines) + "\n")
 
 
