@@ -89,21 +89,20 @@ def main() -> None:
         "resnet18 on mnist15k at 32x32 (dense "
         f"{rows[0]['dense_accuracy']:.2f}%), channels removed by magnitude (`--method none`), "
         "3 fine-tuning epochs (SGD, cosine). Validation top-1 (%), mean ± sd over seeds "
-        f"{args.seeds}; each seed's figure in brackets.",
+        f"{args.seeds}; each seed's figure beside it.",
         "",
-        "| target | recipe | MACs cut | top-1 | per seed | fine-tune s (mean) |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| target | recipe | MACs cut | top-1 | per seed |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for target, recipes in TARGETS.items():
         for recipe in recipes:
             got = [r for r in rows if r["target_macs_ratio"] == target and r["recipe"] == recipe]
             acc = [r["accuracy"] for r in got]
             sd = statistics.stdev(acc) if len(acc) > 1 else 0.0
-            secs = statistics.mean(r["finetune_seconds"] or 0 for r in got)
             lines.append(
                 f"| {target}x | {recipe} | {got[0]['macs_ratio']:.1f}x | "
                 f"{statistics.mean(acc):.2f} ± {sd:.2f} | "
-                f"{', '.join(f'{a:.2f}' for a in acc)} | {secs:.0f} |"
+                f"{', '.join(f'{a:.2f}' for a in acc)} |"
             )
     (RESULTS / "finetune_lr.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -1094,8 +1094,8 @@ def compress(model: Path, console: Console, **kw: Any) -> None:
             kw, augment=_augment(kw["augment"], max(kw["reg_epochs"], kw["ft_epochs"]))
         ),
         regularize=train_config(kw["reg_epochs"], lr),
-        # 0.05: resnet18 on mnist15k cut to 1/30 of its MACs, 3 epochs, 3 seeds: 98.30% at
-        # 0.01, 98.75% at 0.05, 98.27% at 0.1 (benchmarks/results/finetune_lr.md)
+        # 0.05: resnet18 on mnist15k cut to 1/30 of its MACs, 3 epochs, 3 seeds: 98.20% at
+        # 0.01, 98.52% at 0.05 (benchmarks/results/finetune_lr.md)
         finetune=train_config(kw["ft_epochs"], ft_lr, kw["distill"]),
         prune=prune,
         export=ExportConfig(opset=kw["opset"], simplify=kw["simplify"], tolerance=kw["tolerance"]),
