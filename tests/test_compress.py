@@ -33,14 +33,14 @@ ARGS = [
 
 
 def _config() -> CompressConfig:
-    train = TrainConfig(epochs=1, lr=0.01, device="cpu")
+    """What the CLI builds from ARGS (the reference run of the ``run`` fixture)."""
     return CompressConfig(
         method="hgs",
         method_options={},
         data=DataConfig("mnist15k", augment=False),  # what the CLI picks for 1-epoch stages
         strength=StrengthConfig(),  # --lambda auto, the CLI's default
-        regularize=train,
-        finetune=train,
+        regularize=TrainConfig(epochs=1, lr=0.01, device="cpu"),  # --lr's default
+        finetune=TrainConfig(epochs=1, lr=0.05, device="cpu"),  # --ft-lr's default
         prune=PruneConfig(target_macs=0.6),
         export=ExportConfig(),
         latency_seconds=1.0,
