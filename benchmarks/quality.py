@@ -8,7 +8,9 @@ Steps (each result is cached under --work, so an interrupted run continues):
 1. Dense model: ``compressor train resnet18 --data mnist15k --input-size 32 --epochs 5``.
 2. For every method, target (10x, 30x fewer MACs) and seed:
    ``compressor compress dense.pt --method M --reg-epochs 3 --ft-epochs 3 --target-macs T
-   --seed S`` with every other option at its default (``--lambda auto``).
+   --seed S`` with every other option at its default (``--lambda auto``). ``M+r1`` (e.g.
+   ``--methods slimming+r1``) adds ``--round-to 1``: channel counts left unrounded, as
+   Torch-Pruning leaves them.
 3. Torch-Pruning 1.6 on the same dense model and budget, through its documented API:
    ``MagnitudePruner`` (GroupMagnitudeImportance, no sparse training), ``GroupNormPruner``
    (its sparse learning, ``pruner.regularize(model)`` after every backward, for the same
@@ -94,16 +96,22 @@ def dense(work: Path) -> Path:
     return out
 
 
+# method variants: NAME+VARIANT runs NAME with these options besides the defaults
+VARIANTS = {"r1": ["--round-to", "1"]}  # channel counts unrounded, as Torch-Pruning's
+
+
 def compressor_row(work: Path, model: Path, method: str, target: int, seed: int) -> dict[str, Any]:
     out = work / f"compressor-{method}-{target}x-s{seed}"
+    name, _, variant = method.partition("+")
     if not (out / "report.json").is_file():
         sh(
             [
                 "compressor",
                 "compress",
                 str(model),
+                *(VARIANTS[variant] if variant else []),
                 "--method",
-                method,
+                name,
                 "--data",
                 "mnist15k",
                 "--reg-epochs",

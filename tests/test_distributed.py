@@ -104,11 +104,13 @@ def test_interrupted_torchrun_resumes_to_the_same_weights(tmp_path: Path) -> Non
     assert _max_weight_gap(out, tmp_path / "whole.pt") == 0.0
 
 
+@pytest.mark.parametrize("method", ["l1", "l0sgl", "hgs"])
 def test_compress_under_torchrun_trains_both_stages_data_parallel(
-    tmp_path: Path, mnist_root: Path
+    tmp_path: Path, mnist_root: Path, method: str
 ) -> None:
     """LeNet-5 (no BatchNorm), a fixed strength: two processes regularize, prune and
-    fine-tune to the weights one process gets; rank 0 alone writes OUTDIR and reports."""
+    fine-tune to the weights one process gets (l0sgl's auxiliary variables follow the
+    weights; hgs scores on rank 0); rank 0 alone writes OUTDIR and reports."""
 
     def cmd(out: Path, procs: int) -> list[str]:
         train = _train(out, str(mnist_root), procs=procs)
@@ -117,7 +119,7 @@ def test_compress_under_torchrun_trains_both_stages_data_parallel(
             *train[:at],
             "compress",
             "models/lenet5-mnist15k.pt",
-            *["--method", "l1", "--lambda", "1e-4", "--ratio", "0.3", "--batch-size", "20"],
+            *["--method", method, "--lambda", "1e-4", "--ratio", "0.3", "--batch-size", "20"],
             *["--reg-epochs", "2", "--ft-epochs", "2", "--lr", "0.02", "--ft-lr", "0.02"],
             *train[at + 1 :],
         ]
