@@ -137,7 +137,7 @@ def main() -> None:
         f"Machine: {payload['machine']}, {payload['memory_gib']:.0f} GiB  ",
         f"Date: {payload['date']}; wall time {payload['seconds'] / 60:.0f} min",
         "",
-        "Peak memory: each command's own process, maximum resident set (`wait4`).",
+        "Peak memory: each command's own process, maximum resident set (`wait4`); for `benchmark`, the `compressor` process (which loads the ONNX file to count parameters and MACs), not the runner process it starts.",
         "",
         "| model | step | peak memory | seconds | details |",
         "| --- | --- | --- | --- | --- |",
