@@ -161,6 +161,14 @@ CASES: dict[str, tuple[Setup, list[str], str]] = {
         ["compress", str(MODEL), "--method", "hsg", "--data", "mnist15k", "-o", "{t}/o"],
         "unknown method 'hsg'",
     ),
+    "distillation weight out of range": (
+        None,
+        [
+            *["compress", str(MODEL), "--method", "l1", "--data", "mnist15k"],
+            *["--distill", "1.5", "-o", "{t}/o"],
+        ],
+        "--distill must be in [0, 1], got 1.5",
+    ),
     "unknown method option": (
         None,
         [
