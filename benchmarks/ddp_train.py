@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import RESULTS, machine
+from quality import machine, results_header, save_results
 
 
 def main() -> None:
@@ -82,16 +82,11 @@ def main() -> None:
         "settings": vars(args),
         "rows": rows,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "ddp_train.json").write_text(json.dumps(payload, indent=2) + "\n")
     base = rows[0]
     lines = [
-        "# `compressor train`: one process against torchrun's data-parallel processes",
-        "",
-        f"Command: `{payload['command']}`  ",
-        f"Machine: {payload['machine']}  ",
-        f"Date: {payload['date']}",
-        "",
+        *results_header(
+            "`compressor train`: one process against torchrun's data-parallel processes", payload
+        ),
         f"{args.arch} on mnist15k, {args.epochs} epochs, global batch {args.batch_size}, "
         f"seed 0, device {args.device}. Wall time includes start-up; training time is the "
         "loop's own (epochs and evaluation).",
@@ -105,7 +100,7 @@ def main() -> None:
             f"{r['train_seconds']:.1f} | {base['train_seconds'] / r['train_seconds']:.2f}x | "
             f"{r['val_top1']:.2f} |"
         )
-    (RESULTS / "ddp_train.md").write_text("\n".join(lines) + "\n")
+    save_results("ddp_train", payload, lines)
     print("\n".join(lines))
 
 

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import RESULTS, ROOT, dense, machine, sh
+from quality import ROOT, dense, machine, results_header, save_results, sh
 
 RECIPES = {  # name -> extra options
     "lr 0.01": ["--ft-lr", "0.01"],
@@ -77,15 +77,8 @@ def main() -> None:
         "seconds": time.perf_counter() - t0,
         "rows": rows,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "finetune_lr.json").write_text(json.dumps(payload, indent=2) + "\n")
     lines = [
-        "# Fine-tuning recipe after pruning (no regularize stage)",
-        "",
-        f"Command: `{payload['command']}`  ",
-        f"Machine: {payload['machine']}  ",
-        f"Date: {payload['date']}; wall time {payload['seconds'] / 60:.0f} min",
-        "",
+        *results_header("Fine-tuning recipe after pruning (no regularize stage)", payload),
         "resnet18 on mnist15k at 32x32 (dense "
         f"{rows[0]['dense_accuracy']:.2f}%), channels removed by magnitude (`--method none`), "
         "3 fine-tuning epochs (SGD, cosine). Validation top-1 (%), mean ± sd over seeds "
@@ -104,7 +97,7 @@ def main() -> None:
                 f"{statistics.mean(acc):.2f} ± {sd:.2f} | "
                 f"{', '.join(f'{a:.2f}' for a in acc)} |"
             )
-    (RESULTS / "finetune_lr.md").write_text("\n".join(lines) + "\n")
+    save_results("finetune_lr", payload, lines)
     print("\n".join(lines))
 
 

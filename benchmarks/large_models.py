@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import RESULTS, machine
+from quality import machine, results_header, save_results
 
 SIZES = {"regnet_y_128gf": 64, "vit_h_14": 224}
 
@@ -128,15 +128,12 @@ def main() -> None:
         "seconds": time.perf_counter() - t0,
         "rows": rows,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "large_models.json").write_text(json.dumps(payload, indent=2) + "\n")
     lines = [
-        "# The largest classifiers: peak memory per command, ONNX over 2 GB",
-        "",
-        f"Command: `{payload['command']}`  ",
-        f"Machine: {payload['machine']}, {payload['memory_gib']:.0f} GiB  ",
-        f"Date: {payload['date']}; wall time {payload['seconds'] / 60:.0f} min",
-        "",
+        *results_header(
+            "The largest classifiers: peak memory per command, ONNX over 2 GB",
+            payload,
+            f", {payload['memory_gib']:.0f} GiB",
+        ),
         "Peak memory: each command's own process, maximum resident set (`wait4`); for `benchmark`, the `compressor` process (which loads the ONNX file to count parameters and MACs), not the runner process it starts.",
         "",
         "| model | step | peak memory | seconds | details |",
@@ -160,7 +157,7 @@ def main() -> None:
             f"| {r['model']} | {r['step']} | {r['peak_mb'] / 1024:.1f} GiB | "
             f"{r['seconds']:.0f} | {'; '.join(details)} |"
         )
-    (RESULTS / "large_models.md").write_text("\n".join(lines) + "\n")
+    save_results("large_models", payload, lines)
     print("\n".join(lines))
 
 

@@ -399,6 +399,27 @@ def lenet_sweep(work: Path, methods: list[str]) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- output
 
 
+def results_header(title: str, payload: dict[str, Any], machine_extra: str = "") -> list[str]:
+    """The markdown head every results file starts with: title, command, machine, date
+    (and wall time when ``payload`` has ``seconds``)."""
+    wall = f"; wall time {payload['seconds'] / 60:.0f} min" if "seconds" in payload else ""
+    return [
+        f"# {title}",
+        "",
+        f"Command: `{payload['command']}`  ",
+        f"Machine: {payload['machine']}{machine_extra}  ",
+        f"Date: {payload['date']}{wall}",
+        "",
+    ]
+
+
+def save_results(name: str, payload: Any, lines: list[str]) -> None:
+    """``results/NAME.json`` (the payload) and ``results/NAME.md`` (the lines)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
+
+
 def machine() -> str:
     import os
 
