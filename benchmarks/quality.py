@@ -10,7 +10,8 @@ Steps (each result is cached under --work, so an interrupted run continues):
    ``compressor compress dense.pt --method M --reg-epochs 3 --ft-epochs 3 --target-macs T
    --seed S`` with every other option at its default (``--lambda auto``). ``M+r1`` (e.g.
    ``--methods slimming+r1``) adds ``--round-to 1``: channel counts left unrounded, as
-   Torch-Pruning leaves them.
+   Torch-Pruning leaves them; ``M+uniform`` adds ``--allocation uniform``: the same
+   fraction of every layer, Torch-Pruning's default allocation.
 3. Torch-Pruning 1.6 on the same dense model and budget, through its documented API:
    ``MagnitudePruner`` (GroupMagnitudeImportance, no sparse training), ``GroupNormPruner``
    (its sparse learning, ``pruner.regularize(model)`` after every backward, for the same
@@ -97,7 +98,10 @@ def dense(work: Path) -> Path:
 
 
 # method variants: NAME+VARIANT runs NAME with these options besides the defaults
-VARIANTS = {"r1": ["--round-to", "1"]}  # channel counts unrounded, as Torch-Pruning's
+VARIANTS = {
+    "r1": ["--round-to", "1"],  # channel counts unrounded, as Torch-Pruning's
+    "uniform": ["--allocation", "uniform"],  # the same fraction of every layer, as its default
+}
 
 
 def compressor_row(work: Path, model: Path, method: str, target: int, seed: int) -> dict[str, Any]:

@@ -859,6 +859,14 @@ def prune_options(f: Callable[..., Any]) -> Callable[..., Any]:
             show_default=True,
             help="Never remove more than this fraction of a layer's channels.",
         ),
+        click.option(
+            "--allocation",
+            type=click.Choice(["global", "uniform"]),
+            default="global",
+            show_default=True,
+            help="How many channels each layer loses with --ratio/--target-macs: ranked "
+            "across the whole model (global), or the same fraction of every layer (uniform).",
+        ),
     ]
     for opt in reversed(options):
         f = opt(f)
@@ -876,6 +884,7 @@ def _prune_config(kw: dict[str, Any], importance: str = "l2") -> Any:
         importance=importance,
         round_to=kw["round_to"],
         max_layer_ratio=kw["max_layer_ratio"],
+        allocation=kw["allocation"],
     )
 
 
@@ -1063,6 +1072,7 @@ def compress(model: Path, console: Console, **kw: Any) -> None:
         relative=relative,
         round_to=kw["round_to"],
         max_layer_ratio=kw["max_layer_ratio"],
+        allocation=kw["allocation"],
     )
     # under torchrun: join the process group; both training stages run data-parallel
     kw["device"] = distributed.setup(kw["device"])

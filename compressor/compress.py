@@ -473,7 +473,9 @@ def _share_function(run: _Run, method: Any) -> Callable[[Any], float | None]:
         }
         normalize = not method.comparable_scores
         if prune.ratio is not None:
-            plan = plan_ratio(scores, prune.ratio, normalize=normalize, **guards)
+            plan = plan_ratio(
+                scores, prune.ratio, normalize=normalize, allocation=prune.allocation, **guards
+            )
         else:
             if not estimator:  # the structure does not change while training: count once
                 estimator.extend(mac_estimator(copy.deepcopy(model).cpu(), index, run.size))
@@ -481,7 +483,13 @@ def _share_function(run: _Run, method: Any) -> Callable[[Any], float | None]:
             assert prune.target_macs is not None
             try:
                 plan = plan_target_macs(
-                    scores, estimate, total, prune.target_macs, normalize=normalize, **guards
+                    scores,
+                    estimate,
+                    total,
+                    prune.target_macs,
+                    normalize=normalize,
+                    allocation=prune.allocation,
+                    **guards,
                 )
             except CompressorError:
                 return None

@@ -204,6 +204,7 @@ class PruneConfig:
     importance: str = "l2"
     round_to: int = 8  # fastest in onnxruntime on CPU per benchmarks/results/round_to.md
     max_layer_ratio: float = 0.9
+    allocation: str = "global"  # how many channels each group loses: "global" or "uniform"
 
     def __post_init__(self) -> None:
         given = [n for n in ("ratio", "target_macs", "threshold") if getattr(self, n) is not None]
@@ -231,4 +232,8 @@ class PruneConfig:
         if not 0.0 < self.max_layer_ratio < 1.0:
             raise CompressorError(
                 f"--max-layer-ratio must be in (0, 1), got {self.max_layer_ratio}"
+            )
+        if self.allocation not in ("global", "uniform"):
+            raise CompressorError(
+                f"unknown --allocation {self.allocation!r}; choose one of: global, uniform"
             )

@@ -512,13 +512,25 @@ def prune_loaded(
     if config.threshold is not None:
         plan = plan_threshold(scores, config.threshold, relative=config.relative, **guards)
     elif config.ratio is not None:
-        plan = plan_ratio(scores, config.ratio, normalize=not comparable, **guards)
+        plan = plan_ratio(
+            scores,
+            config.ratio,
+            normalize=not comparable,
+            allocation=config.allocation,
+            **guards,
+        )
     else:
         assert config.target_macs is not None
 
         def plan_for(goal: float) -> Any:
             return plan_target_macs(
-                scores, estimate, macs_before, goal, normalize=not comparable, **guards
+                scores,
+                estimate,
+                macs_before,
+                goal,
+                normalize=not comparable,
+                allocation=config.allocation,
+                **guards,
             )
 
         plan, attempts = _meet_target(

@@ -6,8 +6,10 @@ residual additions, concatenations and depthwise convolutions. ``channel_groups`
 for every channel of every group, the parameter slices it owns (``ParamSlice``), so that a
 regularizer can penalise exactly what pruning removes and a selection policy can score it.
 
-Selection is global across the model (``select``): an absolute or relative score
-threshold, a fraction of all prunable channels, or a MAC budget. Guards keep every layer
+Selection is global across the model: an absolute or relative score threshold
+(``plan_threshold``), a fraction of all prunable channels (``plan_ratio``), or a MAC budget
+(``plan_target_macs``); the last two can instead take the same fraction of every group
+(``allocation="uniform"``). Guards keep every layer
 non-empty (``max_layer_ratio``), leave the classifier's outputs and the input alone, and
 round kept channel counts to multiples of ``round_to``.
 """
@@ -670,6 +672,9 @@ def plan_threshold(
     return _plan_from_counts(scores, counts, segments)
 
 
+ALLOCATIONS = ("global", "uniform")
+
+
 def _normalized(scores: list[torch.Tensor]) -> list[torch.Tensor]:
     # Groups differ in scale (layer widths, fan-in); dividing by the group mean makes a
     # global ranking compare like with like, as torch-pruning's default normaliser does.
@@ -685,16 +690,36 @@ def plan_ratio(
     normalize: bool = True,
     blocks: list[int] | None = None,
     segments: Segments = None,
+    allocation: str = "global",
 ) -> Plan:
     """Remove the fraction ``ratio`` of all prunable channels with the lowest scores, each
     group's scores divided by its mean unless ``normalize`` is False (scores already
     comparable across groups, such as a loss increase). ``blocks``: per group, the model
-    channels one entry of its scores stands for (``ChannelGroup.blocks``; 1 if None)."""
+    channels one entry of its scores stands for (``ChannelGroup.blocks``; 1 if None).
+
+    ``allocation``: ``"global"`` ranks all channels together, so the scores decide how
+    many each group loses; ``"uniform"`` removes the fraction ``ratio`` of every group
+    (Torch-Pruning's default) and the scores decide only which."""
     import torch
 
     if not 0.0 <= ratio < 1.0:
         raise CompressorError(f"--ratio must be in [0, 1), got {ratio}")
+    if allocation not in ALLOCATIONS:
+        raise CompressorError(
+            f"unknown allocation {allocation!r}; choose one of: {', '.join(ALLOCATIONS)}"
+        )
     norm = _normalized(scores) if normalize else list(scores)
+    if allocation == "uniform":
+        counts = [
+            _limit(
+                len(s),
+                math.floor(len(s) * ratio),
+                max_layer_ratio=max_layer_ratio,
+                round_to=_round(round_to, gi),
+            )
+            for gi, s in enumerate(norm)
+        ]
+        return _plan_from_counts(norm, counts, segments)
     flat = torch.cat(norm) if norm else torch.zeros(0)
     weight = (
         torch.cat(
@@ -795,8 +820,9 @@ def plan_target_macs(
     normalize: bool = True,
     blocks: list[int] | None = None,
     segments: Segments = None,
+    allocation: str = "global",
 ) -> Plan:
-    """The smallest global ratio whose estimated MACs are at most ``target`` x the original.
+    """The smallest ratio (global, or per group with ``allocation="uniform"``) whose estimated MACs are at most ``target`` x the original.
 
     Raises ``CompressorError`` saying what was reached when the target is out of reach.
     """
@@ -811,6 +837,7 @@ def plan_target_macs(
             normalize=normalize,
             blocks=blocks,
             segments=segments,
+            allocation=allocation,
         )
 
     most = plan_at(0.999)

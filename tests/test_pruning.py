@@ -220,6 +220,37 @@ def test_ratio_is_global() -> None:
     assert plan.removed_channels == 2 and 0 in plan.remove[1]
 
 
+def test_uniform_allocation_takes_the_same_fraction_of_every_group() -> None:
+    scores = [torch.tensor([1.0, 1.0, 1.0, 1.0]), torch.tensor([0.1, 1.0, 1.9, 1.0])]
+    plan = plan_ratio(scores, 0.25, allocation="uniform")  # global would take both from 1
+    assert plan.remove == {0: [0], 1: [0]}  # one per group; within a group, the lowest
+    with pytest.raises(CompressorError, match="unknown allocation"):
+        plan_ratio(scores, 0.25, allocation="even")
+
+
+def test_uniform_allocation_meets_a_mac_target_with_even_layers() -> None:
+    """resnet18 at 32x32, 1/30 of the MACs: every group keeps about the same fraction
+    (rounded to multiples of 8, then filled back to the budget), where the global ranking
+    of random weights keeps very different fractions."""
+    import torchvision
+
+    torch.manual_seed(0)
+    fractions = {}
+    for allocation in ("global", "uniform"):
+        model = torchvision.models.resnet18(num_classes=10)
+        loaded = LoadedModel(model, "resnet18", 10, "compressor")
+        config = PruneConfig(target_macs=1 / 30, allocation=allocation, round_to=1)
+        result = prune_loaded(loaded, config, input_size=(3, 32, 32))
+        assert 0.9 / 30 <= result["macs_after"] / result["macs_before"] <= 1 / 30
+        kept = [r["after"] / r["before"] for r in result["layers"] if r["name"] != "fc"]
+        fractions[allocation] = (min(kept), max(kept))
+    low, high = fractions["uniform"]
+    assert high - low < 0.1, fractions
+    assert fractions["global"][1] - fractions["global"][0] > high - low, fractions
+    with pytest.raises(CompressorError, match="--allocation"):
+        PruneConfig(ratio=0.1, allocation="even")
+
+
 def test_residual_coupling_in_groups() -> None:
     model = build_model("resnet18", num_classes=10).eval()
     index = channel_groups(model, torch.zeros(1, 3, 32, 32))
