@@ -89,9 +89,11 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except CompressorError as e:
+            from compressor.distributed import is_main
             from compressor.train import TrainingInterrupted
 
-            click.echo(f"Error: {_one_line(str(e))}", err=True)
+            if is_main() or _verbose(ctx):  # under torchrun every rank fails alike
+                click.echo(f"Error: {_one_line(str(e))}", err=True)
             ctx.exit(EXIT_INTERRUPTED if isinstance(e, TrainingInterrupted) else 1)
         except KeyboardInterrupt:
             click.echo("Error: interrupted", err=True)
@@ -629,7 +631,7 @@ def train(arch_or_model: str, console: Console, **kw: Any) -> None:
     if not kw["resume"]:
         _check_output(output, kw["force"])
     # under torchrun: join the process group; each rank trains on its own device
-    kw["device"] = distributed.setup(kw["device"])
+    kw["device"] = distributed.setup(kw["device"], kw["batch_size"])
     lr = (
         kw["lr"]
         if kw["lr"] is not None
@@ -1075,7 +1077,7 @@ def compress(model: Path, console: Console, **kw: Any) -> None:
         allocation=kw["allocation"],
     )
     # under torchrun: join the process group; both training stages run data-parallel
-    kw["device"] = distributed.setup(kw["device"])
+    kw["device"] = distributed.setup(kw["device"], kw["batch_size"])
     sgd = kw["optimizer"] == "sgd"
     lr = kw["lr"] if kw["lr"] is not None else (0.01 if sgd else 1e-4)
     ft_lr = kw["ft_lr"] if kw["ft_lr"] is not None else (TRAIN_LR if sgd else TRAIN_LR_ADAMW)

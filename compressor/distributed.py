@@ -22,6 +22,8 @@ each shard with the shard's statistics (SyncBatchNorm, which has no CPU kernel, 
 offered yet).
 
 Only rank 0 prints and writes files; the others wait for it where they read what it wrote.
+A user error (``CompressorError``) is printed by rank 0 only: the ranks run the same
+checks on the same inputs (``-v`` prints every rank's).
 """
 
 from __future__ import annotations
@@ -66,23 +68,33 @@ def is_main() -> bool:
     return int(os.environ.get("RANK", "0")) == 0 if not active() else rank() == 0
 
 
-def setup(device: str) -> str:
+def setup(device: str, batch_size: int | None = None) -> str:
     """Join the process group torchrun describes; returns the device this rank uses
-    (``cuda:LOCAL_RANK`` under CUDA). A no-op outside torchrun."""
+    (``cuda:LOCAL_RANK`` under CUDA). A no-op outside torchrun.
+
+    What every rank would refuse alike is checked before joining (and before any data is
+    read), so that each rank fails at once with the same message, which only rank 0
+    prints (``cli``): ``batch_size``, the global batch, must split into equal shards."""
     if not requested() or active():
         return device
     import torch
     import torch.distributed as dist
 
+    n = int(os.environ["WORLD_SIZE"])
+    if batch_size is not None and batch_size % n:
+        raise CompressorError(
+            f"--batch-size {batch_size} does not split into {n} processes; use a multiple of {n}"
+        )
     if not dist.is_available():
         raise CompressorError("this PyTorch build has no torch.distributed")
     cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     if cuda:
         local = int(os.environ.get("LOCAL_RANK", "0"))
-        if local >= torch.cuda.device_count():
+        per_node = int(os.environ.get("LOCAL_WORLD_SIZE", str(local + 1)))
+        if per_node > torch.cuda.device_count():  # the same verdict on every rank
             raise CompressorError(
-                f"local rank {local} has no GPU: {torch.cuda.device_count()} visible; "
-                "lower --nproc-per-node"
+                f"{per_node} processes on this machine but {torch.cuda.device_count()} "
+                "GPUs visible; lower --nproc-per-node"
             )
         torch.cuda.set_device(local)
         device = f"cuda:{local}"

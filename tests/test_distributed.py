@@ -143,6 +143,13 @@ def test_batch_that_does_not_split_is_one_line(
     cmd = _train(tmp_path / "m.pt", str(mnist_root), "lenet5", "--batch-size", "15", procs=procs)
     done = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
     assert done.returncode != 0
-    assert "Error: --batch-size 15 does not split into 2 processes" in done.stderr
+    # every rank refuses; rank 0 alone says so
+    assert done.stderr.count("Error: --batch-size 15 does not split into 2 processes") == 1
+    # refused before the data is read: a missing folder is not what it reports
+    missing = str(tmp_path / "no-such-data")
+    cmd = _train(tmp_path / "m.pt", missing, "lenet5", "--batch-size", "15", procs=procs)
+    done = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
+    assert "does not split into 2 processes" in done.stderr
+    assert "no-such-data" not in done.stderr
     assert "Traceback" not in done.stderr.split("Error:")[0][-200:]
     assert not (tmp_path / "m.pt").exists()
