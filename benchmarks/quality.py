@@ -474,7 +474,8 @@ def write(payload: dict[str, Any]) -> None:
         "",
         f"Command: `{payload['command']}`  ",
         f"Machine: {payload['machine']}  ",
-        f"Date: {payload['date']}; wall time {payload['seconds'] / 60:.0f} min",
+        f"Date: {payload['date']}; this invocation {payload['seconds'] / 60:.0f} min "
+        "(runs finished earlier under the same --work are reused, not rerun)",
         "",
         "resnet18 on mnist15k at 32x32 (13,000 train / 2,000 val images); the dense model "
         "from `compressor train` (5 epochs); then 3 regularize + 3 fine-tune epochs. "

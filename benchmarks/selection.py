@@ -108,14 +108,14 @@ def main() -> None:
                     == (method, allocation, round_to)
                 ]
                 acc = [r["accuracy"] for r in rs]
-                sd = statistics.stdev(acc) if len(acc) > 1 else 0.0
+                sd = f" ± {statistics.stdev(acc):.2f}" if len(acc) > 1 else " (one seed)"
                 ch = rs[0]["channels"]  # resnet18: conv1, then each block's conv1, conv2
                 streams = [ch[2], ch[6], ch[11], ch[16]]
                 inner = [ch[1], ch[3], ch[5], ch[8], ch[10], ch[13], ch[15], ch[18]]
                 lines.append(
                     f"| {method} ({CRITERIA[method]}) | {allocation} | {round_to} | "
                     f"{statistics.mean(r['macs_ratio'] for r in rs):.1f}x | "
-                    f"{statistics.mean(acc):.2f} ± {sd:.2f} | "
+                    f"{statistics.mean(acc):.2f}{sd} | "
                     f"{'/'.join(map(str, streams))} | {'/'.join(map(str, inner))} |"
                 )
     save_results("selection", payload, lines)
