@@ -35,7 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import ROOT, dense, machine, results_header, save_results, sh
 
-CRITERIA = {"none": "group L2 norm", "slimming": "BatchNorm |gamma|"}
+CRITERIA = {"none": "group L2 norm", "slimming": "BatchNorm scale gamma"}
 ALLOCATIONS = ["global", "uniform"]
 ROUND_TO = [8, 1]
 TARGET = 30
