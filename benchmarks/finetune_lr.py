@@ -15,15 +15,13 @@ from the dense model (`--distill 0.9`). Writes benchmarks/results/finetune_lr.{j
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
 import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import ROOT, dense, machine, results_header, save_results, sh
+from quality import ROOT, compress_once, dense, results_header, run_payload, save_results
 
 RECIPES = {  # name -> extra options
     "lr 0.01": ["--ft-lr", "0.01"],
@@ -34,17 +32,16 @@ TARGETS = {10: ["lr 0.01", "lr 0.05"], 30: list(RECIPES)}
 
 
 def run(work: Path, model: Path, target: int, recipe: str, seed: int) -> dict:
-    out = work / f"ft-{target}x-{recipe.replace(' ', '').replace(',', '-')}-s{seed}"
-    if not (out / "report.json").is_file():
-        sh(
-            [
-                *["compressor", "compress", str(model), "--method", "none", "--data", "mnist15k"],
-                *["--reg-epochs", "0", "--ft-epochs", "3", "--target-macs", repr(1 / target)],
-                *[*RECIPES[recipe], "--seed", str(seed), "-o", str(out), "--force", "-q"],
-            ],
-            work / f"{out.name}.log",
-        )
-    r = json.loads((out / "report.json").read_text())
+    name = f"ft-{target}x-{recipe.replace(' ', '').replace(',', '-')}-s{seed}"
+    r = compress_once(
+        work,
+        name,
+        model,
+        [
+            *["--method", "none", "--data", "mnist15k", "--reg-epochs", "0", "--ft-epochs", "3"],
+            *["--target-macs", repr(1 / target), *RECIPES[recipe], "--seed", str(seed)],
+        ],
+    )
     return {
         "target_macs_ratio": target,
         "recipe": recipe,
@@ -70,13 +67,7 @@ def main() -> None:
         for recipe in recipes
         for seed in seeds
     ]
-    payload = {
-        "command": shlex.join(["python", *sys.argv]),
-        "machine": machine(),
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "seconds": time.perf_counter() - t0,
-        "rows": rows,
-    }
+    payload = run_payload(t0, rows)
     lines = [
         *results_header("Fine-tuning recipe after pruning (no regularize stage)", payload),
         "resnet18 on mnist15k at 32x32 (dense "

@@ -74,6 +74,30 @@ def sh(args: list[str], log: Path) -> None:
     print(f"  done in {time.perf_counter() - t0:.0f}s", flush=True)
 
 
+def compress_once(work: Path, name: str, model: Path, options: list[str]) -> dict[str, Any]:
+    """``compressor compress MODEL OPTIONS -o WORK/NAME`` unless that run finished before;
+    its report."""
+    out = work / name
+    if not (out / "report.json").is_file():
+        sh(
+            ["compressor", "compress", str(model), *options, "-o", str(out), "--force", "-q"],
+            work / f"{name}.log",
+        )
+    return json.loads((out / "report.json").read_text())
+
+
+def run_payload(t0: float, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """What every results file records: the command, the machine, the date, the wall time
+    since ``t0`` and the rows."""
+    return {
+        "command": shlex.join(["python", *sys.argv]),
+        "machine": machine(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "seconds": time.perf_counter() - t0,
+        "rows": rows,
+    }
+
+
 def dense(work: Path) -> Path:
     out = work / "dense.pt"
     if not out.is_file():

@@ -25,15 +25,13 @@ benchmarks/results/selection.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
 import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import ROOT, dense, machine, results_header, save_results, sh
+from quality import ROOT, compress_once, dense, results_header, run_payload, save_results
 
 CRITERIA = {"none": "group L2 norm", "slimming": "BatchNorm scale gamma"}
 ALLOCATIONS = ["global", "uniform"]
@@ -42,18 +40,16 @@ TARGET = 30
 
 
 def run(work: Path, model: Path, method: str, allocation: str, round_to: int, seed: int) -> dict:
-    out = work / f"sel-{method}-{allocation}-r{round_to}-s{seed}"
-    if not (out / "report.json").is_file():
-        sh(
-            [
-                *["compressor", "compress", str(model), "--method", method, "--data", "mnist15k"],
-                *["--reg-epochs", "0", "--ft-epochs", "3", "--target-macs", repr(1 / TARGET)],
-                *["--allocation", allocation, "--round-to", str(round_to)],
-                *["--seed", str(seed), "--threads", "1", "-o", str(out), "--force", "-q"],
-            ],
-            work / f"{out.name}.log",
-        )
-    r = json.loads((out / "report.json").read_text())
+    r = compress_once(
+        work,
+        f"sel-{method}-{allocation}-r{round_to}-s{seed}",
+        model,
+        [
+            *["--method", method, "--data", "mnist15k", "--reg-epochs", "0", "--ft-epochs", "3"],
+            *["--target-macs", repr(1 / TARGET), "--allocation", allocation],
+            *["--round-to", str(round_to), "--seed", str(seed), "--threads", "1"],
+        ],
+    )
     return {
         "method": method,
         "allocation": allocation,
@@ -81,13 +77,7 @@ def main() -> None:
         for round_to in ROUND_TO
         for seed in seeds
     ]
-    payload = {
-        "command": shlex.join(["python", *sys.argv]),
-        "machine": machine(),
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "seconds": time.perf_counter() - t0,
-        "rows": rows,
-    }
+    payload = run_payload(t0, rows)
     lines = [
         *results_header(f"Selection alone at {TARGET}x fewer MACs", payload),
         f"resnet18, mnist15k at 32x32, dense top-1 {rows[0]['dense_accuracy']:.2f}%; no "
