@@ -525,6 +525,7 @@ def write(payload: dict[str, Any]) -> None:
             "| model | threads | p50 (ms) | speed-up | MACs cut |",
             "| --- | --- | --- | --- | --- |",
         ]
+        lines[-2:-2] = _thread_warning(payload["speed"])
         for r in payload["speed"]:
             name = r["model"]
             sp = r.get("speedup_vs_first")
@@ -553,6 +554,23 @@ def write(payload: dict[str, Any]) -> None:
             )
     (RESULTS / "quality.md").write_text("\n".join(lines) + "\n")
     plot(payload["rows"])
+
+
+def _thread_warning(speed: list[dict[str, Any]]) -> list[str]:
+    """A line when the dense model ran slower with more threads: then that machine's extra
+    cores are not usable for timing, and only the 1-thread ratios are speed figures."""
+    dense = {r["threads"]: r["p50_ms"] for r in speed if r["model"] == "dense"}
+    slow = [t for t in dense if t > min(dense) and dense[t] > dense[min(dense)]]
+    if not slow:
+        return []
+    t = max(slow)
+    return [
+        f"Warning: on this machine the dense model took {dense[t]:.1f} ms at {t} threads "
+        f"against {dense[min(dense)]:.1f} ms at {min(dense)}: its extra threads contend "
+        f"(the runner warns of a noisy machine). Read the {min(dense)}-thread rows; the "
+        "others are listed as measured, not as speed figures.",
+        "",
+    ]
 
 
 def plot(rows: list[dict[str, Any]]) -> None:
