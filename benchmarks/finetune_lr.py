@@ -27,6 +27,7 @@ RECIPES = {  # name -> extra options
     "lr 0.01": ["--ft-lr", "0.01"],
     "lr 0.05": ["--ft-lr", "0.05"],
     "lr 0.01, distill 0.9": ["--ft-lr", "0.01", "--distill", "0.9"],
+    "lr 0.05, distill 0.9": ["--ft-lr", "0.05", "--distill", "0.9"],
 }
 TARGETS = {10: ["lr 0.01", "lr 0.05"], 30: list(RECIPES)}
 
