@@ -8,8 +8,8 @@ and 1/30 of its MACs with no regularize stage, then fine-tuned for 3 epochs, thr
 command users run:
 ``compressor compress dense.pt --method none --reg-epochs 0 --ft-epochs 3
 --target-macs T --ft-lr LR [--distill D] --seed S``; seeds 0, 1, 2. Rows: the peak
-learning rate (0.01, the regularize stage's; 0.05, `train`'s) and, at 0.01, distillation
-from the dense model (`--distill 0.9`). Writes benchmarks/results/finetune_lr.{json,md}.
+learning rate (0.01, the regularize stage's; 0.05, `train`'s) and, at 30x, distillation
+from the dense model (`--distill 0.9`) at either rate. Writes benchmarks/results/finetune_lr.{json,md}.
 """
 
 from __future__ import annotations
