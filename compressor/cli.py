@@ -901,10 +901,11 @@ def _prune_config(kw: dict[str, Any], importance: str = "l2") -> Any:
 @prune_options
 @click.option(
     "--importance",
-    type=click.Choice(["l2", "l1", "bn"]),
+    type=click.Choice(["l2", "l1", "bn", "folded"]),
     default="l2",
     show_default=True,
-    help="Channel score: group L2 norm, group L1 norm, or BatchNorm |gamma|.",
+    help="Channel score: group L2 norm, group L1 norm, BatchNorm |gamma|, or group L2 norm "
+    "with every BatchNorm folded into the layer before it.",
 )
 @click.option(
     "-o", "--output", type=click.Path(path_type=Path), required=True, help="Pruned model file."

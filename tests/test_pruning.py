@@ -260,6 +260,44 @@ def test_residual_coupling_in_groups() -> None:
     assert "fc" not in stream.layers  # the classifier's outputs are never pruned
 
 
+def test_folded_scores_see_the_gain_not_the_filter_scale() -> None:
+    """Before a BatchNorm a filter's scale is free: scaling it (and the statistics the
+    BatchNorm would measure) changes nothing the network computes. The folded score
+    follows the network; the raw group L2 norm follows the scale. A channel whose gamma is
+    zero keeps only its consumers' share."""
+    from compressor.pruning import norm_pairs
+
+    torch.manual_seed(0)
+    model = build_model("resnet18", num_classes=10).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+    x = torch.randn(2, 3, 32, 32)
+    index = channel_groups(model, x[:1])
+    assert len(norm_pairs(index, model)) == 20  # every conv of resnet18 has its BatchNorm
+    g = next(i for i, grp in enumerate(index) if "layer2.0.conv1" in grp.layers)
+    before = group_scores(index, model, "folded")[g]
+    raw_before = group_scores(index, model, "l2")[g]
+    y = model(x)
+    with torch.no_grad():  # channel 3: filter x100, variance x1e4 (what BN would measure)
+        model.layer2[0].conv1.weight[3] *= 100
+        model.layer2[0].bn1.running_var[3] *= 1e4
+    torch.testing.assert_close(model(x), y, rtol=1e-4, atol=1e-4)  # the same network
+    after = group_scores(index, model, "folded")[g]
+    raw_after = group_scores(index, model, "l2")[g]
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-6)
+    assert raw_after[3] > 50 * raw_before[3]  # the raw norm follows the free scale
+    with torch.no_grad():  # gamma 0: the filter no longer reaches the network's output
+        model.layer2[0].bn1.weight[5] = 0.0
+    zeroed = group_scores(index, model, "folded")[g]
+    consumer = model.layer2[0].conv2.weight[:, 5]
+    fold2 = model.layer2[0].bn2.weight / torch.sqrt(model.layer2[0].bn2.running_var + 1e-5)
+    expected = (consumer * fold2.reshape(-1, 1, 1)).norm()
+    torch.testing.assert_close(zeroed[5], expected.detach(), rtol=1e-4, atol=1e-6)
+
+
 def test_bad_prune_options() -> None:
     with pytest.raises(CompressorError, match="exactly one"):
         PruneConfig()
