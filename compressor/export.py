@@ -11,6 +11,7 @@ divide its input) falls back to the dynamo exporter, and the report says which w
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import tempfile
@@ -284,6 +285,7 @@ def export_model(
                         f"onnxslim removed {nodes_before - len(proto.graph.node)} of {nodes_before} nodes"
                     )
                     say(notes[-1])
+                slim = None  # one copy of the graph at a time from here on
             except Exception as e:  # simplification is an optimisation, never a requirement
                 notes.append(
                     f"onnxslim failed ({str(e).splitlines()[0][:120]}); kept the unsimplified graph"
@@ -307,6 +309,11 @@ def export_model(
                     say(notes[-1])
                 else:
                     onnx.save(proto, str(tmp_path))
+                nodes = len(proto.graph.node)
+                # the file is written: drop the in-memory graph (as large as the weights)
+                # before onnxruntime loads another copy to check it
+                del proto
+                gc.collect()
                 try:  # from the file, which also works for external data
                     onnx.checker.check_model(str(tmp_path))
                 except onnx.checker.ValidationError as e:
@@ -317,7 +324,7 @@ def export_model(
                     str(path),
                     exporter,
                     int(opset),
-                    len(proto.graph.node),
+                    nodes,
                     nodes_before if simplified else None,
                     simplified,
                     os.path.getsize(tmp_path)
