@@ -366,7 +366,7 @@ def onnx_options(f: Callable[..., Any]) -> Callable[..., Any]:
             "--simplify/--no-simplify",
             default=True,
             show_default=True,
-            help="Simplify the graph with onnxslim when it removes nodes.",
+            help="Simplify the graph with onnxslim when it removes nodes (not for weights over 1.9 GB).",
         ),
         click.option(
             "--tolerance",

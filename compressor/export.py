@@ -273,7 +273,14 @@ def export_model(
         )
         nodes_before = len(proto.graph.node)
         simplified = False
-        if config.simplify:
+        large = _weight_bytes(proto) > EXTERNAL_DATA_BYTES
+        if config.simplify and large:
+            # onnxslim holds several copies of the weights: on vit_h_14 pruned to 2.0 GB
+            # the export peaked at 19.6 GiB with it (benchmarks/results/large_models.md);
+            # onnxruntime folds and fuses the graph itself when it loads the file
+            notes.append("graph not simplified: weights over 1.9 GB (onnxslim would copy them)")
+            say(notes[-1])
+        elif config.simplify:
             try:
                 import onnxslim
 
@@ -291,7 +298,6 @@ def export_model(
                     f"onnxslim failed ({str(e).splitlines()[0][:120]}); kept the unsimplified graph"
                 )
         _set_metadata(proto, metadata)
-        large = _weight_bytes(proto) > EXTERNAL_DATA_BYTES
         try:
             with atomic_path(path) as tmp_path:
                 if large:  # a protobuf cannot exceed 2 GB: the weights go to OUTPUT.data
