@@ -557,18 +557,19 @@ def write(payload: dict[str, Any]) -> None:
 
 
 def _thread_warning(speed: list[dict[str, Any]]) -> list[str]:
-    """A line when the dense model ran slower with more threads: then that machine's extra
-    cores are not usable for timing, and only the 1-thread ratios are speed figures."""
+    """A line when the dense model ran slower with more threads: then the extra threads
+    contended (before runner version 2, a neighbouring session's spinning workers did),
+    and only the 1-thread ratios are speed figures."""
     dense = {r["threads"]: r["p50_ms"] for r in speed if r["model"] == "dense"}
     slow = [t for t in dense if t > min(dense) and dense[t] > dense[min(dense)]]
     if not slow:
         return []
     t = max(slow)
     return [
-        f"Warning: on this machine the dense model took {dense[t]:.1f} ms at {t} threads "
-        f"against {dense[min(dense)]:.1f} ms at {min(dense)}: its extra threads contend "
-        f"(the runner warns of a noisy machine). Read the {min(dense)}-thread rows; the "
-        "others are listed as measured, not as speed figures.",
+        f"Warning: in this run the dense model took {dense[t]:.1f} ms at {t} threads "
+        f"against {dense[min(dense)]:.1f} ms at {min(dense)}: its extra threads contended. "
+        f"Read the {min(dense)}-thread rows; the others are listed as measured, not as "
+        "speed figures.",
         "",
     ]
 

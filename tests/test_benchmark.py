@@ -156,6 +156,19 @@ def test_profiles_apply_threads_and_cores(onnx_pair: tuple[Path, Path]) -> None:
         assert {r["threads"] for r in json.loads(proc.stdout)["results"]} == {2}
 
 
+def test_sessions_with_several_threads_do_not_spin(onnx_pair: tuple[Path, Path]) -> None:
+    """Interleaved sessions must not take each other's cores: with more than one thread
+    a session's idle workers block instead of spinning (a spinning neighbour doubled
+    resnet18's 2-thread latency on the 2-core VM)."""
+    key = "session.intra_op.allow_spinning"
+    two = runner.make_session(str(onnx_pair[0]), 2).get_session_options()
+    assert two.get_session_config_entry(key) == "0"
+    assert two.intra_op_num_threads == 2
+    one = runner.make_session(str(onnx_pair[0]), 1).get_session_options()
+    with pytest.raises(RuntimeError, match="does not have configuration"):
+        one.get_session_config_entry(key)  # one thread: no workers, left at the default
+
+
 def test_ratios_against_the_first_model() -> None:
     results = [
         {"model": "a", "threads": 1, "batch": 1, "p50_ms": 10.0},
