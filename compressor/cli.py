@@ -19,6 +19,7 @@ import click
 
 from compressor import __version__
 from compressor.errors import CompressorError
+from compressor.pruning import IMPORTANCES
 
 EXIT_INTERRUPTED = 130
 # Packages of the `full` extra; the base install (the benchmark runner's needs) lacks them.
@@ -901,7 +902,7 @@ def _prune_config(kw: dict[str, Any], importance: str = "l2") -> Any:
 @prune_options
 @click.option(
     "--importance",
-    type=click.Choice(["l2", "l1", "bn", "folded"]),
+    type=click.Choice(list(IMPORTANCES)),
     default="l2",
     show_default=True,
     help="Channel score: group L2 norm, group L1 norm, BatchNorm |gamma|, or group L2 norm "

@@ -223,9 +223,11 @@ class PruneConfig:
             raise CompressorError(f"--target-macs must be in (0, 1], got {self.target_macs}")
         if self.threshold is not None and self.threshold < 0:
             raise CompressorError(f"--threshold must be 0 or more, got {self.threshold}")
-        if self.importance not in ("l1", "l2", "bn", "folded"):
+        from compressor.pruning import IMPORTANCES  # light: torch is imported lazily there
+
+        if self.importance not in IMPORTANCES:
             raise CompressorError(
-                f"unknown importance {self.importance!r}; choose one of: l1, l2, bn, folded"
+                f"unknown importance {self.importance!r}; choose one of: {', '.join(IMPORTANCES)}"
             )
         if self.round_to < 1:
             raise CompressorError(f"--round-to must be at least 1, got {self.round_to}")
