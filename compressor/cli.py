@@ -596,6 +596,12 @@ def check_data(data: str, console: Console, **kw: Any) -> None:
 )
 @click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision on CUDA.")
 @click.option(
+    "--sync-bn",
+    is_flag=True,
+    help="Under torchrun: BatchNorm statistics over the global batch, not each "
+    "process's shard (any device; no effect in one process).",
+)
+@click.option(
     "--channels-last/--no-channels-last",
     default=True,
     show_default=True,
@@ -652,6 +658,7 @@ def train(arch_or_model: str, console: Console, **kw: Any) -> None:
         device=kw["device"],
         amp=kw["amp"],
         channels_last=kw["channels_last"],
+        sync_bn=kw["sync_bn"],
     )
     method = None
     options = _method_options(kw)
@@ -1001,6 +1008,12 @@ def prune(model: Path, console: Console, **kw: Any) -> None:
     help="Random shifts (and flips where valid) [default: on when a stage has 10 epochs or more].",
 )
 @click.option(
+    "--sync-bn",
+    is_flag=True,
+    help="Under torchrun: BatchNorm statistics over the global batch, not each "
+    "process's shard (any device; no effect in one process).",
+)
+@click.option(
     "--distill",
     type=float,
     default=0.0,
@@ -1094,6 +1107,7 @@ def compress(model: Path, console: Console, **kw: Any) -> None:
             weight_decay=kw["weight_decay"],
             seed=kw["seed"],
             device=kw["device"],
+            sync_bn=kw["sync_bn"],
         )
 
     from compressor.strength import StrengthConfig

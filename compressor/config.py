@@ -149,6 +149,9 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True  # mixed precision; used on CUDA only
     channels_last: bool = True  # memory format; used on CUDA only
+    # under torchrun: BatchNorm statistics over the global batch (compressor.syncbn);
+    # in one process there is nothing to synchronise
+    sync_bn: bool = False
     log_every: int = 20  # progress-bar refresh, in steps
 
     def __post_init__(self) -> None:

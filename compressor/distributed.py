@@ -18,8 +18,8 @@ the normalisation layers' running statistics (which each rank updates from its o
 shard), so that every rank holds the same weights and buffers after every step: the
 evaluations, the ``--lambda auto`` decisions, l0sgl's auxiliary variables and HGS's
 scores come out the same on every rank without further messages. BatchNorm normalises
-each shard with the shard's statistics (SyncBatchNorm, which has no CPU kernel, is not
-offered yet).
+each shard with the shard's statistics, or with the global batch's under ``--sync-bn``
+(``compressor.syncbn``, which works on CPUs too, unlike PyTorch's ``SyncBatchNorm``).
 
 Only rank 0 prints and writes files; the others wait for it where they read what it wrote.
 A user error (``CompressorError``) is printed by rank 0 only: the ranks run the same

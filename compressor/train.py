@@ -526,8 +526,15 @@ def fit(
         # every rank stops at the same step, or the others would wait for it forever
         return distributed.any_rank(stopping) if parallel else stopping
 
+    synced: Any = contextlib.nullcontext(0)
+    if config.sync_bn and parallel:
+        from compressor import syncbn
+
+        synced = syncbn.synced(model)
     try:
-        with stop.installed():
+        with stop.installed(), synced as n_synced:
+            if config.sync_bn and parallel:
+                say(f"BatchNorm over the global batch: {n_synced} layers synchronised")
             for epoch in range(start_epoch, config.epochs):
                 t0 = time.perf_counter()
                 order = torch.randperm(

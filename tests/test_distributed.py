@@ -70,7 +70,7 @@ def test_two_processes_take_the_steps_of_one(tmp_path: Path, mnist_root: Path) -
 
 
 def test_two_processes_match_one_in_accuracy_with_batchnorm(tmp_path: Path) -> None:
-    """smallcnn normalises each shard with its own statistics (no SyncBatchNorm):
+    """smallcnn normalises each shard with its own statistics (without --sync-bn):
     not the same steps, the same accuracy within noise (mnist15k: 2,000 val images)."""
     args = ["smallcnn", "--epochs", "1", "--batch-size", "128", "--lr", "0.05"]
     _run(_train(tmp_path / "one.pt", "mnist15k", *args))
@@ -78,6 +78,31 @@ def test_two_processes_match_one_in_accuracy_with_batchnorm(tmp_path: Path) -> N
     top1 = {p: load_model(tmp_path / p).metadata["train"]["val_top1"] for p in ("one.pt", "two.pt")}
     assert min(top1.values()) > 95, top1
     assert abs(top1["one.pt"] - top1["two.pt"]) <= 1.0, top1
+
+
+def test_sync_bn_takes_the_steps_of_one_process_with_batchnorm(
+    tmp_path: Path, mnist_root: Path
+) -> None:
+    """With --sync-bn the shards are normalised with the global batch's statistics, and
+    the gradients flow back through them: two processes end where one does, as LeNet-5
+    does. Without it they do not (each shard its own statistics): the test can fail."""
+    args = ["smallcnn", "--epochs", "2", "--batch-size", "20", "--lr", "0.05"]
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    _run(_train(runs / "one.pt", str(mnist_root), *args))
+    two = _run(_train(runs / "synced.pt", str(mnist_root), *args, "--sync-bn", procs=2))
+    _run(_train(runs / "shards.pt", str(mnist_root), *args, procs=2))
+    synced = _max_weight_gap(runs / "one.pt", runs / "synced.pt")
+    shards = _max_weight_gap(runs / "one.pt", runs / "shards.pt")
+    assert synced < 1e-4, (synced, shards)
+    assert shards > 100 * synced, (synced, shards)
+    assert two.stderr.count("layers synchronised") == 1, two.stderr[-2000:]
+    # one process has nothing to synchronise: the flag changes nothing
+    _run(_train(runs / "one_flag.pt", str(mnist_root), *args, "--sync-bn"))
+    assert _max_weight_gap(runs / "one.pt", runs / "one_flag.pt") == 0.0
+    # the saved model holds plain BatchNorm layers (pruning and export rely on them)
+    kinds = {type(m).__name__ for m in load_model(runs / "synced.pt").model.modules()}
+    assert "BatchNorm2d" in kinds and not any(k.startswith("Synced") for k in kinds), kinds
 
 
 def test_interrupted_torchrun_resumes_to_the_same_weights(tmp_path: Path) -> None:
@@ -121,6 +146,7 @@ def test_compress_under_torchrun_trains_both_stages_data_parallel(
             "models/lenet5-mnist15k.pt",
             *["--method", method, "--lambda", "1e-4", "--ratio", "0.3", "--batch-size", "20"],
             *["--reg-epochs", "2", "--ft-epochs", "2", "--lr", "0.02", "--ft-lr", "0.02"],
+            "--sync-bn",  # accepted by compress; LeNet-5 has no BatchNorm to synchronise
             *train[at + 1 :],
         ]
 
