@@ -1035,6 +1035,14 @@ def prune(model: Path, console: Console, **kw: Any) -> None:
     help="--lambda auto with a ratio or MAC target: the penalty acts only on the channels "
     "the target would remove now (re-planned 8 times an epoch); --no-focus: everywhere.",
 )
+@click.option(
+    "--early-prune/--no-early-prune",
+    default=True,
+    show_default=True,
+    help="--lambda auto with a ratio or MAC target: end the regularize stage at an epoch's "
+    "end when, at its rate, the target's channels would not be emptied by its last epoch; "
+    "its remaining epochs go to fine-tuning.",
+)
 @onnx_options
 @click.option(
     "--threads",
@@ -1117,7 +1125,11 @@ def compress(model: Path, console: Console, **kw: Any) -> None:
     config = CompressConfig(
         method=kw["method"],
         method_options=options,
-        strength=StrengthConfig(max_drop=kw["max_drop"], focus=kw["focus"]) if auto else None,
+        strength=StrengthConfig(
+            max_drop=kw["max_drop"], focus=kw["focus"], early_prune=kw["early_prune"]
+        )
+        if auto
+        else None,
         data=_data_config(
             kw, augment=_augment(kw["augment"], max(kw["reg_epochs"], kw["ft_epochs"]))
         ),

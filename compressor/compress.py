@@ -179,6 +179,12 @@ def _strength_lines(strength: dict[str, Any] | None) -> list[str]:
             f"; the channels the selection removes held {100 * share:.2f}% of the group-norm mass."
             if share is not None
             else "."
+        )
+        + (
+            f" Early prune: the stage ended after epoch {strength['stopped_after']}, the share "
+            "falling too slowly to reach the goal in time; its other epochs went to fine-tuning."
+            if strength.get("stopped_after")
+            else ""
         ),
         "",
     ]
@@ -562,6 +568,8 @@ def _regularize(run: _Run) -> None:
             "final_share": _share_function(run, method)(current.model),
         }
         s = summary["strength"]
+        if strength.stopped_after is not None:
+            summary["epochs_to_finetune"] = config.regularize.epochs - strength.stopped_after
         run.log(
             f"  strength {s['final_strength']:.3g}; val top-1 {s['baseline_top1']:.2f}% -> "
             f"{s['final_top1']:.2f}%"
@@ -640,7 +648,16 @@ def _finetune(run: _Run) -> None:
         if config.finetune.distill > 0
         else ""
     )
-    t0 = run.start("finetune", f"fine-tune: {config.finetune.epochs} epochs{taught}")
+    # epochs the regularize stage handed over when it ended early (--early-prune)
+    regularized = work / "regularize.json"
+    moved = (
+        int(json.loads(regularized.read_text()).get("epochs_to_finetune", 0))
+        if (regularized.is_file())
+        else 0
+    )
+    finetune = dataclasses.replace(config.finetune, epochs=config.finetune.epochs + moved)
+    extra = f" ({config.finetune.epochs} + {moved} from the regularize stage)" if moved else ""
+    t0 = run.start("finetune", f"fine-tune: {finetune.epochs} epochs{extra}{taught}")
     seed_everything(config.finetune.seed)
     current = load_model(work / "pruned.pt")
     # the teacher is the model as the user gave it (before the regularizer)
@@ -649,7 +666,7 @@ def _finetune(run: _Run) -> None:
         result = fit(
             current.model,
             run.bundle,
-            config.finetune,
+            finetune,
             config.data,
             state_path=work / "finetune.resume",
             resume=(work / "finetune.resume").is_file(),
@@ -827,6 +844,7 @@ def _report(run: _Run) -> dict[str, Any]:
         "latency": latency,
         "layers": layers,
         "history": {"regularize": reg_hist, "finetune": ft_hist},
+        "epochs": {"regularize": len(reg_hist), "finetune": len(ft_hist)},
         "stages": {k: run.stages.get(k, 0.0) for k in STAGES if k in run.stages},
     }
     _plot_channels(layers, work / "channels.png")

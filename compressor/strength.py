@@ -33,6 +33,22 @@ adapts as it goes. The same rule serves every method:
    moved nothing towards the target: on resnet18 at 1/30 of the MACs (seed 0) the
    unfocused penalties left the share at 77-86% after three epochs.
 
+4. **Early prune** (``early_prune``, on by default). At the end of each epoch but the last,
+   the share is compared with its value an epoch earlier (at calibration, for the first
+   epoch). If at that rate it would still be above ``share_goal`` at the end of the
+   stage, the stage ends now and its remaining epochs are added to fine-tuning: pruning
+   will remove channels that still carry weight whatever the stage does, and the pruned
+   network gains more from training than the full one does from a penalty that cannot
+   finish. Measured on resnet18 at 1/30 of the MACs (three seeds each), the three
+   regularize epochs left the share at 67-85% and paid nothing (gamma selection without
+   the stage, 3 fine-tuning epochs: 98.87%; with it: 98.88%), while the same six epochs
+   spent as 0 + 6 gave 99.18%. The stage always runs its first epoch (the method
+   shapes the selection), and a stage that will empty the target's channels in time
+   runs to its end. The rule of Early-Bird tickets (You et al., ICLR 2020: stop the
+   sparsity training once the pruning mask stops changing) is the same idea with a
+   different test; the mask test is not used because under focus the mask is held by
+   construction.
+
 The baseline is the model's top-1 on the same images at the start of the stage. The bound
 is a choice: ``max_drop`` = 1 point by default (``--set`` cannot reach it; the CLI's
 ``--max-drop`` does). Validation images steer the strength, so the reported validation
@@ -69,6 +85,9 @@ class StrengthConfig:
     # the penalty acts only on the channels the target would remove now (re-planned at
     # every check); off: everywhere, as the papers write it
     focus: bool = True
+    # end the stage at an epoch's end when the share cannot reach the goal in time; the
+    # remaining epochs go to fine-tuning
+    early_prune: bool = True
 
     def __post_init__(self) -> None:
         if not self.max_drop > 0:
@@ -127,6 +146,9 @@ class AutoStrength:
         self.ceiling_checks = 0  # checks left before the ceiling lifts
         self.active = True
         self.history: list[StrengthPoint] = []
+        self.epoch_shares: list[float | None] = []  # at calibration, then each epoch's end
+        self.stopped_after: int | None = None  # epochs run when the stage ended early
+        self.projected: float | None = None  # the share expected at the stage's end
 
     # ------------------------------------------------------------------ calibration
 
@@ -171,10 +193,25 @@ class AutoStrength:
         self.strength = self.config.start * max(ce, 1e-12) / pen_norm if self.active else 1.0
         regularizer.scale = self.strength
         self.baseline = self.evaluate(model)
-        self.history.append(
-            StrengthPoint(0, 0.0, self.strength, self.baseline, self.share(model), "calibrate")
-        )
+        share = self.share(model)
+        self.history.append(StrengthPoint(0, 0.0, self.strength, self.baseline, share, "calibrate"))
+        self.epoch_shares = [share]
         return self.strength
+
+    # ------------------------------------------------------------------ early prune
+
+    def end_of_epoch(self, model: nn.Module, *, done: int, total: int) -> bool:
+        """After ``done`` of ``total`` epochs: whether the stage ends now (rule 4)."""
+        share = self.share(model)
+        self.epoch_shares.append(share)
+        before = self.epoch_shares[-2] if len(self.epoch_shares) >= 2 else None
+        if not self.config.early_prune or done >= total or share is None or before is None:
+            return False
+        self.projected = share - max(before - share, 0.0) * (total - done)
+        if self.projected <= self.config.share_goal:
+            return False
+        self.stopped_after = done
+        return True
 
     # ------------------------------------------------------------------ adaptation
 
@@ -226,6 +263,8 @@ class AutoStrength:
             "active": self.active,
             "baseline": self.baseline,
             "history": [asdict(p) for p in self.history],
+            "epoch_shares": self.epoch_shares,
+            "stopped_after": self.stopped_after,
         }
 
     def load_state_dict(self, state: dict[str, Any], regularizer: Regularizer) -> None:
@@ -235,6 +274,8 @@ class AutoStrength:
         self.ceiling_checks = int(state.get("ceiling_checks", 0))
         self.active = bool(state.get("active", True))
         self.history = [StrengthPoint(**p) for p in state["history"]]
+        self.epoch_shares = list(state.get("epoch_shares", []))
+        self.stopped_after = state.get("stopped_after")
         regularizer.scale = self.strength
 
     def summary(self) -> dict[str, Any]:
@@ -243,5 +284,7 @@ class AutoStrength:
             "config": asdict(self.config),
             "baseline_top1": self.baseline,
             "final_strength": self.strength,
+            "epoch_shares": self.epoch_shares,
+            "stopped_after": self.stopped_after,
             "history": [asdict(p) for p in self.history],
         }

@@ -536,6 +536,8 @@ def fit(
             if config.sync_bn and parallel:
                 say(f"BatchNorm over the global batch: {n_synced} layers synchronised")
             for epoch in range(start_epoch, config.epochs):
+                if strength is not None and strength.stopped_after is not None:
+                    break  # resumed after the stage ended early (rule 4 of strength)
                 t0 = time.perf_counter()
                 order = torch.randperm(
                     n, generator=torch.Generator().manual_seed(mix_seed(config.seed, epoch))
@@ -689,7 +691,20 @@ def fit(
                     f"train {stats.train_top1:.2f}% val top1 {stats.val_top1:.2f}%{top5} "
                     f"({stats.images_per_s:.0f} img/s, {elapsed:.1f}s)"
                 )
+                ended = strength is not None and strength.end_of_epoch(
+                    model, done=epoch + 1, total=config.epochs
+                )
                 save_state(epoch + 1, 0)
+                if ended:
+                    assert strength is not None and strength.projected is not None
+                    share = strength.epoch_shares[-1] or 0.0
+                    say(
+                        f"early prune after epoch {epoch + 1}/{config.epochs}: the channels to "
+                        f"remove hold {100 * share:.1f}% of the mass and would still hold "
+                        f"{100 * strength.projected:.1f}% at the stage's end; its other "
+                        f"{config.epochs - epoch - 1} epochs go to fine-tuning"
+                    )
+                    break
                 if should_stop() and epoch + 1 < config.epochs:
                     raise TrainingInterrupted(f"interrupted after epoch {epoch + 1}; {saved_note}")
     finally:

@@ -121,6 +121,27 @@ def test_report_shows_the_automatic_strength(run: tuple[Path, dict]) -> None:
     assert report["pruning"]["score_seconds"] >= 0
 
 
+@pytest.mark.parametrize("early", [True, False])
+def test_early_prune_hands_the_regularize_epochs_to_fine_tuning(
+    tmp_path: Path, early: bool
+) -> None:
+    """`none` has no penalty: the target's share cannot fall, so the regularize stage ends
+    after its first epoch and fine-tuning gets its other epoch (the default), unless
+    --no-early-prune."""
+    args = ["--method", "none", "--data", "mnist15k", "--reg-epochs", "2", "--ft-epochs", "1"]
+    args += ["--target-macs", "0.5", "--json", "-q"]
+    args += [] if early else ["--no-early-prune"]
+    res = CliRunner().invoke(cli, ["compress", str(MODEL), *args, "-o", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert report["epochs"] == (
+        {"regularize": 1, "finetune": 2} if early else {"regularize": 2, "finetune": 1}
+    )
+    assert report["strength"]["stopped_after"] == (1 if early else None)
+    assert len(report["strength"]["epoch_shares"]) == (2 if early else 3)
+    assert ("Early prune" in (tmp_path / "o" / "report.md").read_text()) is early
+
+
 def test_a_fixed_lambda_keeps_its_strength(tmp_path: Path) -> None:
     config = _config()
     config = CompressConfig(

@@ -76,6 +76,41 @@ def test_ceiling_survives_resume() -> None:
     assert again.ceiling == 1.0 and again.ceiling_checks == 2
 
 
+def _epoch_ends(shares: list[float | None], total: int, **config: bool) -> AutoStrength:
+    """A controller whose share reads ``shares[0]`` at calibration, then one per epoch end."""
+    script = _Script([], shares[1:])
+    auto = AutoStrength(StrengthConfig(**config), evaluate=script.evaluate, share=script.share_of)
+    auto.epoch_shares = [shares[0]]
+    for done in range(1, len(shares)):
+        if auto.end_of_epoch(nn.Linear(1, 1), done=done, total=total):
+            break
+    return auto
+
+
+def test_early_prune_ends_the_stage_when_the_share_cannot_reach_the_goal() -> None:
+    # 85% -> 80% in an epoch: two more at that rate leave 70%, far above the 1% goal
+    auto = _epoch_ends([0.85, 0.80, 0.75], total=3)
+    assert auto.stopped_after == 1 and auto.projected == pytest.approx(0.70)
+    # a share that does not fall, or rises, ends it too
+    assert _epoch_ends([0.50, 0.55], total=3).stopped_after == 1
+    # 85% -> 40% in an epoch reaches the goal in two more: the stage runs on
+    auto = _epoch_ends([0.85, 0.40, 0.005], total=3)
+    assert auto.stopped_after is None and auto.epoch_shares == [0.85, 0.40, 0.005]
+    # ... until a later epoch slows down: 40% -> 35% with one epoch left
+    assert _epoch_ends([0.85, 0.40, 0.35], total=4).stopped_after == 2
+    # never after the last epoch, without a share (threshold selection), or when turned off
+    assert _epoch_ends([0.85, 0.84], total=1).stopped_after is None
+    assert _epoch_ends([None, None, None], total=3).stopped_after is None
+    assert _epoch_ends([0.85, 0.84, 0.83], total=3, early_prune=False).stopped_after is None
+
+
+def test_early_prune_decision_survives_resume() -> None:
+    auto = _epoch_ends([0.85, 0.80], total=3)
+    again = AutoStrength(StrengthConfig(), evaluate=lambda m: 0.0, share=lambda m: None)
+    again.load_state_dict(auto.state_dict(), get_method("ssl"))
+    assert again.stopped_after == 1 and again.epoch_shares == [0.85, 0.80]
+
+
 def test_checks_only_every_interval_and_not_when_inactive() -> None:
     auto, method = _controller([99.0], [0.5])
     auto.config = StrengthConfig(checks_per_epoch=4)
