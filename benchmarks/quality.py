@@ -21,7 +21,9 @@ Steps (each result is cached under --work, so an interrupted run continues):
    bisection so that the counted MACs meet the target from below. Sparse training and
    fine-tuning use compressor's own loop with the same settings as ``compress``
    (SGD, cosine, 3 epochs at peak lr 0.01, then 3 at 0.05, same seed), so only the
-   pruner differs.
+   pruner differs. ``P+rAfB`` (e.g. ``--tp BNScalePruner+r1f5,MagnitudePruner+r0f6``)
+   splits the six epochs as compressor's early prune does: A sparse-learning epochs, B
+   fine-tuning epochs, so the peer gets the same split, not only the same budget.
 4. Speed: one architecture per (tool, method, target) (seed 0) is exported at 224x224 and
    timed against the dense model with ``compressor benchmark --threads 1,2``.
 5. LeNet-5 sweep: ``compressor compress models/lenet5-mnist15k.pt --method M --lambda X``
@@ -37,6 +39,7 @@ import argparse
 import copy
 import json
 import platform
+import re
 import shlex
 import statistics
 import subprocess
@@ -171,6 +174,7 @@ def compressor_row(work: Path, model: Path, method: str, target: int, seed: int)
         "dense_accuracy": r["baseline"]["accuracy"],
         "params": r["compressed"]["params"],
         "regularized_accuracy": r["history"]["regularize"][-1]["val_top1"],
+        "epochs": [r["epochs"]["regularize"], r["epochs"]["finetune"]] if "epochs" in r else [3, 3],
         "share": s.get("final_share"),
         "strength": s.get("final_strength"),
         "score_seconds": r["pruning"].get("score_seconds"),
@@ -248,10 +252,23 @@ def _tp_prune_to(kind: str, model: Any, target: float) -> Any:
     return best[0]
 
 
+def _tp_epochs(kind: str) -> list[int]:
+    """[sparse-learning epochs, fine-tuning epochs] of a pruner, with its ``+rAfB`` split."""
+    base, _, variant = kind.partition("+")
+    if variant:
+        match = re.fullmatch(r"r(\d+)f(\d+)", variant)
+        if match is None:
+            raise SystemExit(f"unknown Torch-Pruning variant {variant!r}; use rAfB, e.g. r1f5")
+        return [int(match[1]), int(match[2])]
+    return [0, 3] if base == "MagnitudePruner" else [3, 3]
+
+
 def tp_row(work: Path, model_path: Path, kind: str, target: int, seed: int) -> dict[str, Any]:
     out = work / f"tp-{kind}-{target}x-s{seed}.json"
     if out.is_file():
-        return json.loads(out.read_text())
+        return {"epochs": _tp_epochs(kind), **json.loads(out.read_text())}
+    kind, _, variant = kind.partition("+")
+    reg_epochs, ft_epochs = _tp_epochs(f"{kind}+{variant}" if variant else kind)
     import torch
 
     from compressor.analysis import count_macs, count_params
@@ -266,15 +283,16 @@ def tp_row(work: Path, model_path: Path, kind: str, target: int, seed: int) -> d
     loaded = load_model(model_path)
     data = DataConfig("mnist15k", augment=False)
     bundle = load_data(data, channels=3, recorded=loaded.preprocess)
-    train = TrainConfig(epochs=3, lr=0.01, seed=seed, device="cpu")  # as compress's --lr
-    finetune = TrainConfig(epochs=3, lr=0.05, seed=seed, device="cpu")  # as its --ft-lr
+    train = TrainConfig(epochs=reg_epochs, lr=0.01, seed=seed, device="cpu")  # compress's --lr
+    finetune = TrainConfig(epochs=ft_epochs, lr=0.05, seed=seed, device="cpu")  # its --ft-lr
     model = loaded.model
     dense_macs = count_macs(model, (3, 32, 32))
     dense_acc = evaluate(model, bundle.val, bundle.preprocess, device=torch.device("cpu"))["top1"]
     seed_everything(seed)
     regularized_acc = None
-    if kind != "MagnitudePruner":  # sparse learning does not depend on the target: once per seed
-        cached = work / f"tp-{kind}-s{seed}-regularized.pt"
+    if reg_epochs > 0:  # sparse learning does not depend on the target: once per seed
+        tag = "" if reg_epochs == 3 else f"-r{reg_epochs}"
+        cached = work / f"tp-{kind}-s{seed}-regularized{tag}.pt"
         if cached.is_file():
             reg = load_model(cached)
             model = reg.model
@@ -290,12 +308,14 @@ def tp_row(work: Path, model_path: Path, kind: str, target: int, seed: int) -> d
     fit(pruned, bundle, finetune, data, progress=False)
     acc = evaluate(pruned, bundle.val, bundle.preprocess, device=torch.device("cpu"))["top1"]
     loaded.model = pruned.cpu()
-    save_model(loaded, work / f"tp-{kind}-{target}x-s{seed}.pt")
+    name = out.name.removesuffix(".json")
+    save_model(loaded, work / f"{name}.pt")
     from torch import nn
 
     row = {
         "tool": "torch-pruning",
-        "method": kind,
+        "method": name.split("-")[1],
+        "epochs": [reg_epochs, ft_epochs],
         "target_macs_ratio": target,
         "seed": seed,
         "macs_ratio": dense_macs / count_macs(pruned, (3, 32, 32)),
@@ -308,7 +328,7 @@ def tp_row(work: Path, model_path: Path, kind: str, target: int, seed: int) -> d
             for n, m in pruned.named_modules()
             if isinstance(m, nn.Conv2d | nn.Linear)
         },
-        "model": str(work / f"tp-{kind}-{target}x-s{seed}.pt"),
+        "model": str(work / f"{name}.pt"),
         "seconds": time.perf_counter() - t0,
     }
     out.write_text(json.dumps(row, indent=2))
@@ -483,6 +503,7 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "macs_ratio_mean": statistics.mean(macs),
                 "regularized_mean": statistics.mean(reg) if reg else None,
                 "share_mean": statistics.mean(shares) if shares else None,
+                "epochs": sorted({"+".join(map(str, r["epochs"])) for r in rs if r.get("epochs")}),
                 "dense_accuracy": rs[0]["dense_accuracy"],
             }
         )
@@ -502,18 +523,21 @@ def write(payload: dict[str, Any]) -> None:
         "(runs finished earlier under the same --work are reused, not rerun)",
         "",
         "resnet18 on mnist15k at 32x32 (13,000 train / 2,000 val images); the dense model "
-        "from `compressor train` (5 epochs); then 3 regularize + 3 fine-tune epochs. "
-        "Accuracy is validation top-1 (%), mean ± sd over the seeds run.",
+        "from `compressor train` (5 epochs); then `--reg-epochs 3 --ft-epochs 3`. "
+        "Accuracy is validation top-1 (%), mean ± sd over the seeds run. Epochs: the "
+        "regularize (or sparse-learning) and fine-tuning epochs actually run; compressor's "
+        "early prune hands regularize epochs to fine-tuning when the target's channels "
+        "cannot be emptied in time.",
         "",
-        "| target | tool | method | seeds | MACs cut | top-1 after | after regularize | share removed | dense |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| target | tool | method | seeds | epochs | MACs cut | top-1 after | after regularize | share removed | dense |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for s in payload["summary"]:
         reg = f"{s['regularized_mean']:.2f}" if s["regularized_mean"] is not None else "-"
         share = f"{100 * s['share_mean']:.1f}%" if s["share_mean"] is not None else "-"
         lines.append(
             f"| {s['target']}x | {s['tool']} | {s['method']} | {s['seeds']} | "
-            f"{s['macs_ratio_mean']:.1f}x | {s['accuracy_mean']:.2f}"
+            f"{', '.join(s.get('epochs') or []) or '-'} | {s['macs_ratio_mean']:.1f}x | {s['accuracy_mean']:.2f}"
             f"{f' ± {sd:.2f}' if (sd := s['accuracy_sd']) is not None else ' (one seed)'} | "
             f"{reg} | {share} | {s['dense_accuracy']:.2f} |"
         )

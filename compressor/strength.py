@@ -44,7 +44,10 @@ adapts as it goes. The same rule serves every method:
    the stage, 3 fine-tuning epochs: 98.87%; with it: 98.88%), while the same six epochs
    spent as 0 + 6 gave 99.18%. The stage always runs its first epoch (the method
    shapes the selection), and a stage that will empty the target's channels in time
-   runs to its end. The rule of Early-Bird tickets (You et al., ICLR 2020: stop the
+   runs to its end, as does one whose model is more than ``max_drop`` under the baseline
+   at that moment (the controller needs the next epoch to bring it back; pruning a model
+   the penalty has just pushed out of the bound would start fine-tuning lower). The rule
+   of Early-Bird tickets (You et al., ICLR 2020: stop the
    sparsity training once the pruning mask stops changing) is the same idea with a
    different test; the mask test is not used because under focus the mask is held by
    construction.
@@ -210,6 +213,9 @@ class AutoStrength:
         self.projected = share - max(before - share, 0.0) * (total - done)
         if self.projected <= self.config.share_goal:
             return False
+        assert self.baseline is not None, "calibrate() first"
+        if self.baseline - self.evaluate(model) > self.config.max_drop:
+            return False  # out of the bound: the stage goes on, the controller backs off
         self.stopped_after = done
         return True
 

@@ -78,9 +78,9 @@ def test_ceiling_survives_resume() -> None:
 
 def _epoch_ends(shares: list[float | None], total: int, **config: bool) -> AutoStrength:
     """A controller whose share reads ``shares[0]`` at calibration, then one per epoch end."""
-    script = _Script([], shares[1:])
+    script = _Script([99.0] * len(shares), shares[1:])
     auto = AutoStrength(StrengthConfig(**config), evaluate=script.evaluate, share=script.share_of)
-    auto.epoch_shares = [shares[0]]
+    auto.epoch_shares, auto.baseline = [shares[0]], 99.2
     for done in range(1, len(shares)):
         if auto.end_of_epoch(nn.Linear(1, 1), done=done, total=total):
             break
@@ -102,6 +102,14 @@ def test_early_prune_ends_the_stage_when_the_share_cannot_reach_the_goal() -> No
     assert _epoch_ends([0.85, 0.84], total=1).stopped_after is None
     assert _epoch_ends([None, None, None], total=3).stopped_after is None
     assert _epoch_ends([0.85, 0.84, 0.83], total=3, early_prune=False).stopped_after is None
+
+
+def test_early_prune_waits_while_the_model_is_out_of_the_bound() -> None:
+    script = _Script([97.9, 98.5], [0.80, 0.79])  # 1.3 points down after epoch 1, then 0.7
+    auto = AutoStrength(StrengthConfig(), evaluate=script.evaluate, share=script.share_of)
+    auto.epoch_shares, auto.baseline = [0.85], 99.2
+    assert not auto.end_of_epoch(nn.Linear(1, 1), done=1, total=4)
+    assert auto.end_of_epoch(nn.Linear(1, 1), done=2, total=4) and auto.stopped_after == 2
 
 
 def test_early_prune_decision_survives_resume() -> None:
