@@ -638,6 +638,11 @@ def main() -> None:
     ap.add_argument("--tp", default=",".join(TP_PRUNERS))
     ap.add_argument("--no-speed", action="store_true")
     ap.add_argument("--no-lenet", action="store_true")
+    ap.add_argument(
+        "--reuse-only",
+        action="store_true",
+        help="assemble the files from the runs finished under --work; run nothing new",
+    )
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -650,9 +655,15 @@ def main() -> None:
     for seed in seeds:
         for target in targets:
             for kind in pruners:
-                rows.append(tp_row(args.work, model, kind, target, seed))
+                if (
+                    not args.reuse_only
+                    or (args.work / f"tp-{kind}-{target}x-s{seed}.json").is_file()
+                ):
+                    rows.append(tp_row(args.work, model, kind, target, seed))
             for method in methods:
-                rows.append(compressor_row(args.work, model, method, target, seed))
+                done = args.work / f"compressor-{method}-{target}x-s{seed}" / "report.json"
+                if not args.reuse_only or done.is_file():
+                    rows.append(compressor_row(args.work, model, method, target, seed))
             payload = {
                 "command": shlex.join([sys.executable.rsplit("/", 1)[-1], *sys.argv]),
                 "machine": machine(),
