@@ -359,6 +359,14 @@ def _auto_strength(kw: dict[str, Any], options: dict[str, Any]) -> bool:
     return "lam" not in options and "lambda" not in options
 
 
+sync_bn_option = click.option(
+    "--sync-bn",
+    is_flag=True,
+    help="Under torchrun: BatchNorm statistics over the global batch, not each "
+    "process's shard (any device; no effect in one process).",
+)
+
+
 def onnx_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """ONNX export settings shared by `export` and `compress`."""
     options = [
@@ -595,12 +603,7 @@ def check_data(data: str, console: Console, **kw: Any) -> None:
     "they cost accuracy: 98.95% vs 99.30% for resnet18 on mnist15k in 5 epochs].",
 )
 @click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision on CUDA.")
-@click.option(
-    "--sync-bn",
-    is_flag=True,
-    help="Under torchrun: BatchNorm statistics over the global batch, not each "
-    "process's shard (any device; no effect in one process).",
-)
+@sync_bn_option
 @click.option(
     "--channels-last/--no-channels-last",
     default=True,
@@ -1007,12 +1010,7 @@ def prune(model: Path, console: Console, **kw: Any) -> None:
     default=None,
     help="Random shifts (and flips where valid) [default: on when a stage has 10 epochs or more].",
 )
-@click.option(
-    "--sync-bn",
-    is_flag=True,
-    help="Under torchrun: BatchNorm statistics over the global batch, not each "
-    "process's shard (any device; no effect in one process).",
-)
+@sync_bn_option
 @click.option(
     "--distill",
     type=float,

@@ -650,11 +650,9 @@ def _finetune(run: _Run) -> None:
     )
     # epochs the regularize stage handed over when it ended early (--early-prune)
     regularized = work / "regularize.json"
-    moved = (
-        int(json.loads(regularized.read_text()).get("epochs_to_finetune", 0))
-        if (regularized.is_file())
-        else 0
-    )
+    moved = 0
+    if regularized.is_file():
+        moved = int(json.loads(regularized.read_text()).get("epochs_to_finetune", 0))
     finetune = dataclasses.replace(config.finetune, epochs=config.finetune.epochs + moved)
     extra = f" ({config.finetune.epochs} + {moved} from the regularize stage)" if moved else ""
     t0 = run.start("finetune", f"fine-tune: {finetune.epochs} epochs{extra}{taught}")
