@@ -48,8 +48,8 @@ def run(work: Path, model: Path, target: int, recipe: str, seed: int) -> dict:
         "recipe": recipe,
         "seed": seed,
         "macs_ratio": r["baseline"]["macs"] / r["compressed"]["macs"],
-        "accuracy": r["compressed"]["accuracy"],
-        "dense_accuracy": r["baseline"]["accuracy"],
+        "accuracy": r["compressed"]["test_top1"],
+        "dense_accuracy": r["baseline"]["test_top1"],
         "finetune_seconds": r["stages"].get("finetune"),
     }
 

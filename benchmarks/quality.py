@@ -1,42 +1,55 @@
 """Do the methods win? Every compressor method against Torch-Pruning's pruners, at a fixed
-MAC budget, on the same dense model, through the commands users run.
+MAC budget, from the same dense model, through the commands users run, scored on a held-out
+test set that nothing steers on.
 
-    python benchmarks/quality.py                      # the full run (hours on 2 cores)
-    python benchmarks/quality.py --seeds 0 --targets 30
+    python benchmarks/quality.py --task fmnist-resnet18 --quick     # seed 0 of every row
+    python benchmarks/quality.py --task fmnist-resnet18             # seeds 0-2, then 3-4
+    python benchmarks/quality.py --task fmnist-mobilenetv2 --quick
+    python benchmarks/quality.py --task mnist15k                    # the quick smoke task
+
+Tasks (``TASKS``):
+- ``fmnist-resnet18``: resnet18 from scratch at 32x32 on Fashion-MNIST; 10x and 30x fewer MACs.
+- ``fmnist-mobilenetv2``: torchvision mobilenet_v2 from the ImageNet-pretrained backbone in
+  ``../shared/weights`` (converted by ``mobilenetv2_backbone.py``), fine-tuned at 64x64;
+  2x and 4x fewer MACs.
+- ``mnist15k``: resnet18 at 32x32 on the bundled mnist15k; 10x and 30x (the earlier tables).
+
+The Fashion-MNIST tasks train on a fixed, class-balanced subset of the 60,000 training
+images (``Task.train_images``), written once as an IDX folder, so that a table fits the
+2-core machine; ``--val-split`` holds a quarter of it out as the validation split that
+steers (``--lambda auto``, early prune). The full 10,000-image test set is scored only at
+the end of every run, and it is the figure the tables compare.
 
 Steps (each result is cached under --work, so an interrupted run continues):
-1. Dense model: ``compressor train resnet18 --data mnist15k --input-size 32 --epochs 5``.
-2. For every method, target (10x, 30x fewer MACs) and seed:
-   ``compressor compress dense.pt --method M --reg-epochs 3 --ft-epochs 3 --target-macs T
-   --seed S`` with every other option at its default (``--lambda auto``). ``M+r1`` (e.g.
-   ``--methods slimming+r1``) adds ``--round-to 1``: channel counts left unrounded, as
-   Torch-Pruning leaves them; ``M+uniform`` adds ``--allocation uniform``: the same
-   fraction of every layer, Torch-Pruning's default allocation.
-3. Torch-Pruning 1.6 on the same dense model and budget, through its documented API:
-   ``MagnitudePruner`` (GroupMagnitudeImportance, no sparse training), ``GroupNormPruner``
-   (its sparse learning, ``pruner.regularize(model)`` after every backward, for the same
-   3 epochs) and ``BNScalePruner`` (likewise). Each prunes with its defaults: one ratio
-   for every layer (not global), no rounding of channel counts (compressor rounds to
-   multiples of 8, which costs it accuracy and gains it speed); the ratio is found by
-   bisection so that the counted MACs meet the target from below. Sparse training and
-   fine-tuning use compressor's own loop with the same settings as ``compress``
-   (SGD, cosine, 3 epochs at peak lr 0.01, then 3 at 0.05, same seed), so only the
-   pruner differs. ``P+rAfB`` (e.g. ``--tp BNScalePruner+r1f5,MagnitudePruner+r0f6``)
-   splits the six epochs as compressor's early prune does: A sparse-learning epochs, B
-   fine-tuning epochs, so the peer gets the same split, not only the same budget.
-4. Speed: one architecture per (tool, method, target) (seed 0) is exported at 224x224 and
-   timed against the dense model with ``compressor benchmark --threads 1,2``.
-5. LeNet-5 sweep: ``compressor compress models/lenet5-mnist15k.pt --method M --lambda X``
-   with the method's default selection, filters kept per layer and accuracy, beside SSL's
-   published 5-19 filters at 0.8% error.
+1. Dense model: ``compressor train ARCH --data DIR --input-size S --epochs E`` (with
+   ``--weights backbone.pt`` for mobilenet_v2).
+2. For every method, target and seed: ``compressor compress dense.pt --method M
+   --reg-epochs R --ft-epochs F --target-macs T --seed S`` with every other option at its
+   default. Variants: ``M+r1`` (``--round-to 1``), ``M+uniform`` (``--allocation uniform``),
+   ``M+rAfB`` (``--reg-epochs A --ft-epochs B``: ``none+r0f4`` is all fine-tuning).
+   ``none`` also runs at the split that the seed methods' early prune chose (the most
+   common one among them, per target and seed), and at 0 + R + F.
+3. Torch-Pruning on the same dense model and budget, through its documented API:
+   ``MagnitudePruner`` (no sparse learning: 0 + R + F), ``GroupNormPruner`` and
+   ``BNScalePruner`` (their sparse learning, ``pruner.regularize(model)`` after every
+   backward, R + F); each also at compressor's split. One ratio for every layer, no
+   rounding (its defaults), found by bisection so that the MACs meet the target from
+   below. Training uses compressor's loop with ``compress``'s settings, so only the
+   pruner differs.
+4. Seeds 3 and 4 for the best compressor method and the best Torch-Pruning row per target.
+5. Speed: every seed-0 architecture exported at 224x224 and timed against the dense model
+   in one interleaved ``compressor benchmark --threads 1,2`` run.
+6. (mnist15k) LeNet-5 strength sweep.
 
-Writes benchmarks/results/quality.{json,md,png}.
+Writes benchmarks/results/quality_<task>.{json,md,png} (mnist15k: quality.*).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import copy
+import gzip
 import json
 import platform
 import re
@@ -45,14 +58,75 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 METHODS = ["none", "l1", "l2", "ssl", "slimming", "l1l2", "hgs", "l0sgl", "ffr"]
+SEED_METHODS = ["l1l2", "hgs", "l0sgl", "ffr"]
 TP_PRUNERS = ["MagnitudePruner", "GroupNormPruner", "BNScalePruner"]
-TARGETS = {10: 0.1, 30: 1 / 30}
+SHARED = ROOT.parent / "shared"
+FMNIST = SHARED / "datasets" / "fashion-mnist"
+
+
+@dataclass(frozen=True)
+class Task:
+    """One benchmark task: the data, the dense model's recipe and the budgets."""
+
+    name: str
+    arch: str
+    data: str  # --data, or "fmnist" for the Fashion-MNIST subset this script writes
+    input_size: int
+    dense_epochs: int
+    targets: dict[int, float]  # label (x fewer MACs) -> --target-macs
+    reg_epochs: int
+    ft_epochs: int
+    results: str  # results/<results>.{json,md,png}
+    train_images: int | None = None  # Fashion-MNIST subset size (class-balanced)
+    val_split: float = 0.1
+    backbone: bool = False  # start the dense model from the shared MobileNetV2 backbone
+    dense_options: list[str] = field(default_factory=list)
+
+    @property
+    def total_epochs(self) -> int:
+        return self.reg_epochs + self.ft_epochs
+
+
+TASKS = {
+    "mnist15k": Task(
+        "mnist15k", "resnet18", "mnist15k", 32, 5, {10: 0.1, 30: 1 / 30}, 3, 3, "quality"
+    ),
+    "fmnist-resnet18": Task(
+        "fmnist-resnet18",
+        "resnet18",
+        "fmnist",
+        32,
+        15,
+        {10: 0.1, 30: 1 / 30},
+        2,
+        2,
+        "quality_fmnist-resnet18",
+        train_images=20000,
+        val_split=0.25,
+    ),
+    "fmnist-mobilenetv2": Task(
+        "fmnist-mobilenetv2",
+        "mobilenet_v2",
+        "fmnist",
+        64,
+        4,
+        {2: 0.5, 4: 0.25},
+        2,
+        2,
+        "quality_fmnist-mobilenetv2",
+        train_images=8000,
+        val_split=0.25,
+        backbone=True,
+    ),
+}
+TARGETS = TASKS["mnist15k"].targets  # what selection.py and finetune_lr.py use
 # "auto" is the default (--lambda auto); the numbers are fixed strengths around each
 # method's default. ffr is absent: LeNet-5 has no blocks that keep their shape.
 LENET_SWEEP: dict[str, list[str]] = {
@@ -101,26 +175,75 @@ def run_payload(t0: float, rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def dense(work: Path) -> Path:
+def data_dir(work: Path, task: Task, source: Path = FMNIST) -> str:
+    """The task's --data: ``mnist15k``, or a Fashion-MNIST folder holding a fixed,
+    class-balanced subset of the training images and the whole test set (IDX files, as a
+    user's own copy would be)."""
+    if task.data != "fmnist":
+        return task.data
+    import numpy as np
+
+    out = work.parent / f"fashion-mnist-{task.train_images // 1000}k"
+    if (out / "t10k-labels-idx1-ubyte.gz").is_file():
+        return str(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with gzip.open(source / "train-labels-idx1-ubyte.gz") as f:
+        labels = np.frombuffer(f.read(), np.uint8, offset=8)
+    with gzip.open(source / "train-images-idx3-ubyte.gz") as f:
+        images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
+    order = np.random.default_rng(0).permutation(len(labels))
+    per_class = task.train_images // 10
+    keep = np.sort(np.concatenate([order[labels[order] == c][:per_class] for c in range(10)]))
+    _write_idx(out / "train-images-idx3-ubyte.gz", images[keep])
+    _write_idx(out / "train-labels-idx1-ubyte.gz", labels[keep])
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (out / name).write_bytes((source / name).read_bytes())
+    return str(out)
+
+
+def _write_idx(path: Path, array: Any) -> None:
+    import struct
+
+    header = struct.pack(">HBB", 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.tobytes())
+
+
+def data_options(work: Path, task: Task) -> list[str]:
+    return ["--data", data_dir(work, task), "--val-split", repr(task.val_split)]
+
+
+def dense(work: Path, task: Task = TASKS["mnist15k"]) -> Path:
     out = work / "dense.pt"
-    if not out.is_file():
-        sh(
-            [
-                "compressor",
-                "train",
-                "resnet18",
-                "--data",
-                "mnist15k",
-                "--input-size",
-                "32",
-                "--epochs",
-                "5",
-                "-o",
-                str(out),
-                "-q",
-            ],
-            work / "dense.log",
-        )
+    if out.is_file():
+        return out
+    start: list[str] = []
+    if task.backbone:
+        import torch
+        from mobilenetv2_backbone import SHARED as BACKBONE
+        from mobilenetv2_backbone import convert
+
+        backbone = work / "backbone.pt"
+        torch.save(convert(torch.load(BACKBONE, weights_only=True)), backbone)
+        start = ["--weights", str(backbone)]
+    sh(
+        [
+            "compressor",
+            "train",
+            task.arch,
+            *start,
+            *data_options(work, task),
+            "--input-size",
+            str(task.input_size),
+            "--epochs",
+            str(task.dense_epochs),
+            *task.dense_options,
+            "-o",
+            str(out),
+            "-q",
+        ],
+        work / "dense.log",
+    )
     return out
 
 
@@ -131,7 +254,26 @@ VARIANTS = {
 }
 
 
-def compressor_row(work: Path, model: Path, method: str, target: int, seed: int) -> dict[str, Any]:
+def _split_variant(variant: str) -> tuple[int, int] | None:
+    """``r1f5`` -> (1, 5): regularize (or sparse-learning) and fine-tuning epochs."""
+    match = re.fullmatch(r"r(\d+)f(\d+)", variant)
+    return (int(match[1]), int(match[2])) if match else None
+
+
+def _variant_options(task: Task, variant: str) -> list[str]:
+    split = _split_variant(variant) if variant else None
+    epochs = split or (task.reg_epochs, task.ft_epochs)
+    options = ["--reg-epochs", str(epochs[0]), "--ft-epochs", str(epochs[1])]
+    if variant and split is None:
+        if variant not in VARIANTS:
+            raise SystemExit(f"unknown variant {variant!r}: one of {', '.join(VARIANTS)} or rAfB")
+        options += VARIANTS[variant]
+    return options
+
+
+def compressor_row(
+    work: Path, model: Path, method: str, target: int, seed: int, task: Task = TASKS["mnist15k"]
+) -> dict[str, Any]:
     out = work / f"compressor-{method}-{target}x-s{seed}"
     name, _, variant = method.partition("+")
     if not (out / "report.json").is_file():
@@ -140,17 +282,12 @@ def compressor_row(work: Path, model: Path, method: str, target: int, seed: int)
                 "compressor",
                 "compress",
                 str(model),
-                *(VARIANTS[variant] if variant else []),
                 "--method",
                 name,
-                "--data",
-                "mnist15k",
-                "--reg-epochs",
-                "3",
-                "--ft-epochs",
-                "3",
+                *data_options(work, task),
+                *_variant_options(task, variant),
                 "--target-macs",
-                repr(TARGETS[target]),
+                repr(task.targets[target]),
                 "--seed",
                 str(seed),
                 "--threads",
@@ -164,21 +301,28 @@ def compressor_row(work: Path, model: Path, method: str, target: int, seed: int)
         )
     r = json.loads((out / "report.json").read_text())
     s = r.get("strength") or {}
+    b, c = r["baseline"], r["compressed"]
     return {
+        "task": task.name,
         "tool": "compressor",
         "method": method,
+        "split": f"{r['epochs']['regularize']}+{r['epochs']['finetune']}",
         "target_macs_ratio": target,
         "seed": seed,
-        "macs_ratio": r["baseline"]["macs"] / r["compressed"]["macs"],
-        "accuracy": r["compressed"]["accuracy"],
-        "dense_accuracy": r["baseline"]["accuracy"],
-        "params": r["compressed"]["params"],
-        "regularized_accuracy": r["history"]["regularize"][-1]["val_top1"],
-        "epochs": [r["epochs"]["regularize"], r["epochs"]["finetune"]] if "epochs" in r else [3, 3],
+        "macs_ratio": b["macs"] / c["macs"],
+        "test_accuracy": c["test_top1"],
+        "val_accuracy": c["val_top1"],
+        "dense_test_accuracy": b["test_top1"],
+        "dense_val_accuracy": b["val_top1"],
+        "params": c["params"],
+        "regularized_val_accuracy": r["history"]["regularize"][-1]["val_top1"]
+        if r["history"]["regularize"]
+        else None,
         "share": s.get("final_share"),
         "strength": s.get("final_strength"),
         "score_seconds": r["pruning"].get("score_seconds"),
-        "channels": {row["name"]: row["after"] for row in r["layers"]},
+        "widths": [row["after"] for row in r["layers"]],
+        "layers": [row["name"] for row in r["layers"]],
         "model": str(out / "model.pt"),
     }
 
@@ -209,15 +353,16 @@ class _TPSparsity:
         return TPSparsity()
 
 
-def _tp_pruner(kind: str, model: Any, ratio: float) -> Any:
+def _tp_pruner(kind: str, model: Any, ratio: float, size: int) -> Any:
     import torch
     import torch_pruning as tp
 
-    example = torch.zeros(1, 3, 32, 32)
+    from compressor.pruning import classifier_layers
+
     common = {
-        "example_inputs": example,
+        "example_inputs": torch.zeros(1, 3, size, size),
         "pruning_ratio": ratio,
-        "ignored_layers": [model.fc],
+        "ignored_layers": classifier_layers(model),
     }
     if kind == "MagnitudePruner":
         return tp.pruner.MagnitudePruner(
@@ -230,18 +375,18 @@ def _tp_pruner(kind: str, model: Any, ratio: float) -> Any:
     return tp.pruner.BNScalePruner(model, importance=tp.importance.BNScaleImportance(), **common)
 
 
-def _tp_prune_to(kind: str, model: Any, target: float) -> Any:
+def _tp_prune_to(kind: str, model: Any, target: float, size: int) -> Any:
     """Prune a copy of ``model`` at the per-layer ratio whose MACs meet ``target`` from
     below (bisection on the ratio, MACs counted by compressor's fvcore convention)."""
     from compressor.analysis import count_macs
 
-    total = count_macs(model, (3, 32, 32))
+    total = count_macs(model, (3, size, size))
     lo, hi, best = 0.0, 0.99, None
     for _ in range(14):
         mid = (lo + hi) / 2
         trial = copy.deepcopy(model)
-        _tp_pruner(kind, trial, mid).step()
-        frac = count_macs(trial, (3, 32, 32)) / total
+        _tp_pruner(kind, trial, mid, size).step()
+        frac = count_macs(trial, (3, size, size)) / total
         if frac <= target:
             hi, best = mid, (trial, frac)
             if frac >= 0.97 * target:
@@ -252,82 +397,105 @@ def _tp_prune_to(kind: str, model: Any, target: float) -> Any:
     return best[0]
 
 
-def _tp_epochs(kind: str) -> list[int]:
-    """[sparse-learning epochs, fine-tuning epochs] of a pruner, with its ``+rAfB`` split."""
+def _tp_epochs(kind: str, task: Task = TASKS["mnist15k"]) -> list[int]:
+    """[sparse-learning epochs, fine-tuning epochs] of a pruner, with its ``+rAfB`` split;
+    by default the task's split, all fine-tuning for MagnitudePruner (no sparse learning)."""
     base, _, variant = kind.partition("+")
     if variant:
-        match = re.fullmatch(r"r(\d+)f(\d+)", variant)
-        if match is None:
+        split = _split_variant(variant)
+        if split is None:
             raise SystemExit(f"unknown Torch-Pruning variant {variant!r}; use rAfB, e.g. r1f5")
-        return [int(match[1]), int(match[2])]
-    return [0, 3] if base == "MagnitudePruner" else [3, 3]
+        return list(split)
+    if base == "MagnitudePruner":
+        return [0, task.total_epochs]
+    return [task.reg_epochs, task.ft_epochs]
 
 
-def tp_row(work: Path, model_path: Path, kind: str, target: int, seed: int) -> dict[str, Any]:
+def _tp_scores(model: Any, bundle: Any) -> dict[str, float]:
+    import torch
+
+    from compressor.train import evaluate
+
+    return {
+        split: evaluate(model, bundle.split(split), bundle.preprocess, device=torch.device("cpu"))[
+            "top1"
+        ]
+        for split in ("val", "test")
+    }
+
+
+def tp_row(
+    work: Path, model_path: Path, kind: str, target: int, seed: int, task: Task = TASKS["mnist15k"]
+) -> dict[str, Any]:
     out = work / f"tp-{kind}-{target}x-s{seed}.json"
     if out.is_file():
-        return {"epochs": _tp_epochs(kind), **json.loads(out.read_text())}
-    kind, _, variant = kind.partition("+")
-    reg_epochs, ft_epochs = _tp_epochs(f"{kind}+{variant}" if variant else kind)
-    import torch
+        return json.loads(out.read_text())
+    reg_epochs, ft_epochs = _tp_epochs(kind, task)
+    kind = kind.partition("+")[0]
+    from torch import nn
 
     from compressor.analysis import count_macs, count_params
     from compressor.checkpoint import load_model, save_model
     from compressor.config import DataConfig, TrainConfig
     from compressor.data import load_data
-    from compressor.train import evaluate, fit
+    from compressor.train import fit
     from compressor.utils import seed_everything
 
-    print(f"# torch-pruning {kind} {target}x seed {seed}", flush=True)
+    print(f"# torch-pruning {kind} {reg_epochs}+{ft_epochs} {target}x seed {seed}", flush=True)
     t0 = time.perf_counter()
     loaded = load_model(model_path)
-    data = DataConfig("mnist15k", augment=False)
+    data = DataConfig(data_dir(work, task), augment=False, val_split=task.val_split)
     bundle = load_data(data, channels=3, recorded=loaded.preprocess)
+    size = task.input_size
     train = TrainConfig(epochs=reg_epochs, lr=0.01, seed=seed, device="cpu")  # compress's --lr
     finetune = TrainConfig(epochs=ft_epochs, lr=0.05, seed=seed, device="cpu")  # its --ft-lr
     model = loaded.model
-    dense_macs = count_macs(model, (3, 32, 32))
-    dense_acc = evaluate(model, bundle.val, bundle.preprocess, device=torch.device("cpu"))["top1"]
+    dense_macs = count_macs(model, (3, size, size))
+    dense_scores = _tp_scores(model, bundle)
     seed_everything(seed)
-    regularized_acc = None
-    if reg_epochs > 0:  # sparse learning does not depend on the target: once per seed
-        tag = "" if reg_epochs == 3 else f"-r{reg_epochs}"
-        cached = work / f"tp-{kind}-s{seed}-regularized{tag}.pt"
+    regularized = None
+    if reg_epochs > 0:  # training before pruning does not depend on the target: once per seed
+        cached = work / f"tp-{kind}-s{seed}-regularized-r{reg_epochs}.pt"
         if cached.is_file():
             reg = load_model(cached)
             model = reg.model
-            regularized_acc = reg.metadata["regularized_top1"]
+            regularized = reg.metadata["regularized_top1"]
         else:
-            pruner = _tp_pruner(kind, model, 0.5)  # the ratio is chosen after sparse learning
-            hist = fit(model, bundle, train, data, regularizer=_TPSparsity(pruner), progress=False)
-            regularized_acc = hist.history[-1].val_top1
-            loaded.metadata["regularized_top1"] = regularized_acc
+            sparsity = None
+            if kind != "MagnitudePruner":  # the ratio is chosen after sparse learning
+                sparsity = _TPSparsity(_tp_pruner(kind, model, 0.5, size))
+            hist = fit(model, bundle, train, data, regularizer=sparsity, progress=False)
+            regularized = hist.history[-1].val_top1
+            loaded.metadata["regularized_top1"] = regularized
             save_model(loaded, cached)
-    pruned = _tp_prune_to(kind, model, TARGETS[target])
+    pruned = _tp_prune_to(kind, model, task.targets[target], size)
     seed_everything(seed)
     fit(pruned, bundle, finetune, data, progress=False)
-    acc = evaluate(pruned, bundle.val, bundle.preprocess, device=torch.device("cpu"))["top1"]
+    scores = _tp_scores(pruned, bundle)
     loaded.model = pruned.cpu()
     name = out.name.removesuffix(".json")
     save_model(loaded, work / f"{name}.pt")
-    from torch import nn
-
+    layers = [
+        (n, m.out_channels if isinstance(m, nn.Conv2d) else m.out_features)
+        for n, m in pruned.named_modules()
+        if isinstance(m, nn.Conv2d | nn.Linear)
+    ]
     row = {
+        "task": task.name,
         "tool": "torch-pruning",
         "method": name.split("-")[1],
-        "epochs": [reg_epochs, ft_epochs],
+        "split": f"{reg_epochs}+{ft_epochs}",
         "target_macs_ratio": target,
         "seed": seed,
-        "macs_ratio": dense_macs / count_macs(pruned, (3, 32, 32)),
-        "accuracy": acc,
-        "dense_accuracy": dense_acc,
+        "macs_ratio": dense_macs / count_macs(pruned, (3, size, size)),
+        "test_accuracy": scores["test"],
+        "val_accuracy": scores["val"],
+        "dense_test_accuracy": dense_scores["test"],
+        "dense_val_accuracy": dense_scores["val"],
         "params": count_params(pruned),
-        "regularized_accuracy": regularized_acc,
-        "channels": {
-            n: m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
-            for n, m in pruned.named_modules()
-            if isinstance(m, nn.Conv2d | nn.Linear)
-        },
+        "regularized_val_accuracy": regularized,
+        "widths": [w for _, w in layers],
+        "layers": [n for n, _ in layers],
         "model": str(work / f"{name}.pt"),
         "seconds": time.perf_counter() - t0,
     }
@@ -436,8 +604,8 @@ def lenet_sweep(work: Path, methods: list[str]) -> list[dict[str, Any]]:
                     "lambda": lam,
                     "filters": [row["after"] for row in convs],
                     "filters_before": [row["before"] for row in convs],
-                    "accuracy": r["compressed"]["accuracy"],
-                    "dense_accuracy": r["baseline"]["accuracy"],
+                    "test_accuracy": r["compressed"]["test_top1"],
+                    "dense_test_accuracy": r["baseline"]["test_top1"],
                     "macs_ratio": r["baseline"]["macs"] / r["compressed"]["macs"],
                 }
             )
@@ -482,102 +650,195 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
 
 
+T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262]  # t(0.975, df 1..9)
+
+
+def _mean_sd(xs: list[float]) -> tuple[float, float | None]:
+    return statistics.mean(xs), (statistics.stdev(xs) if len(xs) > 1 else None)
+
+
+def paired(rows: list[dict[str, Any]], ref: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Test top-1 of ``rows`` minus ``ref``'s, paired by seed: mean, 95% t-interval, seeds."""
+    by_seed = {r["seed"]: r["test_accuracy"] for r in ref}
+    diffs = [r["test_accuracy"] - by_seed[r["seed"]] for r in rows if r["seed"] in by_seed]
+    if not diffs:
+        return None
+    mean, sd = _mean_sd(diffs)
+    half = T95[min(len(diffs), len(T95)) - 2] * sd / len(diffs) ** 0.5 if sd is not None else None
+    return {
+        "mean": mean,
+        "ci95": [mean - half, mean + half] if half is not None else None,
+        "seeds": len(diffs),
+        "ahead": sum(d > 0 for d in diffs),
+    }
+
+
+def _key(r: dict[str, Any]) -> tuple[str, str, int]:
+    return (r["tool"], r["method"], r["target_macs_ratio"])
+
+
+def mark_architectures(rows: list[dict[str, Any]]) -> None:
+    """``differs_from_none``: whether a row's per-layer widths differ from those of
+    compressor's ``none`` (default split) for the same target and seed."""
+    none = {
+        (r["target_macs_ratio"], r["seed"]): r["widths"]
+        for r in rows
+        if (r["tool"], r["method"]) == ("compressor", "none")
+    }
+    for r in rows:
+        ref = none.get((r["target_macs_ratio"], r["seed"]))
+        r["differs_from_none"] = None if ref is None else r["widths"] != ref
+
+
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    mark_architectures(rows)
     groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
     for r in rows:
-        groups.setdefault((r["tool"], r["method"], r["target_macs_ratio"]), []).append(r)
+        groups.setdefault(_key(r), []).append(r)
+    best_tp = {}
+    for (tool, _, target), rs in groups.items():
+        mean = statistics.mean(r["test_accuracy"] for r in rs)
+        if tool == "torch-pruning" and mean > best_tp.get(target, (None, -1.0))[1]:
+            best_tp[target] = (rs, mean)
     out = []
     for (tool, method, target), rs in groups.items():
-        accs = [r["accuracy"] for r in rs]
-        macs = [r["macs_ratio"] for r in rs]
-        reg = [r["regularized_accuracy"] for r in rs if r.get("regularized_accuracy") is not None]
+        test_mean, test_sd = _mean_sd([r["test_accuracy"] for r in rs])
+        val_mean, val_sd = _mean_sd([r["val_accuracy"] for r in rs])
         shares = [r["share"] for r in rs if r.get("share") is not None]
+        none = groups.get(("compressor", "none", target))
+        tp = best_tp.get(target)
         out.append(
             {
                 "tool": tool,
                 "method": method,
                 "target": target,
                 "seeds": len(rs),
-                "accuracy_mean": statistics.mean(accs),
-                "accuracy_sd": statistics.stdev(accs) if len(accs) > 1 else None,
-                "macs_ratio_mean": statistics.mean(macs),
-                "regularized_mean": statistics.mean(reg) if reg else None,
+                "splits": sorted({r["split"] for r in rs}),
+                "test_mean": test_mean,
+                "test_sd": test_sd,
+                "val_mean": val_mean,
+                "val_sd": val_sd,
+                "macs_ratio_mean": statistics.mean(r["macs_ratio"] for r in rs),
                 "share_mean": statistics.mean(shares) if shares else None,
-                "epochs": sorted({"+".join(map(str, r["epochs"])) for r in rs if r.get("epochs")}),
-                "dense_accuracy": rs[0]["dense_accuracy"],
+                "differs_from_none": sum(bool(r.get("differs_from_none")) for r in rs),
+                "vs_none": paired(rs, none)
+                if none and (tool, method) != ("compressor", "none")
+                else None,
+                "vs_best_tp": paired(rs, tp[0]) if tp and rs is not tp[0] else None,
+                "best_tp": f"{tp[0][0]['method']}" if tp else None,
+                "dense_test": rs[0]["dense_test_accuracy"],
+                "dense_val": rs[0]["dense_val_accuracy"],
             }
         )
-    return sorted(out, key=lambda s: (s["target"], s["tool"], -s["accuracy_mean"]))
+    return sorted(out, key=lambda s: (s["target"], s["tool"], -s["test_mean"]))
 
 
-def write(payload: dict[str, Any]) -> None:
+def _diff_text(d: dict[str, Any] | None) -> str:
+    if d is None:
+        return "-"
+    ci = f" [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]" if d["ci95"] else ""
+    return f"{d['mean']:+.2f}{ci} ({d['ahead']}/{d['seeds']})"
+
+
+def _pm(mean: float, sd: float | None) -> str:
+    return f"{mean:.2f}" + (f" ± {sd:.2f}" if sd is not None else "")
+
+
+def write(payload: dict[str, Any], task: Task) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "quality.json").write_text(json.dumps(payload["rows"], indent=2) + "\n")
-    (RESULTS / "quality_run.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (RESULTS / f"{task.results}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    s0 = payload["summary"][0] if payload["summary"] else None
     lines = [
-        "# Methods against Torch-Pruning at a fixed MAC budget",
+        *results_header(
+            f"{task.name}: methods against Torch-Pruning at a fixed MAC budget", payload
+        ),
+        f"Task `{task.name}`: {task.arch} at {task.input_size}x{task.input_size} on "
+        f"`{payload['data']}` ({payload['data_summary']}). Dense model: `compressor train` "
+        f"for {task.dense_epochs} epochs"
+        + (
+            " from the ImageNet-pretrained MobileNetV2 backbone"
+            if task.backbone
+            else " from scratch"
+        )
+        + (
+            f": test top-1 {s0['dense_test']:.2f}%, validation {s0['dense_val']:.2f}%."
+            if s0
+            else "."
+        ),
+        f"Every run gets {task.total_epochs} epochs after the dense model "
+        f"(`--reg-epochs {task.reg_epochs} --ft-epochs {task.ft_epochs}` asked; the split "
+        "column gives what ran: compressor's early prune hands regularize epochs to "
+        "fine-tuning).",
         "",
-        f"Command: `{payload['command']}`  ",
-        f"Machine: {payload['machine']}  ",
-        f"Date: {payload['date']}; this invocation {payload['seconds'] / 60:.0f} min "
-        "(runs finished earlier under the same --work are reused, not rerun)",
+        "**test** = top-1 (%) on the test split, scored once at the end of each run, never "
+        "steered on: the figure to compare. **val** = the validation split held out from the "
+        "training images, which steers `--lambda auto` and early prune. Mean ± sd over the "
+        "seeds. Differences are paired by seed, test top-1, mean [95% t-interval] (seeds "
+        "ahead / seeds); an interval that holds 0 is not a result. **arch ≠ none**: seeds "
+        "whose per-layer widths differ from `none`'s.",
         "",
-        "resnet18 on mnist15k at 32x32 (13,000 train / 2,000 val images); the dense model "
-        "from `compressor train` (5 epochs); then `--reg-epochs 3 --ft-epochs 3`. "
-        "Accuracy is validation top-1 (%), mean ± sd over the seeds run. Epochs: the "
-        "regularize (or sparse-learning) and fine-tuning epochs actually run; compressor's "
-        "early prune hands regularize epochs to fine-tuning when the target's channels "
-        "cannot be emptied in time.",
-        "",
-        "| target | tool | method | seeds | epochs | MACs cut | top-1 after | after regularize | share removed | dense |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| target | tool | method | seeds | split | MACs cut | test | val | vs `none` | vs best TP | arch ≠ none | share |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for s in payload["summary"]:
-        reg = f"{s['regularized_mean']:.2f}" if s["regularized_mean"] is not None else "-"
         share = f"{100 * s['share_mean']:.1f}%" if s["share_mean"] is not None else "-"
         lines.append(
             f"| {s['target']}x | {s['tool']} | {s['method']} | {s['seeds']} | "
-            f"{', '.join(s.get('epochs') or []) or '-'} | {s['macs_ratio_mean']:.1f}x | {s['accuracy_mean']:.2f}"
-            f"{f' ± {sd:.2f}' if (sd := s['accuracy_sd']) is not None else ' (one seed)'} | "
-            f"{reg} | {share} | {s['dense_accuracy']:.2f} |"
+            f"{', '.join(s['splits'])} | {s['macs_ratio_mean']:.1f}x | "
+            f"**{_pm(s['test_mean'], s['test_sd'])}** | {_pm(s['val_mean'], s['val_sd'])} | "
+            f"{_diff_text(s['vs_none'])} | {_diff_text(s['vs_best_tp'])} | "
+            f"{s['differs_from_none']}/{s['seeds']} | {share} |"
         )
-    if payload.get("speed"):
-        lines += [
-            "",
-            "## onnxruntime speed-up at 224x224 beside the MACs cut (seed 0 architectures)",
-            "",
-            "| model | threads | p50 (ms) | speed-up | MACs cut |",
-            "| --- | --- | --- | --- | --- |",
-        ]
-        lines[-2:-2] = _thread_warning(payload["speed"])
-        for r in payload["speed"]:
-            name = r["model"]
-            sp = r.get("speedup_vs_first")
-            cut = r.get("mac_cut_vs_first")
-            lines.append(
-                f"| {name} | {r['threads']} | {r['p50_ms']:.2f} | "
-                f"{f'{sp:.2f}x' if sp else '-'} | {f'{cut:.2f}x' if cut else '-'} |"
-            )
-    if payload.get("lenet"):
-        lines += [
-            "",
-            "## LeNet-5 (20-50 filters) strength sweep, default selection",
-            "",
-            "SSL (Wen et al. 2016) reports 5-19 filters at 0.8% error (baseline 0.9%), after "
-            "full training on the 60,000 MNIST images; these runs fine-tune the reference "
-            "LeNet-5 (`models/lenet5-mnist15k.pt`) for 3 + 3 epochs on mnist15k and remove "
-            "every channel under 1% of its group's best score (`--threshold 0.01 --relative`).",
-            "",
-            "| method | lambda | filters kept (conv1-conv2) | top-1 | MACs cut |",
-            "| --- | --- | --- | --- | --- |",
-        ]
-        for r in payload["lenet"]:
-            lines.append(
-                f"| {r['method']} | {r['lambda']} | {'-'.join(map(str, r['filters']))} | "
-                f"{r['accuracy']:.2f} | {r['macs_ratio']:.1f}x |"
-            )
-    (RESULTS / "quality.md").write_text("\n".join(lines) + "\n")
-    plot(payload["rows"])
+    lines += _speed_lines(payload.get("speed"))
+    lines += _lenet_lines(payload.get("lenet"))
+    (RESULTS / f"{task.results}.md").write_text("\n".join(lines) + "\n")
+    plot(payload["rows"], task)
+
+
+def _speed_lines(speed: list[dict[str, Any]] | None) -> list[str]:
+    if not speed:
+        return []
+    lines = [
+        "",
+        "## onnxruntime speed-up at 224x224 beside the MACs cut (seed 0 architectures)",
+        "",
+        *_thread_warning(speed),
+        "One interleaved `compressor benchmark --threads 1,2` run; speed-up against the dense "
+        "model at the same thread count.",
+        "",
+        "| model | threads | p50 (ms) | speed-up | MACs cut |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for r in speed:
+        sp, cut = r.get("speedup_vs_first"), r.get("mac_cut_vs_first")
+        lines.append(
+            f"| {r['model']} | {r['threads']} | {r['p50_ms']:.2f} | "
+            f"{f'{sp:.2f}x' if sp else '-'} | {f'{cut:.2f}x' if cut else '-'} |"
+        )
+    return lines
+
+
+def _lenet_lines(lenet: list[dict[str, Any]] | None) -> list[str]:
+    if not lenet:
+        return []
+    lines = [
+        "",
+        "## LeNet-5 (20-50 filters) strength sweep, default selection",
+        "",
+        "SSL (Wen et al. 2016) reports 5-19 filters at 0.8% error (baseline 0.9%), after "
+        "full training on the 60,000 MNIST images; these runs fine-tune the reference "
+        "LeNet-5 (`models/lenet5-mnist15k.pt`) for 3 + 3 epochs on mnist15k and remove "
+        "every channel under 1% of its group's best score (`--threshold 0.01 --relative`).",
+        "",
+        "| method | lambda | filters kept (conv1-conv2) | test top-1 | MACs cut |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for r in lenet:
+        lines.append(
+            f"| {r['method']} | {r['lambda']} | {'-'.join(map(str, r['filters']))} | "
+            f"{r['test_accuracy']:.2f} | {r['macs_ratio']:.1f}x |"
+        )
+    return lines
 
 
 def _thread_warning(speed: list[dict[str, Any]]) -> list[str]:
@@ -598,44 +859,140 @@ def _thread_warning(speed: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-def plot(rows: list[dict[str, Any]]) -> None:
+def plot(rows: list[dict[str, Any]], task: Task) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5))
-    names = sorted({(r["tool"], r["method"]) for r in rows})
-    cmap = plt.get_cmap("tab20")
-    for i, (tool, method) in enumerate(names):
-        rs = [r for r in rows if (r["tool"], r["method"]) == (tool, method)]
-        ax.scatter(
-            [r["macs_ratio"] for r in rs],
-            [r["accuracy"] for r in rs],
-            color=cmap(i % 20),
-            marker="o" if tool == "compressor" else "s",
-            label=f"{'' if tool == 'compressor' else 'TP '}{method}",
-            alpha=0.8,
+    targets = sorted({r["target_macs_ratio"] for r in rows})
+    fig, axes = plt.subplots(1, max(1, len(targets)), figsize=(6.5 * max(1, len(targets)), 5))
+    axes = list(axes) if len(targets) > 1 else [axes]
+    for ax, target in zip(axes, targets, strict=False):
+        rs = [r for r in rows if r["target_macs_ratio"] == target]
+        names = sorted({(r["tool"], r["method"]) for r in rs})
+        for y, (tool, method) in enumerate(names):
+            pts = [r["test_accuracy"] for r in rs if (r["tool"], r["method"]) == (tool, method)]
+            color = "#2a6fb0" if tool == "compressor" else "#c0392b"
+            ax.scatter(pts, [y] * len(pts), color=color, alpha=0.7)
+            ax.plot([statistics.mean(pts)] * 2, [y - 0.3, y + 0.3], color=color)
+        ax.set_yticks(
+            range(len(names)),
+            [f"{'TP ' if t != 'compressor' else ''}{m}" for t, m in names],
+            fontsize=7,
         )
-    if rows:
-        ax.axhline(rows[0]["dense_accuracy"], color="grey", linestyle=":", label="dense")
-    ax.set_xscale("log")
-    ax.set_xlabel("MACs cut (x, log)")
-    ax.set_ylabel("validation top-1 (%)")
-    ax.set_title("resnet18, mnist15k 32x32: accuracy at a MAC budget")
-    ax.legend(fontsize=7, ncol=2)
+        ax.axvline(rs[0]["dense_test_accuracy"], color="grey", linestyle=":", label="dense")
+        ax.set_xlabel("test top-1 (%): dots are seeds, bars their mean")
+        ax.set_title(f"{task.name}: {target}x fewer MACs")
+        ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(RESULTS / "quality.png", dpi=110)
+    fig.savefig(RESULTS / f"{task.results}.png", dpi=110)
     plt.close(fig)
+
+
+def compressor_split(rows: list[dict[str, Any]], target: int, seed: int) -> str | None:
+    """The split the seed methods' early prune chose most often at (target, seed), as rAfB."""
+    splits = [
+        r["split"]
+        for r in rows
+        if r["tool"] == "compressor"
+        and r["method"] in SEED_METHODS
+        and (r["target_macs_ratio"], r["seed"]) == (target, seed)
+    ]
+    if not splits:
+        return None
+    reg, ft = collections.Counter(splits).most_common(1)[0][0].split("+")
+    return f"r{reg}f{ft}"
+
+
+def run_rows(
+    args: Any,
+    task: Task,
+    model: Path,
+    seeds: list[int],
+    targets: list[int],
+    methods: list[str],
+    pruners: list[str],
+    rows: list[dict[str, Any]],
+) -> None:
+    """Every row at these seeds and targets, in place into ``rows`` (cached runs reused)."""
+    for seed in seeds:
+        for target in targets:
+            for method in methods:
+                done = args.work / f"compressor-{method}-{target}x-s{seed}" / "report.json"
+                if not args.reuse_only or done.is_file():
+                    rows.append(compressor_row(args.work, model, method, target, seed, task))
+                    _flush(args, task, rows)
+            extra_none = [f"none+r0f{task.total_epochs}"]
+            split = compressor_split(rows, target, seed)
+            if split and args.splits:
+                extra_none.append(f"none+{split}")
+            for method in extra_none if args.splits and "none" in methods else []:
+                done = args.work / f"compressor-{method}-{target}x-s{seed}" / "report.json"
+                if not args.reuse_only or done.is_file():
+                    rows.append(compressor_row(args.work, model, method, target, seed, task))
+            kinds = list(pruners) + (
+                [f"{p}+{split}" for p in pruners] if split and args.splits else []
+            )
+            for kind in kinds:
+                if (
+                    not args.reuse_only
+                    or (args.work / f"tp-{kind}-{target}x-s{seed}.json").is_file()
+                ):
+                    rows.append(tp_row(args.work, model, kind, target, seed, task))
+                    _flush(args, task, rows)
+
+
+def _flush(args: Any, task: Task, rows: list[dict[str, Any]]) -> None:
+    write(_payload(args, task, rows), task)  # partial results as they come
+
+
+def _payload(args: Any, task: Task, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    data = data_dir(args.work, task)
+    payload = run_payload(args.t0, rows)
+    payload["task"] = task.name
+    payload["data"] = data
+    payload["data_summary"] = args.data_summary
+    payload["summary"] = summarise(rows)
+    return payload
+
+
+def best_rows(rows: list[dict[str, Any]], target: int) -> list[tuple[str, str]]:
+    """(tool, method) of the best compressor method and the best Torch-Pruning row at a
+    target, by mean test top-1."""
+    out = []
+    for tool in ("compressor", "torch-pruning"):
+        means: dict[str, list[float]] = {}
+        for r in rows:
+            if (
+                r["tool"] == tool
+                and r["target_macs_ratio"] == target
+                and r["method"].split("+")[0] != "none"
+            ):
+                means.setdefault(r["method"], []).append(r["test_accuracy"])
+        if means:
+            out.append((tool, max(means, key=lambda m: statistics.mean(means[m]))))
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "_work" / "quality")
+    ap.add_argument("--task", choices=sorted(TASKS), default="fmnist-resnet18")
+    ap.add_argument(
+        "--work", type=Path, default=None, help="default: benchmarks/_work/quality_<task>"
+    )
+    ap.add_argument("--quick", action="store_true", help="seed 0 of every row, no extra seeds")
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--targets", default="10,30")
+    ap.add_argument("--extra-seeds", default="3,4", help="for the best method and TP row")
+    ap.add_argument("--targets", default=None, help="default: the task's")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--tp", default=",".join(TP_PRUNERS))
+    ap.add_argument(
+        "--no-splits",
+        dest="splits",
+        action="store_false",
+        help="skip none at 0+N and at compressor's split, and TP at compressor's split",
+    )
     ap.add_argument("--no-speed", action="store_true")
     ap.add_argument("--no-lenet", action="store_true")
     ap.add_argument(
@@ -644,42 +1001,48 @@ def main() -> None:
         help="assemble the files from the runs finished under --work; run nothing new",
     )
     args = ap.parse_args()
+    task = TASKS[args.task]
+    args.work = args.work or ROOT / "benchmarks" / "_work" / f"quality_{task.name}"
     args.work.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    seeds = [int(s) for s in args.seeds.split(",")]
-    targets = [int(t) for t in args.targets.split(",")]
+    args.t0 = time.perf_counter()
+    seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
+    targets = [int(t) for t in args.targets.split(",")] if args.targets else list(task.targets)
     methods = [m for m in args.methods.split(",") if m]
     pruners = [p for p in args.tp.split(",") if p]
-    model = dense(args.work)
+    model = dense(args.work, task)
+    args.data_summary = _data_summary(args.work, task)
     rows: list[dict[str, Any]] = []
-    for seed in seeds:
+    run_rows(args, task, model, seeds, targets, methods, pruners, rows)
+    if not args.quick and args.extra_seeds:
+        extra = [int(s) for s in args.extra_seeds.split(",")]
         for target in targets:
-            for kind in pruners:
-                if (
-                    not args.reuse_only
-                    or (args.work / f"tp-{kind}-{target}x-s{seed}.json").is_file()
-                ):
-                    rows.append(tp_row(args.work, model, kind, target, seed))
-            for method in methods:
-                done = args.work / f"compressor-{method}-{target}x-s{seed}" / "report.json"
-                if not args.reuse_only or done.is_file():
-                    rows.append(compressor_row(args.work, model, method, target, seed))
-            payload = {
-                "command": shlex.join([sys.executable.rsplit("/", 1)[-1], *sys.argv]),
-                "machine": machine(),
-                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                "seconds": time.perf_counter() - t0,
-                "rows": rows,
-                "summary": summarise(rows),
-            }
-            write(payload)  # partial results as they come
-    if not args.no_lenet:
+            for tool, method in best_rows(rows, target):
+                run_rows(
+                    args,
+                    task,
+                    model,
+                    extra,
+                    [target],
+                    [method] if tool == "compressor" else [],
+                    [method] if tool != "compressor" else [],
+                    rows,
+                )
+    payload = _payload(args, task, rows)
+    if task.name == "mnist15k" and not args.no_lenet:
         payload["lenet"] = lenet_sweep(args.work, methods)
     if not args.no_speed:
         payload["speed"] = speed(args.work, model, rows)
-    payload["seconds"] = time.perf_counter() - t0
-    write(payload)
-    print((RESULTS / "quality.md").read_text())
+    payload["seconds"] = time.perf_counter() - args.t0
+    write(payload, task)
+    print((RESULTS / f"{task.results}.md").read_text())
+
+
+def _data_summary(work: Path, task: Task) -> str:
+    train = json.loads((work / "dense.train.json").read_text())["data"]
+    return (
+        f"{train['train_images']} train / {train['val_images']} val held out from the training "
+        f"images / {train['test_images']} test"
+    )
 
 
 if __name__ == "__main__":

@@ -56,8 +56,8 @@ def run(work: Path, model: Path, method: str, allocation: str, round_to: int, se
         "round_to": round_to,
         "seed": seed,
         "macs_ratio": r["baseline"]["macs"] / r["compressed"]["macs"],
-        "accuracy": r["compressed"]["accuracy"],
-        "dense_accuracy": r["baseline"]["accuracy"],
+        "accuracy": r["compressed"]["test_top1"],
+        "dense_accuracy": r["baseline"]["test_top1"],
         "channels": [layer["after"] for layer in r["layers"]],
     }
 

@@ -11,6 +11,7 @@ import contextlib
 import functools
 import json
 import os
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -505,13 +506,22 @@ def _output_dir(path: Path) -> Iterator[None]:
         raise
 
 
+def _numeric(value: Any) -> bool:
+    """A figure (right-aligned in tables): a number, or text such as ``1.2x``, ``3.4 ms``,
+    ``12%``, ``1.2M`` or ``-``."""
+    if isinstance(value, int | float):
+        return True
+    return bool(re.fullmatch(r"[-+]?[\d.,]+\s*(x|%|ms|MB|[kMG])?( \(.*\))?|-", str(value).strip()))
+
+
 def _print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     from rich.console import Console as RichConsole
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
     for i, c in enumerate(columns):
-        table.add_column(c, justify="left" if i == 0 else "right")
+        numeric = all(_numeric(r[i]) for r in rows if i < len(r))
+        table.add_column(c, justify="right" if i and numeric else "left", overflow="fold")
     for r in rows:
         table.add_row(*[str(v) for v in r])
     RichConsole(width=120).print(table)
@@ -697,7 +707,11 @@ def train(arch_or_model: str, console: Console, **kw: Any) -> None:
     def render() -> None:
         if last is not None:
             top5 = f", top-5 {last['val_top5']:.2f}%" if last["val_top5"] is not None else ""
-            click.echo(f"val top-1 {last['val_top1']:.2f}%{top5} after {last['epoch']} epochs")
+            test = result.get("test")
+            test_text = f"; test top-1 {test['top1']:.2f}%" if test else ""
+            click.echo(
+                f"val top-1 {last['val_top1']:.2f}%{top5}{test_text} after {last['epoch']} epochs"
+            )
         click.echo(f"wrote {output}")
 
     console.result(result, render)
@@ -710,12 +724,21 @@ def train(arch_or_model: str, console: Console, **kw: Any) -> None:
 @click.argument("model", type=click.Path(path_type=Path))
 @model_options
 @data_options(required=True)
-@click.option("--split", type=click.Choice(["val", "train"]), default="val", show_default=True)
+@click.option(
+    "--split",
+    type=click.Choice(["val", "test", "train"]),
+    default=None,
+    help="One split [default: val and, where the data has one, test].",
+)
 @runtime_options
 @output_options
 @with_console
 def eval_(model: Path, console: Console, **kw: Any) -> None:
-    """Accuracy of MODEL on --data (top-1, and top-5 above 5 classes).
+    """Accuracy of MODEL on --data (top-1, and top-5 above 5 classes), on the validation
+    split and the test split, each named.
+
+    Where the data has a test split (IDX t10k-*, CIFAR test_batch, an ImageFolder test/),
+    the validation split is held out from the training images (--val-split).
 
     MODEL may be an exported .onnx file: it then runs in onnxruntime (CPU) with the
     preprocessing its metadata records, so the figure is that of the file you ship."""
@@ -740,11 +763,18 @@ def eval_(model: Path, console: Console, **kw: Any) -> None:
         )
 
     def render() -> None:
-        top5 = f"  top-5 {result['top5']:.2f}%" if result["top5"] is not None else ""
-        click.echo(
-            f"{result['split']}: top-1 {result['top1']:.2f}%{top5}  loss {result['loss']:.4f}  "
-            f"({result['images']} images, {result['input_size']})"
-        )
+        for name in result["splits"]:
+            m = result[name]
+            top5 = f"  top-5 {m['top5']:.2f}%" if m["top5"] is not None else ""
+            held = (
+                " held out from train"
+                if name == "val" and result["val_held_out_from_train"]
+                else ""
+            )
+            click.echo(
+                f"{name}: top-1 {m['top1']:.2f}%{top5}  loss {m['loss']:.4f}  "
+                f"({m['images']} images{held}, {result['input_size']})"
+            )
 
     console.result(result, render)
 
@@ -1155,8 +1185,13 @@ def compress(model: Path, console: Console, **kw: Any) -> None:
         from compressor.analysis import human
 
         b, c, lat = report["baseline"], report["compressed"], report["latency"]
+        acc = "; ".join(
+            f"{split} top-1 {b[f'{split}_top1']:.2f}% -> {c[f'{split}_top1']:.2f}%"
+            for split in ("test", "val")
+            if b.get(f"{split}_top1") is not None
+        )
         click.echo(
-            f"top-1 {b['accuracy']:.2f}% -> {c['accuracy']:.2f}%, params {human(b['params'])} -> "
+            f"{acc}; params {human(b['params'])} -> "
             f"{human(c['params'])}, MACs {human(b['macs'])} -> {human(c['macs'])} "
             f"({b['macs'] / max(c['macs'], 1):.2f}x fewer), latency {lat['baseline_ms']:.3f} -> {lat['compressed_ms']:.3f} ms "
             f"({lat['speedup']:.2f}x, batch 1, {lat['threads']} thread)"
@@ -1265,7 +1300,7 @@ def export_(model: Path, console: Console, **kw: Any) -> None:
         if q:
             click.echo(
                 f"wrote {q['path']} ({q['size_bytes'] / 1e6:.2f} MB vs {q['fp32_size_bytes'] / 1e6:.2f} MB): "
-                f"top-1 {q['accuracy_fp32']:.2f}% -> {q['accuracy_int8']:.2f}% on {q['eval_images']} images, "
+                f"top-1 {q['accuracy_fp32']:.2f}% -> {q['accuracy_int8']:.2f}% on {q['eval_images']} {q['eval_split']} images, "
                 f"latency {q['latency_fp32_ms']:.2f} -> {q['latency_int8_ms']:.2f} ms "
                 f"({q['speedup']:.2f}x, batch 1, 1 thread)"
             )
@@ -1466,9 +1501,12 @@ def benchmark(models: tuple[Path, ...], console: Console, **kw: Any) -> None:
         compare.chart(result["results"], kw["chart_path"], result["models"])
 
     def render() -> None:
+        names = compare.short_names(
+            [i["model"] for i in result["models"]] + [r["model"] for r in result["results"]]
+        )
         rows = [
             [
-                Path(r["model"]).name,
+                names[r["model"]],
                 r.get("runtime", "onnxruntime-cpu"),
                 r["threads"],
                 r["batch"],
@@ -1499,7 +1537,7 @@ def benchmark(models: tuple[Path, ...], console: Console, **kw: Any) -> None:
         )
         mem_rows = [
             [
-                Path(i["model"]).name,
+                names[i["model"]],
                 f"{i['file_bytes'] / 1e6:.2f}",
                 f"{i['memory']['peak_growth_mb']:.1f}" if "memory" in i else "-",
                 i.get("params") or "-",

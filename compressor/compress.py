@@ -25,6 +25,7 @@ from compressor.config import DataConfig, PruneConfig, TrainConfig, to_dict, wri
 from compressor.errors import CompressorError
 from compressor.export import ExportConfig
 from compressor.strength import StrengthConfig
+from compressor.utils import epochs_text as _epochs_text
 
 STAGES = ("baseline", "regularize", "prune", "finetune", "evaluate", "export", "latency", "report")
 
@@ -92,49 +93,76 @@ def _plot_training(
     strength: dict[str, Any] | None,
     path: Path,
 ) -> None:
+    """Loss (penalty on its own axis), validation top-1 (with the controller's checks
+    inside the regularize stage, so a one-epoch stage is a line, not a dot) and, under
+    ``--lambda auto``, the strength and the share."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     panels = 3 if strength else 2
-    fig, axes = plt.subplots(1, panels, figsize=(4.5 * panels, 3.4))
+    fig, axes = plt.subplots(1, panels, figsize=(4.8 * panels, 3.6))
     a, b = axes[0], axes[1]
-    a.set_yscale("log")
-    for hist, label, offset in ((reg, "regularize", 0), (ft, "fine-tune", len(reg))):
-        if not hist:
-            continue
-        xs = [offset + h["epoch"] for h in hist]
-        a.plot(xs, [h["train_loss"] for h in hist], marker="o", label=f"{label} loss")
-        if label == "regularize":
-            a.plot(
-                xs, [h["train_penalty"] for h in hist], marker="x", linestyle="--", label="penalty"
-            )
-        b.plot(xs, [h["val_top1"] for h in hist], marker="o", label=label)
-    for ax in axes[:2]:
-        ax.axvline(len(reg), color="#b03a2e", linestyle=":", label="pruned")
-        ax.set_xlabel("epoch")
-        ax.legend(fontsize=7)
-    a.set_title("training loss")
-    b.set_title("validation top-1 (%)")
-    if strength:
-        c = axes[2]
-        pts = strength["history"]
-        c.step(
-            [p["epoch"] for p in pts], [p["strength"] for p in pts], where="post", label="strength"
+    epochs = [h["epoch"] for h in reg] + [len(reg) + h["epoch"] for h in ft]
+    runs = reg + ft
+    a.plot(epochs, [h["train_loss"] for h in runs], marker="o", label="loss")
+    a.set_ylabel("training loss (cross-entropy)")
+    if reg:
+        pen = a.twinx()
+        pen.plot(
+            [h["epoch"] for h in reg],
+            [h["train_penalty"] for h in reg],
+            marker="x",
+            linestyle="--",
+            color="#8e44ad",
+            label="penalty",
         )
-        c.set_yscale("log")
-        c.set_xlabel("epoch (regularize)")
-        c.set_title("--lambda auto: strength and share")
-        shares = [(p["epoch"], p["share"]) for p in pts if p["share"] is not None]
-        if shares:
-            d = c.twinx()
-            d.plot(*zip(*shares, strict=True), color="#c77c02", marker=".", label="share")
-            d.set_ylim(0, 1)
-            d.set_ylabel("share of group-norm mass to remove")
+        pen.set_ylabel("penalty (regularize stage)")
+        pen.legend(fontsize=7, loc="upper center")
+    checks = [p for p in (strength or {}).get("history", []) if p.get("val_top1") is not None]
+    if checks:
+        b.plot(
+            [p["epoch"] for p in checks],
+            [p["val_top1"] for p in checks],
+            marker=".",
+            color="#7f8c8d",
+            label="controller checks",
+        )
+    b.plot(epochs, [h["val_top1"] for h in runs], marker="o", label="end of epoch")
+    b.set_ylabel("top-1 (%)")
+    for ax in (a, b):
+        ax.axvline(len(reg), color="#b03a2e", linestyle=":", label="pruned")
+        ax.set_xlabel("epoch (regularize, then fine-tune)")
+        ax.legend(fontsize=7, loc="lower left" if ax is b else "upper right")
+    a.set_title("training loss")
+    b.set_title("validation top-1")
+    if strength:
+        _plot_strength(axes[2], strength)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _plot_strength(ax: Any, strength: dict[str, Any]) -> None:
+    pts = strength["history"]
+    lines = ax.step(
+        [p["epoch"] for p in pts],
+        [p["strength"] for p in pts],
+        where="post",
+        label="strength",
+    )
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch (regularize stage)")
+    ax.set_ylabel("strength (multiplier of the penalty, log)")
+    ax.set_title("--lambda auto")
+    shares = [(p["epoch"], p["share"]) for p in pts if p["share"] is not None]
+    if shares:
+        d = ax.twinx()
+        lines += d.plot(*zip(*shares, strict=True), color="#c77c02", marker=".", label="share")
+        d.set_ylim(0, 1)
+        d.set_ylabel("share of the score mass to remove")
+    ax.legend(lines, [ln.get_label() for ln in lines], fontsize=7, loc="upper left")
 
 
 def _memory_mb(path: Path, threads: int) -> float:
@@ -190,6 +218,16 @@ def _strength_lines(strength: dict[str, Any] | None) -> list[str]:
     ]
 
 
+def _data_line(data: dict[str, Any]) -> str:
+    size = "x".join(map(str, data["preprocess"]["input_size"]))
+    held = " (held out from the training images)" if data.get("val_held_out_from_train") else ""
+    test = f", {data['test_images']} test" if data.get("test_images") else ", no test split"
+    return (
+        f"{data['source']}: {data['train_images']} train / {data['val_images']} val{held}"
+        f"{test} images, input {size}"
+    )
+
+
 def _markdown(report: dict[str, Any]) -> str:
     from compressor.analysis import human
 
@@ -198,12 +236,19 @@ def _markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# Compression report: {report['arch']} with `{report['method']}`",
         "",
-        f"Data: {report['data']['source']} ({report['data']['train_images']} train / "
-        f"{report['data']['val_images']} val images, input {'x'.join(map(str, report['data']['preprocess']['input_size']))})",
+        f"Data: {_data_line(report['data'])}",
         "",
         "| | baseline | compressed | ratio |",
         "| --- | --- | --- | --- |",
-        f"| top-1 (%) | {b['accuracy']:.2f} | {c['accuracy']:.2f} | {c['accuracy'] - b['accuracy']:+.2f} pt |",
+        *(
+            f"| {split} top-1 (%, {b[f'{split}_images']} images{note}) | {b[f'{split}_top1']:.2f} | "
+            f"{c[f'{split}_top1']:.2f} | {c[f'{split}_top1'] - b[f'{split}_top1']:+.2f} pt |"
+            for split, note in (
+                ("test", ", scored only here"),
+                ("val", ", steers --lambda auto"),
+            )
+            if b.get(f"{split}_top1") is not None
+        ),
         f"| parameters (PyTorch, BatchNorm included) | {human(b['params'])} | {human(c['params'])} | {_fewer(b['params'], c['params'])} |",
         f"| MACs | {human(b['macs'])} | {human(c['macs'])} | {_fewer(b['macs'], c['macs'])} |",
         f"| latency (ms, batch 1, {lat['threads']} thread(s), onnxruntime) | {lat['baseline_ms']:.3f} | "
@@ -217,6 +262,7 @@ def _markdown(report: dict[str, Any]) -> str:
             if pair
         ),
         "",
+        *(f"Warning: {w}  " for w in lat.get("warnings", [])),
         f"Method `{report['method']}` with {json.dumps(report['hyperparameters'])}; selection "
         f"{json.dumps(report['selection'])}: {report['pruning']['removed_channels']} of "
         f"{report['pruning']['prunable_channels']} prunable channels removed.",
@@ -268,6 +314,18 @@ class _Run:
 
     def read(self, name: str) -> Any:
         return json.loads((self.work / name).read_text())
+
+    def scores(self, model: Any) -> dict[str, Any]:
+        """Top-1/top-5/loss on every held-out split, each under its own name
+        (``val_top1``, ``test_top1`` ...; test keys are None without a test split)."""
+        out: dict[str, Any] = {}
+        for split in ("val", "test"):
+            if split not in self.bundle.held_out_splits:
+                out.update({f"{split}_{k}": None for k in ("top1", "top5", "loss", "images")})
+                continue
+            metrics = self.accuracy(model, self.bundle.split(split))
+            out.update({f"{split}_{k}": metrics[k] for k in ("top1", "top5", "loss", "images")})
+        return out
 
     def accuracy(self, model: Any, dataset: Any = None) -> dict[str, Any]:
         from compressor.train import evaluate
@@ -364,6 +422,9 @@ def compress(
         stages=stages,
         stop_after_steps=stop_after_steps,
     )
+    from compressor.data import describe
+
+    log(f"data: {_data_line(describe(bundle))}")
     try:
         for name, stage_fn in _STAGE_FUNCTIONS.items():
             if not main and name not in _PARALLEL:
@@ -437,22 +498,39 @@ def _baseline(run: _Run) -> None:
     model = run.loaded.model
     base_layers = layer_table(model, run.size)
     baseline = {
-        **{k: v for k, v in run.accuracy(model).items() if k != "images"},
+        **run.scores(model),
         "params": count_params(model),
         "macs": count_macs(model, run.size),
         "layers": [
             {"name": r.name, "type": r.type, "out_channels": r.out_channels} for r in base_layers
         ],
     }
-    baseline["accuracy"] = baseline.pop("top1")
     model.cpu()
     save_model(run.loaded, run.work / "baseline.pt")
     write_json(run.work / "baseline.json", baseline)
     run.done("baseline", t0)
     run.log(
-        f"  baseline top-1 {baseline['accuracy']:.2f}%, {baseline['params']} params, "
+        f"  baseline: {held_out_text(baseline)}; {baseline['params']} params, "
         f"{baseline['macs']} MACs"
     )
+    chance = 100.0 / len(run.bundle.class_names)
+    if baseline["val_top1"] < chance + 0.1 * (100.0 - chance):  # a tenth of the way from chance
+        run.log(
+            f"  warning: the baseline scores {baseline['val_top1']:.2f}% on the validation "
+            f"split, near chance ({chance:.1f}% for {len(run.bundle.class_names)} classes): is it "
+            "trained for this data? --max-drop and the report's accuracy change mean little "
+            "for an untrained model (train it first: compressor train ARCH --weights FILE)"
+        )
+
+
+def held_out_text(scores: dict[str, Any]) -> str:
+    """``val top-1 91.20% (6000 images), test top-1 90.85% (10000 images)``."""
+    parts = [
+        f"{split} top-1 {scores[f'{split}_top1']:.2f}% ({scores[f'{split}_images']} images)"
+        for split in ("val", "test")
+        if scores.get(f"{split}_top1") is not None
+    ]
+    return ", ".join(parts)
 
 
 def _share_function(run: _Run, method: Any) -> Callable[[Any], float | None]:
@@ -514,23 +592,35 @@ def _regularize(run: _Run) -> None:
     from compressor.checkpoint import load_model, save_model
     from compressor.distributed import is_main
     from compressor.methods import get_method
-    from compressor.strength import AutoStrength
+    from compressor.strength import AutoStrength, controller_images
     from compressor.train import fit
     from compressor.utils import seed_everything
 
     config, work = run.config, run.work
     t0 = run.start(
-        "regularize", f"regularize: {config.regularize.epochs} epochs with {config.method}"
+        "regularize", f"regularize: {_epochs_text(config.regularize.epochs)} with {config.method}"
     )
     seed_everything(config.regularize.seed)
     current = load_model(work / "baseline.pt")
     method = get_method(config.method, config.method_options)
     strength = None
+    controller: dict[str, Any] = {}
     if config.strength is not None and config.regularize.epochs > 0:
         val = run.bundle.val
-        if len(val) > config.strength.val_images:
+        n_val, sd = controller_images(
+            run.read("baseline.json")["val_top1"], config.strength.max_drop, len(val)
+        )
+        if config.strength.val_images is not None:
+            n_val = min(len(val), config.strength.val_images)
+        if len(val) > n_val:
             idx = torch.randperm(len(val), generator=torch.Generator().manual_seed(0))
-            val = torch.utils.data.Subset(val, idx[: config.strength.val_images].tolist())
+            val = torch.utils.data.Subset(val, idx[:n_val].tolist())
+        controller = {"val_images": n_val, "top1_standard_error": sd}
+        run.log(
+            f"  --lambda auto reads {n_val} of {len(run.bundle.val)} validation images "
+            f"(standard error of one top-1 about {sd:.2f} points; --max-drop "
+            f"{config.strength.max_drop:g})"
+        )
 
         def top1(model: Any, val: Any = val) -> float:
             return float(run.accuracy(model, val)["top1"])
@@ -564,6 +654,7 @@ def _regularize(run: _Run) -> None:
     if strength is not None:
         summary["strength"] = {
             **strength.summary(),
+            **controller,
             "final_top1": result.history[-1].val_top1 if result.history else None,
             "final_share": _share_function(run, method)(current.model),
         }
@@ -655,7 +746,7 @@ def _finetune(run: _Run) -> None:
         moved = int(json.loads(regularized.read_text()).get("epochs_to_finetune", 0))
     finetune = dataclasses.replace(config.finetune, epochs=config.finetune.epochs + moved)
     extra = f" ({config.finetune.epochs} + {moved} from the regularize stage)" if moved else ""
-    t0 = run.start("finetune", f"fine-tune: {finetune.epochs} epochs{extra}{taught}")
+    t0 = run.start("finetune", f"fine-tune: {_epochs_text(finetune.epochs)}{extra}{taught}")
     seed_everything(config.finetune.seed)
     current = load_model(work / "pruned.pt")
     # the teacher is the model as the user gave it (before the regularizer)
@@ -696,17 +787,16 @@ def _evaluate(run: _Run) -> None:
 
     t0 = run.start("evaluate", "evaluate the compressed model")
     final = _final(run)
-    metrics = run.accuracy(final.model)
+    metrics = run.scores(final.model)
     final.model.cpu()
     compressed = {
-        "accuracy": metrics["top1"],
-        "top5": metrics["top5"],
-        "loss": metrics["loss"],
+        **metrics,
         "params": count_params(final.model),
         "macs": count_macs(final.model, run.size),
     }
     write_json(run.work / "compressed.json", compressed)
     run.done("evaluate", t0)
+    run.log(f"  compressed: {held_out_text(compressed)}")
 
 
 def _export(run: _Run) -> None:
@@ -746,7 +836,7 @@ def _export(run: _Run) -> None:
 
 def _latency(run: _Run) -> None:
     """7. Latency side by side in onnxruntime, and each model's peak memory."""
-    from compressor.bench.runner import measure
+    from compressor.bench.runner import measure, warnings_for
 
     config, work = run.config, run.work
     t0 = run.start("latency", "latency and memory: baseline vs compressed in onnxruntime")
@@ -777,8 +867,13 @@ def _latency(run: _Run) -> None:
             # resident-set growth of a fresh process that loads the file and runs it once
             "memory_mb": [_memory_mb(f, config.latency_threads) for f in onnx_files],
             "file_mb": [f.stat().st_size / 2**20 for f in onnx_files],
+            "warnings": (
+                noise := [w.replace(str(work), str(run.outdir)) for w in warnings_for(lat, 0.01)]
+            ),
         },
     )
+    for line in noise:  # the same warnings `compressor benchmark` gives
+        run.log(f"  warning: {line}")
     run.done("latency", t0)
 
 
@@ -814,8 +909,32 @@ def _report(run: _Run) -> dict[str, Any]:
         "strength": regularize.get("strength"),
         "selection": to_dict(config.prune),
         "data": describe(run.bundle),
-        "baseline": {k: baseline[k] for k in ("accuracy", "top5", "params", "macs")},
-        "compressed": {k: compressed[k] for k in ("accuracy", "top5", "params", "macs")},
+        "baseline": {
+            k: baseline[k]
+            for k in (
+                "val_top1",
+                "val_top5",
+                "val_images",
+                "test_top1",
+                "test_top5",
+                "test_images",
+                "params",
+                "macs",
+            )
+        },
+        "compressed": {
+            k: compressed[k]
+            for k in (
+                "val_top1",
+                "val_top5",
+                "val_images",
+                "test_top1",
+                "test_top5",
+                "test_images",
+                "params",
+                "macs",
+            )
+        },
         "pruning": {
             k: pruning.get(k)
             for k in (

@@ -1,5 +1,12 @@
 """Datasets: ImageFolder, CIFAR-10/100, MNIST-format IDX files and the bundled ``mnist15k``.
 
+Three splits. ``train`` trains; ``val`` steers (the strength controller, early prune, any
+choice among epochs or runs); ``test`` is scored only at the end. When a source has a test
+split (IDX ``t10k-*``, CIFAR ``test_batch``, ImageFolder ``test/``) and no validation split of
+its own, ``val`` is held out from the training images (``--val-split``, a fixed draw), so
+that nothing that steers ever sees a test image. A source without a test split (an
+ImageFolder with only ``train/`` and ``val/``, or class folders alone) has ``test=None``.
+
 Nothing is ever downloaded. Every source yields uint8 images already converted to the
 model's channel count and spatial size; normalisation and augmentation happen per batch
 (``BatchTransform``) with an explicit random generator, so a run is reproducible from
@@ -37,13 +44,30 @@ _STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "imagefolder": (IMAGENET_MEAN, IMAGENET_STD),
 }
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-_VAL_DIRS = ("val", "valid", "validation", "test")
+_VAL_DIRS = ("val", "valid", "validation")
+_TEST_DIRS = ("test",)
 _SPLIT_SEED = 0  # --val-split is fixed across runs so that every run evaluates the same images
+FASHION_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
+# md5 of the uncompressed official Fashion-MNIST training labels (Zalando's published value):
+# the IDX files of MNIST and Fashion-MNIST have the same names, so the content tells them apart.
+_FASHION_TRAIN_LABELS_MD5 = "9018921c3c673c538a1fc5bad174d6f9"
 
 
 @dataclass
 class DataBundle:
-    """Train and validation sets of one source, ready for ``make_loader``."""
+    """Train, validation and (where the source has one) test sets of one source, ready for
+    ``make_loader``. ``val_held_out`` says that ``val`` was drawn from the training images."""
 
     name: str  # what the source is, for reports: "mnist15k", "cifar10 at /path", ...
     kind: str  # key into the statistics table
@@ -55,6 +79,24 @@ class DataBundle:
     in_memory: bool
     # image files left out because they cannot be decoded: (path, reason)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    test: Any = None  # scored only at the end; None when the source has no test split
+    val_held_out: bool = False
+
+    def split(self, name: str) -> Any:
+        """The dataset of split ``name`` (``train``, ``val`` or ``test``)."""
+        if name not in SPLITS:
+            raise CompressorError(f"unknown split {name!r}; choose one of: {', '.join(SPLITS)}")
+        if name == "test" and self.test is None:
+            raise CompressorError(f"{self.name} has no test split")
+        return {"train": self.train, "val": self.val, "test": self.test}[name]
+
+    @property
+    def held_out_splits(self) -> tuple[str, ...]:
+        """The splits a model is scored on: ``val`` and, where there is one, ``test``."""
+        return ("val", "test") if self.test is not None else ("val",)
+
+
+SPLITS = ("train", "val", "test")
 
 
 # --------------------------------------------------------------------------- readers
@@ -139,6 +181,38 @@ class _Raw:
     val_y: Any = None
     train_files: list[tuple[str, int]] | None = None
     val_files: list[tuple[str, int]] | None = None
+    test_x: Any = None
+    test_y: Any = None
+    test_files: list[tuple[str, int]] | None = None
+    val_held_out: bool = False
+
+    @property
+    def has_val(self) -> bool:
+        return self.val_x is not None or self.val_files is not None
+
+    @property
+    def has_test(self) -> bool:
+        return self.test_x is not None or self.test_files is not None
+
+    def hold_out_val(self, fraction: float) -> None:
+        """Draw ``val`` from the training images (a fixed draw of ``fraction`` of them)."""
+        import torch
+
+        n = len(self.train_y) if self.train_x is not None else len(self.train_files or [])
+        n_val = max(1, round(n * fraction))
+        if n - n_val < 1:
+            raise CompressorError(f"{self.name}: too few training images to hold out a val split")
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(_SPLIT_SEED))
+        val_idx, train_idx = order[:n_val].sort().values, order[n_val:].sort().values
+        if self.train_x is not None:
+            vi, ti = val_idx.numpy(), train_idx.numpy()
+            self.val_x, self.val_y = self.train_x[vi], self.train_y[vi]
+            self.train_x, self.train_y = self.train_x[ti], self.train_y[ti]
+        else:
+            files = self.train_files or []
+            self.val_files = [files[i] for i in val_idx.tolist()]
+            self.train_files = [files[i] for i in train_idx.tolist()]
+        self.val_held_out = True
 
     @property
     def channels(self) -> int:
@@ -167,8 +241,8 @@ def _mnist15k() -> _Raw:
         flip=False,
         train_x=train_x[:, None],
         train_y=train_y,
-        val_x=test_x[8000:, None],
-        val_y=test_y[8000:],
+        test_x=test_x[8000:, None],
+        test_y=test_y[8000:],
     )
 
 
@@ -195,8 +269,8 @@ def _mnist_dir(root: Path) -> _Raw | None:
     missing = [s for s, p in files.items() if p is None]
     if missing:
         raise CompressorError(f"{root} looks like an MNIST root but lacks {', '.join(missing)}")
-    fashion = "FashionMNIST" in str(files["train-images-idx3-ubyte"])
     x = {s: _read_idx(p) for s, p in files.items() if p is not None}
+    fashion = _is_fashion(root, files["train-images-idx3-ubyte"], x["train-labels-idx1-ubyte"])
     if len(x["train-images-idx3-ubyte"]) != len(x["train-labels-idx1-ubyte"]) or len(
         x["t10k-images-idx3-ubyte"]
     ) != len(x["t10k-labels-idx1-ubyte"]):
@@ -204,13 +278,25 @@ def _mnist_dir(root: Path) -> _Raw | None:
     return _Raw(
         kind="fashion-mnist" if fashion else "mnist",
         name=f"{'fashion-mnist' if fashion else 'mnist'} at {root}",
-        class_names=[str(i) for i in range(10)],
+        class_names=list(FASHION_CLASSES) if fashion else [str(i) for i in range(10)],
         flip=fashion,
         train_x=x["train-images-idx3-ubyte"][:, None],
         train_y=x["train-labels-idx1-ubyte"],
-        val_x=x["t10k-images-idx3-ubyte"][:, None],
-        val_y=x["t10k-labels-idx1-ubyte"],
+        test_x=x["t10k-images-idx3-ubyte"][:, None],
+        test_y=x["t10k-labels-idx1-ubyte"],
     )
+
+
+def _is_fashion(root: Path, images: Path | None, labels: Any) -> bool:
+    """Fashion-MNIST or MNIST: the official training labels' md5, else a folder name that
+    says so (``FashionMNIST/raw`` as torchvision lays it out, ``fashion-mnist``, ...)."""
+    import hashlib
+
+    header = b"\x00\x00\x08\x01" + struct.pack(">I", len(labels))
+    if hashlib.md5(header + labels.tobytes()).hexdigest() == _FASHION_TRAIN_LABELS_MD5:
+        return True
+    names = [p.lower().replace("_", "").replace("-", "") for p in (*root.parts, str(images))]
+    return any("fashion" in n for n in names)
 
 
 def _cifar_dir(root: Path) -> _Raw | None:
@@ -247,9 +333,18 @@ def _cifar_dir(root: Path) -> _Raw | None:
             return x.reshape(-1, 3, 32, 32), y
 
         train_x, train_y = load(train_names)
-        val_x, val_y = load(test_names)
+        test_x, test_y = load(test_names)
         class_names = [str(n) for n in _read_cifar_batch(folder / meta_name, names_key)[names_key]]
-        return _Raw(kind, f"{kind} at {root}", class_names, True, train_x, train_y, val_x, val_y)
+        return _Raw(
+            kind,
+            f"{kind} at {root}",
+            class_names,
+            True,
+            train_x,
+            train_y,
+            test_x=test_x,
+            test_y=test_y,
+        )
     return None
 
 
@@ -265,52 +360,60 @@ def _list_images(folder: Path) -> tuple[list[str], list[tuple[str, int]]]:
 
 
 def _imagefolder_dir(root: Path, val_split: float) -> _Raw | None:
-    import torch
-
     subdirs = [d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")]
     if not subdirs:
         return None
     train_dir = root / "train"
     val_dir = next((root / v for v in _VAL_DIRS if (root / v).is_dir()), None)
-    if train_dir.is_dir() and val_dir is not None:
+    test_dir = next((root / v for v in _TEST_DIRS if (root / v).is_dir()), None)
+    val: list[tuple[str, int]] | None = None
+    test: list[tuple[str, int]] | None = None
+    if train_dir.is_dir() and (val_dir is not None or test_dir is not None):
         classes, train = _list_images(train_dir)
-        val_classes, val = _list_images(val_dir)
-        if val_classes != classes:
-            raise CompressorError(
-                f"{train_dir} and {val_dir} have different class folders "
-                f"({len(classes)} vs {len(val_classes)})"
-            )
+        for other in (val_dir, test_dir):
+            if other is None:
+                continue
+            other_classes, samples = _list_images(other)
+            if other_classes != classes:
+                raise CompressorError(
+                    f"{train_dir} and {other} have different class folders "
+                    f"({len(classes)} vs {len(other_classes)})"
+                )
+            if other is val_dir:
+                val = samples
+            else:
+                test = samples
     else:
-        classes, samples = _list_images(root)
-        if len(samples) < 2:
-            train, val = samples, []
-        else:
-            order = torch.randperm(
-                len(samples), generator=torch.Generator().manual_seed(_SPLIT_SEED)
-            ).tolist()
-            n_val = max(1, round(len(samples) * val_split))
-            val = [samples[i] for i in sorted(order[:n_val])]
-            train = [samples[i] for i in sorted(order[n_val:])]
+        classes, train = _list_images(root)
     if not train:
         where = train_dir if train_dir.is_dir() else root
         raise CompressorError(
             f"no images found in {where} (expected class folders holding {', '.join(IMG_EXTENSIONS)} files)"
         )
-    if not val:
+    if test is not None and not test:
+        raise CompressorError(f"no test images found in {test_dir}")
+    raw = _Raw("imagefolder", f"imagefolder at {root}", classes, True, train_files=train)
+    raw.test_files = test
+    if val is not None:
+        raw.val_files = val
+    elif len(train) >= 2:
+        raw.hold_out_val(val_split)
+    if not raw.val_files:
         raise CompressorError(f"no validation images found under {root}")
-    return _Raw(
-        "imagefolder",
-        f"imagefolder at {root}",
-        classes,
-        True,
-        train_files=train,
-        val_files=val,
-    )
+    return raw
+
+
+def _with_val(raw: _Raw, val_split: float) -> _Raw:
+    """A source with a test split and no validation split gets ``val`` from its training
+    images, so that what steers never sees the test images."""
+    if raw.has_test and not raw.has_val:
+        raw.hold_out_val(val_split)
+    return raw
 
 
 def _read_raw(spec: str, val_split: float) -> _Raw:
     if spec in BUNDLED:
-        return _mnist15k()
+        return _with_val(_mnist15k(), val_split)
     root = Path(spec).expanduser()
     if not root.exists():
         raise CompressorError(
@@ -321,7 +424,7 @@ def _read_raw(spec: str, val_split: float) -> _Raw:
     for reader in (_mnist_dir, _cifar_dir):
         raw = reader(root)
         if raw is not None:
-            return raw
+            return _with_val(raw, val_split)
     raw = _imagefolder_dir(root, val_split)
     if raw is None:
         raise CompressorError(
@@ -483,10 +586,11 @@ def load_data(
 
         train: Any = convert(raw.train_x, raw.train_y)
         val: Any = convert(raw.val_x, raw.val_y)
+        test: Any = convert(raw.test_x, raw.test_y) if raw.test_x is not None else None
         in_memory = True
     else:
         assert raw.train_files is not None and raw.val_files is not None
-        bad = find_unreadable([p for p, _ in raw.train_files + raw.val_files])
+        bad = find_unreadable([p for p, _ in _all_files(raw)])
         if bad and config.strict:
             raise CompressorError(_unreadable_message(bad) + " (--strict-data)")
         if bad:
@@ -498,10 +602,14 @@ def load_data(
         gone = {p for p, _ in bad}
         train = ImageFiles([s for s in raw.train_files if s[0] not in gone], pre.input_size)
         val = ImageFiles([s for s in raw.val_files if s[0] not in gone], pre.input_size)
-        if not len(train) or not len(val):
-            raise CompressorError(
-                f"{raw.name}: no readable {'training' if not len(train) else 'validation'} images"
-            )
+        test = (
+            ImageFiles([s for s in raw.test_files if s[0] not in gone], pre.input_size)
+            if raw.test_files is not None
+            else None
+        )
+        for split, images in (("training", train), ("validation", val), ("test", test)):
+            if images is not None and not len(images):
+                raise CompressorError(f"{raw.name}: no readable {split} images")
         skipped = bad
         in_memory = False
     n_classes = len(raw.class_names)
@@ -517,15 +625,21 @@ def load_data(
         raw.flip,
         in_memory,
         skipped if not in_memory else [],
+        test=test,
+        val_held_out=raw.val_held_out,
     )
 
 
+def _all_files(raw: _Raw) -> list[tuple[str, int]]:
+    return [*(raw.train_files or []), *(raw.val_files or []), *(raw.test_files or [])]
+
+
 def list_image_files(spec: str, val_split: float = 0.1) -> list[str]:
-    """Every image file of an ImageFolder dataset (both splits)."""
+    """Every image file of an ImageFolder dataset (every split)."""
     raw = _read_raw(spec, val_split)
     if raw.train_files is None or raw.val_files is None:
         raise CompressorError(f"{raw.name} is not a folder of image files; nothing to check")
-    return [p for p, _ in raw.train_files + raw.val_files]
+    return [p for p, _ in _all_files(raw)]
 
 
 class UnreadableImages(UserWarning):
@@ -642,6 +756,8 @@ def describe(bundle: DataBundle) -> dict[str, Any]:
         "source": bundle.name,
         "train_images": len(bundle.train),
         "val_images": len(bundle.val),
+        "test_images": len(bundle.test) if bundle.test is not None else 0,
+        "val_held_out_from_train": bundle.val_held_out,
         "classes": len(bundle.class_names),
         "preprocess": to_dict(bundle.preprocess),
         "skipped_images": len(bundle.skipped),

@@ -459,8 +459,8 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray) -> d
     }
 
 
-def onnx_accuracy(path: Path, bundle: Any, batch: int = 256) -> float:
-    """Top-1 accuracy (%) of an ONNX classifier on ``bundle``'s validation split, in batches."""
+def onnx_accuracy(path: Path, bundle: Any, split: str = "val", batch: int = 256) -> float:
+    """Top-1 accuracy (%) of an ONNX classifier on ``bundle``'s ``split``, in batches."""
     import numpy as np
     import torch
 
@@ -470,9 +470,10 @@ def onnx_accuracy(path: Path, bundle: Any, batch: int = 256) -> float:
     sess = session(str(path), threads=os.cpu_count() or 1)
     transform = BatchTransform(bundle.preprocess, flip=False, device=torch.device("cpu"))
     correct = 0
-    n = len(bundle.val)
+    dataset = bundle.split(split)
+    n = len(dataset)
     for i in range(0, n, batch):
-        xs, ys = zip(*(bundle.val[j] for j in range(i, min(i + batch, n))), strict=True)
+        xs, ys = zip(*(dataset[j] for j in range(i, min(i + batch, n))), strict=True)
         out = run_onnx(sess, transform(torch.stack(xs)).numpy().astype(np.float32))
         correct += int((out.argmax(1) == torch.as_tensor(ys).numpy()).sum())
     return 100.0 * correct / n

@@ -72,7 +72,8 @@ def load_for_data(
     if len(bundle.class_names) != loaded.num_classes:
         raise CompressorError(
             f"the model has {loaded.num_classes} outputs but {bundle.name} has "
-            f"{len(bundle.class_names)} classes"
+            f"{len(bundle.class_names)} classes; to start from these weights with a new head, "
+            f"run: compressor train {loaded.arch} --weights {source} --data {data.data} -o FILE"
         )
     check_runs(loaded.model, bundle.preprocess.input_size, loaded.arch)
     return loaded, bundle
@@ -214,7 +215,12 @@ def train_model(
         loaded, bundle, start = _build_for_data(source, data, train.seed, weights)
         if start is not None:
             log(f"started from {start.source}")
-            if start.head_replaced:
+            if start.backbone:
+                log(
+                    f"the weights are a backbone (no classifier): a new head "
+                    f"({', '.join(start.head_replaced)}) with {len(bundle.class_names)} outputs"
+                )
+            elif start.head_replaced:
                 log(
                     f"replaced the classifier head ({', '.join(start.head_replaced)}): "
                     f"{start.classes_in_weights} classes in the weights, "
@@ -222,9 +228,11 @@ def train_model(
                 )
     debug(f"train settings: {to_dict(train)}")
     debug(f"data settings: {to_dict(data)}; preprocessing: {to_dict(bundle.preprocess)}")
+    held = " (held out from the training images)" if bundle.val_held_out else ""
+    test = f", {len(bundle.test)} test (scored once, at the end)" if bundle.test is not None else ""
     log(
-        f"training {loaded.arch} on {bundle.name}: {len(bundle.train)} train / {len(bundle.val)} val "
-        f"images, input {'x'.join(map(str, bundle.preprocess.input_size))}"
+        f"training {loaded.arch} on {bundle.name}: {len(bundle.train)} train / {len(bundle.val)} "
+        f"val{held}{test} images, input {'x'.join(map(str, bundle.preprocess.input_size))}"
     )
     result = fit(
         loaded.model,
@@ -239,6 +247,7 @@ def train_model(
         extra_state=extra,
         stop_after_steps=stop_after_steps,
     )
+    test_scores = _score_test(loaded.model, bundle, data, train.device, progress)
     loaded.model.cpu()
     summary = {
         "arch": loaded.arch,
@@ -248,6 +257,7 @@ def train_model(
         "data_config": to_dict(data),
         "pretrained": start.to_dict() if start is not None else None,
         **result.to_dict(),
+        "test": test_scores,
     }
     final = result.history[-1] if result.history else None
     loaded.metadata["train"] = {
@@ -256,6 +266,8 @@ def train_model(
         "epochs": train.epochs,
         "val_top1": final.val_top1 if final else None,
         "val_top5": final.val_top5 if final else None,
+        "test_top1": test_scores["top1"] if test_scores else None,
+        "test_top5": test_scores["top5"] if test_scores else None,
     }
     if distributed.is_main():  # under torchrun, rank 0 writes
         save_model(loaded, output)
@@ -266,61 +278,98 @@ def train_model(
     return {"output": str(output), **summary}
 
 
-def evaluate_model(
-    path: Path,
-    *,
-    data: DataConfig,
-    device: str = "auto",
-    split: str = "val",
-    arch: str | None = None,
-    trust_pickle: bool = False,
-    progress: bool = True,
+def _eval_splits(bundle: Any, split: str | None) -> tuple[str, ...]:
+    """``split`` alone, or every held-out split (``val`` and, where there is one, ``test``)."""
+    if split is None:
+        return tuple(bundle.held_out_splits)
+    bundle.split(split)  # raises for a split the data does not have
+    return (split,)
+
+
+def _eval_result(
+    path: Path, arch: str, bundle: Any, results: dict[str, dict[str, Any]], t0: float
 ) -> dict[str, Any]:
-    """Accuracy of a model file on ``data``'s ``split``."""
+    """One shape for ``eval``'s answer: each split's metrics under its own name."""
+    return {
+        "model": str(path),
+        "arch": arch,
+        "data": bundle.name,
+        "input_size": "x".join(map(str, bundle.preprocess.input_size)),
+        "val_held_out_from_train": bundle.val_held_out,
+        "splits": list(results),
+        **results,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def _score_test(
+    model: Any, bundle: Any, data: DataConfig, device: str, progress: bool
+) -> dict[str, Any] | None:
+    """The test split's top-1/top-5/loss, scored once after training (None without one);
+    training never reads it."""
     from compressor.data import default_workers
     from compressor.train import evaluate
     from compressor.utils import resolve_device
 
+    if bundle.test is None:
+        return None
     dev = resolve_device(device)
-    loaded, bundle = load_for_data(path, data, arch=arch, trust_pickle=trust_pickle)
-    dataset = bundle.val if split == "val" else bundle.train
-    t0 = time.perf_counter()
-    metrics = evaluate(
-        loaded.model.to(dev),
-        dataset,
+    return evaluate(
+        model.to(dev),
+        bundle.test,
         bundle.preprocess,
         device=dev,
         batch_size=data.eval_batch_size,
         workers=default_workers(bundle) if data.workers is None else data.workers,
         progress=progress,
     )
-    return {
-        "model": str(path),
-        "arch": loaded.arch,
-        "data": bundle.name,
-        "split": split,
-        "input_size": "x".join(map(str, bundle.preprocess.input_size)),
-        **metrics,
-        "seconds": time.perf_counter() - t0,
+
+
+def evaluate_model(
+    path: Path,
+    *,
+    data: DataConfig,
+    device: str = "auto",
+    split: str | None = None,
+    arch: str | None = None,
+    trust_pickle: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Accuracy of a model file on ``data``'s ``split``, or (None) on each held-out split:
+    ``{"val": {...}, "test": {...}, "splits": [...], ...}``."""
+    from compressor.data import default_workers
+    from compressor.train import evaluate
+    from compressor.utils import resolve_device
+
+    dev = resolve_device(device)
+    loaded, bundle = load_for_data(path, data, arch=arch, trust_pickle=trust_pickle)
+    t0 = time.perf_counter()
+    results = {
+        name: evaluate(
+            loaded.model.to(dev),
+            bundle.split(name),
+            bundle.preprocess,
+            device=dev,
+            batch_size=data.eval_batch_size,
+            workers=default_workers(bundle) if data.workers is None else data.workers,
+            progress=progress,
+        )
+        for name in _eval_splits(bundle, split)
     }
+    return _eval_result(path, loaded.arch, bundle, results, t0)
 
 
 def evaluate_onnx_file(
-    path: Path, *, data: DataConfig, split: str = "val", progress: bool = True
+    path: Path, *, data: DataConfig, split: str | None = None, progress: bool = True
 ) -> dict[str, Any]:
-    """Accuracy of an exported ONNX file on ``data``'s ``split``, run by onnxruntime (CPU),
-    with the preprocessing its metadata records (``--input-size``/``--mean``/``--std``
-    override it): the accuracy of the file that ships."""
-    import numpy as np
-    import torch
-    import torch.nn.functional as F
-
+    """Accuracy of an exported ONNX file on ``data``'s ``split`` (None: each held-out
+    split), run by onnxruntime (CPU), with the preprocessing its metadata records
+    (``--input-size``/``--mean``/``--std`` override it): the accuracy of the file that
+    ships."""
     from compressor.bench.runner import RunnerError, make_session
     from compressor.config import Preprocess
-    from compressor.data import BatchTransform, load_data
+    from compressor.data import load_data
     from compressor.export import onnx_metadata
-    from compressor.train import topk_correct
-    from compressor.utils import progress_bar
 
     if not path.is_file():
         raise CompressorError(f"model file {str(path)!r} not found")
@@ -347,21 +396,42 @@ def evaluate_onnx_file(
     shape = session.get_inputs()[0].shape
     channels = recorded.input_size[0] if recorded else int(shape[1])
     bundle = load_data(data, channels=channels, recorded=recorded)
-    dataset = bundle.val if split == "val" else bundle.train
+    t0 = time.perf_counter()
+    results = {
+        name: _onnx_metrics(session, bundle, name, data.eval_batch_size, path, progress)
+        for name in _eval_splits(bundle, split)
+    }
+    out = _eval_result(path, meta.get("arch", "onnx"), bundle, results, t0)
+    return {**out, "runtime": "onnxruntime-cpu"}
+
+
+def _onnx_metrics(
+    session: Any, bundle: Any, split: str, batch_size: int, path: Path, progress: bool
+) -> dict[str, Any]:
+    """Top-1/top-5/loss of an onnxruntime session on one split of ``bundle``."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from compressor.data import BatchTransform
+    from compressor.train import topk_correct
+    from compressor.utils import progress_bar
+
+    dataset = bundle.split(split)
+    shape = session.get_inputs()[0].shape
     fixed = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
-    batch = fixed or data.eval_batch_size
+    batch = fixed or batch_size
     n = len(dataset)
     if n == 0 or (fixed and n % fixed):
         usable = n - n % fixed if fixed else 0
         if not usable:
-            raise CompressorError("the evaluation split is empty")
+            raise CompressorError(f"the {split} split is empty")
         n = usable  # a fixed batch size: the last partial batch is left out (reported)
     transform = BatchTransform(bundle.preprocess, flip=False, device=torch.device("cpu"))
     input_name = session.get_inputs()[0].name
     loss_sum, correct1, correct5, num_classes = 0.0, 0, 0, 0
-    t0 = time.perf_counter()
     for i in progress_bar(
-        range(0, n, batch), desc="eval (onnxruntime)", enabled=progress, leave=False
+        range(0, n, batch), desc=f"eval {split} (onnxruntime)", enabled=progress, leave=False
     ):
         xs, ys = zip(*(dataset[j] for j in range(i, min(i + batch, n))), strict=True)
         x = transform(torch.stack([torch.as_tensor(v) for v in xs])).numpy().astype(np.float32)
@@ -377,18 +447,11 @@ def evaluate_onnx_file(
         c1, c5 = topk_correct(logits, y, (1, 5))
         correct1, correct5 = correct1 + c1, correct5 + c5
     return {
-        "model": str(path),
-        "arch": meta.get("arch", "onnx"),
-        "runtime": "onnxruntime-cpu",
-        "data": bundle.name,
-        "split": split,
-        "input_size": "x".join(map(str, bundle.preprocess.input_size)),
         "top1": 100.0 * correct1 / n,
         "top5": 100.0 * correct5 / n if num_classes > 5 else None,
         "loss": loss_sum / n,
         "images": n,
         "left_out": len(dataset) - n,
-        "seconds": time.perf_counter() - t0,
     }
 
 
@@ -661,7 +724,7 @@ def _preprocessed(bundle: DataBundle, split: str, n: int, seed: int = 0) -> tupl
 
     from compressor.data import BatchTransform
 
-    dataset = bundle.val if split == "val" else bundle.train
+    dataset = bundle.split(split)
     idx = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n].tolist()
     xs, ys = zip(*(dataset[i] for i in idx), strict=True)
     transform = BatchTransform(bundle.preprocess, flip=False, device=torch.device("cpu"))
@@ -735,8 +798,10 @@ def export_model_file(
         try:
             calib_x, _ = _preprocessed(calib_bundle, "train", calib_samples, seed=1)
             q = quantize_int8(output, int8_path, calib_x.numpy())
-            fp32_acc = onnx_accuracy(output, calib_bundle)
-            int8_acc = onnx_accuracy(int8_path, calib_bundle)
+            # the test split where there is one: these are reported figures, not steering
+            split = calib_bundle.held_out_splits[-1]
+            fp32_acc = onnx_accuracy(output, calib_bundle, split)
+            int8_acc = onnx_accuracy(int8_path, calib_bundle, split)
             lat = measure(
                 [str(output), str(int8_path)],
                 threads=1,
@@ -753,7 +818,8 @@ def export_model_file(
         report["int8"] = {
             **q,
             "calibration_samples": len(calib_x),
-            "eval_images": len(calib_bundle.val),
+            "eval_split": split,
+            "eval_images": len(calib_bundle.split(split)),
             "accuracy_fp32": fp32_acc,
             "accuracy_int8": int8_acc,
             "latency_fp32_ms": lat[0]["p50_ms"],

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from compressor.config import DataConfig, TrainConfig, to_dict
 from compressor.errors import CompressorError
-from compressor.utils import mix_seed
+from compressor.utils import epochs_text, mix_seed
 
 if TYPE_CHECKING:
     import torch
@@ -701,8 +701,8 @@ def fit(
                     say(
                         f"early prune after epoch {epoch + 1}/{config.epochs}: the channels to "
                         f"remove hold {100 * share:.1f}% of the mass and would still hold "
-                        f"{100 * strength.projected:.1f}% at the stage's end; its other "
-                        f"{config.epochs - epoch - 1} epochs go to fine-tuning"
+                        f"{100 * strength.projected:.1f}% at the stage's end; its "
+                        f"{epochs_text(config.epochs - epoch - 1, 'other')} go to fine-tuning"
                     )
                     break
                 if should_stop() and epoch + 1 < config.epochs:

@@ -142,3 +142,10 @@ def progress_bar(iterable: Any = None, *, enabled: bool, **kwargs: Any) -> Any:
         bar_format="{desc}: {n_fmt}/{total_fmt} ({percentage:.0f}%) [{elapsed}<{remaining}, {rate_fmt}]",
         **kwargs,
     )
+
+
+def epochs_text(n: int, word: str = "") -> str:
+    """``1 epoch``, ``2 epochs``; with ``word``: ``other epoch``, ``other 2 epochs``."""
+    if word:
+        return f"{word} epoch" if n == 1 else f"{word} {n} epochs"
+    return f"{n} epoch" if n == 1 else f"{n} epochs"

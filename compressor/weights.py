@@ -1,5 +1,7 @@
 """Pretrained starts: torchvision's weights from the local hub cache, or a state_dict file,
-with the classifier head replaced when the data has another number of classes.
+with the classifier head replaced when the data has another number of classes. A
+state_dict without the classifier (a backbone, as feature extractors are shipped) gets a
+new head; every other weight must be there.
 
 Nothing is downloaded: a missing hub file is an error that names the file and the folder
 to put it in (``torch.hub.get_dir()/checkpoints``, which ``$TORCH_HOME`` moves).
@@ -30,14 +32,17 @@ class Start:
     """Where the weights came from and what was changed to fit the data."""
 
     source: str  # "torchvision IMAGENET1K_V1 (/path/resnet18-f37072fd.pth)" or a file path
-    classes_in_weights: int
+    classes_in_weights: int | None  # None for a backbone
     head_replaced: list[str]  # names of the classifier layers made anew
+    backbone: bool = False  # the weights held no classifier: the head is new
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "weights": self.source,
             "classes_in_weights": self.classes_in_weights,
             "head_replaced": self.head_replaced,
+            "backbone": self.backbone,
+            "new_head": bool(self.head_replaced),
         }
 
 
@@ -79,7 +84,10 @@ def load_pretrained(arch: str, spec: str, num_classes: int) -> tuple[nn.Module, 
         if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
             raise CompressorError(f"{path} holds no state_dict")
         sd = _strip_prefixes(sd)
-        classes, _, options = infer_build_options(arch, sd)
+        try:
+            classes, _, options = infer_build_options(arch, sd)
+        except CompressorError:  # no classifier: a backbone, or the wrong architecture
+            return _from_backbone(arch, sd, num_classes, str(path))
         source = str(path)
     else:
         member, file = hub_file(arch, spec)
@@ -98,6 +106,26 @@ def load_pretrained(arch: str, spec: str, num_classes: int) -> tuple[nn.Module, 
     load_state_dict_strict(model, sd, what=f"{arch} ({source})")
     replaced = replace_head(model, num_classes) if classes != num_classes else []
     return model, Start(source, classes, replaced)
+
+
+def _from_backbone(
+    arch: str, sd: dict[str, Any], num_classes: int, source: str
+) -> tuple[nn.Module, Start]:
+    """``arch`` with every weight from ``sd`` but the classifier, which is new. Raises
+    ``CompressorError`` naming the mismatches when anything else is missing or extra."""
+    from compressor.archs import build_model
+    from compressor.checkpoint import load_state_dict_strict
+    from compressor.pruning import classifier_layers
+
+    model = build_model(arch, num_classes=num_classes)
+    names = {m: n for n, m in model.named_modules()}
+    head = [names[m] for m in classifier_layers(model)]
+    head_keys = {f"{n}.{p}" for n in head for p, _ in model.get_submodule(n).named_parameters()}
+    if any(k in sd for k in head_keys):  # a classifier of another shape: not a backbone
+        head_keys = set()
+    fitted = {**sd, **{k: v for k, v in model.state_dict().items() if k in head_keys}}
+    load_state_dict_strict(model, fitted, what=f"{arch} ({source}, read as a backbone)")
+    return model, Start(source, None, replace_head(model, num_classes), backbone=True)
 
 
 def replace_head(model: nn.Module, num_classes: int) -> list[str]:

@@ -76,8 +76,14 @@ def test_eval_json(lenet_file: Path) -> None:
     code, out, _ = run("eval", str(lenet_file), "--data", "mnist15k", "--json", "-q")
     assert code == 0
     result = json.loads(out)
-    assert result["images"] == 2000 and result["top1"] > 90 and result["top5"] >= result["top1"]
+    assert result["splits"] == ["val", "test"] and result["val_held_out_from_train"]
+    test, val = result["test"], result["val"]
+    assert test["images"] == 2000 and test["top1"] > 90 and test["top5"] >= test["top1"]
+    assert val["images"] == 1300 and val["top1"] > 90
     assert result["input_size"] == "1x28x28"
+    code, out, _ = run("eval", str(lenet_file), "--data", "mnist15k", "--split", "test", "--json")
+    assert code == 0 and json.loads(out)["splits"] == ["test"]
+    assert json.loads(out)["test"]["top1"] == test["top1"]
 
 
 def test_inspect_json(lenet_file: Path) -> None:
@@ -340,8 +346,11 @@ def test_eval_accepts_the_exported_onnx_file(tmp_path: Path) -> None:
     code, out, err = run("eval", str(onnx_path), "--data", "mnist15k", "--json", "-q")
     assert code == 0, err
     got = json.loads(out)
-    assert got["runtime"] == "onnxruntime-cpu" and got["images"] == ref["images"]
-    assert abs(got["top1"] - ref["top1"]) <= 0.1 and abs(got["loss"] - ref["loss"]) < 1e-3
+    assert got["runtime"] == "onnxruntime-cpu" and got["splits"] == ref["splits"] == ["val", "test"]
+    for split in ("val", "test"):
+        g, r = got[split], ref[split]
+        assert g["images"] == r["images"]
+        assert abs(g["top1"] - r["top1"]) <= 0.1 and abs(g["loss"] - r["loss"]) < 1e-3
     bare = _plain_onnx(tmp_path / "bare.onnx", classes=10)
     code, _, err = run("eval", str(bare), "--data", "mnist15k")
     assert code == 1 and "records no preprocessing" in err

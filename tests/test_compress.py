@@ -83,10 +83,19 @@ def test_outputs_and_report(run: tuple[Path, dict]) -> None:
         assert key in report
     assert report["method"] == "hgs" and report["hyperparameters"]["lam"] == 1e-3
     for side in ("baseline", "compressed"):
-        assert {"accuracy", "params", "macs"} <= set(report[side])
+        assert {"val_top1", "test_top1", "val_images", "test_images", "params", "macs"} <= set(
+            report[side]
+        )
+        # mnist15k: val is held out from the 13,000 training images; the 2,000 test images
+        # are scored only at the end
+        assert (report[side]["val_images"], report[side]["test_images"]) == (1300, 2000)
+    assert report["data"]["val_held_out_from_train"] and report["data"]["test_images"] == 2000
     assert report["compressed"]["macs"] <= 0.6 * report["baseline"]["macs"]
     assert report["compressed"]["params"] < report["baseline"]["params"]
-    assert report["compressed"]["accuracy"] > 95.0
+    assert report["compressed"]["test_top1"] > 95.0 and report["compressed"]["val_top1"] > 95.0
+    md = (out / "report.md").read_text()
+    assert "| test top-1 (%, 2000 images, scored only here) |" in md
+    assert "| val top-1 (%, 1300 images, steers --lambda auto) |" in md
     onnx_r = report["onnx"]
     assert onnx_r["opset"] >= 17 and onnx_r["rel_diff"] < 1e-4 and onnx_r["top1_agreement"] == 100.0
     assert {"path", "max_abs_diff", "top1_agreement"} <= set(onnx_r)
@@ -116,6 +125,8 @@ def test_report_shows_the_automatic_strength(run: tuple[Path, dict]) -> None:
     assert s["final_strength"] == points[-1]["strength"] > 0
     assert 0.0 <= s["final_share"] <= 1.0  # the 0.6 MAC target gives a share to report
     assert s["baseline_top1"] - s["final_top1"] <= s["config"]["max_drop"] + 1e-9
+    # the controller's subset follows the rule: sd of one top-1 at most max_drop / 3
+    assert 0 < s["val_images"] <= 1300 and s["top1_standard_error"] <= s["config"]["max_drop"] / 3
     assert report["history"]["regularize"][-1]["strength"] == pytest.approx(s["final_strength"])
     assert "Strength (`--lambda auto`)" in (out / "report.md").read_text()
     assert report["pruning"]["score_seconds"] >= 0

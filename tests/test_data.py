@@ -14,12 +14,14 @@ from compressor.errors import CompressorError
 
 def test_mnist15k_split_and_checksums() -> None:
     b = load_data(DataConfig("mnist15k"))
-    assert (len(b.train), len(b.val)) == (13000, 2000)
+    # the 2,000 test images are scored only at the end; val is held out from the 13,000
+    assert (len(b.train), len(b.val), len(b.test)) == (11700, 1300, 2000)
+    assert b.val_held_out and b.held_out_splits == ("val", "test")
     assert b.train.images.shape[1:] == (1, 28, 28)
     assert b.preprocess == Preprocess((1, 28, 28), (0.1307,), (0.3081,))
     assert b.class_names == [str(i) for i in range(10)]
     # 500 per class in the 5k part; every class present in both splits
-    assert set(b.val.labels.tolist()) == set(range(10))
+    assert set(b.val.labels.tolist()) == set(range(10)) == set(b.test.labels.tolist())
     assert b.flip is False
 
 
@@ -33,7 +35,7 @@ def test_mnist15k_to_rgb_model_repeats_channels_and_resizes() -> None:
 
 def test_mnist_root(mnist_root: Path) -> None:
     b = load_data(DataConfig(str(mnist_root)))
-    assert (len(b.train), len(b.val)) == (60, 20)
+    assert (len(b.train), len(b.val), len(b.test)) == (54, 6, 20)
     assert b.kind == "mnist"
     x, y = b.train[0]
     assert x.dtype == torch.uint8 and x.shape == (1, 28, 28) and int(y) == 0
@@ -47,13 +49,13 @@ def test_mnist_root_missing_file(mnist_root: Path) -> None:
 
 def test_cifar_root(cifar_root: Path) -> None:
     b = load_data(DataConfig(str(cifar_root)))
-    assert (len(b.train), len(b.val)) == (50, 10)
+    assert (len(b.train), len(b.val), len(b.test)) == (45, 5, 10)
     assert b.class_names[0] == "class0"
     assert b.preprocess.input_size == (3, 32, 32)
     assert b.preprocess.mean == pytest.approx((0.4914, 0.4822, 0.4465))
     assert b.flip is True
     # the folder itself works as a root too
-    assert len(load_data(DataConfig(str(cifar_root / "cifar-10-batches-py"))).train) == 50
+    assert len(load_data(DataConfig(str(cifar_root / "cifar-10-batches-py"))).train) == 45
 
 
 def test_cifar_malicious_pickle_is_refused(cifar_root: Path, tmp_path: Path) -> None:
@@ -87,6 +89,61 @@ def test_imagefolder_train_val(imagefolder_split_root: Path) -> None:
     assert (len(b.train), len(b.val)) == (18, 6)
     x, _ = b.val[0]
     assert x.shape == (1, 12, 12)
+
+
+def test_imagefolder_test_folder_is_held_out(tmp_path: Path) -> None:
+    """train/ + test/: val comes from the training images; train/ + val/ + test/: all three."""
+    from tests.conftest import write_image_folder
+
+    root = tmp_path / "tt"
+    write_image_folder(root / "train", per_class=8)
+    write_image_folder(root / "test", per_class=2)
+    b = load_data(DataConfig(str(root), input_size=(12,), val_split=0.25))
+    assert (len(b.train), len(b.val), len(b.test)) == (18, 6, 6) and b.val_held_out
+    assert not {p for p, _ in b.val.samples} & {p for p, _ in b.train.samples}
+    assert all("/test/" in p for p, _ in b.test.samples)
+    write_image_folder(root / "val", per_class=1)
+    b = load_data(DataConfig(str(root), input_size=(12,)))
+    assert (len(b.train), len(b.val), len(b.test)) == (24, 3, 6) and not b.val_held_out
+    assert b.split("test") is b.test
+    with pytest.raises(CompressorError, match="unknown split"):
+        b.split("holdout")
+
+
+def test_source_without_test_split(imagefolder_split_root: Path) -> None:
+    b = load_data(DataConfig(str(imagefolder_split_root), input_size=(12,)))
+    assert b.test is None and b.held_out_splits == ("val",)
+    with pytest.raises(CompressorError, match="has no test split"):
+        b.split("test")
+
+
+def test_fashion_mnist_by_folder_name(mnist_root: Path, tmp_path: Path) -> None:
+    fashion = tmp_path / "data" / "FashionMNIST"
+    fashion.parent.mkdir()
+    (mnist_root / "MNIST").rename(fashion)
+    b = load_data(DataConfig(str(tmp_path / "data")))
+    assert b.kind == "fashion-mnist" and b.class_names[0] == "T-shirt/top"
+    assert b.preprocess.mean == (0.2860,) and b.preprocess.std == (0.3530,)
+    assert b.flip is True
+
+
+SHARED_FASHION = Path(__file__).parents[2] / "shared" / "datasets" / "fashion-mnist"
+
+
+@pytest.mark.skipif(not SHARED_FASHION.is_dir(), reason="../shared/datasets/fashion-mnist absent")
+def test_fashion_mnist_by_content(tmp_path: Path) -> None:
+    """The official files are Fashion-MNIST whatever their folder is called (their names
+    are MNIST's): the training labels' md5 tells."""
+    import shutil
+
+    plain = tmp_path / "plain"
+    shutil.copytree(SHARED_FASHION, plain)
+    b = load_data(DataConfig(str(plain)))
+    assert b.kind == "fashion-mnist" and b.class_names[-1] == "Ankle boot"
+    assert (len(b.train), len(b.val), len(b.test)) == (54000, 6000, 10000)
+    # the held-out draw is fixed: the same images every run
+    again = load_data(DataConfig(str(plain)))
+    assert torch.equal(b.val.labels, again.val.labels)
 
 
 def test_empty_folder(tmp_path: Path) -> None:

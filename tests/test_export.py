@@ -119,7 +119,7 @@ def test_int8_stays_within_one_point(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.stderr
     q = json.loads(res.stdout)["int8"]
     assert Path(q["path"]).is_file() and q["size_bytes"] < 0.5 * q["fp32_size_bytes"]
-    assert q["eval_images"] == 2000
+    assert (q["eval_split"], q["eval_images"]) == ("test", 2000)
     assert abs(q["accuracy_fp32"] - q["accuracy_int8"]) <= 1.0
     assert q["accuracy_fp32"] > 98.0
     proto = onnx.load(q["path"])
@@ -177,4 +177,4 @@ def test_weights_over_the_protobuf_limit_go_to_external_data(
     assert not report["simplified"]
     assert any("not simplified" in n for n in report["notes"])
     result = CliRunner().invoke(cli, ["eval", str(out), "--data", "mnist15k", "--json", "-q"])
-    assert result.exit_code == 0 and json.loads(result.stdout)["top1"] > 95
+    assert result.exit_code == 0 and json.loads(result.stdout)["test"]["top1"] > 95

@@ -330,7 +330,7 @@ def test_prune_command(tmp_path: Path) -> None:
     assert [r["out_channels"] for r in layers][-1] == 10
     assert layers[0]["out_channels"] < 20 == layers[0]["original_out_channels"]
     res = CliRunner().invoke(cli, ["eval", str(out), "--data", "mnist15k", "--json", "-q"])
-    assert json.loads(res.stdout)["top1"] > 90  # magnitude pruning of LeNet-5 costs little
+    assert json.loads(res.stdout)["test"]["top1"] > 90  # magnitude pruning of LeNet-5 costs little
 
 
 class _GroupedNet(torch.nn.Module):

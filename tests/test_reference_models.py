@@ -30,4 +30,4 @@ def test_model_matches_its_card(name: str) -> None:
     result = evaluate_model(
         MODELS / name, data=DataConfig("mnist15k"), device="cpu", progress=False
     )
-    assert f"{result['top1']:.2f}" == card["accuracy"]
+    assert f"{result['test']['top1']:.2f}" == card["accuracy"]

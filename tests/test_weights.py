@@ -90,3 +90,67 @@ def test_bad_weights_names() -> None:
         cli, ["train", "smallcnn", "--weights", "DEFAULT", "--data", "mnist15k", "-o", "x.pt"]
     )
     assert result.exit_code == 1 and "has no torchvision weights" in result.stderr
+
+
+def test_backbone_without_classifier_gets_a_new_head(tmp_path: Path) -> None:
+    """A state_dict with every weight but the classifier's (a backbone, as feature
+    extractors ship) starts the architecture; the head is new and the console and
+    train.json say so."""
+    torch.manual_seed(3)
+    reference = build_model(ARCH, num_classes=1000).state_dict()
+    backbone = {k: v for k, v in reference.items() if not k.startswith("classifier.3.")}
+    path = tmp_path / "backbone.pt"
+    torch.save(backbone, path)
+    code, err, out = _train(tmp_path, str(path))
+    assert code == 0, err
+    assert "the weights are a backbone (no classifier): a new head (classifier.3) with 3" in err
+    summary = json.loads(out.with_name("m.train.json").read_text())
+    assert summary["pretrained"]["backbone"] is True
+    assert summary["pretrained"]["new_head"] is True
+    assert summary["pretrained"]["classes_in_weights"] is None
+    assert summary["pretrained"]["head_replaced"] == ["classifier.3"]
+    assert _body_equal(out, reference)
+    assert summary["test"] is None  # an ImageFolder without test/: nothing to score there
+
+
+def test_backbone_missing_more_than_the_head_names_the_keys(tmp_path: Path) -> None:
+    reference = build_model(ARCH, num_classes=1000).state_dict()
+    gone = {"classifier.3.weight", "classifier.3.bias", "features.0.0.weight"}
+    path = tmp_path / "partial.pt"
+    torch.save({k: v for k, v in reference.items() if k not in gone}, path)
+    code, err, out = _train(tmp_path, str(path))
+    assert code == 1 and "Traceback" not in err
+    assert "read as a backbone" in err and "missing keys: features.0.0.weight" in err
+    assert not out.exists()
+
+
+def test_shared_mobilenetv2_conversion_in_order(tmp_path: Path) -> None:
+    """benchmarks/mobilenetv2_backbone.py renames a classic-nesting MobileNetV2 backbone
+    into torchvision's names by order and shape; torchvision then loads it as a backbone."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    from mobilenetv2_backbone import convert
+
+    from compressor.weights import load_pretrained
+
+    torch.manual_seed(4)
+    features = {
+        k: torch.randn_like(v) if v.is_floating_point() else v
+        for k, v in build_model("mobilenet_v2", num_classes=1000).state_dict().items()
+        if k.startswith("features.")
+    }
+    classic = {
+        f"backbone.{i}.{k.rsplit('.', 1)[-1]}": v for i, (k, v) in enumerate(features.items())
+    }
+    converted = convert(classic)
+    assert list(converted) == list(features)
+    path = tmp_path / "mbv2.pt"
+    torch.save(converted, path)
+    model, start = load_pretrained("mobilenet_v2", str(path), 10)
+    assert start.backbone and start.head_replaced == ["classifier.1"]
+    assert torch.equal(
+        model.state_dict()["features.3.conv.1.0.weight"], features["features.3.conv.1.0.weight"]
+    )
+    with pytest.raises(ValueError, match="does not fit"):
+        convert(dict(reversed(list(classic.items()))))

@@ -17,6 +17,22 @@ from typing import Any
 from compressor.errors import CompressorError
 
 RUNNER = Path(__file__).with_name("runner.py")
+
+
+def short_names(paths: list[str]) -> dict[str, str]:
+    """Each path's file name, or, where two share a name (``a/model.onnx``,
+    ``b/model.onnx``), the fewest trailing path parts that tell them apart."""
+    parts = {p: Path(p).parts for p in paths}
+    out: dict[str, str] = {}
+    for p, ps in parts.items():
+        for k in range(1, len(ps) + 1):
+            tail = ps[-k:]
+            if all(q == p or qs[-k:] != tail for q, qs in parts.items()):
+                break
+        out[p] = "/".join(tail)
+    return out
+
+
 RUNNER_NAME = "compressor_bench.py"
 
 
@@ -351,14 +367,15 @@ def chart(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    names = short_names([r["model"] for r in results])
     labels = [
-        f"{Path(r['model']).name}\n{r.get('runtime', 'onnxruntime-cpu')} t{r['threads']} b{r['batch']}"
+        f"{names[r['model']]}\n{r.get('runtime', 'onnxruntime-cpu')} t{r['threads']} b{r['batch']}"
         for r in results
     ]
     cuts = {m["model"]: m.get("macs_cut_vs_first") for m in models or []}
     first = results[0] if results else None
     paired = [
-        (Path(r["model"]).name, r["speedup_vs_first"], cuts[r["model"]])
+        (names[r["model"]], r["speedup_vs_first"], cuts[r["model"]])
         for r in results
         if first is not None
         and cuts.get(r["model"])
@@ -401,6 +418,9 @@ def chart(
 
 def markdown(result: dict[str, Any]) -> str:
     m = result["machine"]
+    names = short_names(
+        [i["model"] for i in result["models"]] + [r["model"] for r in result["results"]]
+    )
     lines = [
         "# Benchmark",
         "",
@@ -417,7 +437,7 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     for r in result["results"]:
         lines.append(
-            f"| {Path(r['model']).name} | {r.get('runtime', 'onnxruntime-cpu')} | {r['threads']} | {r['batch']} | "
+            f"| {names[r['model']]} | {r.get('runtime', 'onnxruntime-cpu')} | {r['threads']} | {r['batch']} | "
             f"{format_p50(r)} | {r['p90_ms']:.3f} | {r['p99_ms']:.3f} | {r['mean_ms']:.3f} | {r['cv']:.1%} | "
             f"{r['throughput_ips']:.1f} | {format_speedup(r)} |"
         )
@@ -429,7 +449,7 @@ def markdown(result: dict[str, Any]) -> str:
     for info in result["models"]:
         mem = info.get("memory", {}).get("peak_growth_mb")
         lines.append(
-            f"| {Path(info['model']).name} | {info['file_bytes'] / 1e6:.2f} | "
+            f"| {names[info['model']]} | {info['file_bytes'] / 1e6:.2f} | "
             f"{'-' if mem is None else f'{mem:.1f}'} | {info.get('params') or '-'} | "
             f"{info.get('macs') or '-'} | {format_cut(info)} |"
         )
