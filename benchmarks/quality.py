@@ -915,25 +915,28 @@ def run_rows(
     pruners: list[str],
     rows: list[dict[str, Any]],
 ) -> None:
-    """Every row at these seeds and targets, in place into ``rows`` (cached runs reused)."""
+    """Every row at these seeds and targets, in place into ``rows`` (cached runs reused).
+    Order: the seed methods and ``none``, then the controls that need their split (none
+    at 0 + N and at that split, Torch-Pruning at its own and at that split), then the
+    other baselines."""
+    first = [m for m in methods if m.split("+")[0] in [*SEED_METHODS, "none"]]
+    rest = [m for m in methods if m not in first]
     for seed in seeds:
         for target in targets:
-            for method in methods:
-                done = args.work / f"compressor-{method}-{target}x-s{seed}" / "report.json"
-                if not args.reuse_only or done.is_file():
-                    rows.append(compressor_row(args.work, model, method, target, seed, task))
-                    _flush(args, task, rows)
-            extra_none = [f"none+r0f{task.total_epochs}"]
+            for method in first:
+                _compressor(args, task, model, method, target, seed, rows)
             split = compressor_split(rows, target, seed)
-            if split and args.splits:
-                extra_none.append(f"none+{split}")
-            for method in extra_none if args.splits and "none" in methods else []:
-                done = args.work / f"compressor-{method}-{target}x-s{seed}" / "report.json"
-                if not args.reuse_only or done.is_file():
-                    rows.append(compressor_row(args.work, model, method, target, seed, task))
-            kinds = list(pruners) + (
-                [f"{p}+{split}" for p in pruners] if split and args.splits else []
-            )
+            default = f"r{task.reg_epochs}f{task.ft_epochs}"
+            if args.splits and "none" in methods:
+                for extra in {f"r0f{task.total_epochs}", split or default} - {default}:
+                    _compressor(args, task, model, f"none+{extra}", target, seed, rows)
+            kinds = list(pruners)
+            if args.splits and split:
+                kinds += [
+                    f"{p}+{split}"
+                    for p in pruners
+                    if _tp_epochs(p, task) != _tp_epochs(f"{p}+{split}", task)
+                ]
             for kind in kinds:
                 if (
                     not args.reuse_only
@@ -941,6 +944,23 @@ def run_rows(
                 ):
                     rows.append(tp_row(args.work, model, kind, target, seed, task))
                     _flush(args, task, rows)
+            for method in rest:
+                _compressor(args, task, model, method, target, seed, rows)
+
+
+def _compressor(
+    args: Any,
+    task: Task,
+    model: Path,
+    method: str,
+    target: int,
+    seed: int,
+    rows: list[dict[str, Any]],
+) -> None:
+    done = args.work / f"compressor-{method}-{target}x-s{seed}" / "report.json"
+    if not args.reuse_only or done.is_file():
+        rows.append(compressor_row(args.work, model, method, target, seed, task))
+        _flush(args, task, rows)
 
 
 def _flush(args: Any, task: Task, rows: list[dict[str, Any]]) -> None:
