@@ -39,10 +39,10 @@ adapts as it goes. The same rule serves every method:
    stage, the stage ends now and its remaining epochs are added to fine-tuning: pruning
    will remove channels that still carry weight whatever the stage does, and the pruned
    network gains more from training than the full one does from a penalty that cannot
-   finish. Measured on resnet18 at 1/30 of the MACs (three seeds each), the three
-   regularize epochs left the share at 67-85% and paid nothing (gamma selection without
-   the stage, 3 fine-tuning epochs: 98.87%; with it: 98.88%), while the same six epochs
-   spent as 0 + 6 gave 99.18%. The stage always runs its first epoch (the method
+   finish. Measured on resnet18 at 1/30 of the MACs on mnist15k (three seeds each), the
+   three regularize epochs left the share at 67-85% and paid nothing (gamma selection
+   without the stage, 3 fine-tuning epochs: 98.87%, ``benchmarks/results/selection.md``;
+   with it: 98.88%, ``benchmarks/results/quality_v6.md``). The stage always runs its first epoch (the method
    shapes the selection), and a stage that will empty the target's channels in time
    runs to its end, as does one whose model is more than ``max_drop`` under the baseline
    at that moment (the controller needs the next epoch to bring it back; pruning a model

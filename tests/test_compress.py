@@ -218,3 +218,15 @@ def test_failure_after_training_keeps_the_partial_folder_and_says_so(
     monkeypatch.undo()
     report = compress(MODEL, out, _config(), progress=False, resume=True)
     assert out.is_dir() and report["onnx"]
+
+
+def test_an_untrained_baseline_is_warned_about() -> None:
+    """A model near chance makes "within --max-drop of the baseline" meaningless: say so."""
+    from compressor.compress import untrained_warning
+
+    assert untrained_warning(99.0, 10) is None
+    assert untrained_warning(19.5, 10) is None  # 10% + a tenth of the way to 100%: 19%
+    text = untrained_warning(9.45, 10)
+    assert text is not None and "near chance (10.0% for 10 classes)" in text
+    assert "compressor train ARCH --weights FILE" in text
+    assert untrained_warning(0.2, 1000) is not None and untrained_warning(50.0, 1000) is None
