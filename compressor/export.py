@@ -275,8 +275,8 @@ def export_model(
         simplified = False
         large = _weight_bytes(proto) > EXTERNAL_DATA_BYTES
         if config.simplify and large:
-            # onnxslim holds several copies of the weights: on vit_h_14 pruned to 2.0 GB
-            # the export peaked at 19.6 GiB with it (benchmarks/results/large_models.md);
+            # onnxslim holds several copies of the weights (vit_h_14 pruned to 2.0 GB now
+            # exports in 9.7 GiB without it, benchmarks/results/large_models.md);
             # onnxruntime folds and fuses the graph itself when it loads the file
             notes.append("graph not simplified: weights over 1.9 GB (onnxslim would copy them)")
             say(notes[-1])

@@ -2,7 +2,7 @@
 
 A fixed strength cannot suit every model, dataset and budget: a value that empties the
 channels of LeNet-5 does nothing to resnet18 in three epochs, and HGS's published
-``lambda = 1e-3`` took a trained resnet18 from 98.95% to 13% top-1 in one epoch. So under
+``lambda = 1e-3`` collapsed a trained resnet18's accuracy within one epoch. So under
 ``--lambda auto`` the loop multiplies the method's whole penalty (with its own
 hyperparameters, which fix its shape and scale) by a strength ``s`` that it sets and
 adapts as it goes. The same rule serves every method:
@@ -22,8 +22,8 @@ adapts as it goes. The same rule serves every method:
      strength at twice its calibration for the rest of the stage);
    - more than ``max_drop / 2`` under: hold;
    - share above ``share_goal`` (or no share to measure): ``s`` is multiplied by
-     ``growth`` (a faster growth, tried first, overshot: one x4 step took smallcnn under
-     ssl from 98.6% to 44.6%);
+     ``growth`` (a faster growth, tried first, overshot: one x4 step collapsed smallcnn's
+     accuracy under ssl);
    - otherwise (the target's channels are nearly empty): hold.
 3. **Focus** (``focus``, on by default). Each check also re-plans which channels the
    target would remove; until the next check the penalty's gradient (and any gradient

@@ -394,7 +394,7 @@ def fit(
     parallel = distributed.world() > 1  # the CLI joined torchrun's process group
     device = resolve_device(config.device)
     # Sparsity training leaves many weights tiny; subnormal floats are very slow on x86
-    # CPUs (a 5x slower fine-tuning epoch was measured here), so flush them to zero.
+    # CPUs, so flush them to zero.
     torch.set_flush_denormal(True)
     cuda = device.type == "cuda"
     n = len(bundle.train)

@@ -683,3 +683,17 @@ def test_dense_macs_count_plain_matrix_products() -> None:
             return torch.mm(x.flatten(1)[:, :5], self.w)
 
     assert dense_macs(MM(), (1, 3, 4)) == 5 * 4  # (1,5) @ (5,4)
+
+
+def test_models_with_the_same_file_name_are_told_apart() -> None:
+    """Tables and charts name models by file name, or by as much of the path as tells two
+    files of the same name apart."""
+    from compressor.bench.compare import short_names
+
+    names = short_names(["runs/a/model.onnx", "runs/b/model.onnx", "x/baseline.onnx"])
+    assert names == {
+        "runs/a/model.onnx": "a/model.onnx",
+        "runs/b/model.onnx": "b/model.onnx",
+        "x/baseline.onnx": "baseline.onnx",
+    }
+    assert short_names(["m.int8.onnx"]) == {"m.int8.onnx": "m.int8.onnx"}
