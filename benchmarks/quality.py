@@ -510,40 +510,44 @@ def tp_row(
 
 
 def speed(work: Path, dense_path: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Export one model per (tool, method, target) at 224x224 and time them all against
-    the dense model in one `compressor benchmark` run."""
-    chosen: dict[tuple[str, str, int], dict[str, Any]] = {}
-    for r in sorted(rows, key=lambda r: r["seed"]):
-        chosen.setdefault((r["tool"], r["method"], r["target_macs_ratio"]), r)
-    files = []
-    for name, src in [("dense", str(dense_path))] + [
-        (f"{t}-{m}-{x}x", r["model"]) for (t, m, x), r in chosen.items()
-    ]:
+    """Export every distinct seed-0 architecture at 224x224 and time them all against the
+    dense model in one interleaved `compressor benchmark` run. Rows with the same
+    per-layer widths share one file (named after the first; ``same_as`` lists the rest)."""
+    chosen: dict[tuple[int, tuple[int, ...]], list[dict[str, Any]]] = {}
+    for r in rows:
+        if r["seed"] == 0:
+            chosen.setdefault((r["target_macs_ratio"], tuple(r["widths"])), []).append(r)
+    files, sharing = [], {}
+    models = [("dense", str(dense_path))]
+    for (target, _), rs in chosen.items():
+        name = f"{rs[0]['tool']}-{rs[0]['method']}-{target}x"
+        models.append((name, rs[0]["model"]))
+        sharing[name] = [f"{r['tool']}-{r['method']}" for r in rs[1:]]
+    for name, src in models:
         onnx_path = work / "onnx224" / f"{name}.onnx"
         onnx_path.parent.mkdir(exist_ok=True)
         if not onnx_path.is_file():
             sh(
-                [
-                    "compressor",
-                    "export",
-                    src,
-                    "--input-size",
-                    "224",
-                    "-o",
-                    str(onnx_path),
-                    "-q",
-                ],
+                ["compressor", "export", src, "--input-size", "224", "-o", str(onnx_path), "-q"],
                 work / "onnx224" / f"{name}.log",
             )
         files.append(str(onnx_path))
     result = work / "speed.json"
     with result.open("w") as f:
         subprocess.run(
-            ["compressor", "benchmark", *files, "--threads", "1,2", "--json", "-q"],
+            [
+                *["compressor", "benchmark", *files],
+                *["--threads", "1,2", "--max-seconds", "10"],
+                "--json",
+                "-q",
+            ],
             stdout=f,
             check=True,
         )
-    return speed_rows(json.loads(result.read_text()))
+    out = speed_rows(json.loads(result.read_text()))
+    for r in out:
+        r["same_as"] = sharing.get(r["model"], [])
+    return out
 
 
 def speed_rows(bench: dict[str, Any]) -> list[dict[str, Any]]:
@@ -809,14 +813,15 @@ def _speed_lines(speed: list[dict[str, Any]] | None) -> list[str]:
         "One interleaved `compressor benchmark --threads 1,2` run; speed-up against the dense "
         "model at the same thread count.",
         "",
-        "| model | threads | p50 (ms) | speed-up | MACs cut |",
-        "| --- | --- | --- | --- | --- |",
+        "| model | threads | p50 (ms) | speed-up | MACs cut | same architecture as |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for r in speed:
         sp, cut = r.get("speedup_vs_first"), r.get("mac_cut_vs_first")
         lines.append(
             f"| {r['model']} | {r['threads']} | {r['p50_ms']:.2f} | "
-            f"{f'{sp:.2f}x' if sp else '-'} | {f'{cut:.2f}x' if cut else '-'} |"
+            f"{f'{sp:.2f}x' if sp else '-'} | {f'{cut:.2f}x' if cut else '-'} | "
+            f"{', '.join(r.get('same_as') or []) or '-'} |"
         )
     return lines
 
