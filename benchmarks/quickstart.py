@@ -46,7 +46,9 @@ def one_run(command: str) -> dict[str, Any]:
             raise SystemExit(f"the quick start failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
         report = json.loads((Path(tmp) / "out" / "compressed" / "report.json").read_text())
         int8 = re.search(r"top-1 ([\d.]+)% -> ([\d.]+)% on (\d+) (\w+) images", proc.stdout)
-        lat8 = re.search(r"latency ([\d.]+) -> ([\d.]+) ms", proc.stdout.split(".int8.onnx (", 1)[-1])
+        lat8 = re.search(
+            r"latency ([\d.]+) -> ([\d.]+) ms", proc.stdout.split(".int8.onnx (", 1)[-1]
+        )
     b, c, lat = report["baseline"], report["compressed"], report["latency"]
     return {
         "wall_s": wall,
