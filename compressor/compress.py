@@ -245,7 +245,7 @@ def _markdown(report: dict[str, Any]) -> str:
             f"{c[f'{split}_top1']:.2f} | {c[f'{split}_top1'] - b[f'{split}_top1']:+.2f} pt |"
             for split, note in (
                 ("test", ", scored only here"),
-                ("val", ", steers --lambda auto"),
+                ("val", ", steers --lambda auto" if report.get("strength") else ""),
             )
             if b.get(f"{split}_top1") is not None
         ),
