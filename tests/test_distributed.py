@@ -71,12 +71,13 @@ def test_two_processes_take_the_steps_of_one(tmp_path: Path, mnist_root: Path) -
 
 def test_two_processes_match_one_in_accuracy_with_batchnorm(tmp_path: Path) -> None:
     """smallcnn normalises each shard with its own statistics (without --sync-bn):
-    not the same steps, the same accuracy within noise (mnist15k: 2,000 val images)."""
+    not the same steps, the same accuracy within noise (mnist15k: 1,300 val images held
+    out from the training images; one epoch of 91 steps)."""
     args = ["smallcnn", "--epochs", "1", "--batch-size", "128", "--lr", "0.05"]
     _run(_train(tmp_path / "one.pt", "mnist15k", *args))
     _run(_train(tmp_path / "two.pt", "mnist15k", *args, procs=2))
     top1 = {p: load_model(tmp_path / p).metadata["train"]["val_top1"] for p in ("one.pt", "two.pt")}
-    assert min(top1.values()) > 95, top1
+    assert min(top1.values()) > 90, top1  # chance is 10%
     assert abs(top1["one.pt"] - top1["two.pt"]) <= 1.0, top1
 
 
