@@ -88,8 +88,8 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=224)
     args = ap.parse_args()
     import torch
-    import torchvision
 
+    from compressor.archs import build_model
     from compressor.bench.runner import measure
 
     torch.manual_seed(0)
@@ -97,7 +97,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for arch in args.archs.split(","):
-            dense = torchvision.models.get_model(arch, num_classes=10).eval()
+            dense = build_model(arch, num_classes=10).eval()
             for variant, model in (("dense", dense), ("pruned", _pruned(dense, args.size))):
                 files = {}
                 for exporter in ("torchscript", "dynamo"):
