@@ -886,6 +886,14 @@ def _latency(run: _Run) -> None:
     run.done("latency", t0)
 
 
+# what report.json keeps of each side: every figure under the name of its split
+_SUMMARY_KEYS = (
+    *(f"{split}_{k}" for split in ("val", "test") for k in ("top1", "top5", "images")),
+    "params",
+    "macs",
+)
+
+
 def _report(run: _Run) -> dict[str, Any]:
     """8. report.json, report.md and the plots."""
     from compressor.data import describe
@@ -918,32 +926,8 @@ def _report(run: _Run) -> dict[str, Any]:
         "strength": regularize.get("strength"),
         "selection": to_dict(config.prune),
         "data": describe(run.bundle),
-        "baseline": {
-            k: baseline[k]
-            for k in (
-                "val_top1",
-                "val_top5",
-                "val_images",
-                "test_top1",
-                "test_top5",
-                "test_images",
-                "params",
-                "macs",
-            )
-        },
-        "compressed": {
-            k: compressed[k]
-            for k in (
-                "val_top1",
-                "val_top5",
-                "val_images",
-                "test_top1",
-                "test_top5",
-                "test_images",
-                "params",
-                "macs",
-            )
-        },
+        "baseline": {k: baseline[k] for k in _SUMMARY_KEYS},
+        "compressed": {k: compressed[k] for k in _SUMMARY_KEYS},
         "pruning": {
             k: pruning.get(k)
             for k in (

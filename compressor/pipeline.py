@@ -302,27 +302,34 @@ def _eval_result(
     }
 
 
-def _score_test(
-    model: Any, bundle: Any, data: DataConfig, device: str, progress: bool
-) -> dict[str, Any] | None:
-    """The test split's top-1/top-5/loss, scored once after training (None without one);
-    training never reads it."""
+def _score_split(
+    model: Any, bundle: Any, split: str, data: DataConfig, device: str, progress: bool
+) -> dict[str, Any]:
+    """Top-1/top-5/loss of a PyTorch model on one split of ``bundle``."""
     from compressor.data import default_workers
     from compressor.train import evaluate
     from compressor.utils import resolve_device
 
-    if bundle.test is None:
-        return None
     dev = resolve_device(device)
     return evaluate(
         model.to(dev),
-        bundle.test,
+        bundle.split(split),
         bundle.preprocess,
         device=dev,
         batch_size=data.eval_batch_size,
         workers=default_workers(bundle) if data.workers is None else data.workers,
         progress=progress,
     )
+
+
+def _score_test(
+    model: Any, bundle: Any, data: DataConfig, device: str, progress: bool
+) -> dict[str, Any] | None:
+    """The test split's figures, scored once after training (None without one); training
+    never reads it."""
+    if bundle.test is None:
+        return None
+    return _score_split(model, bundle, "test", data, device, progress)
 
 
 def evaluate_model(
@@ -337,23 +344,13 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """Accuracy of a model file on ``data``'s ``split``, or (None) on each held-out split:
     ``{"val": {...}, "test": {...}, "splits": [...], ...}``."""
-    from compressor.data import default_workers
-    from compressor.train import evaluate
     from compressor.utils import resolve_device
 
-    dev = resolve_device(device)
+    resolve_device(device)  # a bad --device is refused before the data is read
     loaded, bundle = load_for_data(path, data, arch=arch, trust_pickle=trust_pickle)
     t0 = time.perf_counter()
     results = {
-        name: evaluate(
-            loaded.model.to(dev),
-            bundle.split(name),
-            bundle.preprocess,
-            device=dev,
-            batch_size=data.eval_batch_size,
-            workers=default_workers(bundle) if data.workers is None else data.workers,
-            progress=progress,
-        )
+        name: _score_split(loaded.model, bundle, name, data, device, progress)
         for name in _eval_splits(bundle, split)
     }
     return _eval_result(path, loaded.arch, bundle, results, t0)
