@@ -9,8 +9,8 @@ wrong one), one per multiply-add, per image (biases,
 normalisation, pooling and activations left out). For a PyTorch model the same figure is
 fvcore's count of its convolution, linear and matrix-product operators
 (``compressor.analysis.dense_macs``); fvcore's total, which compressor's compress report
-uses, adds one per element of each normalisation and pooling layer (about 4% more for
-mobilenet_v2, 0.3% for resnet18).
+uses, adds one per element of each normalisation and pooling layer (4.5% more for
+mobilenet_v2, 0.3% for resnet18; benchmarks/results/mac_count.md).
 Needs the ``onnx`` package (the ``full`` install); the torch-free runner does without.
 """
 
