@@ -13,6 +13,7 @@ on Linux even without a GPU, are shown on their own. Writes
 
 from __future__ import annotations
 
+import contextlib
 import time
 from importlib import metadata
 
@@ -24,10 +25,8 @@ from quality import results_header, run_payload, save_results
 def _size(dist: metadata.Distribution) -> int:
     total = 0
     for f in dist.files or []:
-        try:
+        with contextlib.suppress(OSError):  # a listed file that is gone
             total += f.locate().stat().st_size
-        except OSError:
-            pass
     return total
 
 
@@ -78,8 +77,7 @@ def main() -> None:
         f"torch {payload['torch']} from PyPI (its default Linux wheel). Sizes on disk after "
         "the install, from this environment.",
         "",
-        "| install | distributions | size on disk | of which CUDA libraries and triton "
-        "| largest |",
+        "| install | distributions | size on disk | of which CUDA libraries and triton | largest |",
         "|---|---:|---:|---:|---|",
     ]
     for r in rows:
