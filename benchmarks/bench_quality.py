@@ -37,6 +37,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common import commit_text, provenance
+
 RESULTS = Path(__file__).parent / "results"
 RUNNER = Path(__file__).parent.parent / "compressor" / "bench" / "runner.py"
 
@@ -334,6 +336,7 @@ def main() -> None:
     meta = {
         "command": "python benchmarks/bench_quality.py " + " ".join(sys.argv[1:]),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        **provenance(),
         "onnxruntime": onnxruntime.__version__,
         "started": started,
         **vars(args),
@@ -372,7 +375,8 @@ def main() -> None:
         "# Benchmark measurement quality",
         "",
         f"Command: `{meta['command']}` (started {started})  ",
-        f"Machine: {meta['machine']}; onnxruntime {meta['onnxruntime']}",
+        f"Machine: {meta['machine']}; onnxruntime {meta['onnxruntime']}  ",
+        f"Commit: {commit_text(meta)}  ",
         "",
         f"{args.arch} at {args.size}x{args.size}, batch 1, 1 thread, the runner's default settings "
         "(10 warm-up runs; at least 50 runs and 5 s, then on until the p50's relative standard "

@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import commit_text, provenance
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -31,9 +33,9 @@ def build(root: Path, n: int) -> list[Path]:
     import numpy as np
     from PIL import Image
 
-    from compressor.data import _mnist15k
+    from compressor.data import load_mnist15k
 
-    raw = _mnist15k()
+    raw = load_mnist15k()
     x, y = raw.train_x, raw.train_y
     for i in range(n):
         d = root / f"c{int(y[i % len(y)])}"
@@ -79,6 +81,7 @@ def main() -> None:
     payload = {
         "command": "python benchmarks/data_check.py " + " ".join(sys.argv[1:]),
         "machine": machine,
+        **provenance(),
         "files": len(files),
         "rows": [{**r, "files_per_s": len(files) / r["seconds"]} for r in rows],
     }
@@ -89,6 +92,7 @@ def main() -> None:
         "",
         f"Command: `{payload['command']}`  ",
         f"Machine: {machine}  ",
+        f"Commit: {commit_text(payload)}  ",
         f"{len(files)} JPEG files of 224x224 (2 of them broken; both found).",
         "",
         "| step | seconds | files/s |",

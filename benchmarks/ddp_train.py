@@ -24,8 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import machine, results_header, save_results
+from common import machine, provenance, results_header, save_results
 
 
 def main() -> None:
@@ -77,6 +76,7 @@ def main() -> None:
     payload = {
         "command": shlex.join(["python", *sys.argv]),
         "machine": machine(),
+        **provenance(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "seconds": time.perf_counter() - t_all,
         "settings": vars(args),

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from quality import results_header, run_payload, save_results
+from common import results_header, run_payload, save_results
 
 ARCHS = ["resnet18", "mobilenet_v2", "shufflenet_v2_x1_0", "efficientnet_b0", "convnext_tiny"]
 
@@ -52,10 +52,10 @@ def export_one(model: Any, exporter: str, size: int, path: Path) -> dict[str, An
     import torch
 
     from compressor.bench.runner import make_session
-    from compressor.export import _dynamo_export, _torchscript_export
+    from compressor.export import dynamo_export, torchscript_export
 
     example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
-    fn = _torchscript_export if exporter == "torchscript" else _dynamo_export
+    fn = torchscript_export if exporter == "torchscript" else dynamo_export
     t0 = time.perf_counter()
     try:
         fn(model, example, str(path), 17)

@@ -16,6 +16,8 @@ import platform
 import time
 from pathlib import Path
 
+from common import commit_text, provenance
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -80,6 +82,7 @@ def main() -> None:
     payload = {
         "command": "python benchmarks/hgs_scoring.py",
         "machine": f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}",
+        **provenance(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "rows": rows,
     }
@@ -90,6 +93,7 @@ def main() -> None:
         "",
         f"Command: `{payload['command']}`  ",
         f"Machine: {payload['machine']}  ",
+        f"Commit: {commit_text(payload)}  ",
         f"Date: {payload['date']}",
         "",
         "| input | mode | samples | channels | seconds |",

@@ -17,9 +17,9 @@ import contextlib
 import time
 from importlib import metadata
 
+from common import results_header, run_payload, save_results
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
-from quality import results_header, run_payload, save_results
 
 
 def _size(dist: metadata.Distribution) -> int:

@@ -28,8 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import machine, results_header, save_results
+from common import machine, provenance, results_header, save_results
 
 SIZES = {"regnet_y_128gf": 64, "vit_h_14": 224}
 
@@ -123,6 +122,7 @@ def main() -> None:
     payload = {
         "command": shlex.join(["python", "benchmarks/large_models.py", *sys.argv[1:]]),
         "machine": machine(),
+        **provenance(),
         "memory_gib": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "seconds": time.perf_counter() - t0,

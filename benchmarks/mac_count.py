@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from quality import results_header, run_payload, save_results
+from common import results_header, run_payload, save_results
 
 MODELS = ["resnet18", "mobilenet_v2", "shufflenet_v2_x1_0", "efficientnet_b0"]
 SIZE = (3, 224, 224)

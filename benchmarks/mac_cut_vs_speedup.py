@@ -20,6 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from common import commit_text, provenance
+
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -82,6 +84,7 @@ def main() -> None:
         )
     result = json.loads(proc.stdout)
     result["command"] = command
+    result |= provenance()
     for item in (*result["models"], *result["results"]):
         item["model"] = Path(item["model"]).name
     (RESULTS / "mac_cut_vs_speedup.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -90,6 +93,7 @@ def main() -> None:
         "# MAC cut against measured speed-up",
         "",
         f"Command: `{command}`  ",
+        f"Commit: {commit_text(result)}  ",
         f"{args.arch} at {args.size}x{args.size}, random weights; {args.ratio:.0%} of prunable "
         "channels removed by compressor's pruning engine, kept counts unrounded or rounded to "
         "multiples of 8; measured together by `compressor benchmark` (default settings).",

@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from common import commit_text, provenance
+
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -151,6 +153,7 @@ def main() -> None:
     meta = {
         "command": "python benchmarks/methods_cost.py " + " ".join(sys.argv[1:]),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        **provenance(),
         "torch": torch.__version__,
         **vars(args),
     }
@@ -163,7 +166,8 @@ def main() -> None:
         "# Method overhead and HGS selection time",
         "",
         f"Command: `{meta['command']}`  ",
-        f"Machine: {meta['machine']}; torch {meta['torch']}",
+        f"Machine: {meta['machine']}; torch {meta['torch']}  ",
+        f"Commit: {commit_text(meta)}  ",
         "",
         f"resnet18, 32x32, batch 64, one SGD step; median of {args.rounds} interleaved rounds of {args.steps} steps.",
         "",

@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from common import commit_text, provenance
+
 ROOT = Path(__file__).resolve().parent.parent
 # What earlier runs found (each fixed, with a regression test), newest first.
 PAST_FINDINGS = [
@@ -64,6 +66,7 @@ def main() -> None:
         "command": "python benchmarks/property_pruning.py",
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"{platform.platform()}",
+        **provenance(),
         "passed": proc.returncode == 0,
         "passing_examples": int(passing.group(1)) if passing else None,
         "failing_examples": int(passing.group(2)) if passing else None,
@@ -79,6 +82,7 @@ def main() -> None:
         "",
         f"Command: `{payload['command']}`  ",
         f"Machine: {payload['machine']}  ",
+        f"Commit: {commit_text(payload)}  ",
         f"Result: {'all passed' if payload['passed'] else 'FAILED'}: "
         f"{payload['passing_examples']} passing, {payload['failing_examples']} failing, "
         f"{payload['invalid_examples']} invalid examples in {seconds / 60:.1f} min.",

@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+from common import commit_text, provenance
+
 RESULTS = Path(__file__).parent / "results"
 RATIO = 0.3
 
@@ -153,6 +155,7 @@ def _write(rows: list[dict], archs: list[str]) -> None:
         + "python benchmarks/prune_coverage.py "
         + " ".join(sys.argv[1:]),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        **provenance(),
         "torch": torch.__version__,
         "ratio": RATIO,
         "requested": len(archs),
@@ -166,6 +169,7 @@ def _write(rows: list[dict], archs: list[str]) -> None:
         "",
         f"Command: `{meta['command']}`  ",
         f"Machine: {meta['machine']}; torch {meta['torch']}  ",
+        f"Commit: {commit_text(meta)}  ",
         f"Ratio {RATIO}: {ok} of {len(rows)} models ok: the untrained model's `state_dict()` "
         "saved with `torch.save`, then `compressor prune FILE --arch M --ratio 0.3` and "
         "`compressor export` (which checks onnxruntime against PyTorch: max abs difference "

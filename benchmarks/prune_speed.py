@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from common import commit_text, provenance
+
 RESULTS = Path(__file__).parent / "results"
 DEFAULT = ["resnet18", "resnet50", "mobilenet_v2", "efficientnet_b0", "densenet121", "vit_b_16"]
 
@@ -46,6 +48,7 @@ def main(archs: list[str]) -> None:
     meta = {
         "command": "python benchmarks/prune_speed.py " + " ".join(sys.argv[1:]),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        **provenance(),
         "torch": torch.__version__,
     }
     RESULTS.mkdir(exist_ok=True)
@@ -54,7 +57,8 @@ def main(archs: list[str]) -> None:
         "# Graph building + pruning time at 224x224 (ratio 0.3, round-to 8)",
         "",
         f"Command: `{meta['command']}`  ",
-        f"Machine: {meta['machine']}; torch {meta['torch']}",
+        f"Machine: {meta['machine']}; torch {meta['torch']}  ",
+        f"Commit: {commit_text(meta)}  ",
         "",
         "| model | groups | median seconds (of 3) |",
         "| --- | --- | --- |",

@@ -51,19 +51,22 @@ import collections
 import copy
 import gzip
 import json
-import platform
 import re
-import shlex
 import statistics
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results"
+from common import (
+    RESULTS,
+    ROOT,
+    results_header,
+    run_payload,
+    sh,
+)
+
 METHODS = ["none", "l1", "l2", "ssl", "slimming", "l1l2", "hgs", "l0sgl", "ffr"]
 SEED_METHODS = ["l1l2", "hgs", "l0sgl", "ffr"]
 TP_PRUNERS = ["MagnitudePruner", "GroupNormPruner", "BNScalePruner"]
@@ -142,40 +145,6 @@ LENET_SWEEP: dict[str, list[str]] = {
     "hgs": ["auto", "1e-4", "1e-3"],
     "l0sgl": ["auto", "1e-1", "1.0"],
 }
-
-
-def sh(args: list[str], log: Path) -> None:
-    print("$", shlex.join(args), flush=True)
-    t0 = time.perf_counter()
-    with log.open("w") as f:
-        rc = subprocess.run(args, stdout=f, stderr=subprocess.STDOUT).returncode
-    if rc != 0:
-        raise SystemExit(f"failed ({rc}): {shlex.join(args)}; see {log}")
-    print(f"  done in {time.perf_counter() - t0:.0f}s", flush=True)
-
-
-def compress_once(work: Path, name: str, model: Path, options: list[str]) -> dict[str, Any]:
-    """``compressor compress MODEL OPTIONS -o WORK/NAME`` unless that run finished before;
-    its report."""
-    out = work / name
-    if not (out / "report.json").is_file():
-        sh(
-            ["compressor", "compress", str(model), *options, "-o", str(out), "--force", "-q"],
-            work / f"{name}.log",
-        )
-    return json.loads((out / "report.json").read_text())
-
-
-def run_payload(t0: float, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """What every results file records: the command, the machine, the date, the wall time
-    since ``t0`` and the rows."""
-    return {
-        "command": shlex.join(["python", *sys.argv]),
-        "machine": machine(),
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "seconds": time.perf_counter() - t0,
-        "rows": rows,
-    }
 
 
 def data_dir(work: Path, task: Task, source: Path = FMNIST) -> str:
@@ -417,7 +386,7 @@ def _tp_epochs(kind: str, task: Task = TASKS["mnist15k"]) -> list[int]:
 def _tp_scores(model: Any, bundle: Any) -> dict[str, float]:
     import torch
 
-    from compressor.train import evaluate
+    from compressor.evaluation import evaluate
 
     return {
         split: evaluate(model, bundle.split(split), bundle.preprocess, device=torch.device("cpu"))[
@@ -620,41 +589,6 @@ def lenet_sweep(work: Path, methods: list[str]) -> list[dict[str, Any]]:
 
 
 # --------------------------------------------------------------------------- output
-
-
-def results_header(title: str, payload: dict[str, Any], machine_extra: str = "") -> list[str]:
-    """The markdown head every results file starts with: title, command, machine, date
-    (and wall time when ``payload`` has ``seconds``)."""
-    wall = f"; wall time {payload['seconds'] / 60:.0f} min" if "seconds" in payload else ""
-    return [
-        f"# {title}",
-        "",
-        f"Command: `{payload['command']}`  ",
-        f"Machine: {payload['machine']}{machine_extra}  ",
-        f"Date: {payload['date']}{wall}",
-        "",
-    ]
-
-
-def save_results(name: str, payload: Any, lines: list[str]) -> None:
-    """``results/NAME.json`` (the payload) and ``results/NAME.md`` (the lines)."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
-    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
-
-
-def machine() -> str:
-    import os
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
 
 
 T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262]  # t(0.975, df 1..9)

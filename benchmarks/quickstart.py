@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from quality import ROOT, results_header, run_payload, save_results
+from common import ROOT, results_header, run_payload, save_results
 
 
 def readme_command() -> str:

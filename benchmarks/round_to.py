@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from common import commit_text, provenance
+
 RESULTS = Path(__file__).parent / "results"
 MULTIPLES = (1, 2, 4, 8, 16, 32)
 
@@ -104,6 +106,7 @@ def main() -> None:
     meta = {
         "command": "python benchmarks/round_to.py " + " ".join(sys.argv[1:]),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        **provenance(),
         "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__,
         **vars(args),
@@ -119,6 +122,7 @@ def main() -> None:
         "",
         f"Command: `{meta['command']}`  ",
         f"Machine: {meta['machine']}; torch {meta['torch']}, onnxruntime {meta['onnxruntime']}  ",
+        f"Commit: {commit_text(meta)}  ",
         f"{args.arch} at {args.size}x{args.size}, {args.ratio:.0%} of prunable channels removed, batch 1; "
         f"{args.rounds} interleaved rounds of {args.runs} runs per variant.",
         "",

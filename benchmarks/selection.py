@@ -26,12 +26,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import ROOT, compress_once, dense, results_header, run_payload, save_results
+from common import ROOT, compress_once, results_header, run_payload, save_results
+from quality import dense
 
 CRITERIA = {"none": "group L2 norm", "slimming": "BatchNorm scale gamma"}
 ALLOCATIONS = ["global", "uniform"]

@@ -76,7 +76,7 @@ def first_conv_in_channels(model: nn.Module) -> int:
     return 3
 
 
-def _torch_load(path: Path, *, trust_pickle: bool) -> Any:
+def torch_load(path: Path, *, trust_pickle: bool) -> Any:
     import torch
 
     try:
@@ -184,7 +184,7 @@ def _is_state_dict(obj: Any) -> bool:
     )
 
 
-def _strip_prefixes(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def strip_prefixes(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Drop wrapper prefixes (``module.``, ...) from the keys, and from the per-module
     version records (``_metadata``) that ``state_dict()`` attaches (MNASNet needs them)."""
     out = dict(sd)
@@ -256,7 +256,7 @@ def _from_state_dict(
     sd: Mapping[str, torch.Tensor], arch: str, path: Path, source: str
 ) -> LoadedModel:
     arch_info(arch)  # validates the name
-    sd = _strip_prefixes(sd)
+    sd = strip_prefixes(sd)
     try:
         num_classes, in_channels, options = infer_build_options(arch, sd)
     except CompressorError as e:
@@ -354,7 +354,7 @@ def _load_model(path: Path, *, arch: str | None, trust_pickle: bool) -> LoadedMo
         raise CompressorError(f"model file {str(path)!r} not found")
     if not path.is_file():
         raise CompressorError(f"model path {str(path)!r} is not a file")
-    obj = _torch_load(path, trust_pickle=trust_pickle)
+    obj = torch_load(path, trust_pickle=trust_pickle)
 
     if isinstance(obj, Mapping) and obj.get("format") == FORMAT:
         loaded = _from_project_format(obj, path)

@@ -328,7 +328,7 @@ class _Run:
         return out
 
     def accuracy(self, model: Any, dataset: Any = None) -> dict[str, Any]:
-        from compressor.train import evaluate
+        from compressor.evaluation import evaluate
 
         return evaluate(
             model.to(self.device),
@@ -691,8 +691,9 @@ def _prune(run: _Run) -> None:
     import torch
 
     from compressor.checkpoint import load_model, save_model
+    from compressor.data import sample_batch
     from compressor.methods import get_method
-    from compressor.pipeline import _preprocessed, prune_loaded
+    from compressor.pipeline import prune_loaded
     from compressor.pruning import channel_groups
 
     config, work = run.config, run.work
@@ -709,7 +710,7 @@ def _prune(run: _Run) -> None:
         )
         method.load_state_dict(torch.load(work / "method_state.pt", weights_only=True))
     samples = int(getattr(method.params, "samples", 64))
-    calibration = _preprocessed(run.bundle, "train", samples, seed=config.regularize.seed)
+    calibration = sample_batch(run.bundle, "train", samples, seed=config.regularize.seed)
     t_scores = time.perf_counter()
     scores = method.scores(current.model, index, calibration=calibration, progress=run.progress)
     score_seconds = time.perf_counter() - t_scores
@@ -811,13 +812,13 @@ def _evaluate(run: _Run) -> None:
 def _export(run: _Run) -> None:
     """6. Export both models (the baseline's ONNX is the latency reference) and verify."""
     from compressor.checkpoint import load_model
+    from compressor.data import sample_batch
     from compressor.export import export_model, model_metadata
-    from compressor.pipeline import _preprocessed
 
     config, work = run.config, run.work
     t0 = run.start("export", "export ONNX and verify against PyTorch")
     final = _final(run)
-    real = _preprocessed(run.bundle, "val", 64)[0]
+    real = sample_batch(run.bundle, "val", 64)[0]
     result_c = export_model(
         final.model,
         work / "model.onnx",

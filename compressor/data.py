@@ -223,7 +223,7 @@ class _Raw:
         return None if self.train_x is None else int(self.train_x.shape[-1])
 
 
-def _mnist15k() -> _Raw:
+def load_mnist15k() -> _Raw:
     import numpy as np
 
     folder = BUNDLED["mnist15k"]
@@ -413,7 +413,7 @@ def _with_val(raw: _Raw, val_split: float) -> _Raw:
 
 def _read_raw(spec: str, val_split: float) -> _Raw:
     if spec in BUNDLED:
-        return _with_val(_mnist15k(), val_split)
+        return _with_val(load_mnist15k(), val_split)
     root = Path(spec).expanduser()
     if not root.exists():
         raise CompressorError(
@@ -763,3 +763,14 @@ def describe(bundle: DataBundle) -> dict[str, Any]:
         "skipped_images": len(bundle.skipped),
         "skipped_files": [{"path": p, "reason": why} for p, why in bundle.skipped[:100]],
     }
+
+
+def sample_batch(bundle: DataBundle, split: str, n: int, seed: int = 0) -> tuple[Any, Any]:
+    """``n`` random images of a split (fixed seed), normalised as the model expects."""
+    import torch
+
+    dataset = bundle.split(split)
+    idx = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n].tolist()
+    xs, ys = zip(*(dataset[i] for i in idx), strict=True)
+    transform = BatchTransform(bundle.preprocess, flip=False, device=torch.device("cpu"))
+    return transform(torch.stack(xs)), torch.as_tensor(ys)

@@ -29,6 +29,7 @@ checks on the same inputs (``-v`` prints every rank's).
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +46,10 @@ def requested() -> bool:
 
 
 def active() -> bool:
-    """Whether a process group is up."""
+    """Whether a process group is up. Never without torch loaded: nothing could have started
+    one, and `compressor benchmark` runs where torch is not installed."""
+    if "torch" not in sys.modules:
+        return False
     import torch.distributed as dist
 
     return dist.is_available() and dist.is_initialized()

@@ -105,7 +105,7 @@ def _silenced_fds() -> Iterator[None]:
             os.close(fd)
 
 
-def _torchscript_export(model: nn.Module, example: torch.Tensor, path: str, opset: int) -> None:
+def torchscript_export(model: nn.Module, example: torch.Tensor, path: str, opset: int) -> None:
     import io
     import warnings
 
@@ -133,7 +133,7 @@ def _torchscript_export(model: nn.Module, example: torch.Tensor, path: str, opse
         )
 
 
-def _dynamo_export(model: nn.Module, example: torch.Tensor, path: str, opset: int) -> None:
+def dynamo_export(model: nn.Module, example: torch.Tensor, path: str, opset: int) -> None:
     import io
     import warnings
 
@@ -191,7 +191,7 @@ def parity(model: nn.Module, path: str | Path, x: torch.Tensor, inputs: str) -> 
     import numpy as np
     import torch
 
-    from compressor.train import split_outputs
+    from compressor.outputs import split_outputs
 
     model.eval()
     with torch.no_grad():
@@ -253,12 +253,12 @@ def export_model(
     with tempfile.TemporaryDirectory() as tmp:
         raw = os.path.join(tmp, "raw.onnx")
         try:
-            _torchscript_export(model, example, raw, config.opset)
+            torchscript_export(model, example, raw, config.opset)
             exporter = "torchscript"
         except Exception as first:  # the TorchScript exporter rejects some operators
             reason = str(first).splitlines()[0][:200]
             try:
-                _dynamo_export(model, example, raw, config.opset)
+                dynamo_export(model, example, raw, config.opset)
             except Exception as second:
                 raise CompressorError(
                     f"ONNX export failed with both exporters: torchscript: {reason}; "
@@ -457,23 +457,3 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray) -> d
         "size_bytes": out_path.stat().st_size,
         "fp32_size_bytes": fp32_path.stat().st_size,
     }
-
-
-def onnx_accuracy(path: Path, bundle: Any, split: str = "val", batch: int = 256) -> float:
-    """Top-1 accuracy (%) of an ONNX classifier on ``bundle``'s ``split``, in batches."""
-    import numpy as np
-    import torch
-
-    from compressor.bench.runner import make_session as session
-    from compressor.data import BatchTransform
-
-    sess = session(str(path), threads=os.cpu_count() or 1)
-    transform = BatchTransform(bundle.preprocess, flip=False, device=torch.device("cpu"))
-    correct = 0
-    dataset = bundle.split(split)
-    n = len(dataset)
-    for i in range(0, n, batch):
-        xs, ys = zip(*(dataset[j] for j in range(i, min(i + batch, n))), strict=True)
-        out = run_onnx(sess, transform(torch.stack(xs)).numpy().astype(np.float32))
-        correct += int((out.argmax(1) == torch.as_tensor(ys).numpy()).sum())
-    return 100.0 * correct / n

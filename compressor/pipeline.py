@@ -120,9 +120,9 @@ def _build_for_data(
 
 
 def _pretrained_options(arch: str) -> dict[str, Any]:
-    from compressor.weights import _PRETRAINED_OPTIONS
+    from compressor.weights import PRETRAINED_OPTIONS
 
-    return dict(_PRETRAINED_OPTIONS.get(arch, {}))
+    return dict(PRETRAINED_OPTIONS.get(arch, {}))
 
 
 def _method_summary(method: Method | None) -> dict[str, Any] | None:
@@ -307,7 +307,7 @@ def _score_split(
 ) -> dict[str, Any]:
     """Top-1/top-5/loss of a PyTorch model on one split of ``bundle``."""
     from compressor.data import default_workers
-    from compressor.train import evaluate
+    from compressor.evaluation import evaluate
     from compressor.utils import resolve_device
 
     dev = resolve_device(device)
@@ -366,6 +366,7 @@ def evaluate_onnx_file(
     from compressor.bench.runner import RunnerError, make_session
     from compressor.config import Preprocess
     from compressor.data import load_data
+    from compressor.evaluation import evaluate_onnx
     from compressor.export import onnx_metadata
 
     if not path.is_file():
@@ -395,61 +396,18 @@ def evaluate_onnx_file(
     bundle = load_data(data, channels=channels, recorded=recorded)
     t0 = time.perf_counter()
     results = {
-        name: _onnx_metrics(session, bundle, name, data.eval_batch_size, path, progress)
+        name: evaluate_onnx(
+            session,
+            bundle,
+            name,
+            batch_size=data.eval_batch_size,
+            source=str(path),
+            progress=progress,
+        )
         for name in _eval_splits(bundle, split)
     }
     out = _eval_result(path, meta.get("arch", "onnx"), bundle, results, t0)
     return {**out, "runtime": "onnxruntime-cpu"}
-
-
-def _onnx_metrics(
-    session: Any, bundle: Any, split: str, batch_size: int, path: Path, progress: bool
-) -> dict[str, Any]:
-    """Top-1/top-5/loss of an onnxruntime session on one split of ``bundle``."""
-    import numpy as np
-    import torch
-    import torch.nn.functional as F
-
-    from compressor.data import BatchTransform
-    from compressor.train import topk_correct
-    from compressor.utils import progress_bar
-
-    dataset = bundle.split(split)
-    shape = session.get_inputs()[0].shape
-    fixed = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
-    batch = fixed or batch_size
-    n = len(dataset)
-    if n == 0 or (fixed and n % fixed):
-        usable = n - n % fixed if fixed else 0
-        if not usable:
-            raise CompressorError(f"the {split} split is empty")
-        n = usable  # a fixed batch size: the last partial batch is left out (reported)
-    transform = BatchTransform(bundle.preprocess, flip=False, device=torch.device("cpu"))
-    input_name = session.get_inputs()[0].name
-    loss_sum, correct1, correct5, num_classes = 0.0, 0, 0, 0
-    for i in progress_bar(
-        range(0, n, batch), desc=f"eval {split} (onnxruntime)", enabled=progress, leave=False
-    ):
-        xs, ys = zip(*(dataset[j] for j in range(i, min(i + batch, n))), strict=True)
-        x = transform(torch.stack([torch.as_tensor(v) for v in xs])).numpy().astype(np.float32)
-        logits = torch.from_numpy(np.asarray(session.run(None, {input_name: x})[0])).float()
-        y = torch.as_tensor(ys, dtype=torch.int64)
-        if logits.ndim != 2 or logits.shape[1] != len(bundle.class_names):
-            raise CompressorError(
-                f"{path} gives {tuple(logits.shape)} outputs but {bundle.name} has "
-                f"{len(bundle.class_names)} classes"
-            )
-        num_classes = logits.shape[1]
-        loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
-        c1, c5 = topk_correct(logits, y, (1, 5))
-        correct1, correct5 = correct1 + c1, correct5 + c5
-    return {
-        "top1": 100.0 * correct1 / n,
-        "top5": 100.0 * correct5 / n if num_classes > 5 else None,
-        "loss": loss_sum / n,
-        "images": n,
-        "left_out": len(dataset) - n,
-    }
 
 
 def inspect_model(
@@ -715,19 +673,6 @@ def prune_model_file(
     }
 
 
-def _preprocessed(bundle: DataBundle, split: str, n: int, seed: int = 0) -> tuple[Any, Any]:
-    """``n`` random images of a split (fixed seed), normalised as the model expects."""
-    import torch
-
-    from compressor.data import BatchTransform
-
-    dataset = bundle.split(split)
-    idx = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n].tolist()
-    xs, ys = zip(*(dataset[i] for i in idx), strict=True)
-    transform = BatchTransform(bundle.preprocess, flip=False, device=torch.device("cpu"))
-    return transform(torch.stack(xs)), torch.as_tensor(ys)
-
-
 def export_model_file(
     path: Path,
     *,
@@ -753,7 +698,8 @@ def export_model_file(
 
     from compressor.bench.runner import measure
     from compressor.checkpoint import load_model
-    from compressor.export import export_model, model_metadata, onnx_accuracy, quantize_int8
+    from compressor.data import sample_batch
+    from compressor.export import export_model, model_metadata, quantize_int8
 
     if int8 and calib_data is None:
         raise CompressorError("--int8 needs --calib-data")
@@ -761,7 +707,7 @@ def export_model_file(
     if data is not None:
         data = dataclasses.replace(data, input_size=input_size or data.input_size)
         loaded, bundle = load_for_data(path, data, arch=arch, trust_pickle=trust_pickle)
-        real = _preprocessed(bundle, "val", 64)[0]
+        real = sample_batch(bundle, "val", 64)[0]
         loaded.preprocess = bundle.preprocess
     else:
         loaded = load_model(path, arch=arch, trust_pickle=trust_pickle)
@@ -793,12 +739,12 @@ def export_model_file(
     if calib_bundle is not None:
         int8_path = output.with_name(output.stem + ".int8.onnx")
         try:
-            calib_x, _ = _preprocessed(calib_bundle, "train", calib_samples, seed=1)
+            calib_x, _ = sample_batch(calib_bundle, "train", calib_samples, seed=1)
             q = quantize_int8(output, int8_path, calib_x.numpy())
             # the test split where there is one: these are reported figures, not steering
             split = calib_bundle.held_out_splits[-1]
-            fp32_acc = onnx_accuracy(output, calib_bundle, split)
-            int8_acc = onnx_accuracy(int8_path, calib_bundle, split)
+            fp32_acc = _onnx_top1(output, calib_bundle, split)
+            int8_acc = _onnx_top1(int8_path, calib_bundle, split)
             lat = measure(
                 [str(output), str(int8_path)],
                 threads=1,
@@ -826,3 +772,12 @@ def export_model_file(
             "latency_threads": 1,
         }
     return report
+
+
+def _onnx_top1(path: Path, bundle: Any, split: str) -> float:
+    """Top-1 (%) of the ONNX file at ``path`` on one split of ``bundle``."""
+    from compressor.bench.runner import make_session
+    from compressor.evaluation import evaluate_onnx
+
+    session = make_session(str(path), threads=os.cpu_count() or 1)
+    return float(evaluate_onnx(session, bundle, split, source=str(path))["top1"])

@@ -42,7 +42,7 @@ adapts as it goes. The same rule serves every method:
    finish. Measured on resnet18 at 1/30 of the MACs on mnist15k (three seeds each), the
    three regularize epochs left the share at 67-85% and paid nothing (gamma selection
    without the stage, 3 fine-tuning epochs: 98.87%, ``benchmarks/results/selection.md``;
-   with it: 98.88%, ``benchmarks/results/quality_v6.md``). The stage always runs its first epoch (the method
+   with it: 98.88%, ``benchmarks/results/archive/2026-11-28-10128f8/quality_v6.md``). The stage always runs its first epoch (the method
    shapes the selection), and a stage that will empty the target's channels in time
    runs to its end, as does one whose model is more than ``max_drop`` under the baseline
    at that moment (the controller needs the next epoch to bring it back; pruning a model
@@ -189,7 +189,7 @@ class AutoStrength:
         import torch
         import torch.nn.functional as F
 
-        from compressor.train import split_outputs
+        from compressor.outputs import split_outputs
 
         params = [p for p in model.parameters() if p.requires_grad]
         ce_sq = pen_sq = 0.0

@@ -24,13 +24,14 @@ from typing import TYPE_CHECKING, Any
 
 from compressor.config import DataConfig, TrainConfig, to_dict
 from compressor.errors import CompressorError
+from compressor.evaluation import evaluate
+from compressor.outputs import split_outputs
 from compressor.utils import epochs_text, mix_seed
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from compressor.config import Preprocess
     from compressor.data import DataBundle
     from compressor.methods.base import Regularizer
     from compressor.strength import AutoStrength
@@ -82,18 +83,6 @@ class TrainResult:
         return {"seconds": self.seconds, "history": [asdict(h) for h in self.history]}
 
 
-def split_outputs(out: Any) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """(main logits, auxiliary logits) of a classifier output.
-
-    googlenet and inception_v3 return named tuples in training mode; their auxiliary
-    heads are trained with weight 0.3 each, as in the torchvision reference recipe.
-    """
-    if isinstance(out, tuple):
-        main, *aux = out
-        return main, [a for a in aux if a is not None]
-    return out, []
-
-
 def task_loss(
     logits: torch.Tensor,
     aux: list[torch.Tensor],
@@ -120,65 +109,6 @@ def task_loss(
         log_target=True,
     )
     return (1 - config.distill) * loss + config.distill * t * t * soft
-
-
-def topk_correct(logits: torch.Tensor, target: torch.Tensor, ks: tuple[int, ...]) -> list[int]:
-    """Number of samples whose label is among the top-k logits, for each k."""
-    kmax = min(max(ks), logits.shape[1])
-    pred = logits.topk(kmax, dim=1).indices
-    hits = pred.eq(target.view(-1, 1))
-    return [int(hits[:, : min(k, kmax)].any(dim=1).sum()) for k in ks]
-
-
-def evaluate(
-    model: nn.Module,
-    dataset: Any,
-    preprocess: Preprocess,
-    *,
-    device: torch.device,
-    batch_size: int = 256,
-    workers: int = 0,
-    progress: bool = False,
-    desc: str = "eval",
-) -> dict[str, Any]:
-    """Top-1 (and top-5 above 5 classes) accuracy in percent and mean loss on ``dataset``."""
-    import torch
-    import torch.nn.functional as F
-
-    from compressor.data import BatchTransform, make_loader
-    from compressor.utils import progress_bar
-
-    n = len(dataset)
-    if n == 0:
-        raise CompressorError("the evaluation split is empty")
-    batches = [range(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
-    loader = make_loader(dataset, batches, workers=workers, pin_memory=device.type == "cuda")
-    transform = BatchTransform(preprocess, flip=False, device=device)
-    was_training = model.training
-    model.eval()
-    loss_sum, correct1, correct5, seen, num_classes = 0.0, 0, 0, 0, 0
-    try:
-        with torch.inference_mode():
-            for x, y in progress_bar(
-                loader, desc=desc, enabled=progress, leave=False, unit="batch"
-            ):
-                y = y.to(device)
-                logits, _ = split_outputs(model(transform(x)))
-                logits = logits.float()
-                num_classes = logits.shape[1]
-                loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
-                c1, c5 = topk_correct(logits, y, (1, 5))
-                correct1 += c1
-                correct5 += c5
-                seen += len(y)
-    finally:
-        model.train(was_training)
-    return {
-        "top1": 100.0 * correct1 / seen,
-        "top5": 100.0 * correct5 / seen if num_classes > 5 else None,
-        "loss": loss_sum / seen,
-        "images": seen,
-    }
 
 
 def _lr_factor(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 # builder options torchvision sets itself when it is given weights
-_PRETRAINED_OPTIONS = {
+PRETRAINED_OPTIONS = {
     "googlenet": {"aux_logits": True, "transform_input": True, "init_weights": False},
     "inception_v3": {"aux_logits": True, "transform_input": True, "init_weights": False},
 }
@@ -74,16 +74,16 @@ def load_pretrained(arch: str, spec: str, num_classes: int) -> tuple[nn.Module, 
     import torch
 
     from compressor.archs import build_model, infer_build_options
-    from compressor.checkpoint import _strip_prefixes, _torch_load, load_state_dict_strict
+    from compressor.checkpoint import load_state_dict_strict, strip_prefixes, torch_load
 
     options: dict[str, Any]
     path = Path(spec).expanduser()
     if path.is_file():
-        obj = _torch_load(path, trust_pickle=False)
+        obj = torch_load(path, trust_pickle=False)
         sd = obj.get("state_dict", obj.get("model", obj)) if isinstance(obj, dict) else obj
         if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
             raise CompressorError(f"{path} holds no state_dict")
-        sd = _strip_prefixes(sd)
+        sd = strip_prefixes(sd)
         try:
             classes, _, options = infer_build_options(arch, sd)
         except CompressorError:  # no classifier: a backbone, or the wrong architecture
@@ -96,9 +96,9 @@ def load_pretrained(arch: str, spec: str, num_classes: int) -> tuple[nn.Module, 
                 f"{arch} weights {member.name} are not in the local cache: put {file.name} in "
                 f"{file.parent} (from {member.url}; compressor downloads nothing)"
             )
-        sd = _strip_prefixes(_torch_load(file, trust_pickle=False))
+        sd = strip_prefixes(torch_load(file, trust_pickle=False))
         classes = len(member.meta["categories"])
-        options = dict(_PRETRAINED_OPTIONS.get(arch, {}))
+        options = dict(PRETRAINED_OPTIONS.get(arch, {}))
         if arch.startswith("vit_") and member.meta.get("min_size", (224,))[0] != 224:
             options["image_size"] = member.meta["min_size"][0]
         source = f"torchvision {member.name} ({file})"

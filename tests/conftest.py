@@ -2,36 +2,12 @@
 
 from __future__ import annotations
 
-import gzip
 import pickle
-import struct
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-
-def _pattern_images(
-    n: int, channels: int, size: int, classes: int, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Images whose class is visible (a bright band at a class-specific row), plus noise."""
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n) % classes
-    x = rng.integers(0, 60, size=(n, channels, size, size), dtype=np.uint8)
-    band = max(1, size // classes)
-    for i, y in enumerate(labels):
-        x[i, :, y * band : (y + 1) * band, :] = 230
-    return x, labels.astype(np.int64)
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    data = header + array.astype(np.uint8).tobytes()
-    if path.suffix == ".gz":
-        with gzip.open(path, "wb") as f:
-            f.write(data)
-    else:
-        path.write_bytes(data)
+from tests.helpers import pattern_images, write_idx, write_image_folder
 
 
 @pytest.fixture
@@ -39,7 +15,7 @@ def mnist_root(tmp_path: Path) -> Path:
     """A torchvision-style MNIST root (root/MNIST/raw) with 60 train and 20 test images."""
     raw = tmp_path / "mnist" / "MNIST" / "raw"
     raw.mkdir(parents=True)
-    x, y = _pattern_images(80, 1, 28, 10, seed=1)
+    x, y = pattern_images(80, 1, 28, 10, seed=1)
     write_idx(raw / "train-images-idx3-ubyte.gz", x[:60, 0])
     write_idx(raw / "train-labels-idx1-ubyte.gz", y[:60])
     write_idx(raw / "t10k-images-idx3-ubyte", x[60:, 0])
@@ -52,7 +28,7 @@ def cifar_root(tmp_path: Path) -> Path:
     """A CIFAR-10 python root with 5 tiny training batches and a test batch."""
     folder = tmp_path / "cifar" / "cifar-10-batches-py"
     folder.mkdir(parents=True)
-    x, y = _pattern_images(60, 3, 32, 10, seed=2)
+    x, y = pattern_images(60, 3, 32, 10, seed=2)
     for i in range(5):
         part = slice(i * 10, (i + 1) * 10)
         with open(folder / f"data_batch_{i + 1}", "wb") as f:
@@ -64,17 +40,6 @@ def cifar_root(tmp_path: Path) -> Path:
     with open(folder / "batches.meta", "wb") as f:
         pickle.dump({"label_names": [f"class{i}" for i in range(10)]}, f, protocol=2)
     return tmp_path / "cifar"
-
-
-def write_image_folder(root: Path, classes: int = 3, per_class: int = 8, size: int = 20) -> Path:
-    from PIL import Image
-
-    x, y = _pattern_images(classes * per_class, 3, size, classes, seed=3)
-    for i, (img, label) in enumerate(zip(x, y, strict=True)):
-        d = root / f"c{label}"
-        d.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(img.transpose(1, 2, 0)).save(d / f"{i}.png")
-    return root
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from compressor.archs import build_model
 from compressor.cli import cli
+from tests.helpers import write_image_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "models" / "smallcnn-mnist15k.pt"
@@ -61,7 +62,6 @@ def _nan(tmp: Path) -> Path:
 
 
 def _broken_images(tmp: Path) -> Path:
-    from tests.conftest import write_image_folder
 
     root = write_image_folder(tmp / "imgs")
     next((root / "c0").glob("*.png")).write_bytes(b"broken")

@@ -132,6 +132,32 @@ def test_runner_imports_no_torch(onnx_pair: tuple[Path, Path], tmp_path: Path) -
     assert "torch" not in proc.stderr
 
 
+def test_benchmark_command_runs_without_torch(onnx_pair: tuple[Path, Path]) -> None:
+    """`compressor benchmark` on ONNX files, as on a device with only
+    `compressor[runner]`: torch, torchvision, fvcore and torch-pruning cannot be imported."""
+    code = (
+        "import builtins, sys; real = builtins.__import__\n"
+        "def guard(name, *a, **k):\n"
+        "    if name.split('.')[0] in ('torch', 'torchvision', 'fvcore', 'torch_pruning'):\n"
+        "        raise ImportError('benchmark imported ' + name)\n"
+        "    return real(name, *a, **k)\n"
+        "builtins.__import__ = guard\n"
+        "from compressor.cli import main\n"
+        "sys.argv = ['compressor', 'benchmark', *sys.argv[1:]]\n"
+        "main()"
+    )
+    args = ["--min-runs", "5", "--min-seconds", "0", "--max-seconds", "0.2", "--no-memory"]
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *map(str, onnx_pair), *args, "--json", "-q"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert [Path(r["model"]).name for r in result["results"]] == ["wide.onnx", "narrow.onnx"]
+    assert result["results"][1]["speedup_vs_first"] > 0
+
+
 def test_profiles_apply_threads_and_cores(onnx_pair: tuple[Path, Path]) -> None:
     proc = _runner(
         str(onnx_pair[1]),

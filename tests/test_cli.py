@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from compressor import __version__
 from compressor.archs import build_model
 from compressor.cli import cli
+from tests.helpers import write_image_folder
 
 COMMANDS = sorted(cli.commands)
 
@@ -178,7 +179,6 @@ def test_error_from_a_dataloader_worker_is_one_line(
     """A file that breaks after the up-front check (here: the check is skipped) fails in a
     DataLoader worker process; the user still sees one line."""
     import compressor.data
-    from tests.conftest import write_image_folder
 
     root = write_image_folder(tmp_path / "imgs")
     for p in (root / "c1").iterdir():

@@ -10,6 +10,7 @@ import torch
 from compressor.config import DataConfig, Preprocess
 from compressor.data import BatchTransform, load_data
 from compressor.errors import CompressorError
+from tests.helpers import write_image_folder
 
 
 def test_mnist15k_split_and_checksums() -> None:
@@ -93,7 +94,6 @@ def test_imagefolder_train_val(imagefolder_split_root: Path) -> None:
 
 def test_imagefolder_test_folder_is_held_out(tmp_path: Path) -> None:
     """train/ + test/: val comes from the training images; train/ + val/ + test/: all three."""
-    from tests.conftest import write_image_folder
 
     root = tmp_path / "tt"
     write_image_folder(root / "train", per_class=8)

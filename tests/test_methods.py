@@ -12,6 +12,7 @@ from compressor.errors import CompressorError
 from compressor.methods import get_method, list_methods, method_class, register
 from compressor.methods.base import Method
 from compressor.pruning import channel_groups
+from tests.helpers import capture_features, flow_net, small_cnn
 
 ALL = list_methods()
 
@@ -43,17 +44,6 @@ def penalty_of(name: str, options: dict, model: nn.Module | None = None) -> floa
     method.start_epoch(model, epoch=0)
     value = method.penalty(model, {})
     return float(value.detach()) if value is not None else 0.0
-
-
-def capture_features(method: Method, model: nn.Module, feats: dict) -> list:
-    """Hooks filling ``feats`` with what ``method.penalty`` reads, as the training loop does."""
-    return [
-        m.register_forward_hook(lambda _m, _i, o, n=n: feats.__setitem__(n, o))
-        for n, m in method.feature_modules(model).items()
-    ] + [
-        m.register_forward_pre_hook(lambda _m, a, n=n: feats.__setitem__(n, a[0]))
-        for n, m in method.feature_inputs(model).items()
-    ]
 
 
 S5, S10, S20 = math.sqrt(5), math.sqrt(10), math.sqrt(20)
@@ -135,16 +125,9 @@ def test_l0sgl_beta_schedule() -> None:
     assert betas == pytest.approx([2.0, 2.0, 3.0, 3.0, 4.5])
 
 
-def _small_cnn(seed: int = 0) -> nn.Module:
-    from compressor.archs import build_model
-
-    torch.manual_seed(seed)
-    return build_model("smallcnn", num_classes=10)
-
-
 @pytest.mark.parametrize("name", ALL)
 def test_gradients_finite_at_exact_zero(name: str) -> None:
-    model = _flow_net() if name == "ffr" else _small_cnn()
+    model = flow_net() if name == "ffr" else small_cnn()
     with torch.no_grad():
         for p in model.parameters():
             p.zero_()
@@ -168,7 +151,7 @@ def test_gradients_finite_at_exact_zero(name: str) -> None:
 
 @pytest.mark.parametrize("name", ALL)
 def test_penalty_finite_under_bfloat16_autocast(name: str) -> None:
-    model = _flow_net() if name == "ffr" else _small_cnn()
+    model = flow_net() if name == "ffr" else small_cnn()
     method = get_method(name)
     x = torch.randn(4, 1, 28, 28)
     method.setup(model, example_input=x, train_size=100)
@@ -214,27 +197,13 @@ def test_docstring_cites_paper(name: str) -> None:
 # --------------------------------------------------------------------------- effect
 
 
-def _flow_net() -> nn.Module:
-    """Three residual blocks in a row: a feature flow for FFR to act on."""
-    from compressor.nets import ResidualBlock
-
-    torch.manual_seed(1)
-    return nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1, stride=2),
-        nn.Sequential(ResidualBlock(8), ResidualBlock(8), ResidualBlock(8)),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(8, 10),
-    )
-
-
 def _train_steps(method_name: str | None, options: dict, steps: int = 30, *, flow: bool = False):
     """A few dozen SGD steps of a tiny net on mnist15k images; returns (model, method)."""
     from compressor.data import BatchTransform, load_data
 
     bundle = load_data(_DATA)
     transform = BatchTransform(bundle.preprocess, flip=False, device=torch.device("cpu"))
-    model = _flow_net() if flow else _small_cnn(seed=1)
+    model = flow_net() if flow else small_cnn(seed=1)
     method = get_method(method_name, options) if method_name else None
     x0 = transform(bundle.train.images[:64])
     if method is not None:
@@ -328,7 +297,7 @@ def test_residual_coupled_channels_go_to_zero_together() -> None:
 def test_hgs_loss_increase_scores() -> None:
     from compressor.methods.hgs import loss_increase_scores
 
-    model = _small_cnn()
+    model = small_cnn()
     model.eval()
     index = channel_groups(model, torch.zeros(1, 1, 28, 28))
     g = index.groups[0]

@@ -23,7 +23,7 @@ from torch import nn
 
 from compressor.nets import ChannelShuffle
 from compressor.pruning import apply_plan, channel_groups, plan_ratio
-from tests.test_pruning import _randomize_bn, _zero_channels
+from tests.helpers import Concat, randomize_bn, zero_channels
 
 settings.register_profile(
     "ci",
@@ -50,15 +50,6 @@ class _Residual(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
-
-
-class _Concat(nn.Module):
-    def __init__(self, a: nn.Module, b: nn.Module) -> None:
-        super().__init__()
-        self.a, self.b = a, b
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.a(x), self.b(x)], 1)
 
 
 class _SplitShuffle(nn.Module):
@@ -115,7 +106,7 @@ def networks(draw: st.DrawFn) -> tuple[nn.Module, int]:
             layers.append(_Residual(body))
         elif kind == "concat":
             a, b = draw(st.sampled_from([4, 6, 8])), draw(st.sampled_from([4, 6, 8]))
-            layers.append(_Concat(_conv_bn_act(draw, c, a), _conv_bn_act(draw, c, b)))
+            layers.append(Concat(_conv_bn_act(draw, c, a), _conv_bn_act(draw, c, b)))
             c = a + b
         elif kind == "shuffle":
             if c % 2:
@@ -144,7 +135,7 @@ def test_random_networks_prune_exactly_and_export(
     torch.manual_seed(seed)
     for p in model.parameters():
         torch.nn.init.normal_(p, std=0.5)
-    _randomize_bn(model)
+    randomize_bn(model)
     x = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(seed))
     index = channel_groups(model, x[:1])
     gen = torch.Generator().manual_seed(seed)
@@ -156,7 +147,7 @@ def test_random_networks_prune_exactly_and_export(
         blocks=[g.blocks for g in index],
         segments=index.segments(),
     )
-    _zero_channels(model, index, plan)
+    zero_channels(model, index, plan)
     with torch.no_grad():
         before = model(x)
         apply_plan(index, plan)
@@ -194,5 +185,5 @@ def test_the_generator_covers_every_construct() -> None:
             seen.add(type(m).__name__)
 
     collect()
-    assert {"grouped", "depthwise", "_Residual", "_Concat", "_SplitShuffle"} <= seen
+    assert {"grouped", "depthwise", "_Residual", "Concat", "_SplitShuffle"} <= seen
     assert {"MaxPool2d", "AvgPool2d", "BatchNorm2d"} <= seen

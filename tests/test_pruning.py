@@ -13,40 +13,13 @@ from compressor.config import PruneConfig
 from compressor.errors import CompressorError
 from compressor.pipeline import prune_loaded
 from compressor.pruning import (
-    Plan,
     apply_plan,
     channel_groups,
     group_scores,
-    param_dict,
     plan_ratio,
     plan_threshold,
 )
-
-
-def _zero_channels(model: torch.nn.Module, index, plan: Plan) -> None:
-    """Zero everything the planned channels produce (filters, biases, norm scales/shifts)."""
-    params = param_dict(model)
-    with torch.no_grad():
-        for gi, chans in plan.remove.items():
-            for s in index.groups[gi].slices:
-                if s.kind not in ("out", "norm", "out_transposed"):
-                    continue
-                pos = s.index[torch.isin(s.channel, torch.as_tensor(chans))]
-                p = params[f"{s.module}.{s.param}"]
-                if s.kind == "out_transposed":
-                    p[:, pos] = 0
-                else:
-                    p[pos] = 0
-
-
-def _randomize_bn(model: torch.nn.Module) -> None:
-    """Give BatchNorm layers non-trivial statistics so that the equality test means something."""
-    gen = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen) * 0.1)
-            m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
-
+from tests.helpers import Concat, randomize_bn, zero_channels
 
 # The structural families that prune correctly today; see docs/pruning.md for the rest.
 FAST = [
@@ -97,12 +70,12 @@ def _check_prunes_exactly(arch: str, size: int) -> None:
     model = build_model(
         arch, num_classes=10, in_channels=in_ch if arch == "smallcnn" else None
     ).eval()
-    _randomize_bn(model)
+    randomize_bn(model)
     x = torch.randn(2, in_ch, size, size, generator=torch.Generator().manual_seed(0))
     index = channel_groups(model, x[:1])
     plan = plan_ratio(group_scores(index, model), 0.3, blocks=[g.blocks for g in index])
     assert index.removed_channels(plan) > 0.2 * index.prunable_channels
-    _zero_channels(model, index, plan)
+    zero_channels(model, index, plan)
     macs = count_macs(model, (in_ch, size, size))
     with torch.no_grad():
         before = model(x)
@@ -117,7 +90,7 @@ def _check_prunes_exactly(arch: str, size: int) -> None:
 def _loaded(arch: str = "resnet18") -> LoadedModel:
     torch.manual_seed(0)
     model = build_model(arch, num_classes=10)
-    _randomize_bn(model)
+    randomize_bn(model)
     return LoadedModel(model, arch, 10, "compressor")
 
 
@@ -385,7 +358,7 @@ def test_grouped_convolutions_prune_balanced_and_export(tmp_path: Path, seed: in
     width = groups * int(torch.randint(2, 5, (1,), generator=gen))
     torch.manual_seed(seed)
     model = _GroupedNet(width, groups, groups2=2).eval()
-    _randomize_bn(model)
+    randomize_bn(model)
     x = torch.randn(2, 3, 12, 12, generator=gen)
     index = channel_groups(model, x[:1])
     assert not index.skipped
@@ -394,7 +367,7 @@ def test_grouped_convolutions_prune_balanced_and_export(tmp_path: Path, seed: in
     ratio = float(torch.empty(1).uniform_(0.2, 0.7, generator=gen))
     plan = plan_ratio(scores, ratio, round_to=index.round_to(1), blocks=[g.blocks for g in index])
     assert plan.remove
-    _zero_channels(model, index, plan)
+    zero_channels(model, index, plan)
     with torch.no_grad():
         before = model(x)
         apply_plan(index, plan)
@@ -436,7 +409,6 @@ def test_a_concatenation_branch_never_loses_its_last_channel() -> None:
     """Found by the property tests (1,000 examples): two 4-channel branches concatenated
     into a depthwise convolution, 75% of the channels removed with random scores; the
     lowest scores all sat in one branch, which emptied it."""
-    from tests.test_property import _Concat
 
     nn = torch.nn
 
@@ -445,7 +417,7 @@ def test_a_concatenation_branch_never_loses_its_last_channel() -> None:
 
     model = nn.Sequential(
         cba(3, 4),
-        _Concat(cba(4, 4), cba(4, 4)),
+        Concat(cba(4, 4), cba(4, 4)),
         nn.MaxPool2d(2),
         cba(8, 8, 8),
         nn.AdaptiveAvgPool2d(1),

@@ -12,6 +12,7 @@ from torch import nn
 from compressor.errors import CompressorError
 from compressor.methods import get_method, list_methods
 from compressor.strength import AutoStrength, StrengthConfig, removed_share
+from tests.helpers import capture_features, flow_net, small_cnn
 
 
 class _Script:
@@ -180,8 +181,9 @@ def test_auto_strength_in_training_holds_accuracy_and_moves_weights() -> None:
     from compressor.checkpoint import load_model
     from compressor.config import DataConfig, TrainConfig
     from compressor.data import load_data
-    from compressor.train import evaluate, fit
-    from tests.test_compress import MODEL
+    from compressor.evaluation import evaluate
+    from compressor.train import fit
+    from tests.helpers import REFERENCE_MODEL as MODEL
 
     loaded = load_model(MODEL)
     data = DataConfig("mnist15k", augment=False, batch_size=256)
@@ -217,10 +219,9 @@ def test_auto_strength_in_training_holds_accuracy_and_moves_weights() -> None:
 def test_scale_multiplies_every_gradient_a_method_adds(name: str) -> None:
     """`--lambda auto` only works if ``scale`` reaches the whole penalty, including the
     gradients a method adds by hand after backward (l2 once missed it)."""
-    from tests.test_methods import _flow_net, _small_cnn, capture_features
 
     def grads(scale: float) -> dict[str, torch.Tensor]:
-        model = _flow_net() if name == "ffr" else _small_cnn()
+        model = flow_net() if name == "ffr" else small_cnn()
         method = get_method(name)
         x = torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
         method.setup(model, example_input=x, train_size=100)
@@ -273,7 +274,6 @@ def test_focused_penalty_moves_only_the_planned_channels(name: str) -> None:
     from compressor.config import DataConfig, TrainConfig
     from compressor.data import load_data
     from compressor.train import fit
-    from tests.test_methods import _small_cnn
 
     data = DataConfig("mnist15k", augment=False, batch_size=64)
     bundle = load_data(data, channels=1)
@@ -282,7 +282,7 @@ def test_focused_penalty_moves_only_the_planned_channels(name: str) -> None:
     config = TrainConfig(epochs=1, lr=0.05, device="cpu", seed=0, weight_decay=0.0)
 
     def run(method_name: str, lam: float) -> tuple[nn.Module, dict[str, torch.Tensor]]:
-        model = _small_cnn()
+        model = small_cnn()
         method = get_method(method_name, {"lam": lam} if method_name != "none" else {})
         x = torch.zeros(1, 1, 28, 28)
         method.setup(model, example_input=x, train_size=64)

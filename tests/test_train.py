@@ -12,9 +12,10 @@ import torch
 from compressor.checkpoint import load_model
 from compressor.config import DataConfig, TrainConfig
 from compressor.data import load_data
+from compressor.evaluation import evaluate
 from compressor.methods.base import Regularizer
 from compressor.pipeline import resume_path, train_model
-from compressor.train import TrainingInterrupted, evaluate, fit
+from compressor.train import TrainingInterrupted, fit
 
 
 def _weights_equal(a: Path, b: Path) -> bool:

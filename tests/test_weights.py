@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from compressor.archs import build_model
 from compressor.cli import cli
 from compressor.weights import hub_file
-from tests.conftest import write_image_folder
+from tests.helpers import write_image_folder
 
 ARCH = "mobilenet_v3_small"
 

@@ -242,7 +242,7 @@ def estimated_loss_increase(
     import torch
     import torch.nn.functional as F
 
-    from compressor.train import split_outputs
+    from compressor.outputs import split_outputs
     from compressor.utils import progress_bar
 
     x, y = calibration
@@ -326,7 +326,7 @@ def loss_increase_scores(
     import torch
     import torch.nn.functional as F
 
-    from compressor.train import split_outputs
+    from compressor.outputs import split_outputs
     from compressor.utils import progress_bar
 
     x, y = calibration
