@@ -6,7 +6,7 @@ that need them, so ``compressor --help`` answers quickly.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
 __all__ = ["CompressorError", "__version__"]
 
 from compressor.errors import CompressorError
+from compressor.version import __version__

@@ -450,3 +450,44 @@ def save_model(loaded: LoadedModel, path: str | Path) -> None:
     check_saveable(loaded)
     payload = model_payload(loaded)
     atomic_write_with(Path(path), lambda f: torch.save(payload, f))
+
+
+def check_runs(model: Any, input_size: tuple[int, int, int], what: str) -> None:
+    """One forward pass at ``input_size``; a size the network cannot take is a user error."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_size))
+    except RuntimeError as e:
+        raise CompressorError(
+            f"{what} cannot run at input {'x'.join(map(str, input_size))}: {str(e).splitlines()[0][:200]}"
+        ) from e
+    finally:
+        model.train(was_training)
+
+
+def model_input_size(
+    loaded: LoadedModel, input_size: tuple[int, ...] | None
+) -> tuple[int, int, int]:
+    """The input size to trace and count MACs at: the option, else recorded, else the arch's."""
+    from compressor.data import complete_size
+
+    channels = loaded.in_channels
+    if input_size is not None:
+        size = complete_size(input_size, channels)
+        if size[0] != channels:
+            raise CompressorError(
+                f"--input-size has {size[0]} channels but the model takes {channels}"
+            )
+        check_runs(loaded.model, size, loaded.arch)
+        return size
+    if loaded.preprocess is not None:
+        return loaded.preprocess.input_size
+    try:
+        size = arch_info(loaded.arch).default_input_size
+    except CompressorError:
+        raise CompressorError("cannot tell the model's input size; give --input-size") from None
+    return (channels, size[1], size[2])

@@ -18,9 +18,9 @@ from typing import Any
 
 import click
 
-from compressor import __version__
+from compressor.config import IMPORTANCES
 from compressor.errors import CompressorError
-from compressor.pruning import IMPORTANCES
+from compressor.version import __version__
 
 EXIT_INTERRUPTED = 130
 # Packages of the `full` extra; the base install (the benchmark runner's needs) lacks them.

@@ -189,6 +189,10 @@ class TrainConfig:
             raise CompressorError(f"--temperature must be positive, got {self.temperature}")
 
 
+# channel importance criteria (each scored in compressor/pruning.py)
+IMPORTANCES = ("l2", "l1", "bn", "folded")
+
+
 @dataclass(frozen=True)
 class PruneConfig:
     """How channels are selected for removal. Exactly one of ``ratio``, ``target_macs`` and
@@ -226,8 +230,6 @@ class PruneConfig:
             raise CompressorError(f"--target-macs must be in (0, 1], got {self.target_macs}")
         if self.threshold is not None and self.threshold < 0:
             raise CompressorError(f"--threshold must be 0 or more, got {self.threshold}")
-        from compressor.pruning import IMPORTANCES  # light: torch is imported lazily there
-
         if self.importance not in IMPORTANCES:
             raise CompressorError(
                 f"unknown importance {self.importance!r}; choose one of: {', '.join(IMPORTANCES)}"

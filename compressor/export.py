@@ -377,7 +377,7 @@ def _weight_bytes(proto: Any) -> int:
 
 def model_metadata(loaded: Any, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The metadata written into exported ONNX files."""
-    from compressor import __version__
+    from compressor.version import __version__
 
     pre = loaded.preprocess
     meta: dict[str, Any] = {

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from compressor.checkpoint import check_runs, model_input_size
 from compressor.config import DataConfig, PruneConfig, TrainConfig, to_dict, write_json
 from compressor.errors import CompressorError
 
@@ -25,23 +26,6 @@ if TYPE_CHECKING:
 
 def _quiet(_msg: str) -> None:
     pass
-
-
-def check_runs(model: Any, input_size: tuple[int, int, int], what: str) -> None:
-    """One forward pass at ``input_size``; a size the network cannot take is a user error."""
-    import torch
-
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, *input_size))
-    except RuntimeError as e:
-        raise CompressorError(
-            f"{what} cannot run at input {'x'.join(map(str, input_size))}: {str(e).splitlines()[0][:200]}"
-        ) from e
-    finally:
-        model.train(was_training)
 
 
 def load_for_data(
@@ -452,31 +436,6 @@ def inspect_model(
         "preprocess": to_dict(loaded.preprocess) if loaded.preprocess else None,
         **summary,
     }
-
-
-def model_input_size(
-    loaded: LoadedModel, input_size: tuple[int, ...] | None
-) -> tuple[int, int, int]:
-    """The input size to trace and count MACs at: the option, else recorded, else the arch's."""
-    from compressor.archs import arch_info
-    from compressor.data import complete_size
-
-    channels = loaded.in_channels
-    if input_size is not None:
-        size = complete_size(input_size, channels)
-        if size[0] != channels:
-            raise CompressorError(
-                f"--input-size has {size[0]} channels but the model takes {channels}"
-            )
-        check_runs(loaded.model, size, loaded.arch)
-        return size
-    if loaded.preprocess is not None:
-        return loaded.preprocess.input_size
-    try:
-        size = arch_info(loaded.arch).default_input_size
-    except CompressorError:
-        raise CompressorError("cannot tell the model's input size; give --input-size") from None
-    return (channels, size[1], size[2])
 
 
 def prune_loaded(

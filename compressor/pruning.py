@@ -23,13 +23,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from compressor.config import IMPORTANCES
 from compressor.errors import CompressorError
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
-
-IMPORTANCES = ("l2", "l1", "bn", "folded")
 
 
 def torch_square(t: torch.Tensor) -> torch.Tensor:

@@ -200,8 +200,7 @@ def torch_latency(
     import torch
 
     from compressor.bench.runner import measure_calls
-    from compressor.checkpoint import load_model
-    from compressor.pipeline import model_input_size
+    from compressor.checkpoint import load_model, model_input_size
 
     loaded = load_model(path)
     size = model_input_size(loaded, None)
@@ -244,8 +243,7 @@ import torch
 import torchvision  # noqa: F401  (the libraries are loaded before the baseline is taken,
 import compressor.archs  # noqa: F401  as the ONNX probe loads onnxruntime first)
 from compressor.bench.runner import rss_growth
-from compressor.checkpoint import load_model
-from compressor.pipeline import model_input_size
+from compressor.checkpoint import load_model, model_input_size
 torch.set_num_threads(int(sys.argv[2]))
 
 def load_and_run():
@@ -264,8 +262,7 @@ def torch_info(path: Path, *, threads: int, batch: int, memory: bool) -> dict[st
     importing torch and torchvision, as the ONNX probe counts from after importing
     onnxruntime)."""
     from compressor.analysis import count_params, dense_macs
-    from compressor.checkpoint import load_model
-    from compressor.pipeline import model_input_size
+    from compressor.checkpoint import load_model, model_input_size
 
     loaded = load_model(path)
     info: dict[str, Any] = {
