@@ -546,7 +546,8 @@ def _share_function(run: _Run, method: Any) -> Callable[[Any], float | None]:
     """The share of the weights' group-norm mass (``weight_norms``) held by the channels
     that the selection would remove now (None without a ratio or MAC target). The
     selection uses the method's cheap scores (no calibration data)."""
-    from compressor.pruning import mac_estimator, plan_ratio, plan_target_macs
+    from compressor.pruning import mac_estimator
+    from compressor.selection import select
     from compressor.strength import removed_share
 
     prune = run.config.prune
@@ -558,34 +559,21 @@ def _share_function(run: _Run, method: Any) -> Callable[[Any], float | None]:
     def share(model: Any) -> float | None:
         index = method.groups
         scores = [s.detach().cpu() for s in method.scores(model, index)]
-        guards: dict[str, Any] = {
-            "max_layer_ratio": prune.max_layer_ratio,
-            "round_to": index.round_to(prune.round_to),
-            "blocks": [g.blocks for g in index],
-            "segments": index.segments(),
-        }
-        normalize = not method.comparable_scores
-        if prune.ratio is not None:
-            plan = plan_ratio(
-                scores, prune.ratio, normalize=normalize, allocation=prune.allocation, **guards
+        if prune.ratio is None and not estimator:
+            # the structure does not change while training: count once
+            estimator.extend(mac_estimator(copy.deepcopy(model).cpu(), index, run.size))
+        try:
+            plan = select(
+                scores,
+                index,
+                prune,
+                comparable=method.comparable_scores,
+                macs=(estimator[0], estimator[1]) if estimator else None,
             )
-        else:
-            if not estimator:  # the structure does not change while training: count once
-                estimator.extend(mac_estimator(copy.deepcopy(model).cpu(), index, run.size))
-            total, estimate = estimator
-            assert prune.target_macs is not None
-            try:
-                plan = plan_target_macs(
-                    scores,
-                    estimate,
-                    total,
-                    prune.target_macs,
-                    normalize=normalize,
-                    allocation=prune.allocation,
-                    **guards,
-                )
-            except CompressorError:
-                return None
+        except CompressorError:
+            if prune.ratio is not None:
+                raise
+            return None
         if focus:
             method.focus_plan = plan.remove
         return removed_share(scores, plan.remove)
@@ -693,8 +681,8 @@ def _prune(run: _Run) -> None:
     from compressor.checkpoint import load_model, save_model
     from compressor.data import sample_batch
     from compressor.methods import get_method
-    from compressor.pipeline import prune_loaded
     from compressor.pruning import channel_groups
+    from compressor.selection import prune_loaded
 
     config, work = run.config, run.work
     t0 = run.start("prune", "prune: score channels and remove them")

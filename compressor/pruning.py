@@ -801,7 +801,7 @@ def mac_estimator(
 
     Each convolution's and linear layer's MACs scale with its kept output and input
     fractions, each normalisation layer's with its kept channels; the rest (pooling, and
-    whatever fvcore counts outside modules) is held constant. ``prune_loaded`` corrects
+    whatever fvcore counts outside modules) is held constant. ``selection.meet_target`` corrects
     what remains of the error by counting the pruned model itself.
     """
     import torch

@@ -16,7 +16,7 @@ LAYERS: list[list[str]] = [
     ["config", "archs"],
     ["data", "pruning"],
     ["methods", "methods.*", "checkpoint", "evaluation"],
-    ["weights", "strength", "export", "train"],
+    ["weights", "strength", "export", "train", "selection"],
     ["pipeline", "bench.compare"],
     ["compress"],
     ["cli", "__main__", "__init__"],

@@ -11,7 +11,6 @@ from compressor.archs import build_model
 from compressor.checkpoint import LoadedModel, load_model, save_model
 from compressor.config import PruneConfig
 from compressor.errors import CompressorError
-from compressor.pipeline import prune_loaded
 from compressor.pruning import (
     apply_plan,
     channel_groups,
@@ -19,6 +18,7 @@ from compressor.pruning import (
     plan_ratio,
     plan_threshold,
 )
+from compressor.selection import prune_loaded
 from tests.helpers import Concat, randomize_bn, zero_channels
 
 # The structural families that prune correctly today; see docs/pruning.md for the rest.
