@@ -645,7 +645,7 @@ def train(arch_or_model: str, console: Console, **kw: Any) -> None:
     """
     from compressor import distributed
     from compressor.config import TrainConfig
-    from compressor.pipeline import train_model
+    from compressor.operations import train_model
 
     output: Path = kw["output"]
     if not kw["resume"]:
@@ -742,7 +742,7 @@ def eval_(model: Path, console: Console, **kw: Any) -> None:
 
     MODEL may be an exported .onnx file: it then runs in onnxruntime (CPU) with the
     preprocessing its metadata records, so the figure is that of the file you ship."""
-    from compressor.pipeline import evaluate_model, evaluate_onnx_file
+    from compressor.operations import evaluate_model, evaluate_onnx_file
 
     if model.suffix.lower() == ".onnx":
         result = evaluate_onnx_file(
@@ -798,7 +798,7 @@ def inspect(model: Path, console: Console, **kw: Any) -> None:
     For a pruned model, each layer's channel count before pruning is shown too.
     """
     from compressor.analysis import human
-    from compressor.pipeline import inspect_model
+    from compressor.operations import inspect_model
 
     result = inspect_model(
         model,
@@ -962,7 +962,7 @@ def prune(model: Path, console: Console, **kw: Any) -> None:
     file that every command reads without flags.
     """
     from compressor.analysis import human
-    from compressor.pipeline import prune_model_file
+    from compressor.operations import prune_model_file
 
     output: Path = kw["output"]
     _check_output(output, kw["force"])
@@ -1256,7 +1256,7 @@ def export_(model: Path, console: Console, **kw: Any) -> None:
     """
     from compressor.config import DataConfig
     from compressor.export import ExportConfig
-    from compressor.pipeline import export_model_file
+    from compressor.operations import export_model_file
 
     output: Path = kw["output"]
     _check_output(output, kw["force"])

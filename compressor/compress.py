@@ -363,7 +363,7 @@ def compress(
     from compressor import distributed
     from compressor.data import default_workers
     from compressor.methods import get_method
-    from compressor.pipeline import load_for_data
+    from compressor.operations import load_for_data
     from compressor.train import TrainingInterrupted
     from compressor.utils import resolve_device
 

@@ -270,12 +270,12 @@ def test_all_missing_options_in_one_message(tmp_path: Path) -> None:
 def test_internal_error_is_one_line_with_the_traceback_saved(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    import compressor.pipeline
+    import compressor.operations
 
     def broken(*_a: object, **_k: object) -> None:
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(compressor.pipeline, "inspect_model", broken)
+    monkeypatch.setattr(compressor.operations, "inspect_model", broken)
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
     monkeypatch.setattr(sys, "argv", ["compressor", "inspect", "lenet5"])
     monkeypatch.delenv("COMPRESSOR_TRACEBACK", raising=False)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from compressor.checkpoint import load_model
-from compressor.pipeline import resume_path
+from compressor.operations import resume_path
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from compressor.config import DataConfig, TrainConfig
-from compressor.pipeline import train_model
+from compressor.operations import train_model
 
 pytestmark = pytest.mark.gpu
 

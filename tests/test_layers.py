@@ -17,7 +17,7 @@ LAYERS: list[list[str]] = [
     ["data", "pruning"],
     ["methods", "methods.*", "checkpoint", "evaluation"],
     ["weights", "strength", "export", "train", "selection"],
-    ["pipeline", "bench.compare"],
+    ["operations", "bench.compare"],
     ["compress"],
     ["cli", "__main__", "__init__"],
 ]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from compressor.config import DataConfig
-from compressor.pipeline import evaluate_model
+from compressor.operations import evaluate_model
 from compressor.utils import md5sum
 
 MODELS = Path(__file__).parent.parent / "models"

@@ -14,7 +14,7 @@ from compressor.config import DataConfig, TrainConfig
 from compressor.data import load_data
 from compressor.evaluation import evaluate
 from compressor.methods.base import Regularizer
-from compressor.pipeline import resume_path, train_model
+from compressor.operations import resume_path, train_model
 from compressor.train import TrainingInterrupted, fit
 
 
