@@ -52,7 +52,7 @@ def export_one(model: Any, exporter: str, size: int, path: Path) -> dict[str, An
     import torch
 
     from compressor.bench.runner import make_session
-    from compressor.export import dynamo_export, torchscript_export
+    from compressor.onnx_export import dynamo_export, torchscript_export
 
     example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     fn = torchscript_export if exporter == "torchscript" else dynamo_export

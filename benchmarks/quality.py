@@ -410,7 +410,7 @@ def tp_row(
     from compressor.checkpoint import load_model, save_model
     from compressor.config import DataConfig, TrainConfig
     from compressor.data import load_data
-    from compressor.train import fit
+    from compressor.training import fit
     from compressor.utils import seed_everything
 
     print(f"# torch-pruning {kind} {reg_epochs}+{ft_epochs} {target}x seed {seed}", flush=True)

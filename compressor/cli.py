@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from compressor.bench.compare import BenchmarkConfig
 from compressor.config import IMPORTANCES
 from compressor.errors import CompressorError
 from compressor.version import __version__
@@ -92,7 +93,7 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except CompressorError as e:
             from compressor.distributed import is_main
-            from compressor.train import TrainingInterrupted
+            from compressor.training import TrainingInterrupted
 
             if is_main() or _verbose(ctx):  # under torchrun every rank fails alike
                 click.echo(f"Error: {_one_line(str(e))}", err=True)
@@ -1103,11 +1104,11 @@ def compress(model: Path, console: Console, **kw: Any) -> None:
     OUTPUT.partial/); after an interrupt, rerun with --resume. Selection: --ratio,
     --target-macs or --threshold, else the method's default (see `compressor methods`).
     """
-    from compressor.compress import CompressConfig
-    from compressor.compress import compress as run_compress
     from compressor.config import PruneConfig, TrainConfig
-    from compressor.export import ExportConfig
     from compressor.methods import method_class
+    from compressor.onnx_export import ExportConfig
+    from compressor.pipeline import CompressConfig
+    from compressor.pipeline import compress as run_compress
 
     if kw["threads"] < 1:
         raise click.BadParameter("must be at least 1", param_hint="--threads")
@@ -1255,7 +1256,7 @@ def export_(model: Path, console: Console, **kw: Any) -> None:
     inputs. If the TorchScript exporter rejects an operator, the dynamo exporter is used.
     """
     from compressor.config import DataConfig
-    from compressor.export import ExportConfig
+    from compressor.onnx_export import ExportConfig
     from compressor.operations import export_model_file
 
     output: Path = kw["output"]
@@ -1334,7 +1335,7 @@ def _int_list(value: str, option: str) -> list[int]:
 @click.option("--batch", default="1", show_default=True, help="Comma-separated batch sizes.")
 @click.option(
     "--provider",
-    default="auto",
+    default=BenchmarkConfig.provider,
     show_default=True,
     help="onnxruntime providers, comma-separated (cpu, cuda); auto: CPU, plus CUDA when present.",
 )
@@ -1343,25 +1344,27 @@ def _int_list(value: str, option: str) -> list[int]:
     type=click.Choice(["edge-1core", "edge-2core", "edge-4core"]),
     help="Pin to N cores, N threads, sequential execution.",
 )
-@click.option("--min-runs", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option(
+    "--min-runs", type=click.IntRange(min=1), default=BenchmarkConfig.min_runs, show_default=True
+)
 @click.option(
     "--min-seconds",
     type=click.FloatRange(min=0.0),
-    default=5.0,
+    default=BenchmarkConfig.min_seconds,
     show_default=True,
     help="Measure at least this long per model and setting.",
 )
 @click.option(
     "--max-seconds",
     type=click.FloatRange(min=0.0),
-    default=20.0,
+    default=BenchmarkConfig.max_seconds,
     show_default=True,
     help="...and past the minimum only until --precision is reached, at most this long.",
 )
 @click.option(
     "--precision",
     type=click.FloatRange(0.0, 1.0, min_open=True),
-    default=0.01,
+    default=BenchmarkConfig.precision,
     show_default=True,
     help="Target relative standard error of each p50 (from per-round medians).",
 )
@@ -1372,7 +1375,7 @@ def _int_list(value: str, option: str) -> list[int]:
 )
 @click.option(
     "--memory/--no-memory",
-    default=True,
+    default=BenchmarkConfig.memory,
     show_default=True,
     help="Peak RSS growth of an isolated process per model.",
 )
@@ -1399,7 +1402,26 @@ def _int_list(value: str, option: str) -> list[int]:
 )
 @output_options
 @with_console
-def benchmark(models: tuple[Path, ...], console: Console, **kw: Any) -> None:
+def benchmark(
+    models: tuple[Path, ...],
+    console: Console,
+    *,
+    threads: str,
+    batch: str,
+    provider: str,
+    profile: str | None,
+    min_runs: int,
+    min_seconds: float,
+    max_seconds: float,
+    precision: float,
+    input_shape: str | None,
+    memory: bool,
+    markdown_path: Path | None,
+    chart_path: Path | None,
+    remote: str | None,
+    port: int | None,
+    emit_runner: Path | None,
+) -> None:
     """Latency (p50/p90/p99/mean), throughput and peak memory of ONNX models, measured
     interleaved so that their ratios hold on a noisy machine; `.pt` models add PyTorch eager
     latency for reference.
@@ -1409,155 +1431,41 @@ def benchmark(models: tuple[Path, ...], console: Console, **kw: Any) -> None:
     """
     from compressor.bench import compare
 
-    if kw["emit_runner"] is not None:
-        target = compare.emit_runner(kw["emit_runner"])
+    if emit_runner is not None:
+        target = compare.emit_runner(emit_runner)
         click.echo(
             f"wrote {target} (run: python3 {target.name} MODEL.onnx --json; needs numpy and onnxruntime)"
         )
         return
     if not models:
         raise click.UsageError("give at least one model (.onnx or .pt)")
-    for m in models:
-        if not m.is_file():
-            raise CompressorError(f"model file {str(m)!r} not found")
-    onnx_models = [m for m in models if m.suffix.lower() != ".pt"]
-    torch_models = [m for m in models if m.suffix.lower() == ".pt"]
-    threads = _int_list(kw["threads"], "--threads")
-    batches = _int_list(kw["batch"], "--batch")
-    args = compare.runner_args(
-        threads=threads,
-        batches=batches,
-        profile=kw["profile"],
-        min_runs=kw["min_runs"],
-        min_seconds=kw["min_seconds"],
-        max_seconds=kw["max_seconds"],
-        precision=kw["precision"],
-        memory=kw["memory"],
-        provider=kw["provider"],
-        input_shape=tuple(_int_list(kw["input_shape"], "--input-shape"))
-        if kw["input_shape"]
-        else None,
+    config = BenchmarkConfig(
+        threads=tuple(_int_list(threads, "--threads")),
+        batches=tuple(_int_list(batch, "--batch")),
+        provider=provider,
+        profile=profile,
+        min_runs=min_runs,
+        min_seconds=min_seconds,
+        max_seconds=max_seconds,
+        precision=precision,
+        input_shape=tuple(_int_list(input_shape, "--input-shape")) if input_shape else None,
+        memory=memory,
+        remote=remote,
+        port=port,
     )
-    if onnx_models:
-        console.info(
-            f"measuring {len(onnx_models)} ONNX model(s) interleaved"
-            + (f" on {kw['remote']}" if kw["remote"] else "")
-        )
-        if kw["remote"]:
-            result = compare.run_remote(kw["remote"], onnx_models, args, port=kw["port"])
-        else:
-            result = compare.run_local(onnx_models, args)
-    else:
-        from compressor.bench.runner import machine
-
-        result = {
-            "machine": machine(),
-            "profile": None,
-            "cores": None,
-            "models": [],
-            "results": [],
-            "warnings": [],
-        }
-    compare.add_onnx_costs(result["models"])
-    eager_threads, cores = threads, None
-    if kw["profile"]:  # the runner pinned its own process; eager runs here, pinned alike
-        from compressor.bench.runner import PROFILES
-
-        eager_threads = [PROFILES[kw["profile"]]["threads"]]
-        cores = result.get("cores")
-    for m in torch_models:
-        console.info(f"measuring {m} in PyTorch eager mode")
-        for t in eager_threads:
-            for b in batches:
-                result["results"].append(
-                    compare.torch_latency(
-                        m,
-                        threads=t,
-                        batch=b,
-                        min_runs=kw["min_runs"],
-                        min_seconds=kw["min_seconds"],
-                        max_seconds=kw["max_seconds"],
-                        precision=kw["precision"],
-                        cores=cores,
-                    )
-                )
-        result["models"].append(
-            compare.torch_info(m, threads=eager_threads[0], batch=batches[0], memory=kw["memory"])
-        )
-    compare.add_mac_cuts(result["models"])
-    if torch_models:
-        from compressor.bench.runner import warnings_for
-
-        eager = [r for r in result["results"] if r.get("runtime") == "pytorch-eager"]
-        result["warnings"] = [*result.get("warnings", []), *warnings_for(eager, kw["precision"])]
-    compare.add_ratios(result["results"])
+    result = compare.benchmark(list(models), config, log=console.info)
     for w in result.get("warnings", []):
         click.echo(f"Warning: {w}", err=True)
-    if kw["markdown_path"]:
+    if markdown_path:
         from compressor.utils import atomic_write_bytes
 
-        atomic_write_bytes(kw["markdown_path"], compare.markdown(result).encode())
-    if kw["chart_path"]:
-        compare.chart(result["results"], kw["chart_path"], result["models"])
+        atomic_write_bytes(markdown_path, compare.markdown(result).encode())
+    if chart_path:
+        compare.chart(result["results"], chart_path, result["models"])
 
     def render() -> None:
-        names = compare.short_names(
-            [i["model"] for i in result["models"]] + [r["model"] for r in result["results"]]
-        )
-        rows = [
-            [
-                names[r["model"]],
-                r.get("runtime", "onnxruntime-cpu"),
-                r["threads"],
-                r["batch"],
-                compare.format_p50(r),
-                f"{r['p90_ms']:.3f}",
-                f"{r['p99_ms']:.3f}",
-                f"{r['cv']:.1%}",
-                f"{r['throughput_ips']:.1f}",
-                compare.format_speedup(r),
-            ]
-            for r in result["results"]
-        ]
-        _print_table(
-            "latency",
-            [
-                "model",
-                "runtime",
-                "threads",
-                "batch",
-                "p50 ms (±95%)",
-                "p90 ms",
-                "p99 ms",
-                "CV",
-                "items/s",
-                "vs first (95%)",
-            ],
-            rows,
-        )
-        mem_rows = [
-            [
-                names[i["model"]],
-                f"{i['file_bytes'] / 1e6:.2f}",
-                f"{i['memory']['peak_growth_mb']:.1f}" if "memory" in i else "-",
-                i.get("params") or "-",
-                i.get("macs") or "-",
-                compare.format_cut(i),
-            ]
-            for i in result["models"]
-        ]
-        _print_table(
-            "models",
-            [
-                "model",
-                "file MB",
-                "peak RSS growth MB",
-                "params (ONNX: BatchNorm folded)",
-                "MACs",
-                "MACs cut vs first",
-            ],
-            mem_rows,
-        )
+        for title, headers, rows in compare.tables(result):
+            _print_table(title, headers, rows)
 
     console.result(result, render)
 

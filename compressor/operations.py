@@ -20,8 +20,8 @@ from compressor.errors import CompressorError
 if TYPE_CHECKING:
     from compressor.checkpoint import LoadedModel
     from compressor.data import DataBundle
-    from compressor.export import ExportConfig
     from compressor.methods import Method
+    from compressor.onnx_export import ExportConfig
 
 
 def _quiet(_msg: str) -> None:
@@ -152,7 +152,7 @@ def train_model(
     from compressor.archs import arch_info
     from compressor.checkpoint import save_model
     from compressor.data import describe
-    from compressor.train import fit, load_train_state
+    from compressor.training import fit, load_train_state
     from compressor.utils import seed_everything
 
     state_path = resume_path(output)
@@ -351,7 +351,7 @@ def evaluate_onnx_file(
     from compressor.config import Preprocess
     from compressor.data import load_data
     from compressor.evaluation import evaluate_onnx
-    from compressor.export import onnx_metadata
+    from compressor.onnx_export import onnx_metadata
 
     if not path.is_file():
         raise CompressorError(f"model file {str(path)!r} not found")
@@ -495,7 +495,7 @@ def export_model_file(
     from compressor.bench.runner import measure
     from compressor.checkpoint import load_model
     from compressor.data import sample_batch
-    from compressor.export import export_model, model_metadata, quantize_int8
+    from compressor.onnx_export import export_model, model_metadata, quantize_int8
 
     if int8 and calib_data is None:
         raise CompressorError("--int8 needs --calib-data")

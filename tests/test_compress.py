@@ -10,12 +10,12 @@ import pytest
 from click.testing import CliRunner
 
 from compressor.cli import cli
-from compressor.compress import CompressConfig, compress, partial_dir
 from compressor.config import DataConfig, PruneConfig, TrainConfig
 from compressor.errors import CompressorError
-from compressor.export import ExportConfig, onnx_metadata
+from compressor.onnx_export import ExportConfig, onnx_metadata
+from compressor.pipeline import CompressConfig, compress, partial_dir
 from compressor.strength import StrengthConfig
-from compressor.train import TrainingInterrupted
+from compressor.training import TrainingInterrupted
 
 MODEL = Path(__file__).parent.parent / "models" / "smallcnn-mnist15k.pt"
 ARGS = [
@@ -203,7 +203,7 @@ def test_resume_with_other_settings_is_refused(tmp_path: Path) -> None:
 def test_failure_after_training_keeps_the_partial_folder_and_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import compressor.compress as cc
+    import compressor.pipeline as cc
 
     def broken(_run: object) -> None:
         raise CompressorError("the exporter broke")
@@ -222,7 +222,7 @@ def test_failure_after_training_keeps_the_partial_folder_and_says_so(
 
 def test_an_untrained_baseline_is_warned_about() -> None:
     """A model near chance makes "within --max-drop of the baseline" meaningless: say so."""
-    from compressor.compress import untrained_warning
+    from compressor.pipeline import untrained_warning
 
     assert untrained_warning(99.0, 10) is None
     assert untrained_warning(19.5, 10) is None  # 10% + a tenth of the way to 100%: 19%

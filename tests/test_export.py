@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from compressor.archs import build_model
 from compressor.cli import cli
 from compressor.errors import CompressorError
-from compressor.export import ExportConfig, export_model, onnx_metadata, run_onnx
+from compressor.onnx_export import ExportConfig, export_model, onnx_metadata, run_onnx
 
 MODELS = Path(__file__).parent.parent / "models"
 
@@ -79,7 +79,7 @@ def test_export_pruned_model(tmp_path: Path) -> None:
 
 
 def test_parity_failure_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import compressor.export as export
+    import compressor.onnx_export as export
 
     model = build_model("smallcnn", num_classes=10, in_channels=1).eval()
     original = export.run_onnx
@@ -141,7 +141,7 @@ def test_export_refuses_existing_and_needs_calib(tmp_path: Path) -> None:
 
 
 def test_subnormal_weights_are_flushed() -> None:
-    from compressor.export import flush_subnormal_weights
+    from compressor.onnx_export import flush_subnormal_weights
 
     model = torch.nn.Linear(4, 2)
     torch.set_flush_denormal(False)  # training turns flushing on for the whole process
@@ -161,9 +161,9 @@ def test_weights_over_the_protobuf_limit_go_to_external_data(
     """A model whose weights would push the file past 2 GB is written as OUTPUT plus
     OUTPUT.data (the threshold is lowered here), checked, verified by onnxruntime, and
     evaluated from the file."""
-    import compressor.export
+    import compressor.onnx_export
 
-    monkeypatch.setattr(compressor.export, "EXTERNAL_DATA_BYTES", 10_000)
+    monkeypatch.setattr(compressor.onnx_export, "EXTERNAL_DATA_BYTES", 10_000)
     model = Path(__file__).resolve().parent.parent / "models" / "smallcnn-mnist15k.pt"
     out = tmp_path / "big.onnx"
     result = CliRunner().invoke(cli, ["export", str(model), "-o", str(out), "--json", "-q"])

@@ -16,9 +16,9 @@ LAYERS: list[list[str]] = [
     ["config", "archs"],
     ["data", "pruning"],
     ["methods", "methods.*", "checkpoint", "evaluation"],
-    ["weights", "strength", "export", "train", "selection"],
+    ["weights", "strength", "onnx_export", "training", "selection"],
     ["operations", "bench.compare"],
-    ["compress"],
+    ["pipeline"],
     ["cli", "__main__", "__init__"],
 ]
 

@@ -182,7 +182,7 @@ def test_auto_strength_in_training_holds_accuracy_and_moves_weights() -> None:
     from compressor.config import DataConfig, TrainConfig
     from compressor.data import load_data
     from compressor.evaluation import evaluate
-    from compressor.train import fit
+    from compressor.training import fit
     from tests.helpers import REFERENCE_MODEL as MODEL
 
     loaded = load_model(MODEL)
@@ -273,7 +273,7 @@ def test_focused_penalty_moves_only_the_planned_channels(name: str) -> None:
     without any penalty does; the planned entries move differently (towards zero)."""
     from compressor.config import DataConfig, TrainConfig
     from compressor.data import load_data
-    from compressor.train import fit
+    from compressor.training import fit
 
     data = DataConfig("mnist15k", augment=False, batch_size=64)
     bundle = load_data(data, channels=1)

@@ -15,7 +15,7 @@ from compressor.data import load_data
 from compressor.evaluation import evaluate
 from compressor.methods.base import Regularizer
 from compressor.operations import resume_path, train_model
-from compressor.train import TrainingInterrupted, fit
+from compressor.training import TrainingInterrupted, fit
 
 
 def _weights_equal(a: Path, b: Path) -> bool:
@@ -221,7 +221,7 @@ def test_regularizer_contract(mnist_root: Path) -> None:
 def test_distillation_loss_blends_labels_and_teacher() -> None:
     import torch.nn.functional as F
 
-    from compressor.train import task_loss
+    from compressor.training import task_loss
 
     torch.manual_seed(0)
     logits, teacher, y = torch.randn(16, 5), torch.randn(16, 5), torch.randint(0, 5, (16,))

@@ -11,6 +11,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,24 @@ def emit_runner(folder: Path) -> Path:
     return target
 
 
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """How `compressor benchmark` measures (its option defaults are these)."""
+
+    threads: tuple[int, ...] = (1,)
+    batches: tuple[int, ...] = (1,)
+    provider: str = "auto"  # onnxruntime providers, comma-separated; auto: CPU (+ CUDA)
+    profile: str | None = None  # edge-1core|edge-2core|edge-4core: pinned cores and threads
+    min_runs: int = 50
+    min_seconds: float = 5.0  # measure at least this long per model and setting
+    max_seconds: float = 20.0  # past the minimum only until `precision`, at most this long
+    precision: float = 0.01  # target relative standard error of each p50
+    input_shape: tuple[int, ...] | None = None  # for ONNX files that leave dimensions open
+    memory: bool = True  # peak RSS growth of an isolated process per model
+    remote: str | None = None  # USER@HOST: run the runner there over SSH
+    port: int | None = None
+
+
 def runner_args(
     *,
     threads: list[int],
@@ -53,9 +73,9 @@ def runner_args(
     min_runs: int,
     min_seconds: float,
     memory: bool,
-    max_seconds: float = 20.0,
-    precision: float = 0.01,
-    provider: str = "auto",
+    max_seconds: float = BenchmarkConfig.max_seconds,
+    precision: float = BenchmarkConfig.precision,
+    provider: str = BenchmarkConfig.provider,
     input_shape: tuple[int, ...] | None = None,
 ) -> list[str]:
     args = [
@@ -453,3 +473,146 @@ def markdown(result: dict[str, Any]) -> str:
     for w in result.get("warnings", []):
         lines.append(f"\nWarning: {w}")
     return "\n".join(lines) + "\n"
+
+
+def benchmark(
+    models: list[Path], config: BenchmarkConfig, log: Callable[[str], None] = lambda _m: None
+) -> dict[str, Any]:
+    """Measure ``models``: ONNX files interleaved by the runner (here, in its own process, or
+    on ``config.remote``), ``.pt`` files in PyTorch eager mode; then costs, MAC cuts,
+    speed-ups against the first model and the noise warnings."""
+    for m in models:
+        if not m.is_file():
+            raise CompressorError(f"model file {str(m)!r} not found")
+    onnx_models = [m for m in models if m.suffix.lower() != ".pt"]
+    torch_models = [m for m in models if m.suffix.lower() == ".pt"]
+    result = _measure_onnx(onnx_models, config, log)
+    add_onnx_costs(result["models"])
+    threads, cores = list(config.threads), None
+    if config.profile:  # the runner pinned its own process; eager runs here, pinned alike
+        from compressor.bench.runner import PROFILES
+
+        threads, cores = [PROFILES[config.profile]["threads"]], result.get("cores")
+    for m in torch_models:
+        log(f"measuring {m} in PyTorch eager mode")
+        for t in threads:
+            for b in config.batches:
+                result["results"].append(
+                    torch_latency(
+                        m,
+                        threads=t,
+                        batch=b,
+                        min_runs=config.min_runs,
+                        min_seconds=config.min_seconds,
+                        max_seconds=config.max_seconds,
+                        precision=config.precision,
+                        cores=cores,
+                    )
+                )
+        result["models"].append(
+            torch_info(m, threads=threads[0], batch=config.batches[0], memory=config.memory)
+        )
+    add_mac_cuts(result["models"])
+    if torch_models:
+        from compressor.bench.runner import warnings_for
+
+        eager = [r for r in result["results"] if r.get("runtime") == "pytorch-eager"]
+        result["warnings"] = [*result.get("warnings", []), *warnings_for(eager, config.precision)]
+    add_ratios(result["results"])
+    return result
+
+
+def _measure_onnx(
+    models: list[Path], config: BenchmarkConfig, log: Callable[[str], None]
+) -> dict[str, Any]:
+    if not models:
+        from compressor.bench.runner import machine
+
+        return {
+            "machine": machine(),
+            "profile": None,
+            "cores": None,
+            "models": [],
+            "results": [],
+            "warnings": [],
+        }
+    args = runner_args(
+        threads=list(config.threads),
+        batches=list(config.batches),
+        profile=config.profile,
+        min_runs=config.min_runs,
+        min_seconds=config.min_seconds,
+        max_seconds=config.max_seconds,
+        precision=config.precision,
+        memory=config.memory,
+        provider=config.provider,
+        input_shape=config.input_shape,
+    )
+    where = f" on {config.remote}" if config.remote else ""
+    log(f"measuring {len(models)} ONNX model(s) interleaved{where}")
+    if config.remote:
+        return run_remote(config.remote, models, args, port=config.port)
+    return run_local(models, args)
+
+
+def tables(result: dict[str, Any]) -> list[tuple[str, list[str], list[list[Any]]]]:
+    """(title, headers, rows) of the console's latency and models tables."""
+    names = short_names(
+        [i["model"] for i in result["models"]] + [r["model"] for r in result["results"]]
+    )
+    latency = [
+        [
+            names[r["model"]],
+            r.get("runtime", "onnxruntime-cpu"),
+            r["threads"],
+            r["batch"],
+            format_p50(r),
+            f"{r['p90_ms']:.3f}",
+            f"{r['p99_ms']:.3f}",
+            f"{r['cv']:.1%}",
+            f"{r['throughput_ips']:.1f}",
+            format_speedup(r),
+        ]
+        for r in result["results"]
+    ]
+    models = [
+        [
+            names[i["model"]],
+            f"{i['file_bytes'] / 1e6:.2f}",
+            f"{i['memory']['peak_growth_mb']:.1f}" if "memory" in i else "-",
+            i.get("params") or "-",
+            i.get("macs") or "-",
+            format_cut(i),
+        ]
+        for i in result["models"]
+    ]
+    return [
+        (
+            "latency",
+            [
+                "model",
+                "runtime",
+                "threads",
+                "batch",
+                "p50 ms (±95%)",
+                "p90 ms",
+                "p99 ms",
+                "CV",
+                "items/s",
+                "vs first (95%)",
+            ],
+            latency,
+        ),
+        (
+            "models",
+            [
+                "model",
+                "file MB",
+                "peak RSS growth MB",
+                "params (ONNX: BatchNorm folded)",
+                "MACs",
+                "MACs cut vs first",
+            ],
+            models,
+        ),
+    ]

@@ -54,7 +54,7 @@ class Regularizer(ABC):
     # Whether ``scores`` are comparable across groups as they are (a loss increase is);
     # otherwise global ranking divides each group's scores by the group mean.
     comparable_scores: ClassVar[bool] = False
-    # ``--focus`` (compressor.compress): the channels (group position -> channels) the
+    # ``--focus`` (compressor.pipeline): the channels (group position -> channels) the
     # target would remove now; while set, ``fit`` keeps the penalty's gradient on their
     # entries only. None: the penalty acts everywhere, as the papers write it.
     focus_plan: dict[int, list[int]] | None = None

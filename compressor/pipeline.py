@@ -23,7 +23,7 @@ from typing import Any
 
 from compressor.config import DataConfig, PruneConfig, TrainConfig, to_dict, write_json
 from compressor.errors import CompressorError
-from compressor.export import ExportConfig
+from compressor.onnx_export import ExportConfig
 from compressor.strength import StrengthConfig
 from compressor.utils import epochs_text as _epochs_text
 
@@ -364,7 +364,7 @@ def compress(
     from compressor.data import default_workers
     from compressor.methods import get_method
     from compressor.operations import load_for_data
-    from compressor.train import TrainingInterrupted
+    from compressor.training import TrainingInterrupted
     from compressor.utils import resolve_device
 
     if outdir.exists() and not force:
@@ -590,7 +590,7 @@ def _regularize(run: _Run) -> None:
     from compressor.distributed import is_main
     from compressor.methods import get_method
     from compressor.strength import AutoStrength, controller_images
-    from compressor.train import fit
+    from compressor.training import fit
     from compressor.utils import seed_everything
 
     config, work = run.config, run.work
@@ -728,7 +728,7 @@ def _finetune(run: _Run) -> None:
     """4. Fine-tune the pruned model."""
     from compressor.checkpoint import load_model, save_model
     from compressor.distributed import is_main
-    from compressor.train import fit
+    from compressor.training import fit
     from compressor.utils import seed_everything
 
     config, work = run.config, run.work
@@ -801,7 +801,7 @@ def _export(run: _Run) -> None:
     """6. Export both models (the baseline's ONNX is the latency reference) and verify."""
     from compressor.checkpoint import load_model
     from compressor.data import sample_batch
-    from compressor.export import export_model, model_metadata
+    from compressor.onnx_export import export_model, model_metadata
 
     config, work = run.config, run.work
     t0 = run.start("export", "export ONNX and verify against PyTorch")
