@@ -19,7 +19,7 @@ from typing import Any
 import click
 
 from compressor.bench.compare import BenchmarkConfig
-from compressor.config import IMPORTANCES
+from compressor.config import FINETUNE_EPOCHS, IMPORTANCES, REGULARIZE_EPOCHS
 from compressor.errors import CompressorError
 from compressor.version import __version__
 
@@ -446,18 +446,7 @@ def with_console(f: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-AUGMENT_FROM_EPOCHS = 10
-TRAIN_LR, TRAIN_LR_ADAMW = 0.05, 1e-3  # `train`'s peak learning rates (also compress's fine-tuning)
-
-
-def _augment(flag: bool | None, epochs: int) -> bool:
-    """--augment/--no-augment, else on for runs of ``AUGMENT_FROM_EPOCHS`` epochs or more:
-    random shifts regularise long runs but cost accuracy in short ones (resnet18 on
-    mnist15k at 32x32, 5 epochs: 98.95% with, 99.30% without)."""
-    return flag if flag is not None else epochs >= AUGMENT_FROM_EPOCHS
-
-
-def _data_config(kw: dict[str, Any], *, augment: bool = True) -> Any:
+def _data_config(kw: dict[str, Any], *, augment: bool | None = None) -> Any:
     from compressor.config import DataConfig
 
     return DataConfig(
@@ -467,7 +456,6 @@ def _data_config(kw: dict[str, Any], *, augment: bool = True) -> Any:
         std=_parse_floats(kw["std"]),
         val_split=kw["val_split"],
         batch_size=kw["batch_size"],
-        eval_batch_size=max(kw["batch_size"], 256),
         workers=kw["workers"],
         augment=augment,
         strict=kw["strict_data"],
@@ -653,15 +641,10 @@ def train(arch_or_model: str, console: Console, **kw: Any) -> None:
         _check_output(output, kw["force"])
     # under torchrun: join the process group; each rank trains on its own device
     kw["device"] = distributed.setup(kw["device"], kw["batch_size"])
-    lr = (
-        kw["lr"]
-        if kw["lr"] is not None
-        else (TRAIN_LR if kw["optimizer"] == "sgd" else TRAIN_LR_ADAMW)
-    )
-    config = TrainConfig(
+    config = TrainConfig.create(
         epochs=kw["epochs"],
         optimizer=kw["optimizer"],
-        lr=lr,
+        lr=kw["lr"],
         momentum=kw["momentum"],
         weight_decay=kw["weight_decay"],
         schedule=kw["schedule"],
@@ -691,7 +674,7 @@ def train(arch_or_model: str, console: Console, **kw: Any) -> None:
         result = train_model(
             arch_or_model,
             method=method,
-            data=_data_config(kw, augment=_augment(kw["augment"], kw["epochs"])),
+            data=_data_config(kw, augment=kw["augment"]).for_epochs(kw["epochs"]),
             train=config,
             output=output,
             arch=kw["arch"],
@@ -1008,14 +991,14 @@ def prune(model: Path, console: Console, **kw: Any) -> None:
 @click.option(
     "--reg-epochs",
     type=int,
-    default=5,
+    default=REGULARIZE_EPOCHS,
     show_default=True,
     help="Epochs of training with the regularizer.",
 )
 @click.option(
     "--ft-epochs",
     type=int,
-    default=3,
+    default=FINETUNE_EPOCHS,
     show_default=True,
     help="Epochs of fine-tuning after pruning.",
 )
@@ -1104,11 +1087,11 @@ def compress(model: Path, console: Console, **kw: Any) -> None:
     OUTPUT.partial/); after an interrupt, rerun with --resume. Selection: --ratio,
     --target-macs or --threshold, else the method's default (see `compressor methods`).
     """
-    from compressor.config import PruneConfig, TrainConfig
-    from compressor.methods import method_class
+    from compressor.config import TrainConfig
     from compressor.onnx_export import ExportConfig
     from compressor.pipeline import CompressConfig
     from compressor.pipeline import compress as run_compress
+    from compressor.selection import method_prune_config
 
     if kw["threads"] < 1:
         raise click.BadParameter("must be at least 1", param_hint="--threads")
@@ -1117,25 +1100,22 @@ def compress(model: Path, console: Console, **kw: Any) -> None:
     output: Path = kw["output"]
     if output.exists() and not output.is_dir():
         raise CompressorError(f"{output} is a file; give a folder")
-    cls = method_class(kw["method"])
-    chosen = {k: kw[k] for k in ("ratio", "target_macs", "threshold") if kw[k] is not None}
-    selection = {**(chosen or {k: v for k, v in cls.selection.items() if k != "relative"})}
-    relative = kw["relative"] if chosen else bool(cls.selection.get("relative", False))
-    prune = PruneConfig(
-        **selection,
-        relative=relative,
+    prune = method_prune_config(
+        kw["method"],
+        ratio=kw["ratio"],
+        target_macs=kw["target_macs"],
+        threshold=kw["threshold"],
+        relative=kw["relative"],
         round_to=kw["round_to"],
         max_layer_ratio=kw["max_layer_ratio"],
         allocation=kw["allocation"],
     )
     # under torchrun: join the process group; both training stages run data-parallel
     kw["device"] = distributed.setup(kw["device"], kw["batch_size"])
-    sgd = kw["optimizer"] == "sgd"
-    lr = kw["lr"] if kw["lr"] is not None else (0.01 if sgd else 1e-4)
-    ft_lr = kw["ft_lr"] if kw["ft_lr"] is not None else (TRAIN_LR if sgd else TRAIN_LR_ADAMW)
 
-    def train_config(epochs: int, lr: float, distill: float = 0.0) -> TrainConfig:
-        return TrainConfig(
+    def train_config(epochs: int, lr: float | None, stage: str, distill: float = 0.0) -> Any:
+        return TrainConfig.create(
+            stage=stage,
             epochs=epochs,
             distill=distill,
             optimizer=kw["optimizer"],
@@ -1159,13 +1139,11 @@ def compress(model: Path, console: Console, **kw: Any) -> None:
         )
         if auto
         else None,
-        data=_data_config(
-            kw, augment=_augment(kw["augment"], max(kw["reg_epochs"], kw["ft_epochs"]))
+        data=_data_config(kw, augment=kw["augment"]).for_epochs(
+            max(kw["reg_epochs"], kw["ft_epochs"])
         ),
-        regularize=train_config(kw["reg_epochs"], lr),
-        # 0.05: resnet18 on mnist15k cut to 1/30 of its MACs, 3 epochs, 3 seeds: 98.20% at
-        # 0.01, 98.52% at 0.05 (benchmarks/results/finetune_lr.md)
-        finetune=train_config(kw["ft_epochs"], ft_lr, kw["distill"]),
+        regularize=train_config(kw["reg_epochs"], kw["lr"], "regularize"),
+        finetune=train_config(kw["ft_epochs"], kw["ft_lr"], "train", kw["distill"]),
         prune=prune,
         export=ExportConfig(opset=kw["opset"], simplify=kw["simplify"], tolerance=kw["tolerance"]),
         latency_threads=kw["threads"],

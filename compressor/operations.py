@@ -155,6 +155,7 @@ def train_model(
     from compressor.training import fit, load_train_state
     from compressor.utils import seed_everything
 
+    data = data.for_epochs(train.epochs)
     state_path = resume_path(output)
     extra = {
         "source": source,

@@ -17,11 +17,19 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from compressor.config import DataConfig, PruneConfig, TrainConfig, to_dict, write_json
+from compressor.config import (
+    FINETUNE_EPOCHS,
+    REGULARIZE_EPOCHS,
+    DataConfig,
+    PruneConfig,
+    TrainConfig,
+    to_dict,
+    write_json,
+)
 from compressor.errors import CompressorError
 from compressor.onnx_export import ExportConfig
 from compressor.strength import StrengthConfig
@@ -30,24 +38,43 @@ from compressor.utils import epochs_text as _epochs_text
 STAGES = ("baseline", "regularize", "prune", "finetune", "evaluate", "export", "latency", "report")
 
 
+def _regularize_default() -> TrainConfig:
+    return TrainConfig.create(stage="regularize", epochs=REGULARIZE_EPOCHS)
+
+
+def _finetune_default() -> TrainConfig:
+    return TrainConfig.create(epochs=FINETUNE_EPOCHS)
+
+
 @dataclass(frozen=True)
 class CompressConfig:
-    """Everything ``compress`` needs besides the model and the output folder."""
+    """Everything ``compress`` needs besides the model and the output folder. The defaults
+    are the CLI's: 5 regularize epochs at lr 0.01 and 3 fine-tuning epochs at `train`'s
+    0.05 (SGD), the method's default selection, ``--lambda auto``. ``data.augment`` left
+    at None is decided by the longer stage (``DataConfig.for_epochs``)."""
 
     method: str
-    method_options: dict[str, Any]
     data: DataConfig
-    regularize: TrainConfig
-    finetune: TrainConfig
-    prune: PruneConfig
-    export: ExportConfig
+    method_options: dict[str, Any] = field(default_factory=dict)
+    regularize: TrainConfig = field(default_factory=_regularize_default)
+    finetune: TrainConfig = field(default_factory=_finetune_default)
+    prune: PruneConfig = None  # type: ignore[assignment]  # None: the method's default selection
+    export: ExportConfig = field(default_factory=ExportConfig)
     # ``--lambda auto``: the regularize stage adapts the penalty's multiplier; None keeps
     # the method's hyperparameters fixed (``--lambda X``)
-    strength: StrengthConfig | None = None
+    strength: StrengthConfig | None = field(default_factory=StrengthConfig)
     latency_threads: int = 1
     # The latency comparison measures at least 1 s and until each p50 is known to 1%
     # (relative standard error), for at most this long.
     latency_seconds: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.prune is None:
+            from compressor.selection import method_prune_config
+
+            object.__setattr__(self, "prune", method_prune_config(self.method))
+        epochs = max(self.regularize.epochs, self.finetune.epochs)
+        object.__setattr__(self, "data", self.data.for_epochs(epochs))
 
 
 def partial_dir(outdir: Path) -> Path:

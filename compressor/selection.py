@@ -21,6 +21,32 @@ if TYPE_CHECKING:
 TARGET_ATTEMPTS = 8
 
 
+def method_prune_config(
+    method: str,
+    *,
+    ratio: float | None = None,
+    target_macs: float | None = None,
+    threshold: float | None = None,
+    relative: bool = False,
+    **options: Any,
+) -> PruneConfig:
+    """The selection asked for (one of ``ratio``, ``target_macs``, ``threshold``), else the
+    method's own default (``Method.selection``: l1l2 and l0sgl select by threshold, the
+    others by a ratio); ``options`` are PruneConfig's other fields."""
+    from compressor.methods import method_class
+
+    default = method_class(method).selection  # an unknown method is refused here
+    chosen: dict[str, Any] = {
+        k: v
+        for k, v in (("ratio", ratio), ("target_macs", target_macs), ("threshold", threshold))
+        if v is not None
+    }
+    if not chosen:
+        chosen = {k: v for k, v in default.items() if k != "relative"}
+        relative = bool(default.get("relative", False))
+    return PruneConfig(**chosen, relative=relative, **options)
+
+
 def guards(index: GroupIndex, config: PruneConfig) -> dict[str, Any]:
     """The limits every plan keeps: the per-layer cap, channel rounding, the groups that
     must keep their shape together, and the network's segments."""

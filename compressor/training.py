@@ -318,6 +318,8 @@ def fit(
     from compressor.data import BatchTransform, default_workers, make_loader
     from compressor.utils import atomic_write_with, progress_bar, resolve_device
 
+    data_config = data_config.for_epochs(config.epochs)
+
     main = distributed.is_main()  # under torchrun, only rank 0 prints and writes
     say = (log or (lambda _msg: None)) if main else (lambda _msg: None)
     progress = progress and main

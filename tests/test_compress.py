@@ -12,9 +12,8 @@ from click.testing import CliRunner
 from compressor.cli import cli
 from compressor.config import DataConfig, PruneConfig, TrainConfig
 from compressor.errors import CompressorError
-from compressor.onnx_export import ExportConfig, onnx_metadata
+from compressor.onnx_export import onnx_metadata
 from compressor.pipeline import CompressConfig, compress, partial_dir
-from compressor.strength import StrengthConfig
 from compressor.training import TrainingInterrupted
 
 MODEL = Path(__file__).parent.parent / "models" / "smallcnn-mnist15k.pt"
@@ -33,18 +32,36 @@ ARGS = [
 
 
 def _config() -> CompressConfig:
-    """What the CLI builds from ARGS (the reference run of the ``run`` fixture)."""
+    """ARGS through the library: the defaults are the CLI's (checked below)."""
     return CompressConfig(
         method="hgs",
-        method_options={},
-        data=DataConfig("mnist15k", augment=False),  # what the CLI picks for 1-epoch stages
-        strength=StrengthConfig(),  # --lambda auto, the CLI's default
-        regularize=TrainConfig(epochs=1, lr=0.01, device="cpu"),  # --lr's default
-        finetune=TrainConfig(epochs=1, lr=0.05, device="cpu"),  # --ft-lr's default
+        data=DataConfig("mnist15k"),
+        regularize=TrainConfig.create(stage="regularize", epochs=1),
+        finetune=TrainConfig.create(epochs=1),
         prune=PruneConfig(target_macs=0.6),
-        export=ExportConfig(),
         latency_seconds=1.0,
     )
+
+
+def test_the_cli_builds_the_librarys_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`compress` on the command line and `compressor.compress` with a CompressConfig of
+    the same choices run the same job: the CLI holds no defaults of its own."""
+    import compressor.pipeline
+
+    seen: list[CompressConfig] = []
+
+    def capture(model: Path, outdir: Path, config: CompressConfig, **_kw: object) -> dict:
+        seen.append(config)
+        raise CompressorError("captured")
+
+    monkeypatch.setattr(compressor.pipeline, "compress", capture)
+    res = CliRunner().invoke(cli, ["compress", str(MODEL), *ARGS, "-o", "unused", "-q"])
+    assert res.exit_code == 1 and "captured" in res.stderr
+    (built,) = seen
+    expected = _config()
+    assert built == CompressConfig(**{**expected.__dict__, "latency_seconds": 10.0})
+    assert built.data.augment is False  # 1-epoch stages: no augmentation
+    assert (built.regularize.lr, built.finetune.lr) == (0.01, 0.05)
 
 
 @pytest.fixture(scope="module")
