@@ -478,10 +478,13 @@ def tp_row(
 # --------------------------------------------------------------------------- speed
 
 
-def speed(work: Path, dense_path: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def speed(
+    work: Path, dense_path: Path, rows: list[dict[str, Any]], reuse: bool = False
+) -> list[dict[str, Any]]:
     """Export every distinct seed-0 architecture at 224x224 and time them all against the
     dense model in one interleaved `compressor benchmark` run. Rows with the same
-    per-layer widths share one file (named after the first; ``same_as`` lists the rest)."""
+    per-layer widths share one file (named after the first; ``same_as`` lists the rest).
+    ``reuse``: the last run's ``speed.json`` when it measured exactly these files."""
     chosen: dict[tuple[int, tuple[int, ...]], list[dict[str, Any]]] = {}
     for r in rows:
         if r["seed"] == 0:
@@ -502,6 +505,11 @@ def speed(work: Path, dense_path: Path, rows: list[dict[str, Any]]) -> list[dict
             )
         files.append(str(onnx_path))
     result = work / "speed.json"
+    if reuse and result.is_file():
+        measured = [m["model"] for m in json.loads(result.read_text())["models"]]
+        if measured == files:
+            print(f"speed: reusing {result} (the same {len(files)} files)", flush=True)
+            return _shared(speed_rows(json.loads(result.read_text())), sharing)
     with result.open("w") as f:
         subprocess.run(
             [
@@ -513,7 +521,10 @@ def speed(work: Path, dense_path: Path, rows: list[dict[str, Any]]) -> list[dict
             stdout=f,
             check=True,
         )
-    out = speed_rows(json.loads(result.read_text()))
+    return _shared(speed_rows(json.loads(result.read_text())), sharing)
+
+
+def _shared(out: list[dict[str, Any]], sharing: dict[str, list[str]]) -> list[dict[str, Any]]:
     for r in out:
         r["same_as"] = sharing.get(r["model"], [])
     return out
@@ -966,7 +977,8 @@ def main() -> None:
     ap.add_argument(
         "--reuse-only",
         action="store_true",
-        help="assemble the files from the runs finished under --work; run nothing new",
+        help="assemble the files from the runs finished under --work; run no training, and "
+        "reuse the last speed step when it measured the same files",
     )
     args = ap.parse_args()
     task = TASKS[args.task]
@@ -999,7 +1011,7 @@ def main() -> None:
     if task.name == "mnist15k" and not args.no_lenet:
         payload["lenet"] = lenet_sweep(args.work, methods)
     if not args.no_speed:
-        payload["speed"] = speed(args.work, model, rows)
+        payload["speed"] = speed(args.work, model, rows, reuse=args.reuse_only)
     payload["seconds"] = time.perf_counter() - args.t0
     write(payload, task)
     print((RESULTS / f"{task.results}.md").read_text())
