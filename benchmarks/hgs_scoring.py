@@ -12,11 +12,10 @@ Writes benchmarks/results/hgs_scoring.{json,md}.
 from __future__ import annotations
 
 import json
-import platform
 import time
 from pathlib import Path
 
-from common import commit_text, provenance
+from common import commit_text, machine, provenance
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -69,19 +68,9 @@ def main() -> None:
                 }
             )
             print(rows[-1], flush=True)
-    cpu = platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import os
-
     payload = {
         "command": "python benchmarks/hgs_scoring.py",
-        "machine": f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}",
+        "machine": f"{machine()}, torch {torch.__version__}",
         **provenance(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "rows": rows,
