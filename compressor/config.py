@@ -281,3 +281,19 @@ class PruneConfig:
             raise CompressorError(
                 f"unknown --allocation {self.allocation!r}; choose one of: global, uniform"
             )
+
+
+def changed_settings(
+    saved: dict[str, Any],
+    now: dict[str, Any],
+    keys: Any = None,
+    defaults: dict[str, Any] | None = None,
+) -> list[str]:
+    """The settings that differ between an interrupted run's record and this run's, both
+    compared as JSON; ``keys`` (default: every key of either, sorted) in their order;
+    ``defaults`` stand in for keys an older record lacks. The one resume check that
+    ``compress``, ``train`` and the training loop share."""
+    now = json.loads(json.dumps(now))
+    names = sorted(set(saved) | set(now)) if keys is None else list(keys)
+    fallback = defaults or {}
+    return [k for k in names if saved.get(k, fallback.get(k)) != now.get(k)]

@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from compressor.checkpoint import check_runs, model_input_size
-from compressor.config import DataConfig, PruneConfig, TrainConfig, to_dict, write_json
+from compressor.config import (
+    DataConfig,
+    PruneConfig,
+    TrainConfig,
+    changed_settings,
+    to_dict,
+    write_json,
+)
 from compressor.errors import CompressorError
 
 if TYPE_CHECKING:
@@ -164,9 +171,8 @@ def train_model(
         "method": _method_summary(method),
     }
     if resume:
-        saved = load_train_state(state_path)["extra"]
-        if saved != json.loads(json.dumps(extra)):
-            changed = [k for k in extra if saved.get(k) != json.loads(json.dumps(extra[k]))]
+        changed = changed_settings(load_train_state(state_path)["extra"], extra, keys=extra)
+        if changed:
             raise CompressorError(
                 f"cannot resume {state_path} with different settings ({', '.join(changed)} changed)"
             )

@@ -27,6 +27,7 @@ from compressor.config import (
     DataConfig,
     PruneConfig,
     TrainConfig,
+    changed_settings,
     to_dict,
     write_json,
 )
@@ -412,13 +413,8 @@ def compress(
     loaded, bundle = load_for_data(model_path, config.data, arch=arch, trust_pickle=trust_pickle)
     _check_outdir(outdir)
     if resume:
-        saved = json.loads((work / "config.json").read_text())
-        if saved != json.loads(json.dumps(resolved)):
-            diff = sorted(
-                k
-                for k in set(saved) | set(resolved)
-                if saved.get(k) != json.loads(json.dumps(resolved)).get(k)
-            )
+        diff = changed_settings(json.loads((work / "config.json").read_text()), resolved)
+        if diff:
             raise CompressorError(
                 f"cannot resume {work} with different settings ({', '.join(diff)})"
             )

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from compressor.config import DataConfig, TrainConfig, to_dict
+from compressor.config import DataConfig, TrainConfig, changed_settings, to_dict
 from compressor.errors import CompressorError
 from compressor.evaluation import evaluate
 from compressor.outputs import split_outputs
@@ -285,6 +285,370 @@ def _calibrate(
         say("--lambda auto: the method has no penalty gradient; nothing to adapt")
 
 
+class _Fit:
+    """One call of ``fit``: what every step needs, set up in the order ``fit`` always used
+    (the seeded random streams depend on it), and the steps: restore, one step, one epoch,
+    end of epoch."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        bundle: DataBundle,
+        config: TrainConfig,
+        data_config: DataConfig,
+        *,
+        regularizer: Regularizer | None,
+        strength: AutoStrength | None,
+        teacher: nn.Module | None,
+        state_path: Path | None,
+        extra_state: dict[str, Any] | None,
+        progress: bool,
+        log: Callable[[str], None] | None,
+    ) -> None:
+        import torch
+
+        from compressor import distributed
+        from compressor.data import BatchTransform, default_workers
+        from compressor.utils import resolve_device
+
+        self.model, self.bundle, self.config = model, bundle, config
+        self.data_config = data_config.for_epochs(config.epochs)
+        self.regularizer, self.strength = regularizer, strength
+        self.state_path, self.extra_state = state_path, extra_state
+        self.main = distributed.is_main()  # under torchrun, only rank 0 prints and writes
+        self.say = (log or (lambda _msg: None)) if self.main else (lambda _msg: None)
+        self.progress = progress and self.main
+        self.parallel = distributed.world() > 1  # the CLI joined torchrun's process group
+        self.device = device = resolve_device(config.device)
+        # Sparsity training leaves many weights tiny; subnormal floats are very slow on x86
+        # CPUs, so flush them to zero.
+        torch.set_flush_denormal(True)
+        self.cuda = cuda = device.type == "cuda"
+        self.n = n = len(bundle.train)
+        self.bs = bs = self.data_config.batch_size
+        self.steps_per_epoch = n // bs if n >= bs else math.ceil(n / bs)
+        if self.steps_per_epoch == 0:
+            raise CompressorError("the training split is empty")
+        workers = self.data_config.workers
+        self.workers = default_workers(bundle) if workers is None else workers
+        model.to(device)
+        if cuda and config.channels_last:
+            model.to(memory_format=torch.channels_last)
+        if self.parallel:  # every rank starts from rank 0's weights
+            distributed.broadcast_model(model)
+        self.optimizer = make_optimizer(model, config)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, _lr_factor(config, self.steps_per_epoch)
+        )
+        bf16 = cuda and torch.cuda.is_bf16_supported()
+        self.amp_dtype = torch.bfloat16 if bf16 else torch.float16
+        self.use_amp = cuda and config.amp
+        fp16 = self.use_amp and self.amp_dtype == torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=fp16)
+        self.transform = BatchTransform(bundle.preprocess, flip=bundle.flip, device=device)
+        self.features: dict[str, torch.Tensor] = {}
+        self.hooks = self._hook_features() if regularizer is not None else []
+        if strength is not None and regularizer is None:
+            raise CompressorError("an automatic strength needs a regularizer")
+        if config.distill > 0 and teacher is None:
+            raise CompressorError("distillation (--distill) needs a teacher model")
+        self.teacher = teacher if config.distill > 0 else None
+        if self.teacher is not None:
+            self.teacher.to(device).eval()
+            if cuda and config.channels_last:
+                self.teacher.to(memory_format=torch.channels_last)
+        self.result = TrainResult()
+        self.start_epoch, self.start_step, self.global_step = 0, 0, 0
+        self.resumed_running: list[float] | None = None
+        self.steps_done = 0
+
+    def _hook_features(self) -> list[Any]:
+        """Set the regularizer up and fill ``features`` with what its penalty reads."""
+        assert self.regularizer is not None
+        example = self.transform(self.bundle.train[0][0].unsqueeze(0))
+        self.regularizer.setup(self.model, example_input=example, train_size=self.n)
+        hooks = []
+        for name, module in self.regularizer.feature_modules(self.model).items():
+
+            def hook(_m: nn.Module, _i: Any, out: Any, name: str = name) -> None:
+                self.features[name] = out
+
+            hooks.append(module.register_forward_hook(hook))
+        for name, module in self.regularizer.feature_inputs(self.model).items():
+
+            def pre_hook(_m: nn.Module, args: Any, name: str = name) -> None:
+                self.features[name] = args[0]
+
+            hooks.append(module.register_forward_pre_hook(pre_hook))
+        return hooks
+
+    def restore(self) -> None:
+        """Continue from ``state_path``: weights, optimizer, schedule, random streams and
+        the interrupted epoch's running figures; refused if a setting changed."""
+        if self.state_path is None:
+            raise CompressorError("resuming needs the path of the resumable state")
+        state = load_train_state(self.state_path)
+        _check_resume_settings(state["train_config"], self.config, self.bs)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        reg = self.regularizer
+        if reg is not None:
+            reg.load_state_dict(state.get("regularizer") or {})
+            if self.strength is not None:
+                self.strength.load_state_dict(state["strength"], reg)
+            plan = state.get("focus_plan")
+            reg.focus_plan = (
+                {int(k): list(v) for k, v in plan.items()} if plan is not None else None
+            )
+        _set_rng_state(state["rng"])
+        self.start_epoch, self.start_step = int(state["epoch"]), int(state["step"])
+        self.resumed_running = state.get("running")
+        self.global_step = self.start_epoch * self.steps_per_epoch + self.start_step
+        self.result.history = [EpochStats(**h) for h in state["history"]]
+        self.result.seconds = float(state["seconds"])
+        self.say(
+            f"resuming at epoch {self.start_epoch + 1}, "
+            f"step {self.start_step}/{self.steps_per_epoch}"
+        )
+
+    def save_state(self, epoch: int, step: int, running: list[float] | None = None) -> None:
+        import torch
+
+        from compressor.utils import atomic_write_with
+
+        if self.state_path is None or not self.main:
+            return
+        reg, strength = self.regularizer, self.strength
+        payload = {
+            "format": STATE_FORMAT,
+            "epoch": epoch,
+            "step": step,
+            # an interrupted epoch's running loss, penalty, correct and seen, so that the
+            # resumed epoch's figures cover all its steps
+            "running": running,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "regularizer": reg.state_dict() if reg is not None else {},
+            "strength": strength.state_dict() if strength is not None else None,
+            "focus_plan": reg.focus_plan if reg is not None else None,
+            "rng": _rng_state(),
+            "train_config": {**to_dict(self.config), "batch_size": self.bs},
+            "history": [asdict(h) for h in self.result.history],
+            "seconds": self.result.seconds,
+            "extra": self.extra_state or {},
+        }
+        atomic_write_with(self.state_path, lambda f: torch.save(payload, f))
+
+    def step(self, x: Any, y: Any, epoch: int, step: int) -> tuple[Any, Any, Any, Any]:
+        """One optimizer step on a batch; returns (loss, scaled penalty or None, logits, y)."""
+        import torch
+
+        from compressor import distributed
+
+        config, reg, model = self.config, self.regularizer, self.model
+        torch.manual_seed(mix_seed(config.seed, epoch, step, 2))
+        aug = (
+            torch.Generator().manual_seed(mix_seed(config.seed, epoch, step, 1))
+            if self.data_config.augment
+            else None
+        )
+        inputs = self.transform(x, aug)
+        if self.cuda and config.channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        y = y.to(self.device, non_blocking=True)
+        self.features.clear()
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
+            logits, aux = split_outputs(model(inputs))
+            taught = None
+            if self.teacher is not None:
+                with torch.no_grad():
+                    taught = split_outputs(self.teacher(inputs))[0]
+            loss = task_loss(logits, aux, y, config, taught)
+            pen = reg.penalty(model, self.features) if reg is not None else None
+            if pen is not None and reg is not None:
+                pen = reg.scale * pen
+            total = loss if pen is None else loss + pen
+        if not torch.isfinite(total):
+            raise CompressorError(
+                f"loss became {float(total)} at epoch {epoch + 1} step {step}; lower --lr"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        focus = reg.focus_masks(model) if reg is not None else None
+        loss_grads = None
+        if focus is not None and pen is not None:
+            loss_grads = _backward_apart(self.scaler, model, loss, pen, focus)
+        else:
+            self.scaler.scale(total).backward()
+        if self.parallel:  # the global batch's gradient, as one process would have
+            distributed.average_gradients(model, loss_grads.values() if loss_grads else ())
+        if reg is not None:
+            self.scaler.unscale_(self.optimizer)
+            reg.after_backward(model)
+            if focus is not None and loss_grads is not None:
+                _keep_focused(model, loss_grads, focus, self.scaler)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        if self.parallel:  # running statistics came from this rank's shard
+            distributed.average_buffers(model)
+        if reg is not None:
+            reg.after_step(model, epoch=epoch, step=step)
+        self.global_step += 1
+        self.steps_done += 1
+        if self.strength is not None and reg is not None:
+            self.strength.after_step(
+                model, reg, step=self.global_step, steps_per_epoch=self.steps_per_epoch
+            )
+        return loss, pen, logits, y
+
+    def epoch(self, epoch: int, should_stop: Callable[[], bool]) -> bool:
+        """Train one epoch (from the resumed step), then end it; True when the stage ends
+        early. An interrupt inside the epoch saves the state and raises."""
+        import torch
+
+        from compressor import distributed
+        from compressor.data import make_loader
+        from compressor.utils import progress_bar
+
+        config, bs, spe = self.config, self.bs, self.steps_per_epoch
+        t0 = time.perf_counter()
+        order = torch.randperm(
+            self.n, generator=torch.Generator().manual_seed(mix_seed(config.seed, epoch))
+        )
+        batches = [order[i * bs : (i + 1) * bs].tolist() for i in range(spe)]
+        batches = distributed.shard(batches, bs)  # this rank's part of each batch
+        first = self.start_step if epoch == self.start_epoch else 0
+        loader = make_loader(
+            self.bundle.train, batches[first:], workers=self.workers, pin_memory=self.cuda
+        )
+        self.model.train()
+        if self.regularizer is not None:
+            self.regularizer.start_epoch(self.model, epoch=epoch)
+        sums = [0.0, 0.0, 0, 0]  # loss, penalty, correct, seen
+        # (under torchrun the saved figures are every rank's: rank 0 carries them)
+        resumed = self.resumed_running
+        if epoch == self.start_epoch and first > 0 and resumed and self.main:
+            sums = [resumed[0], resumed[1], int(resumed[2]), int(resumed[3])]
+        bar: Any = progress_bar(
+            total=spe,
+            initial=first,
+            desc=f"epoch {epoch + 1}/{config.epochs}",
+            enabled=self.progress,
+            leave=False,
+            unit="step",
+        )
+        for step, (x, y) in enumerate(loader, start=first):
+            loss, pen, logits, y = self.step(x, y, epoch, step)
+            sums[0] += float(loss.detach()) * len(y)
+            sums[1] += float(pen.detach()) * len(y) if pen is not None else 0.0
+            sums[2] += int((logits.argmax(1) == y).sum())
+            sums[3] += len(y)
+            bar.update(1)
+            if step % config.log_every == 0 or step == spe - 1:
+                elapsed = time.perf_counter() - t0
+                bar.set_postfix(
+                    loss=f"{sums[0] / sums[3]:.4f}",
+                    acc=f"{100 * sums[2] / sums[3]:.1f}",
+                    img_s=f"{sums[3] / max(elapsed, 1e-9):.0f}",
+                )
+            if should_stop() and step + 1 < spe:
+                bar.close()
+                self._interrupt(epoch, step, sums, t0)
+        bar.close()
+        return self.end_of_epoch(epoch, t0, time.perf_counter() - t0, sums)
+
+    def _interrupt(self, epoch: int, step: int, sums: list[Any], t0: float) -> None:
+        from compressor import distributed
+
+        self.result.seconds += time.perf_counter() - t0
+        running = distributed.sum_over_ranks(sums) if self.parallel else sums
+        self.save_state(epoch, step + 1, running)
+        raise TrainingInterrupted(
+            f"interrupted at epoch {epoch + 1}, step {step + 1}/{self.steps_per_epoch}; "
+            + (
+                f"resumable state saved to {self.state_path}"
+                if self.state_path
+                else "no state saved"
+            )
+        )
+
+    def end_of_epoch(self, epoch: int, t0: float, train_seconds: float, sums: list[Any]) -> bool:
+        """Validation, the epoch's figures, the controller's verdict and the saved state;
+        True when the stage ends early (early prune)."""
+        from compressor import distributed
+
+        if self.parallel:  # the epoch's figures over every rank's shard
+            totals = distributed.sum_over_ranks(sums)
+            sums = [totals[0], totals[1], int(totals[2]), int(totals[3])]
+        loss_sum, pen_sum, correct, seen = sums
+        metrics = evaluate(
+            self.model,
+            self.bundle.val,
+            self.bundle.preprocess,
+            device=self.device,
+            batch_size=self.data_config.eval_batch_size,
+            workers=self.workers,
+            progress=self.progress,
+        )
+        elapsed = time.perf_counter() - t0
+        self.result.seconds += elapsed
+        reg, config = self.regularizer, self.config
+        stats = EpochStats(
+            epoch=epoch + 1,
+            lr=float(self.optimizer.param_groups[0]["lr"]),
+            train_loss=loss_sum / max(seen, 1),
+            train_penalty=pen_sum / max(seen, 1),
+            train_top1=100.0 * correct / max(seen, 1),
+            val_loss=metrics["loss"],
+            val_top1=metrics["top1"],
+            val_top5=metrics["top5"],
+            seconds=elapsed,
+            images_per_s=seen / max(train_seconds, 1e-9),
+            strength=reg.scale if reg is not None else None,
+        )
+        self.result.history.append(stats)
+        top5 = f" top5 {stats.val_top5:.2f}%" if stats.val_top5 is not None else ""
+        pen_text = f" penalty {stats.train_penalty:.4g}" if reg is not None else ""
+        self.say(
+            f"epoch {epoch + 1}/{config.epochs}: loss {stats.train_loss:.4f}{pen_text} "
+            f"train {stats.train_top1:.2f}% val top1 {stats.val_top1:.2f}%{top5} "
+            f"({stats.images_per_s:.0f} img/s, {elapsed:.1f}s)"
+        )
+        strength = self.strength
+        ended = strength is not None and strength.end_of_epoch(
+            self.model, done=epoch + 1, total=config.epochs
+        )
+        self.save_state(epoch + 1, 0)
+        if ended:
+            assert strength is not None and strength.projected is not None
+            share = strength.epoch_shares[-1] or 0.0
+            self.say(
+                f"early prune after epoch {epoch + 1}/{config.epochs}: the channels to "
+                f"remove hold {100 * share:.1f}% of the mass and would still hold "
+                f"{100 * strength.projected:.1f}% at the stage's end; its "
+                f"{epochs_text(config.epochs - epoch - 1, 'other')} go to fine-tuning"
+            )
+        return bool(ended)
+
+
+def _check_resume_settings(saved: dict[str, Any], config: TrainConfig, batch_size: int) -> None:
+    diff = changed_settings(
+        saved,
+        {**to_dict(config), "batch_size": batch_size},
+        keys=(*_RESUME_KEYS, "batch_size"),
+        defaults=to_dict(TrainConfig()),  # keys a state from an older version lacks
+    )
+    if diff:
+        raise CompressorError(
+            "cannot resume with different settings: "
+            + ", ".join(f"{k} was {saved.get(k)!r}" for k in diff)
+        )
+
+
 def fit(
     model: nn.Module,
     bundle: DataBundle,
@@ -312,139 +676,28 @@ def fit(
     after that many optimizer steps (for tests). Returns the per-epoch history.
     Raises ``TrainingInterrupted`` after an interrupt, ``CompressorError`` for bad state.
     """
-    import torch
-
     from compressor import distributed
-    from compressor.data import BatchTransform, default_workers, make_loader
-    from compressor.utils import atomic_write_with, progress_bar, resolve_device
 
-    data_config = data_config.for_epochs(config.epochs)
-
-    main = distributed.is_main()  # under torchrun, only rank 0 prints and writes
-    say = (log or (lambda _msg: None)) if main else (lambda _msg: None)
-    progress = progress and main
-    parallel = distributed.world() > 1  # the CLI joined torchrun's process group
-    device = resolve_device(config.device)
-    # Sparsity training leaves many weights tiny; subnormal floats are very slow on x86
-    # CPUs, so flush them to zero.
-    torch.set_flush_denormal(True)
-    cuda = device.type == "cuda"
-    n = len(bundle.train)
-    bs = data_config.batch_size
-    drop_last = n >= bs
-    steps_per_epoch = n // bs if drop_last else math.ceil(n / bs)
-    if steps_per_epoch == 0:
-        raise CompressorError("the training split is empty")
-    workers = default_workers(bundle) if data_config.workers is None else data_config.workers
-
-    model.to(device)
-    if cuda and config.channels_last:
-        model.to(memory_format=torch.channels_last)
-    if parallel:  # every rank starts from rank 0's weights
-        distributed.broadcast_model(model)
-    optimizer = make_optimizer(model, config)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(config, steps_per_epoch))
-    amp_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
-    use_amp = cuda and config.amp
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-    transform = BatchTransform(bundle.preprocess, flip=bundle.flip, device=device)
-
-    features: dict[str, torch.Tensor] = {}
-    hooks = []
-    if regularizer is not None:
-        example = transform(bundle.train[0][0].unsqueeze(0))
-        regularizer.setup(model, example_input=example, train_size=n)
-        for name, module in regularizer.feature_modules(model).items():
-
-            def hook(_m: nn.Module, _i: Any, out: Any, name: str = name) -> None:
-                features[name] = out
-
-            hooks.append(module.register_forward_hook(hook))
-        for name, module in regularizer.feature_inputs(model).items():
-
-            def pre_hook(_m: nn.Module, args: Any, name: str = name) -> None:
-                features[name] = args[0]
-
-            hooks.append(module.register_forward_pre_hook(pre_hook))
-    if strength is not None and regularizer is None:
-        raise CompressorError("an automatic strength needs a regularizer")
-    if config.distill > 0 and teacher is None:
-        raise CompressorError("distillation (--distill) needs a teacher model")
-    if config.distill <= 0:
-        teacher = None
-    if teacher is not None:
-        teacher.to(device).eval()
-        if cuda and config.channels_last:
-            teacher.to(memory_format=torch.channels_last)
-
-    result = TrainResult()
-    start_epoch, start_step, global_step = 0, 0, 0
-    resumed_running: list[float] | None = None
+    run = _Fit(
+        model,
+        bundle,
+        config,
+        data_config,
+        regularizer=regularizer,
+        strength=strength,
+        teacher=teacher,
+        state_path=state_path,
+        extra_state=extra_state,
+        progress=progress,
+        log=log,
+    )
     if resume:
-        if state_path is None:
-            raise CompressorError("resuming needs the path of the resumable state")
-        state = load_train_state(state_path)
-        saved_cfg = state["train_config"]
-        defaults = TrainConfig()  # keys a state from an older version lacks
-        diff = [
-            k for k in _RESUME_KEYS if saved_cfg.get(k, getattr(defaults, k)) != getattr(config, k)
-        ]
-        if saved_cfg.get("batch_size") != bs:
-            diff.append("batch_size")
-        if diff:
-            raise CompressorError(
-                "cannot resume with different settings: "
-                + ", ".join(f"{k} was {saved_cfg.get(k)!r}" for k in diff)
-            )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        if regularizer is not None:
-            regularizer.load_state_dict(state.get("regularizer") or {})
-            if strength is not None:
-                strength.load_state_dict(state["strength"], regularizer)
-            plan = state.get("focus_plan")
-            regularizer.focus_plan = (
-                {int(k): list(v) for k, v in plan.items()} if plan is not None else None
-            )
-        _set_rng_state(state["rng"])
-        start_epoch, start_step = int(state["epoch"]), int(state["step"])
-        resumed_running = state.get("running")
-        global_step = start_epoch * steps_per_epoch + start_step
-        result.history = [EpochStats(**h) for h in state["history"]]
-        result.seconds = float(state["seconds"])
-        say(f"resuming at epoch {start_epoch + 1}, step {start_step}/{steps_per_epoch}")
+        run.restore()
     elif strength is not None and regularizer is not None:
-        _calibrate(strength, model, regularizer, bundle, transform, features, config, say)
-
-    def save_state(epoch: int, step: int, running: list[float] | None = None) -> None:
-        if state_path is None or not main:
-            return
-        payload = {
-            "format": STATE_FORMAT,
-            "epoch": epoch,
-            "step": step,
-            # an interrupted epoch's running loss, penalty, correct and seen, so that the
-            # resumed epoch's figures cover all its steps
-            "running": running,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
-            "regularizer": regularizer.state_dict() if regularizer is not None else {},
-            "strength": strength.state_dict() if strength is not None else None,
-            "focus_plan": regularizer.focus_plan if regularizer is not None else None,
-            "rng": _rng_state(),
-            "train_config": {**to_dict(config), "batch_size": bs},
-            "history": [asdict(h) for h in result.history],
-            "seconds": result.seconds,
-            "extra": extra_state or {},
-        }
-        atomic_write_with(state_path, lambda f: torch.save(payload, f))
-
+        _calibrate(
+            strength, model, regularizer, bundle, run.transform, run.features, config, run.say
+        )
     stop = _StopFlag()
-    steps_done = 0
     saved_note = (
         f"resume with --resume (state in {state_path})"
         if state_path
@@ -453,194 +706,29 @@ def fit(
 
     def should_stop() -> bool:
         stopping = stop.signal is not None or (
-            stop_after_steps is not None and steps_done >= stop_after_steps
+            stop_after_steps is not None and run.steps_done >= stop_after_steps
         )
         # every rank stops at the same step, or the others would wait for it forever
-        return distributed.any_rank(stopping) if parallel else stopping
+        return distributed.any_rank(stopping) if run.parallel else stopping
 
     synced: Any = contextlib.nullcontext(0)
-    if config.sync_bn and parallel:
+    if config.sync_bn and run.parallel:
         from compressor import syncbn
 
         synced = syncbn.synced(model)
     try:
         with stop.installed(), synced as n_synced:
-            if config.sync_bn and parallel:
-                say(f"BatchNorm over the global batch: {n_synced} layers synchronised")
-            for epoch in range(start_epoch, config.epochs):
+            if config.sync_bn and run.parallel:
+                run.say(f"BatchNorm over the global batch: {n_synced} layers synchronised")
+            for epoch in range(run.start_epoch, config.epochs):
                 if strength is not None and strength.stopped_after is not None:
                     break  # resumed after the stage ended early (rule 4 of strength)
-                t0 = time.perf_counter()
-                order = torch.randperm(
-                    n, generator=torch.Generator().manual_seed(mix_seed(config.seed, epoch))
-                )
-                batches = [order[i * bs : (i + 1) * bs].tolist() for i in range(steps_per_epoch)]
-                batches = distributed.shard(batches, bs)  # this rank's part of each batch
-                first = start_step if epoch == start_epoch else 0
-                loader = make_loader(
-                    bundle.train, batches[first:], workers=workers, pin_memory=cuda
-                )
-                model.train()
-                if regularizer is not None:
-                    regularizer.start_epoch(model, epoch=epoch)
-                loss_sum = pen_sum = 0.0
-                correct = seen = 0
-                # (under torchrun the saved figures are every rank's: rank 0 carries them)
-                if epoch == start_epoch and first > 0 and resumed_running and main:
-                    loss_sum, pen_sum = resumed_running[0], resumed_running[1]
-                    correct, seen = int(resumed_running[2]), int(resumed_running[3])
-                bar: Any = progress_bar(
-                    total=steps_per_epoch,
-                    initial=first,
-                    desc=f"epoch {epoch + 1}/{config.epochs}",
-                    enabled=progress,
-                    leave=False,
-                    unit="step",
-                )
-                for step, (x, y) in enumerate(loader, start=first):
-                    torch.manual_seed(mix_seed(config.seed, epoch, step, 2))
-                    aug = (
-                        torch.Generator().manual_seed(mix_seed(config.seed, epoch, step, 1))
-                        if data_config.augment
-                        else None
-                    )
-                    inputs = transform(x, aug)
-                    if cuda and config.channels_last:
-                        inputs = inputs.contiguous(memory_format=torch.channels_last)
-                    y = y.to(device, non_blocking=True)
-                    features.clear()
-                    with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                        logits, aux = split_outputs(model(inputs))
-                        taught = None
-                        if teacher is not None:
-                            with torch.no_grad():
-                                taught = split_outputs(teacher(inputs))[0]
-                        loss = task_loss(logits, aux, y, config, taught)
-                        pen = (
-                            regularizer.penalty(model, features)
-                            if regularizer is not None
-                            else None
-                        )
-                        if pen is not None and regularizer is not None:
-                            pen = regularizer.scale * pen
-                        total = loss if pen is None else loss + pen
-                    if not torch.isfinite(total):
-                        raise CompressorError(
-                            f"loss became {float(total)} at epoch {epoch + 1} step {step}; lower --lr"
-                        )
-                    optimizer.zero_grad(set_to_none=True)
-                    focus = regularizer.focus_masks(model) if regularizer is not None else None
-                    if focus is not None and pen is not None:
-                        loss_grads = _backward_apart(scaler, model, loss, pen, focus)
-                    else:
-                        scaler.scale(total).backward()
-                    if parallel:  # the global batch's gradient, as one process would have
-                        distributed.average_gradients(
-                            model,
-                            loss_grads.values() if focus is not None and pen is not None else (),
-                        )
-                    if regularizer is not None:
-                        scaler.unscale_(optimizer)
-                        regularizer.after_backward(model)
-                        if focus is not None and pen is not None:
-                            _keep_focused(model, loss_grads, focus, scaler)
-                    scaler.step(optimizer)
-                    scaler.update()
-                    scheduler.step()
-                    if parallel:  # running statistics came from this rank's shard
-                        distributed.average_buffers(model)
-                    if regularizer is not None:
-                        regularizer.after_step(model, epoch=epoch, step=step)
-                    global_step += 1
-                    steps_done += 1
-                    if strength is not None and regularizer is not None:
-                        strength.after_step(
-                            model, regularizer, step=global_step, steps_per_epoch=steps_per_epoch
-                        )
-
-                    loss_sum += float(loss.detach()) * len(y)
-                    pen_sum += float(pen.detach()) * len(y) if pen is not None else 0.0
-                    correct += int((logits.argmax(1) == y).sum())
-                    seen += len(y)
-                    bar.update(1)
-                    if step % config.log_every == 0 or step == steps_per_epoch - 1:
-                        elapsed = time.perf_counter() - t0
-                        bar.set_postfix(
-                            loss=f"{loss_sum / seen:.4f}",
-                            acc=f"{100 * correct / seen:.1f}",
-                            img_s=f"{seen / max(elapsed, 1e-9):.0f}",
-                        )
-                    if should_stop() and step + 1 < steps_per_epoch:
-                        bar.close()
-                        result.seconds += time.perf_counter() - t0
-                        running = [loss_sum, pen_sum, correct, seen]
-                        if parallel:
-                            running = distributed.sum_over_ranks(running)
-                        save_state(epoch, step + 1, running)
-                        raise TrainingInterrupted(
-                            f"interrupted at epoch {epoch + 1}, step {step + 1}/{steps_per_epoch}; "
-                            + (
-                                f"resumable state saved to {state_path}"
-                                if state_path
-                                else "no state saved"
-                            )
-                        )
-                bar.close()
-                train_seconds = time.perf_counter() - t0
-                if parallel:  # the epoch's figures over every rank's shard
-                    totals = distributed.sum_over_ranks([loss_sum, pen_sum, correct, seen])
-                    loss_sum, pen_sum = totals[0], totals[1]
-                    correct, seen = int(totals[2]), int(totals[3])
-                metrics = evaluate(
-                    model,
-                    bundle.val,
-                    bundle.preprocess,
-                    device=device,
-                    batch_size=data_config.eval_batch_size,
-                    workers=workers,
-                    progress=progress,
-                )
-                elapsed = time.perf_counter() - t0
-                result.seconds += elapsed
-                stats = EpochStats(
-                    epoch=epoch + 1,
-                    lr=float(optimizer.param_groups[0]["lr"]),
-                    train_loss=loss_sum / max(seen, 1),
-                    train_penalty=pen_sum / max(seen, 1),
-                    train_top1=100.0 * correct / max(seen, 1),
-                    val_loss=metrics["loss"],
-                    val_top1=metrics["top1"],
-                    val_top5=metrics["top5"],
-                    seconds=elapsed,
-                    images_per_s=seen / max(train_seconds, 1e-9),
-                    strength=regularizer.scale if regularizer is not None else None,
-                )
-                result.history.append(stats)
-                top5 = f" top5 {stats.val_top5:.2f}%" if stats.val_top5 is not None else ""
-                pen_text = f" penalty {stats.train_penalty:.4g}" if regularizer is not None else ""
-                say(
-                    f"epoch {epoch + 1}/{config.epochs}: loss {stats.train_loss:.4f}{pen_text} "
-                    f"train {stats.train_top1:.2f}% val top1 {stats.val_top1:.2f}%{top5} "
-                    f"({stats.images_per_s:.0f} img/s, {elapsed:.1f}s)"
-                )
-                ended = strength is not None and strength.end_of_epoch(
-                    model, done=epoch + 1, total=config.epochs
-                )
-                save_state(epoch + 1, 0)
-                if ended:
-                    assert strength is not None and strength.projected is not None
-                    share = strength.epoch_shares[-1] or 0.0
-                    say(
-                        f"early prune after epoch {epoch + 1}/{config.epochs}: the channels to "
-                        f"remove hold {100 * share:.1f}% of the mass and would still hold "
-                        f"{100 * strength.projected:.1f}% at the stage's end; its "
-                        f"{epochs_text(config.epochs - epoch - 1, 'other')} go to fine-tuning"
-                    )
+                if run.epoch(epoch, should_stop):
                     break
                 if should_stop() and epoch + 1 < config.epochs:
                     raise TrainingInterrupted(f"interrupted after epoch {epoch + 1}; {saved_note}")
     finally:
-        for h in hooks:
+        for h in run.hooks:
             h.remove()
     model.eval()
-    return result
+    return run.result

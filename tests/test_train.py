@@ -49,7 +49,7 @@ def test_lenet5_reaches_97_percent_on_mnist15k(tmp_path: Path) -> None:
     out = tmp_path / "lenet5.pt"
     summary = train_model(
         "lenet5",
-        data=DataConfig("mnist15k"),
+        data=DataConfig("mnist15k", augment=True),
         train=TrainConfig(epochs=2, lr=0.05, device="cpu"),
         output=out,
         progress=False,
@@ -66,7 +66,7 @@ def _small_run(tmp_path: Path, name: str, **kwargs) -> tuple[Path, dict]:
     out = tmp_path / f"{name}.pt"
     summary = train_model(
         "smallcnn",
-        data=DataConfig("mnist15k", batch_size=256),
+        data=DataConfig("mnist15k", batch_size=256, augment=True),
         train=TrainConfig(epochs=2, lr=0.05, device="cpu", seed=3),
         output=out,
         progress=False,
@@ -109,7 +109,7 @@ def test_resume_refuses_changed_settings(tmp_path: Path) -> None:
     with pytest.raises(Exception, match=r"different settings: lr was 0\.05"):
         train_model(
             "smallcnn",
-            data=DataConfig("mnist15k", batch_size=256),
+            data=DataConfig("mnist15k", batch_size=256, augment=True),
             train=TrainConfig(epochs=2, lr=0.1, device="cpu", seed=3),
             output=tmp_path / "run.pt",
             resume=True,
@@ -139,7 +139,7 @@ def test_sigint_saves_state_and_resume_matches(
         "3",
         "--device",
         "cpu",
-        "--augment",  # the reference run augments (DataConfig's default); 2 epochs would not
+        "--augment",  # the reference run augments (augment=True); 2 epochs would not
         "-o",
         str(out),
     ]
@@ -206,10 +206,9 @@ def test_regularizer_contract(mnist_root: Path) -> None:
     bundle = load_data(DataConfig(str(mnist_root)))
     model = build_model("smallcnn", num_classes=10)
     reg = _FeaturePenalty()
-    data = DataConfig(str(mnist_root), batch_size=20)
-    result = fit(
-        model, bundle, TrainConfig(epochs=2, device="cpu"), data, regularizer=reg, progress=False
-    )
+    data = DataConfig(str(mnist_root), batch_size=20, augment=True)
+    config = TrainConfig(epochs=2, lr=0.01, device="cpu")
+    result = fit(model, bundle, config, data, regularizer=reg, progress=False)
     steps = 2 * (54 // 20)
     assert reg.calls == {"setup": 1, "after_backward": steps, "after_step": steps}
     assert reg.grad_seen

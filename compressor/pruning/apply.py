@@ -1,0 +1,29 @@
+"""Physical removal of a plan's channels through torch-pruning."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from compressor.errors import CompressorError
+from compressor.pruning.groups import GroupIndex
+from compressor.pruning.plan import Plan
+
+if TYPE_CHECKING:
+    pass
+
+
+def apply_plan(index: GroupIndex, plan: Plan) -> None:
+    """Physically remove the planned channels (modules are modified in place)."""
+    graph = index.graph
+    for gi, idxs in sorted(plan.remove.items()):
+        if not idxs:
+            continue
+        tp_group = index.tp_groups[gi]
+        root = tp_group[0].dep.target.module
+        handler = tp_group[0].dep.handler
+        group = graph.get_pruning_group(root, handler, index.groups[gi].model_channels(idxs))
+        if not graph.check_pruning_group(group):
+            raise CompressorError(
+                f"removing {len(idxs)} channels of {index.groups[gi].root} would empty a layer"
+            )
+        group.prune()
