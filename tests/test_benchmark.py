@@ -270,6 +270,7 @@ def test_emit_runner(tmp_path: Path) -> None:
     assert (tmp_path / "device" / "compressor_bench.py").read_text() == RUNNER.read_text()
 
 
+@pytest.mark.e2e
 def test_remote_over_loopback_ssh(onnx_pair: tuple[Path, Path], tmp_path: Path) -> None:
     sshd = shutil.which("sshd") or ("/usr/sbin/sshd" if os.path.exists("/usr/sbin/sshd") else None)
     if sshd is None or shutil.which("ssh") is None or os.geteuid() != 0:

@@ -202,6 +202,7 @@ def test_methods_json() -> None:
     assert hgs["defaults"]["lam"] == 1e-3 and hgs["defaults"]["lam2"] == 0.5
 
 
+@pytest.mark.e2e
 def test_train_with_method_and_options(tmp_path: Path) -> None:
     cfg = tmp_path / "hgs.toml"
     cfg.write_text("lam2 = 0.25\nlam = 0.5\n")

@@ -72,6 +72,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     return out, json.loads(res.stdout)
 
 
+@pytest.mark.e2e
 def test_outputs_and_report(run: tuple[Path, dict]) -> None:
     out, report = run
     for name in (
@@ -132,6 +133,7 @@ def test_outputs_and_report(run: tuple[Path, dict]) -> None:
     assert onnx_metadata(out / "model.onnx")["method"] == "hgs"
 
 
+@pytest.mark.e2e
 def test_report_shows_the_automatic_strength(run: tuple[Path, dict]) -> None:
     """--lambda auto is the default: every check is in the report, and the plot shows it."""
     out, report = run
@@ -149,6 +151,7 @@ def test_report_shows_the_automatic_strength(run: tuple[Path, dict]) -> None:
     assert report["pruning"]["score_seconds"] >= 0
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("early", [True, False])
 def test_early_prune_hands_the_regularize_epochs_to_fine_tuning(
     tmp_path: Path, early: bool
@@ -170,6 +173,7 @@ def test_early_prune_hands_the_regularize_epochs_to_fine_tuning(
     assert ("Early prune" in (tmp_path / "o" / "report.md").read_text()) is early
 
 
+@pytest.mark.e2e
 def test_a_fixed_lambda_keeps_its_strength(tmp_path: Path) -> None:
     config = _config()
     config = CompressConfig(
@@ -180,6 +184,7 @@ def test_a_fixed_lambda_keeps_its_strength(tmp_path: Path) -> None:
     assert report["history"]["regularize"][-1]["strength"] == 1.0
 
 
+@pytest.mark.e2e
 def test_existing_outdir_is_refused(run: tuple[Path, dict]) -> None:
     out, _ = run
     before = (out / "report.json").read_bytes()
@@ -188,6 +193,7 @@ def test_existing_outdir_is_refused(run: tuple[Path, dict]) -> None:
     assert (out / "report.json").read_bytes() == before
 
 
+@pytest.mark.e2e
 def test_resume_reproduces_the_uninterrupted_figures(
     tmp_path: Path, run: tuple[Path, dict]
 ) -> None:
@@ -205,6 +211,7 @@ def test_resume_reproduces_the_uninterrupted_figures(
     assert report["pruning"]["removed_channels"] == reference["pruning"]["removed_channels"]
 
 
+@pytest.mark.e2e
 def test_resume_with_other_settings_is_refused(tmp_path: Path) -> None:
     out = tmp_path / "out"
     with pytest.raises(TrainingInterrupted):
@@ -217,6 +224,7 @@ def test_resume_with_other_settings_is_refused(tmp_path: Path) -> None:
         compress(MODEL, out, other, progress=False, resume=True)
 
 
+@pytest.mark.e2e
 def test_failure_after_training_keeps_the_partial_folder_and_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -237,6 +245,7 @@ def test_failure_after_training_keeps_the_partial_folder_and_says_so(
     assert out.is_dir() and report["onnx"]
 
 
+@pytest.mark.e2e
 def test_an_untrained_baseline_is_warned_about() -> None:
     """A model near chance makes "within --max-drop of the baseline" meaningless: say so."""
     from compressor.pipeline import untrained_warning

@@ -48,6 +48,7 @@ def _max_weight_gap(a: Path, b: Path) -> float:
     return max(float((sa[k].float() - sb[k].float()).abs().max()) for k in sa)
 
 
+@pytest.mark.e2e
 def test_two_processes_take_the_steps_of_one(tmp_path: Path, mnist_root: Path) -> None:
     """LeNet-5 has no BatchNorm: averaging the shards' gradients is the global batch's
     gradient, so two processes end where one does (up to float summation order)."""
@@ -69,6 +70,7 @@ def test_two_processes_take_the_steps_of_one(tmp_path: Path, mnist_root: Path) -
     assert last["one.pt"] == last["two.pt"]
 
 
+@pytest.mark.e2e
 def test_two_processes_match_one_in_accuracy_with_batchnorm(tmp_path: Path) -> None:
     """smallcnn normalises each shard with its own statistics (without --sync-bn):
     not the same steps, the same accuracy within noise (mnist15k: 1,300 val images held
@@ -81,6 +83,7 @@ def test_two_processes_match_one_in_accuracy_with_batchnorm(tmp_path: Path) -> N
     assert abs(top1["one.pt"] - top1["two.pt"]) <= 1.0, top1
 
 
+@pytest.mark.e2e
 def test_sync_bn_takes_the_steps_of_one_process_with_batchnorm(
     tmp_path: Path, mnist_root: Path
 ) -> None:
@@ -106,6 +109,7 @@ def test_sync_bn_takes_the_steps_of_one_process_with_batchnorm(
     assert "BatchNorm2d" in kinds and not any(k.startswith("Synced") for k in kinds), kinds
 
 
+@pytest.mark.e2e
 def test_interrupted_torchrun_resumes_to_the_same_weights(tmp_path: Path) -> None:
     args = ["lenet5", "--epochs", "2", "--batch-size", "256", "--lr", "0.05"]
     _run(_train(tmp_path / "whole.pt", "mnist15k", *args, procs=2))
@@ -130,6 +134,7 @@ def test_interrupted_torchrun_resumes_to_the_same_weights(tmp_path: Path) -> Non
     assert _max_weight_gap(out, tmp_path / "whole.pt") == 0.0
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("method", ["l1", "l0sgl", "hgs"])
 def test_compress_under_torchrun_trains_both_stages_data_parallel(
     tmp_path: Path, mnist_root: Path, method: str
@@ -163,6 +168,7 @@ def test_compress_under_torchrun_trains_both_stages_data_parallel(
     assert reports[1]["onnx"]["top1_agreement"] == 100.0
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("procs", [2])
 def test_batch_that_does_not_split_is_one_line(
     tmp_path: Path, mnist_root: Path, procs: int

@@ -49,6 +49,7 @@ def test_export_lenet_with_metadata_and_parity(tmp_path: Path) -> None:
         assert run_onnx(out, torch.randn(batch, 1, 28, 28).numpy()).shape == (batch, 10)
 
 
+@pytest.mark.e2e
 def test_dynamo_fallback_for_adaptive_pooling(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = build_model("vgg11_bn", num_classes=10).eval()

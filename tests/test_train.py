@@ -80,12 +80,14 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]
     return _small_run(tmp_path_factory.mktemp("ref"), "ref")
 
 
+@pytest.mark.e2e
 def test_seeded_runs_are_identical(tmp_path: Path, uninterrupted: tuple[Path, dict]) -> None:
     out, summary = _small_run(tmp_path, "again")
     assert _weights_equal(out, uninterrupted[0])
     assert summary["history"][-1]["val_top1"] == uninterrupted[1]["history"][-1]["val_top1"]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("stop_after", [17, 50])  # mid-epoch 1, and exactly at the epoch boundary
 def test_interrupt_and_resume_gives_identical_weights(
     tmp_path: Path, uninterrupted: tuple[Path, dict], stop_after: int
@@ -117,6 +119,7 @@ def test_resume_refuses_changed_settings(tmp_path: Path) -> None:
         )
 
 
+@pytest.mark.e2e
 def test_sigint_saves_state_and_resume_matches(
     tmp_path: Path, uninterrupted: tuple[Path, dict]
 ) -> None:
