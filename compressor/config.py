@@ -226,7 +226,7 @@ class TrainConfig:
             raise CompressorError(f"--temperature must be positive, got {self.temperature}")
 
 
-# channel importance criteria (each scored in compressor/pruning.py)
+# channel importance criteria (each scored in compressor/pruning/scores.py)
 IMPORTANCES = ("l2", "l1", "bn", "folded")
 
 
