@@ -223,6 +223,8 @@ def dense(work: Path, task: Task = TASKS["mnist15k"]) -> Path:
 VARIANTS = {
     "r1": ["--round-to", "1"],  # channel counts unrounded, as Torch-Pruning's
     "uniform": ["--allocation", "uniform"],  # the same fraction of every layer, as its default
+    # fine-tuning at the dense recipe's lr (0.01) instead of `train`'s default 0.05
+    "ftlr01": ["--ft-lr", "0.01"],
 }
 
 
