@@ -392,7 +392,6 @@ def compress(
     from compressor.data import default_workers
     from compressor.methods import get_method
     from compressor.operations import load_for_data
-    from compressor.training import TrainingInterrupted
     from compressor.utils import resolve_device
 
     if outdir.exists() and not force:
@@ -412,19 +411,7 @@ def compress(
     # everything a user can get wrong is checked before anything is written
     loaded, bundle = load_for_data(model_path, config.data, arch=arch, trust_pickle=trust_pickle)
     _check_outdir(outdir)
-    if resume:
-        diff = changed_settings(json.loads((work / "config.json").read_text()), resolved)
-        if diff:
-            raise CompressorError(
-                f"cannot resume {work} with different settings ({', '.join(diff)})"
-            )
-    elif main:
-        if work.exists():
-            shutil.rmtree(work)
-        work.mkdir(parents=True)
-        write_json(work / "config.json", resolved)
-    distributed.barrier()
-
+    _open_work(work, resolved, resume=resume, main=main)
     stages: dict[str, float] = (
         json.loads((work / "stages.json").read_text()) if (work / "stages.json").is_file() else {}
     )
@@ -448,6 +435,38 @@ def compress(
     from compressor.data import describe
 
     log(f"data: {_data_line(describe(bundle))}")
+    report = _run_stages(run, main)
+    if main:
+        _finish(run)
+    return report
+
+
+def _open_work(work: Path, resolved: dict[str, Any], *, resume: bool, main: bool) -> None:
+    """A resumed run must have the settings it started with; a new one starts an empty
+    ``work`` folder holding them (rank 0 writes, every rank waits for it)."""
+    from compressor import distributed
+
+    if resume:
+        diff = changed_settings(json.loads((work / "config.json").read_text()), resolved)
+        if diff:
+            raise CompressorError(
+                f"cannot resume {work} with different settings ({', '.join(diff)})"
+            )
+    elif main:
+        if work.exists():
+            shutil.rmtree(work)
+        work.mkdir(parents=True)
+        write_json(work / "config.json", resolved)
+    distributed.barrier()
+
+
+def _run_stages(run: _Run, main: bool) -> dict[str, Any]:
+    """Every stage not finished yet, then the report ({} on the other ranks). A failure
+    after a stage finished keeps ``work`` for ``--resume`` and says so."""
+    from compressor import distributed
+    from compressor.training import TrainingInterrupted
+
+    work = run.work
     try:
         for name, stage_fn in _STAGE_FUNCTIONS.items():
             if not main and name not in _PARALLEL:
@@ -459,7 +478,7 @@ def compress(
                 stage_fn(run)
             if distributed.active() and name in ("baseline", "regularize", "prune"):
                 distributed.barrier()
-        report = _report(run)
+        return _report(run)
     except TrainingInterrupted:  # its message says how to resume
         raise
     except BaseException as e:
@@ -473,8 +492,6 @@ def compress(
                 f"{e} ({work} keeps the finished stages: fix the cause and rerun with --resume)"
             ) from e
         raise
-    _finish(run)
-    return report
 
 
 def _check_outdir(outdir: Path) -> None:

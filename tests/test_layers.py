@@ -21,7 +21,8 @@ LAYERS: list[list[str]] = [
     ["weights", "strength", "onnx_export", "training", "selection"],
     ["operations", "bench.compare"],
     ["pipeline"],
-    ["cli", "__main__", "__init__"],
+    ["cli.app", "cli.options"],
+    ["cli", "cli.*", "__main__", "__init__"],
 ]
 
 

@@ -1,0 +1,54 @@
+"""`compressor check-data`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from compressor.cli.app import cli
+from compressor.cli.options import Console, output_options, with_console
+
+
+@cli.command("check-data")
+@click.argument("data", metavar="DIR")
+@click.option("--val-split", type=float, default=0.1, show_default=True)
+@click.option(
+    "--workers", type=int, default=None, help="Threads decoding files [default: up to 8]."
+)
+@output_options
+@with_console
+def check_data(data: str, console: Console, **kw: Any) -> None:
+    """Decode every image file of DIR (an ImageFolder) and list those that cannot be read.
+
+    `train`, `eval` and `compress` run the same check when they open an ImageFolder and skip
+    what it finds (or stop, with --strict-data). Exits with status 1 if any file is bad.
+    """
+    import time
+
+    from compressor.data import find_unreadable, list_image_files
+
+    t0 = time.perf_counter()
+    files = list_image_files(data, kw["val_split"])
+    bad = find_unreadable(files, kw["workers"])
+    seconds = time.perf_counter() - t0
+    payload = {
+        "data": data,
+        "files": len(files),
+        "unreadable": [{"path": p, "reason": why} for p, why in bad],
+        "seconds": seconds,
+    }
+
+    def render() -> None:
+        for p, why in bad:
+            click.echo(f"{p}: {why}")
+        click.echo(
+            f"{len(files)} image files checked in {seconds:.1f}s "
+            f"({len(files) / max(seconds, 1e-9):.0f}/s): "
+            + (f"{len(bad)} cannot be read" if bad else "all readable"),
+            err=bool(bad),
+        )
+
+    console.result(payload, render)
+    if bad:
+        raise click.exceptions.Exit(1)

@@ -1,0 +1,430 @@
+"""What the commands share: option groups, parsing, the console, output-file checks and the
+table printer."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+
+from compressor.errors import CompressorError
+
+
+def parse_size(value: str | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        parts = tuple(int(p) for p in value.lower().replace(",", "x").split("x"))
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not a size; use S, HxW or CxHxW (e.g. 32, 3x32x32)"
+        ) from None
+    if not 1 <= len(parts) <= 3 or min(parts) < 1:
+        raise click.BadParameter(f"{value!r} is not a size; use S, HxW or CxHxW (e.g. 32, 3x32x32)")
+    if len(parts) == 3 and parts[0] not in (1, 3):
+        raise click.BadParameter(f"{value!r}: the channel count must be 1 or 3")
+    return parts
+
+
+def parse_floats(value: str | None) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    try:
+        return tuple(float(p) for p in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of numbers") from None
+
+
+def output_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("-v", "--verbose", is_flag=True, help="More detail on stderr.")(f)
+    f = click.option(
+        "-q", "--quiet", is_flag=True, help="No progress bars or messages, only results."
+    )(f)
+    f = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")(f)
+    return f
+
+
+def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option(
+        "--trust-pickle",
+        is_flag=True,
+        help="Allow a file that needs code to load (a pickled nn.Module). Only for files you trust.",
+    )(f)
+    f = click.option(
+        "--arch",
+        metavar="NAME",
+        help="Architecture of a bare state_dict: any torchvision classifier name, or lenet5 / smallcnn.",
+    )(f)
+    return f
+
+
+def data_options(required: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def wrap(f: Callable[..., Any]) -> Callable[..., Any]:
+        options = [
+            click.option(
+                "--data",
+                required=required,
+                metavar="DIR|mnist15k",
+                help="ImageFolder (train/ and val/, or one folder split by --val-split), CIFAR or MNIST root, or mnist15k.",
+            ),
+            click.option(
+                "--input-size",
+                metavar="S|HxW|CxHxW",
+                help="Model input size (default: recorded with the model, else the data's).",
+            ),
+            click.option(
+                "--mean",
+                metavar="M[,M,M]",
+                help="Normalisation mean in [0,1] per channel (with --std).",
+            ),
+            click.option(
+                "--std", metavar="S[,S,S]", help="Normalisation std per channel (with --mean)."
+            ),
+            click.option(
+                "--val-split",
+                type=float,
+                default=0.1,
+                show_default=True,
+                help="Held-out fraction for a single-folder ImageFolder.",
+            ),
+            click.option("--batch-size", type=int, default=128, show_default=True),
+            click.option(
+                "--workers",
+                type=int,
+                default=None,
+                help="Data-loading processes (default: 0 for in-memory data, else up to 8).",
+            ),
+            click.option(
+                "--strict-data",
+                is_flag=True,
+                help="Fail on image files that cannot be decoded (default: skip them with a "
+                "warning; the report counts them).",
+            ),
+        ]
+        for opt in reversed(options):
+            f = opt(f)
+        return f
+
+    return wrap
+
+
+def runtime_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option(
+        "--seed",
+        type=int,
+        default=0,
+        show_default=True,
+        help="Random seed (runs are deterministic on CPU).",
+    )(f)
+    f = click.option(
+        "--device",
+        default="auto",
+        show_default=True,
+        help="auto, cpu, cuda or cuda:N.",
+    )(f)
+    return f
+
+
+def method_options(required: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def wrap(f: Callable[..., Any]) -> Callable[..., Any]:
+        options = [
+            click.option(
+                "--method",
+                required=required,
+                metavar="NAME",
+                help="Structured-sparsity method (see `compressor methods`).",
+            ),
+            click.option(
+                "--lambda",
+                "lam",
+                metavar="auto|X",
+                default=None,
+                help="The method's strength: `auto` (compress's default) sets and adapts it "
+                "during training to hold validation accuracy within --max-drop of the "
+                "baseline; a number fixes the method's `lam`.",
+            ),
+            click.option(
+                "--set",
+                "method_set",
+                multiple=True,
+                metavar="KEY=VALUE",
+                help="A method option, e.g. --set lam2=0.5 (repeatable).",
+            ),
+            click.option(
+                "--method-config",
+                type=click.Path(path_type=Path),
+                help="JSON or TOML file of method options.",
+            ),
+        ]
+        for opt in reversed(options):
+            f = opt(f)
+        return f
+
+    return wrap
+
+
+def collect_method_options(kw: dict[str, Any]) -> dict[str, Any]:
+    """Options from --method-config, then --set, then --lambda (later ones win)."""
+    options: dict[str, Any] = {}
+    path = kw.get("method_config")
+    if path is not None:
+        from compressor.config import read_options_file
+
+        options.update(read_options_file(path))
+    for item in kw.get("method_set") or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--set")
+        options[key.strip()] = value.strip()
+    lam = kw.get("lam")
+    if lam is not None and str(lam).lower() != "auto":
+        try:
+            options["lam"] = float(lam)
+        except ValueError:
+            raise click.BadParameter(
+                f"{lam!r} is neither `auto` nor a number", param_hint="--lambda"
+            ) from None
+    return options
+
+
+def auto_strength(kw: dict[str, Any], options: dict[str, Any]) -> bool:
+    """Whether the strength is automatic: unless a number was given (``--lambda X``, or
+    ``lam`` through --set or --method-config)."""
+    return "lam" not in options and "lambda" not in options
+
+
+sync_bn_option = click.option(
+    "--sync-bn",
+    is_flag=True,
+    help="Under torchrun: BatchNorm statistics over the global batch, not each "
+    "process's shard (any device; no effect in one process).",
+)
+
+
+def onnx_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """ONNX export settings shared by `export` and `compress`."""
+    options = [
+        click.option("--opset", type=int, default=17, show_default=True),
+        click.option(
+            "--simplify/--no-simplify",
+            default=True,
+            show_default=True,
+            help="Simplify the graph with onnxslim when it removes nodes (not for weights over 1.9 GB).",
+        ),
+        click.option(
+            "--tolerance",
+            type=float,
+            default=1e-4,
+            show_default=True,
+            help="ONNX parity tolerance: max abs difference relative to the output scale.",
+        ),
+    ]
+    for opt in reversed(options):
+        f = opt(f)
+    return f
+
+
+class Console:
+    """Where a command writes: results to stdout, messages and progress to stderr."""
+
+    def __init__(self, *, quiet: bool, verbose: bool, as_json: bool, main: bool = True) -> None:
+        # under torchrun only rank 0 (``main``) says anything
+        self.quiet = quiet or not main
+        self.verbose = verbose
+        self.as_json = as_json
+        self.main = main
+
+    @property
+    def progress(self) -> bool:
+        return not self.quiet
+
+    def info(self, msg: str) -> None:
+        if not self.quiet:
+            click.echo(msg, err=True)
+
+    def debug(self, msg: str) -> None:
+        if self.verbose and not self.quiet:
+            click.echo(msg, err=True)
+
+    def result(self, payload: dict[str, Any], render: Callable[[], None]) -> None:
+        if not self.main:
+            return
+        if self.as_json:
+            click.echo(json.dumps(payload, indent=2))
+        else:
+            render()
+
+
+def with_console(f: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(f)
+    def wrapper(*args: Any, quiet: bool, verbose: bool, as_json: bool, **kwargs: Any) -> Any:
+        import warnings
+
+        shown = warnings.showwarning
+
+        def show(message: Any, category: type[Warning], *rest: Any, **kw: Any) -> None:
+            if category.__name__ == "UnreadableImages":  # ours: one line, not a source line
+                click.echo(f"Warning: {message}", err=True)
+            else:
+                shown(message, category, *rest, **kw)
+
+        with warnings.catch_warnings():
+            warnings.showwarning = show
+            from compressor.distributed import is_main
+
+            console = Console(quiet=quiet, verbose=verbose, as_json=as_json, main=is_main())
+            return f(*args, console=console, **kwargs)
+
+    return wrapper
+
+
+def data_config(kw: dict[str, Any], *, augment: bool | None = None) -> Any:
+    from compressor.config import DataConfig
+
+    return DataConfig(
+        data=kw["data"],
+        input_size=parse_size(kw["input_size"]),
+        mean=parse_floats(kw["mean"]),
+        std=parse_floats(kw["std"]),
+        val_split=kw["val_split"],
+        batch_size=kw["batch_size"],
+        workers=kw["workers"],
+        augment=augment,
+        strict=kw["strict_data"],
+    )
+
+
+def check_output(path: Path, force: bool) -> None:
+    if path.is_dir():
+        raise CompressorError(f"{path} is a directory; give a file name")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise CompressorError(f"cannot write {path}: {parent} is a file")
+            if not os.access(parent, os.W_OK):
+                raise CompressorError(f"cannot write {path}: {parent} is not writable")
+            break
+    if path.exists() and not force:
+        raise CompressorError(f"{path} exists; pass --force to overwrite it")
+
+
+@contextlib.contextmanager
+def output_dir(path: Path) -> Iterator[None]:
+    """Create ``path``'s missing parent folders; remove them again if the command fails."""
+    created = []
+    parent = path.parent
+    while not parent.exists():
+        created.append(parent)
+        parent = parent.parent
+    for d in reversed(created):
+        d.mkdir(exist_ok=True)  # under torchrun every rank gets here
+    try:
+        yield
+    except BaseException:
+        for d in created:
+            if d.exists() and not any(d.iterdir()):
+                d.rmdir()
+        raise
+
+
+def _numeric(value: Any) -> bool:
+    """A figure (right-aligned in tables): a number, or text such as ``1.2x``, ``3.4 ms``,
+    ``12%``, ``1.2M`` or ``-``."""
+    if isinstance(value, int | float):
+        return True
+    return bool(re.fullmatch(r"[-+]?[\d.,]+\s*(x|%|ms|MB|[kMG])?( \(.*\))?|-", str(value).strip()))
+
+
+def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    from rich.console import Console as RichConsole
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for i, c in enumerate(columns):
+        numeric = all(_numeric(r[i]) for r in rows if i < len(r))
+        table.add_column(c, justify="right" if i and numeric else "left", overflow="fold")
+    for r in rows:
+        table.add_row(*[str(v) for v in r])
+    RichConsole(width=120).print(table)
+
+
+def prune_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option(
+            "--ratio",
+            type=float,
+            help="Remove this fraction of all prunable channels (global ranking).",
+        ),
+        click.option(
+            "--target-macs",
+            type=float,
+            help="Remove channels until MACs <= this fraction of the original (e.g. 0.5).",
+        ),
+        click.option(
+            "--threshold", type=float, help="Remove channels whose score is below this value."
+        ),
+        click.option(
+            "--relative",
+            is_flag=True,
+            help="With --threshold: compare with each group's largest score.",
+        ),
+        click.option(
+            "--round-to",
+            type=int,
+            default=8,
+            show_default=True,
+            help="Keep channel counts at multiples of N (8 measured fastest in onnxruntime on CPU).",
+        ),
+        click.option(
+            "--max-layer-ratio",
+            type=float,
+            default=0.9,
+            show_default=True,
+            help="Never remove more than this fraction of a layer's channels.",
+        ),
+        click.option(
+            "--allocation",
+            type=click.Choice(["global", "uniform"]),
+            default="global",
+            show_default=True,
+            help="How many channels each layer loses with --ratio/--target-macs: ranked "
+            "across the whole model (global), or the same fraction of every layer (uniform).",
+        ),
+    ]
+    for opt in reversed(options):
+        f = opt(f)
+    return f
+
+
+def prune_config(kw: dict[str, Any], importance: str = "l2") -> Any:
+    from compressor.config import PruneConfig
+
+    return PruneConfig(
+        ratio=kw["ratio"],
+        target_macs=kw["target_macs"],
+        threshold=kw["threshold"],
+        relative=kw["relative"],
+        importance=importance,
+        round_to=kw["round_to"],
+        max_layer_ratio=kw["max_layer_ratio"],
+        allocation=kw["allocation"],
+    )
+
+
+def int_list(value: str, option: str) -> list[int]:
+    try:
+        items = [int(v) for v in value.split(",")]
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not a comma-separated list of integers", param_hint=option
+        ) from None
+    if min(items) < 1:
+        raise click.BadParameter("values must be at least 1", param_hint=option)
+    return items

@@ -1,0 +1,88 @@
+"""`compressor prune`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from compressor.cli.app import cli
+from compressor.cli.options import (
+    Console,
+    check_output,
+    model_options,
+    output_dir,
+    output_options,
+    parse_size,
+    print_table,
+    prune_config,
+    prune_options,
+    with_console,
+)
+from compressor.config import IMPORTANCES
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@model_options
+@click.option(
+    "--input-size",
+    metavar="S|HxW|CxHxW",
+    help="Input size to trace at (default: recorded, else the architecture's).",
+)
+@prune_options
+@click.option(
+    "--importance",
+    type=click.Choice(list(IMPORTANCES)),
+    default="l2",
+    show_default=True,
+    help="Channel score: group L2 norm, group L1 norm, BatchNorm |gamma|, or group L2 norm "
+    "with every BatchNorm folded into the layer before it.",
+)
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), required=True, help="Pruned model file."
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
+@output_options
+@with_console
+def prune(model: Path, console: Console, **kw: Any) -> None:
+    """Remove the lowest-magnitude channels of MODEL (no training) and save the smaller model.
+
+    Channels are removed in coupled groups (residual additions, concatenations, depthwise
+    convolutions stay consistent) and ranked globally. The output is a compressor model
+    file that every command reads without flags.
+    """
+    from compressor.analysis import human
+    from compressor.operations import prune_model_file
+
+    output: Path = kw["output"]
+    check_output(output, kw["force"])
+    config = prune_config(kw, kw["importance"])
+    with output_dir(output):
+        result = prune_model_file(
+            model,
+            config,
+            output=output,
+            input_size=parse_size(kw["input_size"]),
+            arch=kw["arch"],
+            trust_pickle=kw["trust_pickle"],
+        )
+
+    def render() -> None:
+        rows = [
+            [r["name"], r["type"], r["before"], r["after"]]
+            for r in result["layers"]
+            if r["before"] != r["after"]
+        ]
+        if rows:
+            print_table("channels changed", ["layer", "type", "before", "after"], rows)
+        click.echo(
+            f"removed {result['removed_channels']} of {result['prunable_channels']} prunable channels "
+            f"in {result['groups']} groups: params {human(result['params_before'])} -> {human(result['params_after'])}, "
+            f"MACs {human(result['macs_before'])} -> {human(result['macs_after'])} "
+            f"({result['macs_before'] / max(result['macs_after'], 1):.2f}x fewer) in {result['seconds']:.1f}s"
+        )
+        click.echo(f"wrote {output}")
+
+    console.result(result, render)
