@@ -155,12 +155,8 @@ def train_model(
     ``<stem>.train.json``; keeps a resumable state beside ``output`` until training
     completes. Returns the training summary.
     """
-    from compressor import distributed
-    from compressor.archs import arch_info
-    from compressor.checkpoint import save_model
     from compressor.data import describe
     from compressor.training import fit, load_train_state
-    from compressor.utils import seed_everything
 
     data = data.for_epochs(train.epochs)
     state_path = resume_path(output)
@@ -176,6 +172,61 @@ def train_model(
             raise CompressorError(
                 f"cannot resume {state_path} with different settings ({', '.join(changed)} changed)"
             )
+    loaded, bundle, start = _training_start(
+        source, data, train, arch=arch, trust_pickle=trust_pickle, weights=weights, log=log
+    )
+    debug(f"train settings: {to_dict(train)}")
+    debug(f"data settings: {to_dict(data)}; preprocessing: {to_dict(bundle.preprocess)}")
+    held = " (held out from the training images)" if bundle.val_held_out else ""
+    test = f", {len(bundle.test)} test (scored once, at the end)" if bundle.test is not None else ""
+    log(
+        f"training {loaded.arch} on {bundle.name}: {len(bundle.train)} train / {len(bundle.val)} "
+        f"val{held}{test} images, input {'x'.join(map(str, bundle.preprocess.input_size))}"
+    )
+    result = fit(
+        loaded.model,
+        bundle,
+        train,
+        data,
+        regularizer=method,
+        state_path=state_path,
+        resume=resume,
+        progress=progress,
+        log=log,
+        extra_state=extra,
+        stop_after_steps=stop_after_steps,
+    )
+    test_scores = _score_test(loaded.model, bundle, data, train.device, progress)
+    loaded.model.cpu()
+    summary = {
+        "arch": loaded.arch,
+        "method": _method_summary(method),
+        "data": describe(bundle),
+        "train_config": to_dict(train),
+        "data_config": to_dict(data),
+        "pretrained": start.to_dict() if start is not None else None,
+        **result.to_dict(),
+        "test": test_scores,
+    }
+    _save_trained(loaded, output, summary, train.epochs, state_path)
+    return {"output": str(output), **summary}
+
+
+def _training_start(
+    source: str,
+    data: DataConfig,
+    train: TrainConfig,
+    *,
+    arch: str | None,
+    trust_pickle: bool,
+    weights: str | None,
+    log: Callable[[str], None],
+) -> tuple[LoadedModel, DataBundle, Any]:
+    """(model, data, pretrained start or None): a model file to fine-tune, or an
+    architecture built for the data, from scratch or from ``weights``."""
+    from compressor.archs import arch_info
+    from compressor.utils import seed_everything
+
     is_file = Path(source).is_file()
     if is_file and weights is not None:
         raise CompressorError(
@@ -217,46 +268,25 @@ def train_model(
                     f"{start.classes_in_weights} classes in the weights, "
                     f"{len(bundle.class_names)} in the data"
                 )
-    debug(f"train settings: {to_dict(train)}")
-    debug(f"data settings: {to_dict(data)}; preprocessing: {to_dict(bundle.preprocess)}")
-    held = " (held out from the training images)" if bundle.val_held_out else ""
-    test = f", {len(bundle.test)} test (scored once, at the end)" if bundle.test is not None else ""
-    log(
-        f"training {loaded.arch} on {bundle.name}: {len(bundle.train)} train / {len(bundle.val)} "
-        f"val{held}{test} images, input {'x'.join(map(str, bundle.preprocess.input_size))}"
-    )
-    result = fit(
-        loaded.model,
-        bundle,
-        train,
-        data,
-        regularizer=method,
-        state_path=state_path,
-        resume=resume,
-        progress=progress,
-        log=log,
-        extra_state=extra,
-        stop_after_steps=stop_after_steps,
-    )
-    test_scores = _score_test(loaded.model, bundle, data, train.device, progress)
-    loaded.model.cpu()
-    summary = {
-        "arch": loaded.arch,
-        "method": _method_summary(method),
-        "data": describe(bundle),
-        "train_config": to_dict(train),
-        "data_config": to_dict(data),
-        "pretrained": start.to_dict() if start is not None else None,
-        **result.to_dict(),
-        "test": test_scores,
-    }
-    final = result.history[-1] if result.history else None
+    return loaded, bundle, start
+
+
+def _save_trained(
+    loaded: LoadedModel, output: Path, summary: dict[str, Any], epochs: int, state_path: Path
+) -> None:
+    """The trained model with its training record, and ``<stem>.train.json``; the
+    resumable state goes (rank 0 writes under torchrun)."""
+    from compressor import distributed
+    from compressor.checkpoint import save_model
+
+    history, test_scores = summary["history"], summary["test"]
+    final = history[-1] if history else None
     loaded.metadata["train"] = {
         "method": summary["method"],
         "data": summary["data"],
-        "epochs": train.epochs,
-        "val_top1": final.val_top1 if final else None,
-        "val_top5": final.val_top5 if final else None,
+        "epochs": epochs,
+        "val_top1": final["val_top1"] if final else None,
+        "val_top5": final["val_top5"] if final else None,
         "test_top1": test_scores["top1"] if test_scores else None,
         "test_top5": test_scores["top5"] if test_scores else None,
     }
@@ -266,7 +296,6 @@ def train_model(
         if state_path.exists():
             state_path.unlink()
     distributed.barrier()
-    return {"output": str(output), **summary}
 
 
 def _eval_splits(bundle: Any, split: str | None) -> tuple[str, ...]:
