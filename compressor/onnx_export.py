@@ -15,7 +15,7 @@ import gc
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -252,51 +252,14 @@ def export_model(
     notes: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         raw = os.path.join(tmp, "raw.onnx")
-        try:
-            torchscript_export(model, example, raw, config.opset)
-            exporter = "torchscript"
-        except Exception as first:  # the TorchScript exporter rejects some operators
-            reason = str(first).splitlines()[0][:200]
-            try:
-                dynamo_export(model, example, raw, config.opset)
-            except Exception as second:
-                raise CompressorError(
-                    f"ONNX export failed with both exporters: torchscript: {reason}; "
-                    f"dynamo: {str(second).splitlines()[0][:200]}"
-                ) from second
-            exporter = "dynamo"
-            notes.append(f"TorchScript exporter failed ({reason}); used the dynamo exporter")
-            say(notes[-1])
+        exporter = _export_raw(model, example, raw, config.opset, notes, say)
         proto = onnx.load(raw)
         opset = next(
             (o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), config.opset
         )
         nodes_before = len(proto.graph.node)
-        simplified = False
         large = _weight_bytes(proto) > EXTERNAL_DATA_BYTES
-        if config.simplify and large:
-            # onnxslim holds several copies of the weights (vit_h_14 pruned to 2.0 GB now
-            # exports in 9.7 GiB without it, benchmarks/results/large_models.md);
-            # onnxruntime folds and fuses the graph itself when it loads the file
-            notes.append("graph not simplified: weights over 1.9 GB (onnxslim would copy them)")
-            say(notes[-1])
-        elif config.simplify:
-            try:
-                import onnxslim
-
-                slim = onnxslim.slim(proto)
-                if slim is not None and len(slim.graph.node) < nodes_before:
-                    proto = slim
-                    simplified = True
-                    notes.append(
-                        f"onnxslim removed {nodes_before - len(proto.graph.node)} of {nodes_before} nodes"
-                    )
-                    say(notes[-1])
-                slim = None  # one copy of the graph at a time from here on
-            except Exception as e:  # simplification is an optimisation, never a requirement
-                notes.append(
-                    f"onnxslim failed ({str(e).splitlines()[0][:120]}); kept the unsimplified graph"
-                )
+        proto, simplified = _simplify(proto, config, large, notes, say)
         _set_metadata(proto, metadata)
         try:
             with atomic_path(path) as tmp_path:
@@ -337,30 +300,97 @@ def export_model(
                     + (os.path.getsize(path.parent / (path.name + ".data")) if large else 0),
                     notes=notes,
                 )
-                checks = [
-                    (
-                        "random",
-                        torch.randn(8, *input_size, generator=torch.Generator().manual_seed(1)),
-                    )
-                ]
-                if real_inputs is not None:
-                    checks.append(("real", real_inputs))
-                for name, x in checks:
-                    result.parity.append(parity(model, tmp_path, x, name))
-                if config.verify:
-                    bad = [p for p in result.parity if not p.ok(config.tolerance)]
-                    if bad:
-                        p = bad[0]
-                        raise CompressorError(
-                            f"onnxruntime differs from PyTorch on {p.inputs} inputs: max abs diff "
-                            f"{p.max_abs_diff:.3g} ({p.rel_diff:.3g} of the output scale, tolerance "
-                            f"{config.tolerance}); pass --no-verify to keep the file anyway"
-                        )
+                _check_parity(model, tmp_path, input_size, real_inputs, result, config)
         except BaseException:
             if large:  # leave no half-written output behind
                 (path.parent / (path.name + ".data")).unlink(missing_ok=True)
             raise
     return result
+
+
+def _export_raw(
+    model: nn.Module,
+    example: torch.Tensor,
+    raw: str,
+    opset: int,
+    notes: list[str],
+    say: Callable[[str], None],
+) -> str:
+    """Export with the TorchScript exporter, else the dynamo one; returns which."""
+    try:
+        torchscript_export(model, example, raw, opset)
+        return "torchscript"
+    except Exception as first:  # the TorchScript exporter rejects some operators
+        reason = str(first).splitlines()[0][:200]
+        try:
+            dynamo_export(model, example, raw, opset)
+        except Exception as second:
+            raise CompressorError(
+                f"ONNX export failed with both exporters: torchscript: {reason}; "
+                f"dynamo: {str(second).splitlines()[0][:200]}"
+            ) from second
+        notes.append(f"TorchScript exporter failed ({reason}); used the dynamo exporter")
+        say(notes[-1])
+        return "dynamo"
+
+
+def _simplify(
+    proto: Any, config: ExportConfig, large: bool, notes: list[str], say: Callable[[str], None]
+) -> tuple[Any, bool]:
+    """(graph, simplified): onnxslim's graph where it removes nodes and the weights are
+    small enough; simplification is an optimisation, never a requirement."""
+    nodes_before = len(proto.graph.node)
+    if config.simplify and large:
+        # onnxslim holds several copies of the weights (vit_h_14 pruned to 2.0 GB now
+        # exports in 9.7 GiB without it, benchmarks/results/large_models.md);
+        # onnxruntime folds and fuses the graph itself when it loads the file
+        notes.append("graph not simplified: weights over 1.9 GB (onnxslim would copy them)")
+        say(notes[-1])
+        return proto, False
+    if not config.simplify:
+        return proto, False
+    try:
+        import onnxslim
+
+        slim = onnxslim.slim(proto)
+    except Exception as e:
+        notes.append(
+            f"onnxslim failed ({str(e).splitlines()[0][:120]}); kept the unsimplified graph"
+        )
+        return proto, False
+    if slim is None or len(slim.graph.node) >= nodes_before:
+        return proto, False  # one copy of the graph at a time from here on
+    notes.append(f"onnxslim removed {nodes_before - len(slim.graph.node)} of {nodes_before} nodes")
+    say(notes[-1])
+    return slim, True
+
+
+def _check_parity(
+    model: nn.Module,
+    path: Path,
+    input_size: tuple[int, int, int],
+    real_inputs: torch.Tensor | None,
+    result: ExportResult,
+    config: ExportConfig,
+) -> None:
+    """onnxruntime against PyTorch on seeded random inputs (and real ones when given);
+    with ``config.verify`` a difference over the tolerance is an error."""
+    import torch
+
+    checks = [("random", torch.randn(8, *input_size, generator=torch.Generator().manual_seed(1)))]
+    if real_inputs is not None:
+        checks.append(("real", real_inputs))
+    for name, x in checks:
+        result.parity.append(parity(model, path, x, name))
+    if config.verify:
+        bad = [p for p in result.parity if not p.ok(config.tolerance)]
+        if bad:
+            p = bad[0]
+            raise CompressorError(
+                f"onnxruntime differs from PyTorch on {p.inputs} inputs: max abs diff "
+                f"{p.max_abs_diff:.3g} ({p.rel_diff:.3g} of the output scale, tolerance "
+                f"{config.tolerance}); pass --no-verify to keep the file anyway"
+            )
 
 
 # Weights above this are written as external data (protobuf's limit is 2 GiB for the whole
