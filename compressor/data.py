@@ -553,6 +553,49 @@ def load_data(
     import torch
 
     raw = _read_raw(config.data, config.val_split)
+    pre = _preprocess_for(raw, config, channels, recorded, default_size, min_size)
+    if raw.train_x is not None:
+        c, h, w = pre.input_size
+
+        def convert(x: Any, y: Any) -> TensorImages:
+            t = _convert_channels(torch.from_numpy(x.copy()), c)
+            return TensorImages(_resize(t, (h, w)), torch.tensor(y, dtype=torch.int64))
+
+        train: Any = convert(raw.train_x, raw.train_y)
+        val: Any = convert(raw.val_x, raw.val_y)
+        test: Any = convert(raw.test_x, raw.test_y) if raw.test_x is not None else None
+        in_memory, skipped = True, list[Any]()
+    else:
+        train, val, test, skipped = _image_files(raw, pre, config.strict)
+        in_memory = False
+    n_classes = len(raw.class_names)
+    if n_classes < 2:
+        raise CompressorError(f"{raw.name} has {n_classes} class; at least 2 are needed")
+    return DataBundle(
+        raw.name,
+        raw.kind,
+        train,
+        val,
+        raw.class_names,
+        pre,
+        raw.flip,
+        in_memory,
+        skipped,
+        test=test,
+        val_held_out=raw.val_held_out,
+    )
+
+
+def _preprocess_for(
+    raw: _Raw,
+    config: DataConfig,
+    channels: int | None,
+    recorded: Preprocess | None,
+    default_size: int,
+    min_size: int,
+) -> Preprocess:
+    """The options in ``config``, else what the model recorded, else the data's own
+    statistics at its native size (or ``default_size`` for files)."""
     if channels is None:
         channels = (
             config.input_size[0]
@@ -575,59 +618,33 @@ def load_data(
         raise CompressorError("give --mean and --std together")
     if config.mean is not None and config.std is not None:
         base = Preprocess(base.input_size, config.mean, config.std)
-    pre = base
-    c, h, w = pre.input_size
+    return base
 
-    if raw.train_x is not None:
 
-        def convert(x: Any, y: Any) -> TensorImages:
-            t = _convert_channels(torch.from_numpy(x.copy()), c)
-            return TensorImages(_resize(t, (h, w)), torch.tensor(y, dtype=torch.int64))
-
-        train: Any = convert(raw.train_x, raw.train_y)
-        val: Any = convert(raw.val_x, raw.val_y)
-        test: Any = convert(raw.test_x, raw.test_y) if raw.test_x is not None else None
-        in_memory = True
-    else:
-        assert raw.train_files is not None and raw.val_files is not None
-        bad = find_unreadable([p for p, _ in _all_files(raw)])
-        if bad and config.strict:
-            raise CompressorError(_unreadable_message(bad) + " (--strict-data)")
-        if bad:
-            warnings.warn(
-                _unreadable_message(bad) + "; they are skipped (--strict-data makes this an error)",
-                UnreadableImages,
-                stacklevel=2,
-            )
-        gone = {p for p, _ in bad}
-        train = ImageFiles([s for s in raw.train_files if s[0] not in gone], pre.input_size)
-        val = ImageFiles([s for s in raw.val_files if s[0] not in gone], pre.input_size)
-        test = (
-            ImageFiles([s for s in raw.test_files if s[0] not in gone], pre.input_size)
-            if raw.test_files is not None
-            else None
+def _image_files(raw: _Raw, pre: Preprocess, strict: bool) -> tuple[Any, Any, Any, list[Any]]:
+    """(train, val, test or None, unreadable files skipped) of a folder of image files."""
+    assert raw.train_files is not None and raw.val_files is not None
+    bad = find_unreadable([p for p, _ in _all_files(raw)])
+    if bad and strict:
+        raise CompressorError(_unreadable_message(bad) + " (--strict-data)")
+    if bad:
+        warnings.warn(
+            _unreadable_message(bad) + "; they are skipped (--strict-data makes this an error)",
+            UnreadableImages,
+            stacklevel=3,
         )
-        for split, images in (("training", train), ("validation", val), ("test", test)):
-            if images is not None and not len(images):
-                raise CompressorError(f"{raw.name}: no readable {split} images")
-        skipped = bad
-        in_memory = False
-    n_classes = len(raw.class_names)
-    if n_classes < 2:
-        raise CompressorError(f"{raw.name} has {n_classes} class; at least 2 are needed")
-    return DataBundle(
-        raw.name,
-        raw.kind,
-        train,
-        val,
-        raw.class_names,
-        pre,
-        raw.flip,
-        in_memory,
-        skipped if not in_memory else [],
-        test=test,
-        val_held_out=raw.val_held_out,
+    gone = {p for p, _ in bad}
+    train = ImageFiles([s for s in raw.train_files if s[0] not in gone], pre.input_size)
+    val = ImageFiles([s for s in raw.val_files if s[0] not in gone], pre.input_size)
+    test = (
+        ImageFiles([s for s in raw.test_files if s[0] not in gone], pre.input_size)
+        if raw.test_files is not None
+        else None
     )
+    for split, images in (("training", train), ("validation", val), ("test", test)):
+        if images is not None and not len(images):
+            raise CompressorError(f"{raw.name}: no readable {split} images")
+    return train, val, test, bad
 
 
 def _all_files(raw: _Raw) -> list[tuple[str, int]]:

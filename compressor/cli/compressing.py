@@ -204,26 +204,28 @@ def compress(model: Path, console: Console, **kw: Any) -> None:
         log=console.info,
     )
 
-    def render() -> None:
-        from compressor.analysis import human
+    console.result(report, lambda: _render(report, output))
 
-        b, c, lat = report["baseline"], report["compressed"], report["latency"]
-        acc = "; ".join(
-            f"{split} top-1 {b[f'{split}_top1']:.2f}% -> {c[f'{split}_top1']:.2f}%"
-            for split in ("test", "val")
-            if b.get(f"{split}_top1") is not None
-        )
-        click.echo(
-            f"{acc}; params {human(b['params'])} -> "
-            f"{human(c['params'])}, MACs {human(b['macs'])} -> {human(c['macs'])} "
-            f"({b['macs'] / max(c['macs'], 1):.2f}x fewer), latency {lat['baseline_ms']:.3f} -> {lat['compressed_ms']:.3f} ms "
-            f"({lat['speedup']:.2f}x, batch 1, {lat['threads']} thread)"
-            + (
-                ", peak memory {:.1f} -> {:.1f} MB".format(*lat["memory_mb"])
-                if lat.get("memory_mb")
-                else ""
-            )
-        )
-        click.echo(f"wrote {output}/ (report.md, report.json, model.onnx, model.pt)")
 
-    console.result(report, render)
+def _render(report: dict[str, Any], output: Path) -> None:
+    """The console's summary of a finished run."""
+    from compressor.analysis import human
+
+    b, c, lat = report["baseline"], report["compressed"], report["latency"]
+    acc = "; ".join(
+        f"{split} top-1 {b[f'{split}_top1']:.2f}% -> {c[f'{split}_top1']:.2f}%"
+        for split in ("test", "val")
+        if b.get(f"{split}_top1") is not None
+    )
+    click.echo(
+        f"{acc}; params {human(b['params'])} -> "
+        f"{human(c['params'])}, MACs {human(b['macs'])} -> {human(c['macs'])} "
+        f"({b['macs'] / max(c['macs'], 1):.2f}x fewer), latency {lat['baseline_ms']:.3f} -> {lat['compressed_ms']:.3f} ms "
+        f"({lat['speedup']:.2f}x, batch 1, {lat['threads']} thread)"
+        + (
+            ", peak memory {:.1f} -> {:.1f} MB".format(*lat["memory_mb"])
+            if lat.get("memory_mb")
+            else ""
+        )
+    )
+    click.echo(f"wrote {output}/ (report.md, report.json, model.onnx, model.pt)")
