@@ -515,61 +515,8 @@ def warnings_for(results: list[dict[str, Any]], precision: float) -> list[str]:
 
 def run(argv: list[str]) -> dict[str, Any]:
     """Parse ``argv`` and benchmark; returns the JSON-ready result."""
-    ap = argparse.ArgumentParser(prog="compressor_bench", description=__doc__.splitlines()[0])
-    ap.add_argument("models", nargs="*")
-    ap.add_argument("--threads", default="1", help="comma-separated intra-op thread counts")
-    ap.add_argument("--batch", default="1", help="comma-separated batch sizes")
-    ap.add_argument(
-        "--provider",
-        default="auto",
-        help="comma-separated execution providers (cpu, cuda) or auto: CPU, plus CUDA when present",
-    )
-    ap.add_argument(
-        "--profile", choices=sorted(PROFILES), help="edge preset: pin cores, set threads"
-    )
-    ap.add_argument("--warmup", type=int, default=10)
-    ap.add_argument("--min-runs", type=int, default=50)
-    ap.add_argument("--min-seconds", type=float, default=5.0)
-    ap.add_argument(
-        "--max-seconds",
-        type=float,
-        default=20.0,
-        help="measure at most this long per model and setting, precise or not",
-    )
-    ap.add_argument(
-        "--precision",
-        type=float,
-        default=0.01,
-        help="stop once each p50's relative standard error is at most this",
-    )
-    ap.add_argument(
-        "--input-shape",
-        help="the input's dimensions after the batch (e.g. 3,224,224) where the file leaves them open",
-    )
-    ap.add_argument("--no-memory", action="store_true", help="skip the isolated memory measurement")
-    ap.add_argument("--memory-probe", metavar="MODEL", help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
-    try:
-        threads = [int(t) for t in args.threads.split(",")]
-        batches = [int(b) for b in args.batch.split(",")]
-    except ValueError:
-        raise RunnerError("--threads and --batch take comma-separated integers") from None
-    if min(threads) < 1 or min(batches) < 1:
-        raise RunnerError("--threads and --batch must be at least 1")
-    if args.min_runs < 1 or args.min_seconds < 0 or args.max_seconds < 0:
-        raise RunnerError("--min-runs must be at least 1 and --min/--max-seconds not negative")
-    if not 0 < args.precision < 1:
-        raise RunnerError("--precision is a relative standard error between 0 and 1, e.g. 0.01")
-    input_shape = None
-    if args.input_shape:
-        try:
-            input_shape = [int(d) for d in args.input_shape.split(",")]
-        except ValueError:
-            raise RunnerError(
-                "--input-shape takes comma-separated integers, e.g. 3,224,224"
-            ) from None
-        if min(input_shape) < 1:
-            raise RunnerError("--input-shape dimensions must be at least 1")
+    args = _parser().parse_args(argv)
+    threads, batches, input_shape = _checked(args)
     if args.memory_probe:
         return memory_probe(args.memory_probe, threads[0], batches[0], input_shape)
     if not args.models:
@@ -624,6 +571,70 @@ def run(argv: list[str]) -> dict[str, Any]:
         "results": results,
         "warnings": warnings,
     }
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The runner's options (also `compressor benchmark`'s, which passes them through)."""
+    ap = argparse.ArgumentParser(prog="compressor_bench", description=__doc__.splitlines()[0])
+    ap.add_argument("models", nargs="*")
+    ap.add_argument("--threads", default="1", help="comma-separated intra-op thread counts")
+    ap.add_argument("--batch", default="1", help="comma-separated batch sizes")
+    ap.add_argument(
+        "--provider",
+        default="auto",
+        help="comma-separated execution providers (cpu, cuda) or auto: CPU, plus CUDA when present",
+    )
+    ap.add_argument(
+        "--profile", choices=sorted(PROFILES), help="edge preset: pin cores, set threads"
+    )
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--min-runs", type=int, default=50)
+    ap.add_argument("--min-seconds", type=float, default=5.0)
+    ap.add_argument(
+        "--max-seconds",
+        type=float,
+        default=20.0,
+        help="measure at most this long per model and setting, precise or not",
+    )
+    ap.add_argument(
+        "--precision",
+        type=float,
+        default=0.01,
+        help="stop once each p50's relative standard error is at most this",
+    )
+    ap.add_argument(
+        "--input-shape",
+        help="the input's dimensions after the batch (e.g. 3,224,224) where the file leaves them open",
+    )
+    ap.add_argument("--no-memory", action="store_true", help="skip the isolated memory measurement")
+    ap.add_argument("--memory-probe", metavar="MODEL", help=argparse.SUPPRESS)
+    return ap
+
+
+def _checked(args: argparse.Namespace) -> tuple[list[int], list[int], list[int] | None]:
+    """(threads, batches, input shape or None) from the options, or one clear error."""
+    try:
+        threads = [int(t) for t in args.threads.split(",")]
+        batches = [int(b) for b in args.batch.split(",")]
+    except ValueError:
+        raise RunnerError("--threads and --batch take comma-separated integers") from None
+    if min(threads) < 1 or min(batches) < 1:
+        raise RunnerError("--threads and --batch must be at least 1")
+    if args.min_runs < 1 or args.min_seconds < 0 or args.max_seconds < 0:
+        raise RunnerError("--min-runs must be at least 1 and --min/--max-seconds not negative")
+    if not 0 < args.precision < 1:
+        raise RunnerError("--precision is a relative standard error between 0 and 1, e.g. 0.01")
+    input_shape = None
+    if args.input_shape:
+        try:
+            input_shape = [int(d) for d in args.input_shape.split(",")]
+        except ValueError:
+            raise RunnerError(
+                "--input-shape takes comma-separated integers, e.g. 3,224,224"
+            ) from None
+        if min(input_shape) < 1:
+            raise RunnerError("--input-shape dimensions must be at least 1")
+    return threads, batches, input_shape
 
 
 def main(argv: list[str] | None = None) -> int:
