@@ -528,10 +528,9 @@ def export_model_file(
     """
     import dataclasses
 
-    from compressor.bench.runner import measure
     from compressor.checkpoint import load_model
     from compressor.data import sample_batch
-    from compressor.onnx_export import export_model, model_metadata, quantize_int8
+    from compressor.onnx_export import export_model, model_metadata
 
     if int8 and calib_data is None:
         raise CompressorError("--int8 needs --calib-data")
@@ -569,41 +568,51 @@ def export_model_file(
         **result.to_dict(),
     }
     if calib_bundle is not None:
-        int8_path = output.with_name(output.stem + ".int8.onnx")
-        try:
-            calib_x, _ = sample_batch(calib_bundle, "train", calib_samples, seed=1)
-            q = quantize_int8(output, int8_path, calib_x.numpy())
-            # the test split where there is one: these are reported figures, not steering
-            split = calib_bundle.held_out_splits[-1]
-            fp32_acc = _onnx_top1(output, calib_bundle, split)
-            int8_acc = _onnx_top1(int8_path, calib_bundle, split)
-            lat = measure(
-                [str(output), str(int8_path)],
-                threads=1,
-                batch=1,
-                warmup=5,
-                min_runs=50,
-                min_seconds=1.0,
-                max_seconds=5.0,
-            )
-        except BaseException:
-            output.unlink(missing_ok=True)  # both files or neither
-            int8_path.unlink(missing_ok=True)
-            raise
-        report["int8"] = {
-            **q,
-            "calibration_samples": len(calib_x),
-            "eval_split": split,
-            "eval_images": len(calib_bundle.split(split)),
-            "accuracy_fp32": fp32_acc,
-            "accuracy_int8": int8_acc,
-            "latency_fp32_ms": lat[0]["p50_ms"],
-            "latency_int8_ms": lat[1]["p50_ms"],
-            "speedup": lat[0]["p50_ms"] / lat[1]["p50_ms"],
-            "speedup_ci95": lat[1]["speedup_vs_first_ci95"],
-            "latency_threads": 1,
-        }
+        report["int8"] = _int8(output, calib_bundle, calib_samples)
     return report
+
+
+def _int8(output: Path, calib_bundle: Any, calib_samples: int) -> dict[str, Any]:
+    """``<stem>.int8.onnx`` beside ``output``, calibrated on training images, with its
+    top-1 and latency against the float file (both files, or neither, are left)."""
+    from compressor.bench.runner import measure
+    from compressor.data import sample_batch
+    from compressor.onnx_export import quantize_int8
+
+    int8_path = output.with_name(output.stem + ".int8.onnx")
+    try:
+        calib_x, _ = sample_batch(calib_bundle, "train", calib_samples, seed=1)
+        q = quantize_int8(output, int8_path, calib_x.numpy())
+        # the test split where there is one: these are reported figures, not steering
+        split = calib_bundle.held_out_splits[-1]
+        fp32_acc = _onnx_top1(output, calib_bundle, split)
+        int8_acc = _onnx_top1(int8_path, calib_bundle, split)
+        lat = measure(
+            [str(output), str(int8_path)],
+            threads=1,
+            batch=1,
+            warmup=5,
+            min_runs=50,
+            min_seconds=1.0,
+            max_seconds=5.0,
+        )
+    except BaseException:
+        output.unlink(missing_ok=True)  # both files or neither
+        int8_path.unlink(missing_ok=True)
+        raise
+    return {
+        **q,
+        "calibration_samples": len(calib_x),
+        "eval_split": split,
+        "eval_images": len(calib_bundle.split(split)),
+        "accuracy_fp32": fp32_acc,
+        "accuracy_int8": int8_acc,
+        "latency_fp32_ms": lat[0]["p50_ms"],
+        "latency_int8_ms": lat[1]["p50_ms"],
+        "speedup": lat[0]["p50_ms"] / lat[1]["p50_ms"],
+        "speedup_ci95": lat[1]["speedup_vs_first_ci95"],
+        "latency_threads": 1,
+    }
 
 
 def _onnx_top1(path: Path, bundle: Any, split: str) -> float:

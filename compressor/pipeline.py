@@ -621,6 +621,39 @@ def _share_function(run: _Run, method: Any) -> Callable[[Any], float | None]:
     return share
 
 
+def _controller(run: _Run, method: Any) -> tuple[Any, dict[str, Any]]:
+    """``--lambda auto``'s controller (None without it) and what the report records of it:
+    the validation images it reads, enough that one top-1 reading's noise stays well under
+    ``--max-drop`` (``strength.controller_images``)."""
+    import torch
+
+    from compressor.strength import AutoStrength, controller_images
+
+    config = run.config
+    if config.strength is None or config.regularize.epochs <= 0:
+        return None, {}
+    val = run.bundle.val
+    n_val, sd = controller_images(
+        run.read("baseline.json")["val_top1"], config.strength.max_drop, len(val)
+    )
+    if config.strength.val_images is not None:
+        n_val = min(len(val), config.strength.val_images)
+    if len(val) > n_val:
+        idx = torch.randperm(len(val), generator=torch.Generator().manual_seed(0))
+        val = torch.utils.data.Subset(val, idx[:n_val].tolist())
+    run.log(
+        f"  --lambda auto reads {n_val} of {len(run.bundle.val)} validation images "
+        f"(standard error of one top-1 about {sd:.2f} points; --max-drop "
+        f"{config.strength.max_drop:g})"
+    )
+
+    def top1(model: Any, val: Any = val) -> float:
+        return float(run.accuracy(model, val)["top1"])
+
+    strength = AutoStrength(config.strength, evaluate=top1, share=_share_function(run, method))
+    return strength, {"val_images": n_val, "top1_standard_error": sd}
+
+
 def _regularize(run: _Run) -> None:
     """2. Train with the method's regularizer (its strength set and adapted under
     ``--lambda auto``)."""
@@ -629,7 +662,6 @@ def _regularize(run: _Run) -> None:
     from compressor.checkpoint import load_model, save_model
     from compressor.distributed import is_main
     from compressor.methods import get_method
-    from compressor.strength import AutoStrength, controller_images
     from compressor.training import fit
     from compressor.utils import seed_everything
 
@@ -640,29 +672,7 @@ def _regularize(run: _Run) -> None:
     seed_everything(config.regularize.seed)
     current = load_model(work / "baseline.pt")
     method = get_method(config.method, config.method_options)
-    strength = None
-    controller: dict[str, Any] = {}
-    if config.strength is not None and config.regularize.epochs > 0:
-        val = run.bundle.val
-        n_val, sd = controller_images(
-            run.read("baseline.json")["val_top1"], config.strength.max_drop, len(val)
-        )
-        if config.strength.val_images is not None:
-            n_val = min(len(val), config.strength.val_images)
-        if len(val) > n_val:
-            idx = torch.randperm(len(val), generator=torch.Generator().manual_seed(0))
-            val = torch.utils.data.Subset(val, idx[:n_val].tolist())
-        controller = {"val_images": n_val, "top1_standard_error": sd}
-        run.log(
-            f"  --lambda auto reads {n_val} of {len(run.bundle.val)} validation images "
-            f"(standard error of one top-1 about {sd:.2f} points; --max-drop "
-            f"{config.strength.max_drop:g})"
-        )
-
-        def top1(model: Any, val: Any = val) -> float:
-            return float(run.accuracy(model, val)["top1"])
-
-        strength = AutoStrength(config.strength, evaluate=top1, share=_share_function(run, method))
+    strength, controller = _controller(run, method)
     try:
         result = fit(
             current.model,
