@@ -23,8 +23,10 @@ from compressor.cli.options import (
     sync_bn_option,
     with_console,
 )
-from compressor.config import FINETUNE_EPOCHS, REGULARIZE_EPOCHS
+from compressor.config import FINETUNE_EPOCHS, OPTIMIZERS, REGULARIZE_EPOCHS, TrainConfig
 from compressor.errors import CompressorError
+from compressor.pipeline import CompressConfig
+from compressor.strength import StrengthConfig
 
 
 @cli.command()
@@ -47,7 +49,12 @@ from compressor.errors import CompressorError
     help="Epochs of fine-tuning after pruning.",
 )
 @prune_options
-@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="sgd", show_default=True)
+@click.option(
+    "--optimizer",
+    type=click.Choice(list(OPTIMIZERS)),
+    default=TrainConfig.optimizer,
+    show_default=True,
+)
 @click.option(
     "--lr",
     type=float,
@@ -61,8 +68,8 @@ from compressor.errors import CompressorError
     help="Peak learning rate of fine-tuning: a heavily pruned model is retrained "
     "[default: `train`'s, 0.05 for sgd, 1e-3 for adamw].",
 )
-@click.option("--momentum", type=float, default=0.9, show_default=True)
-@click.option("--weight-decay", type=float, default=5e-4, show_default=True)
+@click.option("--momentum", type=float, default=TrainConfig.momentum, show_default=True)
+@click.option("--weight-decay", type=float, default=TrainConfig.weight_decay, show_default=True)
 @click.option(
     "--augment/--no-augment",
     default=None,
@@ -72,7 +79,7 @@ from compressor.errors import CompressorError
 @click.option(
     "--distill",
     type=float,
-    default=0.0,
+    default=TrainConfig.distill,
     show_default=True,
     help="Fine-tuning learns from the original model's outputs too: the weight of that "
     "term in [0, 1] (knowledge distillation, temperature 4); 0: labels only.",
@@ -80,7 +87,7 @@ from compressor.errors import CompressorError
 @click.option(
     "--max-drop",
     type=float,
-    default=1.0,
+    default=StrengthConfig.max_drop,
     show_default=True,
     help="--lambda auto: the validation top-1 points the regularize stage may lose.",
 )
@@ -103,7 +110,7 @@ from compressor.errors import CompressorError
 @click.option(
     "--threads",
     type=int,
-    default=1,
+    default=CompressConfig.latency_threads,
     show_default=True,
     help="onnxruntime threads for the latency comparison.",
 )

@@ -8,11 +8,12 @@ import click
 
 from compressor.cli.app import cli
 from compressor.cli.options import Console, output_options, with_console
+from compressor.config import DataConfig
 
 
 @cli.command("check-data")
 @click.argument("data", metavar="DIR")
-@click.option("--val-split", type=float, default=0.1, show_default=True)
+@click.option("--val-split", type=float, default=DataConfig.val_split, show_default=True)
 @click.option(
     "--workers", type=int, default=None, help="Threads decoding files [default: up to 8]."
 )

@@ -14,7 +14,9 @@ from typing import Any
 
 import click
 
+from compressor.config import DataConfig, PruneConfig, TrainConfig
 from compressor.errors import CompressorError
+from compressor.onnx_export import ExportConfig
 
 
 def parse_size(value: str | None) -> tuple[int, ...] | None:
@@ -90,11 +92,13 @@ def data_options(required: bool) -> Callable[[Callable[..., Any]], Callable[...,
             click.option(
                 "--val-split",
                 type=float,
-                default=0.1,
+                default=DataConfig.val_split,
                 show_default=True,
                 help="Held-out fraction for a single-folder ImageFolder.",
             ),
-            click.option("--batch-size", type=int, default=128, show_default=True),
+            click.option(
+                "--batch-size", type=int, default=DataConfig.batch_size, show_default=True
+            ),
             click.option(
                 "--workers",
                 type=int,
@@ -119,13 +123,13 @@ def runtime_options(f: Callable[..., Any]) -> Callable[..., Any]:
     f = click.option(
         "--seed",
         type=int,
-        default=0,
+        default=TrainConfig.seed,
         show_default=True,
         help="Random seed (runs are deterministic on CPU).",
     )(f)
     f = click.option(
         "--device",
-        default="auto",
+        default=TrainConfig.device,
         show_default=True,
         help="auto, cpu, cuda or cuda:N.",
     )(f)
@@ -211,7 +215,7 @@ sync_bn_option = click.option(
 def onnx_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """ONNX export settings shared by `export` and `compress`."""
     options = [
-        click.option("--opset", type=int, default=17, show_default=True),
+        click.option("--opset", type=int, default=ExportConfig.opset, show_default=True),
         click.option(
             "--simplify/--no-simplify",
             default=True,
@@ -221,7 +225,7 @@ def onnx_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--tolerance",
             type=float,
-            default=1e-4,
+            default=ExportConfig.tolerance,
             show_default=True,
             help="ONNX parity tolerance: max abs difference relative to the output scale.",
         ),
@@ -378,21 +382,21 @@ def prune_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--round-to",
             type=int,
-            default=8,
+            default=PruneConfig.round_to,
             show_default=True,
             help="Keep channel counts at multiples of N (8 measured fastest in onnxruntime on CPU).",
         ),
         click.option(
             "--max-layer-ratio",
             type=float,
-            default=0.9,
+            default=PruneConfig.max_layer_ratio,
             show_default=True,
             help="Never remove more than this fraction of a layer's channels.",
         ),
         click.option(
             "--allocation",
             type=click.Choice(["global", "uniform"]),
-            default="global",
+            default=PruneConfig.allocation,
             show_default=True,
             help="How many channels each layer loses with --ratio/--target-macs: ranked "
             "across the whole model (global), or the same fraction of every layer (uniform).",

@@ -20,7 +20,7 @@ from compressor.cli.options import (
     prune_options,
     with_console,
 )
-from compressor.config import IMPORTANCES
+from compressor.config import IMPORTANCES, PruneConfig
 
 
 @cli.command()
@@ -35,7 +35,7 @@ from compressor.config import IMPORTANCES
 @click.option(
     "--importance",
     type=click.Choice(list(IMPORTANCES)),
-    default="l2",
+    default=PruneConfig.importance,
     show_default=True,
     help="Channel score: group L2 norm, group L1 norm, BatchNorm |gamma|, or group L2 norm "
     "with every BatchNorm folded into the layer before it.",

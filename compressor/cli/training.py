@@ -22,6 +22,7 @@ from compressor.cli.options import (
     sync_bn_option,
     with_console,
 )
+from compressor.config import OPTIMIZERS, TrainConfig
 from compressor.errors import CompressorError
 
 
@@ -29,31 +30,38 @@ from compressor.errors import CompressorError
 @click.argument("arch_or_model")
 @model_options
 @data_options(required=True)
-@click.option("--epochs", type=int, default=10, show_default=True)
-@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="sgd", show_default=True)
+@click.option("--epochs", type=int, default=TrainConfig.epochs, show_default=True)
+@click.option(
+    "--optimizer",
+    type=click.Choice(list(OPTIMIZERS)),
+    default=TrainConfig.optimizer,
+    show_default=True,
+)
 @click.option(
     "--lr",
     type=float,
     default=None,
     help="Peak learning rate [default: 0.05 for sgd, 1e-3 for adamw].",
 )
-@click.option("--momentum", type=float, default=0.9, show_default=True)
-@click.option("--weight-decay", type=float, default=5e-4, show_default=True)
+@click.option("--momentum", type=float, default=TrainConfig.momentum, show_default=True)
+@click.option("--weight-decay", type=float, default=TrainConfig.weight_decay, show_default=True)
 @click.option(
     "--schedule",
     type=click.Choice(["cosine", "step", "constant"]),
-    default="cosine",
+    default=TrainConfig.schedule,
     show_default=True,
 )
 @click.option(
     "--step-epochs",
     type=int,
-    default=30,
+    default=TrainConfig.step_epochs,
     show_default=True,
     help="Step schedule: epochs between decays.",
 )
-@click.option("--warmup-epochs", type=float, default=0.0, show_default=True)
-@click.option("--label-smoothing", type=float, default=0.0, show_default=True)
+@click.option("--warmup-epochs", type=float, default=TrainConfig.warmup_epochs, show_default=True)
+@click.option(
+    "--label-smoothing", type=float, default=TrainConfig.label_smoothing, show_default=True
+)
 @click.option(
     "--augment/--no-augment",
     default=None,
