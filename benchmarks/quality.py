@@ -743,6 +743,16 @@ def write(payload: dict[str, Any], task: Task) -> None:
             f"{_diff_text(s['vs_none'])} | {_diff_text(s['vs_best_tp'])} | "
             f"{s['differs_from_none']}/{s['seeds']} | {share} |"
         )
+    kept = payload.get("kept")
+    if kept:
+        ran = len(payload["rows"]) - kept["rows"]
+        lines += [
+            "",
+            f"{kept['rows']} rows (and the speed step, when no seed-0 row is new) are kept from "
+            f"the results of commit {kept['commit'][:12]} ({kept['date']}; `--keep`, the same "
+            f"dense model); the other {ran} ran at the commit above. Each JSON row with "
+            "`kept_from` names its commit.",
+        ]
     lines += _speed_lines(payload.get("speed"))
     lines += _lenet_lines(payload.get("lenet"))
     (RESULTS / f"{task.results}.md").write_text("\n".join(lines) + "\n")
@@ -899,6 +909,8 @@ def run_rows(
                     if _tp_epochs(p, task) != _tp_epochs(f"{p}+{split}", task)
                 ]
             for kind in kinds:
+                if _has(rows, "torch-pruning", kind, target, seed):
+                    continue
                 if (
                     not args.reuse_only
                     or (args.work / f"tp-{kind}-{target}x-s{seed}.json").is_file()
@@ -918,10 +930,33 @@ def _compressor(
     seed: int,
     rows: list[dict[str, Any]],
 ) -> None:
+    if _has(rows, "compressor", method, target, seed):
+        return
     done = args.work / f"compressor-{method}-{target}x-s{seed}" / "report.json"
     if not args.reuse_only or done.is_file():
         rows.append(compressor_row(args.work, model, method, target, seed, task))
         _flush(args, task, rows)
+
+
+def _has(rows: list[dict[str, Any]], tool: str, method: str, target: int, seed: int) -> bool:
+    """Whether ``rows`` (kept ones included) hold this run already."""
+    return any(
+        (r["tool"], r["method"], r["target_macs_ratio"], r["seed"]) == (tool, method, target, seed)
+        for r in rows
+    )
+
+
+def kept_rows(path: Path, task: Task) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The rows of an earlier results file of this task (``--keep``), for a table that adds
+    seeds to it after that run's work folder is gone; each row is marked with the commit
+    that produced it. ``_payload`` refuses the table unless every row, kept or new, has the
+    same dense model figures (test and validation top-1)."""
+    prev = json.loads(path.read_text())
+    if prev.get("task") != task.name:
+        raise SystemExit(f"--keep {path}: a results file of task {prev.get('task')!r}")
+    rows = [{**r, "kept_from": prev["commit"]} for r in prev["rows"]]
+    info = {"file": str(path), "commit": prev["commit"], "date": prev["date"], "rows": len(rows)}
+    return rows, {**info, "speed": prev.get("speed")}
 
 
 def _flush(args: Any, task: Task, rows: list[dict[str, Any]]) -> None:
@@ -935,6 +970,11 @@ def _payload(args: Any, task: Task, rows: list[dict[str, Any]]) -> dict[str, Any
     payload["data"] = data
     payload["data_summary"] = args.data_summary
     payload["summary"] = summarise(rows)
+    dense = {(r["dense_test_accuracy"], r["dense_val_accuracy"]) for r in rows}
+    if len(dense) > 1:
+        raise SystemExit(f"rows from different dense models (test, val top-1): {sorted(dense)}")
+    if args.kept:
+        payload["kept"] = {k: v for k, v in args.kept.items() if k != "speed"}
     return payload
 
 
@@ -975,6 +1015,14 @@ def main() -> None:
         help="skip none at 0+N and at compressor's split, and TP at compressor's split",
     )
     ap.add_argument("--no-speed", action="store_true")
+    ap.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        help="an earlier results JSON of this task: its rows join the table and are not run "
+        "again (the dense model must score the same); its speed step is kept when no "
+        "seed-0 row is new",
+    )
     ap.add_argument("--no-lenet", action="store_true")
     ap.add_argument(
         "--reuse-only",
@@ -994,6 +1042,9 @@ def main() -> None:
     model = dense(args.work, task)
     args.data_summary = _data_summary(args.work, task)
     rows: list[dict[str, Any]] = []
+    args.kept = None
+    if args.keep:
+        rows, args.kept = kept_rows(args.keep, task)
     run_rows(args, task, model, seeds, targets, methods, pruners, rows)
     if not args.quick and args.extra_seeds:
         extra = [int(s) for s in args.extra_seeds.split(",")]
@@ -1012,7 +1063,9 @@ def main() -> None:
     payload = _payload(args, task, rows)
     if task.name == "mnist15k" and not args.no_lenet:
         payload["lenet"] = lenet_sweep(args.work, methods)
-    if not args.no_speed:
+    if args.kept and not any(r["seed"] == 0 and "kept_from" not in r for r in rows):
+        payload["speed"] = args.kept["speed"]  # the same seed-0 architectures
+    elif not args.no_speed:
         payload["speed"] = speed(args.work, model, rows, reuse=args.reuse_only)
     payload["seconds"] = time.perf_counter() - args.t0
     write(payload, task)

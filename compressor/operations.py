@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from compressor.checkpoint import check_runs, model_input_size
 from compressor.config import (
+    CALIB_SAMPLES,
     DataConfig,
     PruneConfig,
     TrainConfig,
@@ -513,7 +514,7 @@ def export_model_file(
     data: DataConfig | None = None,
     int8: bool = False,
     calib_data: DataConfig | None = None,
-    calib_samples: int = 256,
+    calib_samples: int = CALIB_SAMPLES,
     input_size: tuple[int, ...] | None = None,
     arch: str | None = None,
     trust_pickle: bool = False,

@@ -15,11 +15,16 @@ from compressor.cli.options import Console, int_list, output_options, print_tabl
 @click.argument("models", nargs=-1, type=click.Path(path_type=Path))
 @click.option(
     "--threads",
-    default="1",
+    default=",".join(map(str, BenchmarkConfig.threads)),
     show_default=True,
     help="Comma-separated intra-op thread counts, e.g. 1,2,4.",
 )
-@click.option("--batch", default="1", show_default=True, help="Comma-separated batch sizes.")
+@click.option(
+    "--batch",
+    default=",".join(map(str, BenchmarkConfig.batches)),
+    show_default=True,
+    help="Comma-separated batch sizes.",
+)
 @click.option(
     "--provider",
     default=BenchmarkConfig.provider,

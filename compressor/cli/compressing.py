@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -10,21 +11,32 @@ import click
 from compressor.cli.app import cli
 from compressor.cli.options import (
     Console,
-    auto_strength,
-    collect_method_options,
-    data_config,
+    MethodArgs,
+    OptimizerArgs,
+    SelectionArgs,
     data_options,
     method_options,
     model_options,
     onnx_options,
+    optimizer_options,
     output_options,
     prune_options,
     runtime_options,
     sync_bn_option,
     with_console,
 )
-from compressor.config import FINETUNE_EPOCHS, OPTIMIZERS, REGULARIZE_EPOCHS, TrainConfig
+from compressor.config import (
+    AUGMENT_FROM_EPOCHS,
+    FINETUNE_EPOCHS,
+    REGULARIZE_EPOCHS,
+    REGULARIZE_LR,
+    TRAIN_LR,
+    DataConfig,
+    TrainConfig,
+    lr_text,
+)
 from compressor.errors import CompressorError
+from compressor.onnx_export import ExportConfig
 from compressor.pipeline import CompressConfig
 from compressor.strength import StrengthConfig
 
@@ -32,7 +44,7 @@ from compressor.strength import StrengthConfig
 @cli.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @model_options
-@data_options(required=True)
+@data_options
 @method_options(required=True)
 @click.option(
     "--reg-epochs",
@@ -49,31 +61,25 @@ from compressor.strength import StrengthConfig
     help="Epochs of fine-tuning after pruning.",
 )
 @prune_options
-@click.option(
-    "--optimizer",
-    type=click.Choice(list(OPTIMIZERS)),
-    default=TrainConfig.optimizer,
-    show_default=True,
-)
+@optimizer_options
 @click.option(
     "--lr",
     type=float,
     default=None,
-    help="Peak learning rate of the regularize stage [default: 0.01 for sgd, 1e-4 for adamw].",
+    help=f"Peak learning rate of the regularize stage [default: {lr_text(REGULARIZE_LR)}].",
 )
 @click.option(
     "--ft-lr",
     type=float,
     default=None,
     help="Peak learning rate of fine-tuning: a heavily pruned model is retrained "
-    "[default: `train`'s, 0.05 for sgd, 1e-3 for adamw].",
+    f"[default: `train`'s, {lr_text(TRAIN_LR)}].",
 )
-@click.option("--momentum", type=float, default=TrainConfig.momentum, show_default=True)
-@click.option("--weight-decay", type=float, default=TrainConfig.weight_decay, show_default=True)
 @click.option(
     "--augment/--no-augment",
     default=None,
-    help="Random shifts (and flips where valid) [default: on when a stage has 10 epochs or more].",
+    help="Random shifts (and flips where valid) [default: on when a stage has "
+    f"{AUGMENT_FROM_EPOCHS} epochs or more].",
 )
 @sync_bn_option
 @click.option(
@@ -128,7 +134,34 @@ from compressor.strength import StrengthConfig
 )
 @output_options
 @with_console
-def compress(model: Path, console: Console, **kw: Any) -> None:
+def compress(
+    model: Path,
+    *,
+    arch: str | None,
+    trust_pickle: bool,
+    data: DataConfig,
+    method: MethodArgs,
+    reg_epochs: int,
+    ft_epochs: int,
+    selection: SelectionArgs,
+    optim: OptimizerArgs,
+    lr: float | None,
+    ft_lr: float | None,
+    augment: bool | None,
+    sync_bn: bool,
+    distill: float,
+    max_drop: float,
+    focus: bool,
+    early_prune: bool,
+    onnx: ExportConfig,
+    threads: int,
+    seed: int,
+    device: str,
+    output: Path,
+    force: bool,
+    resume: bool,
+    console: Console,
+) -> None:
     """Train MODEL with a sparsity method, remove the channels it emptied, fine-tune,
     export a verified ONNX file and compare latency.
 
@@ -138,79 +171,45 @@ def compress(model: Path, console: Console, **kw: Any) -> None:
     OUTPUT.partial/); after an interrupt, rerun with --resume. Selection: --ratio,
     --target-macs or --threshold, else the method's default (see `compressor methods`).
     """
-    from compressor.config import TrainConfig
-    from compressor.onnx_export import ExportConfig
-    from compressor.pipeline import CompressConfig
+    from compressor import distributed
     from compressor.pipeline import compress as run_compress
     from compressor.selection import method_prune_config
 
-    if kw["threads"] < 1:
+    if threads < 1:
         raise click.BadParameter("must be at least 1", param_hint="--threads")
-    from compressor import distributed
-
-    output: Path = kw["output"]
     if output.exists() and not output.is_dir():
         raise CompressorError(f"{output} is a file; give a folder")
-    prune = method_prune_config(
-        kw["method"],
-        ratio=kw["ratio"],
-        target_macs=kw["target_macs"],
-        threshold=kw["threshold"],
-        relative=kw["relative"],
-        round_to=kw["round_to"],
-        max_layer_ratio=kw["max_layer_ratio"],
-        allocation=kw["allocation"],
-    )
+    assert method.name is not None  # --method is required
+    prune = method_prune_config(method.name, **dataclasses.asdict(selection))
     # under torchrun: join the process group; both training stages run data-parallel
-    kw["device"] = distributed.setup(kw["device"], kw["batch_size"])
+    device = distributed.setup(device, data.batch_size)
 
-    def train_config(epochs: int, lr: float | None, stage: str, distill: float = 0.0) -> Any:
-        return TrainConfig.create(
-            stage=stage,
-            epochs=epochs,
-            distill=distill,
-            optimizer=kw["optimizer"],
-            lr=lr,
-            momentum=kw["momentum"],
-            weight_decay=kw["weight_decay"],
-            seed=kw["seed"],
-            device=kw["device"],
-            sync_bn=kw["sync_bn"],
-        )
-
-    from compressor.strength import StrengthConfig
-
-    options = collect_method_options(kw)
-    auto = auto_strength(kw, options)
+    # both stages share the optimizer, seed and device; fine-tuning may distil
+    common = dict(seed=seed, device=device, sync_bn=sync_bn, **dataclasses.asdict(optim))
     config = CompressConfig(
-        method=kw["method"],
-        method_options=options,
-        strength=StrengthConfig(
-            max_drop=kw["max_drop"], focus=kw["focus"], early_prune=kw["early_prune"]
-        )
-        if auto
+        method=method.name,
+        method_options=method.options,
+        strength=StrengthConfig(max_drop=max_drop, focus=focus, early_prune=early_prune)
+        if method.auto
         else None,
-        data=data_config(kw, augment=kw["augment"]).for_epochs(
-            max(kw["reg_epochs"], kw["ft_epochs"])
-        ),
-        regularize=train_config(kw["reg_epochs"], kw["lr"], "regularize"),
-        finetune=train_config(kw["ft_epochs"], kw["ft_lr"], "train", kw["distill"]),
+        data=dataclasses.replace(data, augment=augment).for_epochs(max(reg_epochs, ft_epochs)),
+        regularize=TrainConfig.create(stage="regularize", epochs=reg_epochs, lr=lr, **common),
+        finetune=TrainConfig.create(epochs=ft_epochs, lr=ft_lr, distill=distill, **common),
         prune=prune,
-        export=ExportConfig(opset=kw["opset"], simplify=kw["simplify"], tolerance=kw["tolerance"]),
-        latency_threads=kw["threads"],
+        export=onnx,
+        latency_threads=threads,
     )
     report = run_compress(
         model,
         output,
         config,
-        arch=kw["arch"],
-        trust_pickle=kw["trust_pickle"],
-        resume=kw["resume"],
-        force=kw["force"],
+        arch=arch,
+        trust_pickle=trust_pickle,
+        resume=resume,
+        force=force,
         progress=console.progress,
         log=console.info,
     )
-
     console.result(report, lambda: _render(report, output))
 
 

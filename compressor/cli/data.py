@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
 from compressor.cli.app import cli
@@ -19,7 +17,7 @@ from compressor.config import DataConfig
 )
 @output_options
 @with_console
-def check_data(data: str, console: Console, **kw: Any) -> None:
+def check_data(data: str, *, val_split: float, workers: int | None, console: Console) -> None:
     """Decode every image file of DIR (an ImageFolder) and list those that cannot be read.
 
     `train`, `eval` and `compress` run the same check when they open an ImageFolder and skip
@@ -30,8 +28,8 @@ def check_data(data: str, console: Console, **kw: Any) -> None:
     from compressor.data import find_unreadable, list_image_files
 
     t0 = time.perf_counter()
-    files = list_image_files(data, kw["val_split"])
-    bad = find_unreadable(files, kw["workers"])
+    files = list_image_files(data, val_split)
+    bad = find_unreadable(files, workers)
     seconds = time.perf_counter() - t0
     payload = {
         "data": data,

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Any
 
 import click
 
 from compressor.cli.app import cli
 from compressor.cli.options import (
     Console,
-    data_config,
     data_options,
     model_options,
     output_options,
@@ -19,12 +18,13 @@ from compressor.cli.options import (
     runtime_options,
     with_console,
 )
+from compressor.config import DataConfig
 
 
 @cli.command("eval")
 @click.argument("model", type=click.Path(path_type=Path))
 @model_options
-@data_options(required=True)
+@data_options
 @click.option(
     "--split",
     type=click.Choice(["val", "test", "train"]),
@@ -34,7 +34,17 @@ from compressor.cli.options import (
 @runtime_options
 @output_options
 @with_console
-def eval_(model: Path, console: Console, **kw: Any) -> None:
+def eval_(
+    model: Path,
+    *,
+    arch: str | None,
+    trust_pickle: bool,
+    data: DataConfig,
+    split: str | None,
+    seed: int,
+    device: str,
+    console: Console,
+) -> None:
     """Accuracy of MODEL on --data (top-1, and top-5 above 5 classes), on the validation
     split and the test split, each named.
 
@@ -45,21 +55,17 @@ def eval_(model: Path, console: Console, **kw: Any) -> None:
     preprocessing its metadata records, so the figure is that of the file you ship."""
     from compressor.operations import evaluate_model, evaluate_onnx_file
 
+    data = dataclasses.replace(data, augment=False)
     if model.suffix.lower() == ".onnx":
-        result = evaluate_onnx_file(
-            model,
-            data=data_config(kw, augment=False),
-            split=kw["split"],
-            progress=console.progress,
-        )
+        result = evaluate_onnx_file(model, data=data, split=split, progress=console.progress)
     else:
         result = evaluate_model(
             model,
-            data=data_config(kw, augment=False),
-            device=kw["device"],
-            split=kw["split"],
-            arch=kw["arch"],
-            trust_pickle=kw["trust_pickle"],
+            data=data,
+            device=device,
+            split=split,
+            arch=arch,
+            trust_pickle=trust_pickle,
             progress=console.progress,
         )
 
@@ -90,7 +96,14 @@ def eval_(model: Path, console: Console, **kw: Any) -> None:
 )
 @output_options
 @with_console
-def inspect(model: Path, console: Console, **kw: Any) -> None:
+def inspect(
+    model: Path,
+    *,
+    arch: str | None,
+    trust_pickle: bool,
+    input_size: str | None,
+    console: Console,
+) -> None:
     """Parameters, MACs (fvcore) and per-layer channels of MODEL.
 
     For a pruned model, each layer's channel count before pruning is shown too.
@@ -100,9 +113,9 @@ def inspect(model: Path, console: Console, **kw: Any) -> None:
 
     result = inspect_model(
         model,
-        input_size=parse_size(kw["input_size"]),
-        arch=kw["arch"],
-        trust_pickle=kw["trust_pickle"],
+        input_size=parse_size(input_size),
+        arch=arch,
+        trust_pickle=trust_pickle,
     )
 
     def render() -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -18,6 +18,8 @@ from compressor.cli.options import (
     parse_size,
     with_console,
 )
+from compressor.config import CALIB_SAMPLES
+from compressor.onnx_export import ExportConfig
 
 
 @cli.command("export")
@@ -53,11 +55,26 @@ from compressor.cli.options import (
     metavar="DIR|mnist15k",
     help="Data whose training split calibrates --int8 and whose validation split measures its accuracy.",
 )
-@click.option("--calib-samples", type=int, default=256, show_default=True)
+@click.option("--calib-samples", type=int, default=CALIB_SAMPLES, show_default=True)
 @click.option("--force", is_flag=True, help="Overwrite existing output files.")
 @output_options
 @with_console
-def export_(model: Path, console: Console, **kw: Any) -> None:
+def export_(
+    model: Path,
+    *,
+    arch: str | None,
+    trust_pickle: bool,
+    output: Path,
+    input_size: str | None,
+    onnx: ExportConfig,
+    data: str | None,
+    verify: bool,
+    int8: bool,
+    calib_data: str | None,
+    calib_samples: int,
+    force: bool,
+    console: Console,
+) -> None:
     """Export MODEL to ONNX (dynamic batch, input `input`, output `logits`) and verify it.
 
     The file's metadata records input_shape, mean, std, class_names and the architecture
@@ -66,32 +83,27 @@ def export_(model: Path, console: Console, **kw: Any) -> None:
     inputs. If the TorchScript exporter rejects an operator, the dynamo exporter is used.
     """
     from compressor.config import DataConfig
-    from compressor.onnx_export import ExportConfig
     from compressor.operations import export_model_file
 
-    output: Path = kw["output"]
-    check_output(output, kw["force"])
-    if kw["int8"]:
-        check_output(output.with_name(output.stem + ".int8.onnx"), kw["force"])
-    if kw["int8"] and not kw["calib_data"]:
+    check_output(output, force)
+    if int8:
+        check_output(output.with_name(output.stem + ".int8.onnx"), force)
+    if int8 and not calib_data:
         raise click.UsageError("--int8 needs --calib-data")
-    if kw["calib_samples"] < 1:
+    if calib_samples < 1:
         raise click.BadParameter("must be at least 1", param_hint="--calib-samples")
-    config = ExportConfig(
-        opset=kw["opset"], simplify=kw["simplify"], verify=kw["verify"], tolerance=kw["tolerance"]
-    )
     with output_dir(output):
         result = export_model_file(
             model,
             output=output,
-            config=config,
-            data=DataConfig(kw["data"]) if kw["data"] else None,
-            int8=kw["int8"],
-            calib_data=DataConfig(kw["calib_data"]) if kw["calib_data"] else None,
-            calib_samples=kw["calib_samples"],
-            input_size=parse_size(kw["input_size"]),
-            arch=kw["arch"],
-            trust_pickle=kw["trust_pickle"],
+            config=dataclasses.replace(onnx, verify=verify),
+            data=DataConfig(data) if data else None,
+            int8=int8,
+            calib_data=DataConfig(calib_data) if calib_data else None,
+            calib_samples=calib_samples,
+            input_size=parse_size(input_size),
+            arch=arch,
+            trust_pickle=trust_pickle,
             log=console.info,
         )
 

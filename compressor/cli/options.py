@@ -4,6 +4,7 @@ table printer."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -14,7 +15,7 @@ from typing import Any
 
 import click
 
-from compressor.config import DataConfig, PruneConfig, TrainConfig
+from compressor.config import OPTIMIZERS, DataConfig, PruneConfig, TrainConfig
 from compressor.errors import CompressorError
 from compressor.onnx_export import ExportConfig
 
@@ -67,12 +68,43 @@ def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
-def data_options(required: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def option_group(
+    name: str, build: Callable[..., Any], options: list[Callable[..., Any]]
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Add ``options`` to a command; its function receives one argument, ``name``: ``build``
+    called with those options' values."""
+    keys = _param_names(options)
+
     def wrap(f: Callable[..., Any]) -> Callable[..., Any]:
-        options = [
+        @functools.wraps(f)
+        def inner(*args: Any, **kwargs: Any) -> Any:
+            kwargs[name] = build(**{k: kwargs.pop(k) for k in keys})
+            return f(*args, **kwargs)
+
+        for opt in reversed(options):
+            inner = opt(inner)
+        return inner
+
+    return wrap
+
+
+def _param_names(options: list[Callable[..., Any]]) -> list[str]:
+    def probe() -> None: ...
+
+    for opt in options:
+        opt(probe)
+    return [str(p.name) for p in probe.__click_params__]  # type: ignore[attr-defined]
+
+
+def data_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The data options, handed to the command as ``data``: a DataConfig (augment unset)."""
+    return option_group(
+        "data",
+        _data_config,
+        [
             click.option(
                 "--data",
-                required=required,
+                required=True,
                 metavar="DIR|mnist15k",
                 help="ImageFolder (train/ and val/, or one folder split by --val-split), CIFAR or MNIST root, or mnist15k.",
             ),
@@ -111,12 +143,30 @@ def data_options(required: bool) -> Callable[[Callable[..., Any]], Callable[...,
                 help="Fail on image files that cannot be decoded (default: skip them with a "
                 "warning; the report counts them).",
             ),
-        ]
-        for opt in reversed(options):
-            f = opt(f)
-        return f
+        ],
+    )(f)
 
-    return wrap
+
+def _data_config(
+    data: str,
+    input_size: str | None,
+    mean: str | None,
+    std: str | None,
+    val_split: float,
+    batch_size: int,
+    workers: int | None,
+    strict_data: bool,
+) -> DataConfig:
+    return DataConfig(
+        data=data,
+        input_size=parse_size(input_size),
+        mean=parse_floats(mean),
+        std=parse_floats(std),
+        val_split=val_split,
+        batch_size=batch_size,
+        workers=workers,
+        strict=strict_data,
+    )
 
 
 def runtime_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -136,9 +186,28 @@ def runtime_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
+@dataclasses.dataclass(frozen=True)
+class MethodArgs:
+    """--method and its options as given: ``options`` merges --method-config, then --set,
+    then --lambda X (later ones win); ``lambda_auto``: --lambda auto was given."""
+
+    name: str | None
+    options: dict[str, Any]
+    lambda_auto: bool
+
+    @property
+    def auto(self) -> bool:
+        """Whether the strength is automatic: unless a number was given (``--lambda X``,
+        or ``lam`` through --set or --method-config)."""
+        return "lam" not in self.options and "lambda" not in self.options
+
+
 def method_options(required: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    def wrap(f: Callable[..., Any]) -> Callable[..., Any]:
-        options = [
+    """The method options, handed to the command as ``method``: a MethodArgs."""
+    return option_group(
+        "method",
+        _method_args,
+        [
             click.option(
                 "--method",
                 required=required,
@@ -166,42 +235,61 @@ def method_options(required: bool) -> Callable[[Callable[..., Any]], Callable[..
                 type=click.Path(path_type=Path),
                 help="JSON or TOML file of method options.",
             ),
-        ]
-        for opt in reversed(options):
-            f = opt(f)
-        return f
-
-    return wrap
+        ],
+    )
 
 
-def collect_method_options(kw: dict[str, Any]) -> dict[str, Any]:
-    """Options from --method-config, then --set, then --lambda (later ones win)."""
+def _method_args(
+    method: str | None, lam: str | None, method_set: tuple[str, ...], method_config: Path | None
+) -> MethodArgs:
     options: dict[str, Any] = {}
-    path = kw.get("method_config")
-    if path is not None:
+    if method_config is not None:
         from compressor.config import read_options_file
 
-        options.update(read_options_file(path))
-    for item in kw.get("method_set") or ():
+        options.update(read_options_file(method_config))
+    for item in method_set:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--set")
         options[key.strip()] = value.strip()
-    lam = kw.get("lam")
-    if lam is not None and str(lam).lower() != "auto":
+    auto = lam is not None and lam.lower() == "auto"
+    if lam is not None and not auto:
         try:
             options["lam"] = float(lam)
         except ValueError:
             raise click.BadParameter(
                 f"{lam!r} is neither `auto` nor a number", param_hint="--lambda"
             ) from None
-    return options
+    return MethodArgs(method, options, auto)
 
 
-def auto_strength(kw: dict[str, Any], options: dict[str, Any]) -> bool:
-    """Whether the strength is automatic: unless a number was given (``--lambda X``, or
-    ``lam`` through --set or --method-config)."""
-    return "lam" not in options and "lambda" not in options
+@dataclasses.dataclass(frozen=True)
+class OptimizerArgs:
+    """--optimizer, --momentum and --weight-decay (shared by `train` and `compress`)."""
+
+    optimizer: str
+    momentum: float
+    weight_decay: float
+
+
+def optimizer_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Handed to the command as ``optim``: an OptimizerArgs."""
+    return option_group(
+        "optim",
+        OptimizerArgs,
+        [
+            click.option(
+                "--optimizer",
+                type=click.Choice(list(OPTIMIZERS)),
+                default=TrainConfig.optimizer,
+                show_default=True,
+            ),
+            click.option("--momentum", type=float, default=TrainConfig.momentum, show_default=True),
+            click.option(
+                "--weight-decay", type=float, default=TrainConfig.weight_decay, show_default=True
+            ),
+        ],
+    )(f)
 
 
 sync_bn_option = click.option(
@@ -213,26 +301,28 @@ sync_bn_option = click.option(
 
 
 def onnx_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """ONNX export settings shared by `export` and `compress`."""
-    options = [
-        click.option("--opset", type=int, default=ExportConfig.opset, show_default=True),
-        click.option(
-            "--simplify/--no-simplify",
-            default=True,
-            show_default=True,
-            help="Simplify the graph with onnxslim when it removes nodes (not for weights over 1.9 GB).",
-        ),
-        click.option(
-            "--tolerance",
-            type=float,
-            default=ExportConfig.tolerance,
-            show_default=True,
-            help="ONNX parity tolerance: max abs difference relative to the output scale.",
-        ),
-    ]
-    for opt in reversed(options):
-        f = opt(f)
-    return f
+    """ONNX export settings shared by `export` and `compress`, handed to the command as
+    ``onnx``: an ExportConfig."""
+    return option_group(
+        "onnx",
+        ExportConfig,
+        [
+            click.option("--opset", type=int, default=ExportConfig.opset, show_default=True),
+            click.option(
+                "--simplify/--no-simplify",
+                default=ExportConfig.simplify,
+                show_default=True,
+                help="Simplify the graph with onnxslim when it removes nodes (not for weights over 1.9 GB).",
+            ),
+            click.option(
+                "--tolerance",
+                type=float,
+                default=ExportConfig.tolerance,
+                show_default=True,
+                help="ONNX parity tolerance: max abs difference relative to the output scale.",
+            ),
+        ],
+    )(f)
 
 
 class Console:
@@ -289,22 +379,6 @@ def with_console(f: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def data_config(kw: dict[str, Any], *, augment: bool | None = None) -> Any:
-    from compressor.config import DataConfig
-
-    return DataConfig(
-        data=kw["data"],
-        input_size=parse_size(kw["input_size"]),
-        mean=parse_floats(kw["mean"]),
-        std=parse_floats(kw["std"]),
-        val_split=kw["val_split"],
-        batch_size=kw["batch_size"],
-        workers=kw["workers"],
-        augment=augment,
-        strict=kw["strict_data"],
-    )
-
-
 def check_output(path: Path, force: bool) -> None:
     if path.is_dir():
         raise CompressorError(f"{path} is a directory; give a file name")
@@ -359,67 +433,71 @@ def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     RichConsole(width=120).print(table)
 
 
+@dataclasses.dataclass(frozen=True)
+class SelectionArgs:
+    """Which channels go: one of ``ratio``, ``target_macs`` or ``threshold`` (or none: the
+    method's default), and the limits every plan keeps (PruneConfig's other fields)."""
+
+    ratio: float | None
+    target_macs: float | None
+    threshold: float | None
+    relative: bool
+    round_to: int
+    max_layer_ratio: float
+    allocation: str
+
+    def config(self, importance: str) -> PruneConfig:
+        return PruneConfig(importance=importance, **dataclasses.asdict(self))
+
+
 def prune_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    options = [
-        click.option(
-            "--ratio",
-            type=float,
-            help="Remove this fraction of all prunable channels (global ranking).",
-        ),
-        click.option(
-            "--target-macs",
-            type=float,
-            help="Remove channels until MACs <= this fraction of the original (e.g. 0.5).",
-        ),
-        click.option(
-            "--threshold", type=float, help="Remove channels whose score is below this value."
-        ),
-        click.option(
-            "--relative",
-            is_flag=True,
-            help="With --threshold: compare with each group's largest score.",
-        ),
-        click.option(
-            "--round-to",
-            type=int,
-            default=PruneConfig.round_to,
-            show_default=True,
-            help="Keep channel counts at multiples of N (8 measured fastest in onnxruntime on CPU).",
-        ),
-        click.option(
-            "--max-layer-ratio",
-            type=float,
-            default=PruneConfig.max_layer_ratio,
-            show_default=True,
-            help="Never remove more than this fraction of a layer's channels.",
-        ),
-        click.option(
-            "--allocation",
-            type=click.Choice(["global", "uniform"]),
-            default=PruneConfig.allocation,
-            show_default=True,
-            help="How many channels each layer loses with --ratio/--target-macs: ranked "
-            "across the whole model (global), or the same fraction of every layer (uniform).",
-        ),
-    ]
-    for opt in reversed(options):
-        f = opt(f)
-    return f
-
-
-def prune_config(kw: dict[str, Any], importance: str = "l2") -> Any:
-    from compressor.config import PruneConfig
-
-    return PruneConfig(
-        ratio=kw["ratio"],
-        target_macs=kw["target_macs"],
-        threshold=kw["threshold"],
-        relative=kw["relative"],
-        importance=importance,
-        round_to=kw["round_to"],
-        max_layer_ratio=kw["max_layer_ratio"],
-        allocation=kw["allocation"],
-    )
+    """Handed to the command as ``selection``: a SelectionArgs."""
+    return option_group(
+        "selection",
+        SelectionArgs,
+        [
+            click.option(
+                "--ratio",
+                type=float,
+                help="Remove this fraction of all prunable channels (global ranking).",
+            ),
+            click.option(
+                "--target-macs",
+                type=float,
+                help="Remove channels until MACs <= this fraction of the original (e.g. 0.5).",
+            ),
+            click.option(
+                "--threshold", type=float, help="Remove channels whose score is below this value."
+            ),
+            click.option(
+                "--relative",
+                is_flag=True,
+                help="With --threshold: compare with each group's largest score.",
+            ),
+            click.option(
+                "--round-to",
+                type=int,
+                default=PruneConfig.round_to,
+                show_default=True,
+                help="Keep channel counts at multiples of N (8 measured fastest in onnxruntime on CPU).",
+            ),
+            click.option(
+                "--max-layer-ratio",
+                type=float,
+                default=PruneConfig.max_layer_ratio,
+                show_default=True,
+                help="Never remove more than this fraction of a layer's channels.",
+            ),
+            click.option(
+                "--allocation",
+                type=click.Choice(["global", "uniform"]),
+                default=PruneConfig.allocation,
+                show_default=True,
+                help="How many channels each layer loses with --ratio/--target-macs: ranked "
+                "across the whole model (global), or the same fraction of every layer (uniform).",
+            ),
+        ],
+    )(f)
 
 
 def int_list(value: str, option: str) -> list[int]:

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import click
 
 from compressor.cli.app import cli
 from compressor.cli.options import (
     Console,
+    SelectionArgs,
     check_output,
     model_options,
     output_dir,
     output_options,
     parse_size,
     print_table,
-    prune_config,
     prune_options,
     with_console,
 )
@@ -46,7 +45,18 @@ from compressor.config import IMPORTANCES, PruneConfig
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @output_options
 @with_console
-def prune(model: Path, console: Console, **kw: Any) -> None:
+def prune(
+    model: Path,
+    *,
+    arch: str | None,
+    trust_pickle: bool,
+    input_size: str | None,
+    selection: SelectionArgs,
+    importance: str,
+    output: Path,
+    force: bool,
+    console: Console,
+) -> None:
     """Remove the lowest-magnitude channels of MODEL (no training) and save the smaller model.
 
     Channels are removed in coupled groups (residual additions, concatenations, depthwise
@@ -56,17 +66,15 @@ def prune(model: Path, console: Console, **kw: Any) -> None:
     from compressor.analysis import human
     from compressor.operations import prune_model_file
 
-    output: Path = kw["output"]
-    check_output(output, kw["force"])
-    config = prune_config(kw, kw["importance"])
+    check_output(output, force)
     with output_dir(output):
         result = prune_model_file(
             model,
-            config,
+            selection.config(importance),
             output=output,
-            input_size=parse_size(kw["input_size"]),
-            arch=kw["arch"],
-            trust_pickle=kw["trust_pickle"],
+            input_size=parse_size(input_size),
+            arch=arch,
+            trust_pickle=trust_pickle,
         )
 
     def render() -> None:

@@ -1,0 +1,65 @@
+"""benchmarks/quality.py's bookkeeping: kept rows (``--keep``) join a table only from the
+same task and the same dense model, and are not run again."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+import quality
+
+
+def _row(method: str, seed: int, test: float = 88.0, dense: float = 88.31) -> dict[str, Any]:
+    return {
+        "task": "fmnist-resnet18",
+        "tool": "compressor",
+        "method": method,
+        "split": "1+3",
+        "target_macs_ratio": 10,
+        "seed": seed,
+        "macs_ratio": 10.0,
+        "test_accuracy": test,
+        "val_accuracy": test + 1,
+        "dense_test_accuracy": dense,
+        "dense_val_accuracy": 89.08,
+        "share": None,
+        "widths": [8, 16],
+    }
+
+
+def _results(tmp_path: Path, task: str, rows: list[dict[str, Any]]) -> Path:
+    path = tmp_path / "prev.json"
+    payload = {"task": task, "commit": "abc123", "date": "2026-12-02", "rows": rows, "speed": []}
+    path.write_text(json.dumps(payload))
+    return path
+
+
+def test_kept_rows_are_marked_and_not_run_again(tmp_path: Path) -> None:
+    task = quality.TASKS["fmnist-resnet18"]
+    rows, info = quality.kept_rows(_results(tmp_path, task.name, [_row("none", 0)]), task)
+    assert rows[0]["kept_from"] == "abc123" and info["rows"] == 1 and info["speed"] == []
+    assert quality._has(rows, "compressor", "none", 10, 0)
+    assert not quality._has(rows, "compressor", "none", 10, 1)
+    assert not quality._has(rows, "torch-pruning", "none", 10, 0)
+
+
+def test_kept_rows_of_another_task_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="task 'mnist15k'"):
+        quality.kept_rows(_results(tmp_path, "mnist15k", []), quality.TASKS["fmnist-resnet18"])
+
+
+def test_rows_of_another_dense_model_are_refused(tmp_path: Path, monkeypatch: Any) -> None:
+    task = quality.TASKS["fmnist-resnet18"]
+    monkeypatch.setattr(quality, "data_dir", lambda work, task: "data")
+    monkeypatch.setattr(quality, "run_payload", lambda t0, rows: {"rows": rows})
+    args = types.SimpleNamespace(t0=0.0, work=tmp_path, data_summary="", kept=None)
+    same = [_row("none", 0), _row("hgs", 0, test=87.0)]
+    assert len(quality._payload(args, task, same)["summary"]) == 2
+    with pytest.raises(SystemExit, match="different dense models"):
+        quality._payload(args, task, [*same, _row("none", 1, dense=88.0)])
