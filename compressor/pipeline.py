@@ -237,6 +237,13 @@ def _strength_lines(strength: dict[str, Any] | None) -> list[str]:
             else "."
         )
         + (
+            f" The penalty acted on the whole network until epoch {strength['focused_at']:.2f} "
+            "(the method's plan had settled, or the global phase's limit), then only on the "
+            "channels its plan removes."
+            if strength.get("focused_at")
+            else ""
+        )
+        + (
             f" Early prune: the stage ended after epoch {strength['stopped_after']}, the share "
             "falling too slowly to reach the goal in time; its other epochs went to fine-tuning."
             if strength.get("stopped_after")
@@ -582,10 +589,14 @@ def held_out_text(scores: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def _share_function(run: _Run, method: Any) -> Callable[[Any], float | None]:
-    """The share of the weights' group-norm mass (``weight_norms``) held by the channels
-    that the selection would remove now (None without a ratio or MAC target). The
-    selection uses the method's cheap scores (no calibration data)."""
+def _share_function(
+    run: _Run, method: Any, latest: dict[str, Any] | None = None
+) -> Callable[[Any], float | None]:
+    """The share of the method's score mass held by the channels that the selection would
+    remove now (None without a ratio or MAC target); that plan (group -> channels) goes
+    into ``latest["remove"]``. The selection uses the method's own scores, on the same
+    fixed training samples as at pruning (hgs: the estimated loss increase)."""
+    from compressor.data import sample_batch
     from compressor.pruning import mac_estimator
     from compressor.selection import select
     from compressor.strength import removed_share
@@ -594,11 +605,19 @@ def _share_function(run: _Run, method: Any) -> Callable[[Any], float | None]:
     if prune.threshold is not None:
         return lambda _model: None
     estimator: list[Any] = []
-    focus = run.config.strength is not None and run.config.strength.focus
+    latest = latest if latest is not None else {}
+    samples = int(getattr(method.params, "samples", 64))
+    calibration: list[Any] = []
 
     def share(model: Any) -> float | None:
         index = method.groups
-        scores = [s.detach().cpu() for s in method.scores(model, index)]
+        if not calibration:
+            calibration.extend(
+                sample_batch(run.bundle, "train", samples, seed=run.config.regularize.seed)
+            )
+        device = next(model.parameters()).device
+        x, y = (t.to(device) for t in calibration)
+        scores = [s.detach().cpu() for s in method.scores(model, index, calibration=(x, y))]
         if prune.ratio is None and not estimator:
             # the structure does not change while training: count once
             estimator.extend(mac_estimator(copy.deepcopy(model).cpu(), index, run.size))
@@ -614,8 +633,7 @@ def _share_function(run: _Run, method: Any) -> Callable[[Any], float | None]:
             if prune.ratio is not None:
                 raise
             return None
-        if focus:
-            method.focus_plan = plan.remove
+        latest["remove"] = plan.remove
         return removed_share(scores, plan.remove)
 
     return share
@@ -650,7 +668,13 @@ def _controller(run: _Run, method: Any) -> tuple[Any, dict[str, Any]]:
     def top1(model: Any, val: Any = val) -> float:
         return float(run.accuracy(model, val)["top1"])
 
-    strength = AutoStrength(config.strength, evaluate=top1, share=_share_function(run, method))
+    latest: dict[str, Any] = {}
+    strength = AutoStrength(
+        config.strength,
+        evaluate=top1,
+        share=_share_function(run, method, latest),
+        plan=lambda: latest.get("remove"),
+    )
     return strength, {"val_images": n_val, "top1_standard_error": sd}
 
 

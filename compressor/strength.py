@@ -25,16 +25,24 @@ adapts as it goes. The same rule serves every method:
      ``growth`` (a faster growth, tried first, overshot: one x4 step collapsed smallcnn's
      accuracy under ssl);
    - otherwise (the target's channels are nearly empty): hold.
-3. **Focus** (``focus``, on by default). Each check also re-plans which channels the
-   target would remove; until the next check the penalty's gradient (and any gradient
-   the method adds by hand) is kept only on the entries those channels own. The method
-   still decides which channels (its scores) and how they are pushed (its penalty's
-   form), but it no longer shrinks the channels that will stay, which cost accuracy and
-   moved nothing towards the target: on resnet18 at 1/30 of the MACs (seed 0) the
-   unfocused penalties left the share at 77-86% after three epochs.
+3. **Global phase, then focus** (``focus``, on by default). The stage starts as the
+   papers write it: the penalty acts on the whole network, and each check plans, from
+   the method's own scores, which channels the target would remove now. The global
+   phase ends when that plan has settled, the test of Early-Bird tickets (You et al.,
+   ICLR 2020): the plan differs from the one half an epoch earlier in at most
+   ``mask_tolerance`` (5%) of all channels; and at the latest after ``global_epochs``
+   (1). From then on each check re-plans, and until the next check the penalty's
+   gradient (and any gradient the method adds by hand) is kept only on the entries the
+   planned channels own: the method has chosen its channels (its scores, after its
+   penalty acted everywhere) and how they are pushed (its penalty's form), and it no
+   longer shrinks the channels that will stay, which cost accuracy and moved nothing
+   towards the target: on resnet18 at 1/30 of the MACs (seed 0) the unfocused penalties
+   left the share at 77-86% after three epochs. ``global_epochs = 0`` focuses from the
+   first step on the dense model's plan (the earlier default, under which the plan held
+   itself in place and the method's widths equalled the one-shot selection's).
 
 4. **Early prune** (``early_prune``, on by default). At the end of each epoch but the last,
-   the share is compared with its value an epoch earlier (at calibration, for the first
+   once the global phase is over, the share is compared with its value an epoch earlier (at calibration, for the first
    epoch). If at that rate it would still be above ``share_goal`` at the end of the
    stage, the stage ends now and its remaining epochs are added to fine-tuning: pruning
    will remove channels that still carry weight whatever the stage does, and the pruned
@@ -47,10 +55,10 @@ adapts as it goes. The same rule serves every method:
    runs to its end, as does one whose model is more than ``max_drop`` under the baseline
    at that moment (the controller needs the next epoch to bring it back; pruning a model
    the penalty has just pushed out of the bound would start fine-tuning lower). The rule
-   of Early-Bird tickets (You et al., ICLR 2020: stop the
-   sparsity training once the pruning mask stops changing) is the same idea with a
-   different test; the mask test is not used because under focus the mask is held by
-   construction.
+   of Early-Bird tickets (stop the sparsity training once the pruning mask stops
+   changing) is the same idea with a different test; here the mask test ends the global
+   phase, and the share test, which a focused penalty that cannot empty its channels
+   fails, ends the stage.
 
 The baseline is the model's top-1 on the same images at the start of the stage. The bound
 is a choice: ``max_drop`` = 1 point by default (``--set`` cannot reach it; the CLI's
@@ -94,9 +102,15 @@ class StrengthConfig:
     checks_per_epoch: int = 8
     val_images: int | None = None  # None: sized by ``controller_images``
     calibration_batches: int = 4
-    # the penalty acts only on the channels the target would remove now (re-planned at
-    # every check); off: everywhere, as the papers write it
+    # after a global phase, the penalty acts only on the channels the target would remove
+    # now (re-planned at every check); off: everywhere, as the papers write it
     focus: bool = True
+    # the global phase (penalty everywhere) ends once the plan settles: the channels it
+    # removes differ by at most ``mask_tolerance`` of all channels from the plan half an
+    # epoch earlier (Early-Bird's mask distance), and at the latest after
+    # ``global_epochs``; 0: focus from the first step, on the dense model's plan
+    global_epochs: float = 1.0
+    mask_tolerance: float = 0.05
     # end the stage at an epoch's end when the share cannot reach the goal in time; the
     # remaining epochs go to fine-tuning
     early_prune: bool = True
@@ -108,6 +122,8 @@ class StrengthConfig:
             raise CompressorError(f"share goal must be in [0, 1), got {self.share_goal}")
         if not self.growth > 1:
             raise CompressorError(f"growth must be above 1, got {self.growth}")
+        if not self.global_epochs >= 0 or not 0 <= self.mask_tolerance <= 1:
+            raise CompressorError("global_epochs must be 0 or more, mask_tolerance in [0, 1]")
         if (
             not self.start > 0
             or self.checks_per_epoch < 1
@@ -135,6 +151,15 @@ class StrengthPoint:
     val_top1: float | None
     share: float | None
     action: str  # "calibrate", "grow", "hold", "back off"
+    phase: str = "global"  # "global": the penalty acts everywhere; "focus": on the plan
+    mask_distance: float | None = None  # from the plan half an epoch earlier (global phase)
+
+
+def mask_distance(a: dict[int, list[int]], b: dict[int, list[int]], channels: int) -> float:
+    """The fraction of all ``channels`` that one plan removes and the other keeps (the
+    normalised Hamming distance of Early-Bird's pruning masks)."""
+    differ = sum(len(set(a.get(g, ())) ^ set(b.get(g, ()))) for g in set(a) | set(b))
+    return differ / max(channels, 1)
 
 
 def removed_share(norms: list[torch.Tensor], remove: dict[int, list[int]]) -> float:
@@ -161,10 +186,16 @@ class AutoStrength:
         *,
         evaluate: Callable[[nn.Module], float],
         share: Callable[[nn.Module], float | None],
+        plan: Callable[[], dict[int, list[int]] | None] | None = None,
     ) -> None:
         self.config = config
         self.evaluate = evaluate
         self.share = share
+        # the channels (group -> channels) the last ``share`` call's selection removes
+        self.plan = plan or (lambda: None)
+        self.focusing = False  # the global phase is over (rule 3)
+        self.focused_at: float | None = None  # the epoch at which it ended
+        self.plans: list[dict[int, list[int]]] = []  # the global phase's recent plans
         self.baseline: float | None = None
         self.strength = 1.0
         self.ceiling: float | None = None  # the lowest strength that broke the bound
@@ -219,9 +250,41 @@ class AutoStrength:
         regularizer.scale = self.strength
         self.baseline = self.evaluate(model)
         share = self.share(model)
-        self.history.append(StrengthPoint(0, 0.0, self.strength, self.baseline, share, "calibrate"))
+        self.plans = []
+        self._phase(regularizer, self.plan(), 0.0)
+        self.history.append(
+            StrengthPoint(0, 0.0, self.strength, self.baseline, share, "calibrate", self._name())
+        )
         self.epoch_shares = [share]
         return self.strength
+
+    # ------------------------------------------------------------------ focus
+
+    def _name(self) -> str:
+        return "focus" if self.focusing else "global"
+
+    def _phase(
+        self, regularizer: Regularizer, remove: dict[int, list[int]] | None, epoch: float
+    ) -> float | None:
+        """Rule 3: in the global phase, record the plan and end the phase once it has
+        settled (or at ``global_epochs``); while focusing, aim the penalty at the plan.
+        Returns the mask distance measured, if any."""
+        c = self.config
+        if remove is None or not c.focus:
+            return None
+        if self.focusing:
+            regularizer.focus_plan = remove
+            return None
+        lag = max(1, c.checks_per_epoch // 2)
+        self.plans = [*self.plans, remove][-(lag + 1) :]
+        distance = None
+        if len(self.plans) > lag:
+            channels = sum(g.size for g in regularizer.groups or [])
+            distance = mask_distance(remove, self.plans[0], channels)
+        if epoch >= c.global_epochs or (distance is not None and distance <= c.mask_tolerance):
+            self.focusing, self.focused_at, self.plans = True, epoch, []
+            regularizer.focus_plan = remove
+        return distance
 
     # ------------------------------------------------------------------ early prune
 
@@ -232,6 +295,8 @@ class AutoStrength:
         before = self.epoch_shares[-2] if len(self.epoch_shares) >= 2 else None
         if not self.config.early_prune or done >= total or share is None or before is None:
             return False
+        if self.config.focus and self.active and not self.focusing:
+            return False  # the method is still choosing its channels (none without a penalty)
         self.projected = share - max(before - share, 0.0) * (total - done)
         if self.projected <= self.config.share_goal:
             return False
@@ -255,6 +320,7 @@ class AutoStrength:
         c = self.config
         top1 = self.evaluate(model)
         share = self.share(model)
+        distance = self._phase(regularizer, self.plan(), step / steps_per_epoch)
         assert self.baseline is not None, "calibrate() first"
         drop = self.baseline - top1
         if drop > c.max_drop:
@@ -278,7 +344,16 @@ class AutoStrength:
         self.strength *= factor
         regularizer.scale = self.strength
         self.history.append(
-            StrengthPoint(step, step / steps_per_epoch, self.strength, top1, share, action)
+            StrengthPoint(
+                step,
+                step / steps_per_epoch,
+                self.strength,
+                top1,
+                share,
+                action,
+                self._name(),
+                distance,
+            )
         )
 
     # ------------------------------------------------------------------ state
@@ -293,6 +368,9 @@ class AutoStrength:
             "history": [asdict(p) for p in self.history],
             "epoch_shares": self.epoch_shares,
             "stopped_after": self.stopped_after,
+            "focusing": self.focusing,
+            "focused_at": self.focused_at,
+            "plans": self.plans,
         }
 
     def load_state_dict(self, state: dict[str, Any], regularizer: Regularizer) -> None:
@@ -304,6 +382,9 @@ class AutoStrength:
         self.history = [StrengthPoint(**p) for p in state["history"]]
         self.epoch_shares = list(state.get("epoch_shares", []))
         self.stopped_after = state.get("stopped_after")
+        self.focusing = bool(state.get("focusing", False))
+        self.focused_at = state.get("focused_at")
+        self.plans = list(state.get("plans", []))
         regularizer.scale = self.strength
 
     def summary(self) -> dict[str, Any]:
@@ -314,5 +395,6 @@ class AutoStrength:
             "final_strength": self.strength,
             "epoch_shares": self.epoch_shares,
             "stopped_after": self.stopped_after,
+            "focused_at": self.focused_at,
             "history": [asdict(p) for p in self.history],
         }

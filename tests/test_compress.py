@@ -141,6 +141,10 @@ def test_report_shows_the_automatic_strength(run: tuple[Path, dict]) -> None:
     points = s["history"]
     assert points[0]["action"] == "calibrate" and len(points) >= 2
     assert {"step", "epoch", "strength", "val_top1", "share", "action"} <= set(points[0])
+    # the plan is hgs's own, made after its penalty acted on the whole network: the stage
+    # does not start focused on the dense model's plan
+    assert points[0]["phase"] == "global" and "focused_at" in s
+    assert all(p["phase"] == "focus" for p in points if p["epoch"] > (s["focused_at"] or 9))
     assert s["final_strength"] == points[-1]["strength"] > 0
     assert 0.0 <= s["final_share"] <= 1.0  # the 0.6 MAC target gives a share to report
     assert s["baseline_top1"] - s["final_top1"] <= s["config"]["max_drop"] + 1e-9

@@ -388,27 +388,36 @@ def test_ffr_blocks_split_by_a_layer_with_parameters() -> None:
     assert flow_runs(model, torch.zeros(1, 4, 8, 8)) == [["0:in", "0", "2"]]
 
 
-def test_l1l2_norms_take_weights_only() -> None:
-    """Biases and normalisation parameters are not filter coefficients."""
-    plain = tiny()
-    with_extras = nn.Sequential(
-        nn.Conv2d(1, 2, 1, bias=True),
-        nn.BatchNorm2d(2),
-        nn.Conv2d(2, 2, 1, bias=False),
+def test_l1l2_penalises_the_norm_that_selects_it() -> None:
+    """l1l2's vector is each channel's group L2 norm over everything it owns, BatchNorm
+    scale and shift and biases included: exactly the default selection score, so the norm
+    the penalty drives to zero is the one that selects; and its gradient reaches the
+    BatchNorm scale, the one parameter a BatchNorm network's channel cannot shrink
+    without (a filter's own scale is free before a BatchNorm)."""
+    from compressor.pruning import group_scores
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, bias=True),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Conv2d(4, 3, 1, bias=False),
         nn.AdaptiveAvgPool2d(1),
         nn.Flatten(),
-        nn.Linear(2, 2, bias=False),
+        nn.Linear(3, 2),
     )
     with torch.no_grad():
-        with_extras[0].weight.copy_(plain[0].weight)
-        with_extras[0].bias.fill_(5.0)
-        with_extras[1].weight.fill_(7.0)
-        with_extras[1].bias.fill_(3.0)
-        with_extras[2].weight.copy_(plain[1].weight)
-        with_extras[5].weight.copy_(plain[4].weight)
-    assert penalty_of("l1l2", {"lam": 1.0}, with_extras) == pytest.approx(
-        penalty_of("l1l2", {"lam": 1.0}, plain), abs=1e-4
-    )
+        model[1].weight.uniform_(0.5, 2.0)
+        model[1].bias.uniform_(-1.0, 1.0)
+    method = get_method("l1l2", {"lam": 1.0})
+    method.setup(model, example_input=torch.zeros(1, 1, 8, 8), train_size=1)
+    norms = group_scores(method.groups, model, "l2")
+    expected = sum(float(n.sum() / n.pow(2).sum().sqrt()) for n in norms)
+    value = method.penalty(model, {})
+    assert float(value) == pytest.approx(expected, rel=1e-5)
+    value.backward()
+    assert model[1].weight.grad is not None and float(model[1].weight.grad.abs().sum()) > 0
+    assert float(model[1].bias.grad.abs().sum()) > 0
 
 
 def test_hgs_estimate_ranks_like_the_exact_loss_increase() -> None:

@@ -77,11 +77,14 @@ def test_ceiling_survives_resume() -> None:
     assert again.ceiling == 1.0 and again.ceiling_checks == 2
 
 
-def _epoch_ends(shares: list[float | None], total: int, **config: bool) -> AutoStrength:
-    """A controller whose share reads ``shares[0]`` at calibration, then one per epoch end."""
+def _epoch_ends(
+    shares: list[float | None], total: int, focusing: bool = True, **config: bool
+) -> AutoStrength:
+    """A controller whose share reads ``shares[0]`` at calibration, then one per epoch end
+    (past its global phase unless ``focusing`` is False)."""
     script = _Script([99.0] * len(shares), shares[1:])
     auto = AutoStrength(StrengthConfig(**config), evaluate=script.evaluate, share=script.share_of)
-    auto.epoch_shares, auto.baseline = [shares[0]], 99.2
+    auto.epoch_shares, auto.baseline, auto.focusing = [shares[0]], 99.2, focusing
     for done in range(1, len(shares)):
         if auto.end_of_epoch(nn.Linear(1, 1), done=done, total=total):
             break
@@ -103,12 +106,88 @@ def test_early_prune_ends_the_stage_when_the_share_cannot_reach_the_goal() -> No
     assert _epoch_ends([0.85, 0.84], total=1).stopped_after is None
     assert _epoch_ends([None, None, None], total=3).stopped_after is None
     assert _epoch_ends([0.85, 0.84, 0.83], total=3, early_prune=False).stopped_after is None
+    # nor while the method is still choosing its channels (the global phase)
+    assert _epoch_ends([0.85, 0.80, 0.75], total=3, focusing=False).stopped_after is None
+    # without focus there is no global phase to wait for; without a penalty (none) no
+    # method to choose
+    assert _epoch_ends([0.85, 0.80], total=3, focusing=False, focus=False).stopped_after == 1
+    inactive = AutoStrength(StrengthConfig(), evaluate=lambda _m: 99.0, share=lambda _m: 0.8)
+    inactive.epoch_shares, inactive.baseline, inactive.active = [0.85], 99.2, False
+    assert inactive.end_of_epoch(nn.Linear(1, 1), done=1, total=3)
+
+
+def _phases(plans: list[dict[int, list[int]]], **config: float) -> tuple[AutoStrength, nn.Module]:
+    """A controller fed ``plans`` (group 0 of 20 channels): at calibration, then one per
+    check, 4 checks per epoch."""
+    from types import SimpleNamespace
+
+    feed = iter(plans)
+    current: dict[str, dict[int, list[int]]] = {}
+
+    def share(_model: nn.Module) -> float:
+        current["plan"] = next(feed)
+        return 0.5
+
+    auto = AutoStrength(
+        StrengthConfig(checks_per_epoch=4, **config),  # type: ignore[arg-type]
+        evaluate=lambda _m: 99.0,
+        share=share,
+        plan=lambda: current["plan"],
+    )
+    method = get_method("ssl")
+    method.groups = [SimpleNamespace(size=20)]  # type: ignore[assignment]
+    auto.baseline = 99.0
+    auto.share(nn.Linear(1, 1))  # what calibrate reads
+    auto._phase(method, auto.plan(), 0.0)
+    for step in range(1, len(plans)):
+        auto.after_step(nn.Linear(1, 1), method, step=step, steps_per_epoch=4)
+    return auto, method
+
+
+def test_global_phase_ends_when_the_plan_settles() -> None:
+    """The penalty acts everywhere (no focus plan) until the plan differs from the one two
+    checks (half an epoch) earlier in at most 5% of the channels; then it is aimed at the
+    plan of each check."""
+    moving = [{0: [0, 1, 2, 3]}, {0: [4, 5, 6, 7]}, {0: [8, 9, 10, 11]}, {0: [8, 9, 10, 12]}]
+    auto, method = _phases(moving, global_epochs=2.0)
+    # check 1: no plan half an epoch back yet; check 2 against calibration: 8 of 20
+    # channels differ; check 3 against check 1: 8 of 20
+    assert [p.mask_distance for p in auto.history] == [None, 0.4, 0.4]
+    assert not auto.focusing and method.focus_plan is None
+    auto, method = _phases([*moving, {0: [8, 9, 10, 12]}], global_epochs=2.0)
+    assert auto.history[-1].mask_distance == 0.1 and not auto.focusing  # 2 of 20
+    settled = [*moving, {0: [8, 9, 10, 12]}, {0: [8, 9, 10, 12, 13]}]  # 1 of 20 vs check 3
+    auto, method = _phases(settled, global_epochs=2.0)
+    assert auto.focusing and auto.focused_at == 1.25
+    assert method.focus_plan == {0: [8, 9, 10, 12, 13]}
+    assert [p.phase for p in auto.history][-2:] == ["global", "focus"]
+
+
+def test_global_phase_ends_at_its_limit_and_zero_focuses_at_once() -> None:
+    moving = [{0: [i, i + 1, i + 2]} for i in range(0, 18, 3)]  # never settles
+    auto, method = _phases(moving, global_epochs=1.0)
+    assert auto.focused_at == 1.0 and [p.phase for p in auto.history] == 3 * ["global"] + 2 * [
+        "focus"
+    ]
+    assert method.focus_plan == moving[5]  # re-planned at every check once focused
+    auto, method = _phases(moving[:1], global_epochs=0.0)
+    assert auto.focusing and auto.focused_at == 0.0 and method.focus_plan == moving[0]
+    auto, method = _phases(moving, focus=False)  # type: ignore[arg-type]
+    assert not auto.focusing and method.focus_plan is None
+
+
+def test_global_phase_survives_resume() -> None:
+    moving = [{0: [0, 1]}, {0: [2, 3]}, {0: [4, 5]}]
+    auto, method = _phases(moving)
+    again = AutoStrength(StrengthConfig(), evaluate=lambda m: 0.0, share=lambda m: None)
+    again.load_state_dict(auto.state_dict(), method)
+    assert (again.focusing, again.plans) == (False, auto.plans) and len(again.plans) == 3
 
 
 def test_early_prune_waits_while_the_model_is_out_of_the_bound() -> None:
     script = _Script([97.9, 98.5], [0.80, 0.79])  # 1.3 points down after epoch 1, then 0.7
     auto = AutoStrength(StrengthConfig(), evaluate=script.evaluate, share=script.share_of)
-    auto.epoch_shares, auto.baseline = [0.85], 99.2
+    auto.epoch_shares, auto.baseline, auto.focusing = [0.85], 99.2, True
     assert not auto.end_of_epoch(nn.Linear(1, 1), done=1, total=4)
     assert auto.end_of_epoch(nn.Linear(1, 1), done=2, total=4) and auto.stopped_after == 2
 
@@ -267,7 +346,7 @@ def test_focus_masks_mark_exactly_the_planned_channels() -> None:
     assert not any(m.any() for m in focus_masks(model, index, {}).values())
 
 
-@pytest.mark.parametrize("name", ["l1", "ssl", "slimming", "l2", "l0sgl"])
+@pytest.mark.parametrize("name", [m for m in list_methods() if m != "none"])
 def test_focused_penalty_moves_only_the_planned_channels(name: str) -> None:
     """Training with a focused penalty changes the unplanned entries exactly as training
     without any penalty does; the planned entries move differently (towards zero)."""
@@ -282,7 +361,7 @@ def test_focused_penalty_moves_only_the_planned_channels(name: str) -> None:
     config = TrainConfig(epochs=1, lr=0.05, device="cpu", seed=0, weight_decay=0.0)
 
     def run(method_name: str, lam: float) -> tuple[nn.Module, dict[str, torch.Tensor]]:
-        model = small_cnn()
+        model = flow_net() if name == "ffr" else small_cnn()
         method = get_method(method_name, {"lam": lam} if method_name != "none" else {})
         x = torch.zeros(1, 1, 28, 28)
         method.setup(model, example_input=x, train_size=64)

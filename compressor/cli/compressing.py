@@ -101,8 +101,18 @@ from compressor.strength import StrengthConfig
     "--focus/--no-focus",
     default=True,
     show_default=True,
-    help="--lambda auto with a ratio or MAC target: the penalty acts only on the channels "
-    "the target would remove now (re-planned 8 times an epoch); --no-focus: everywhere.",
+    help="--lambda auto with a ratio or MAC target: once the method's plan has settled "
+    "(see --global-epochs), the penalty acts only on the channels the target would remove "
+    "now (re-planned 8 times an epoch); --no-focus: everywhere, all stage long.",
+)
+@click.option(
+    "--global-epochs",
+    type=float,
+    default=StrengthConfig.global_epochs,
+    show_default=True,
+    help="--focus: the penalty first acts on the whole network until the method's plan "
+    "settles (it changes by at most 5% of the channels in half an epoch), for at most this "
+    "many epochs; 0: focus from the start on the dense model's plan.",
 )
 @click.option(
     "--early-prune/--no-early-prune",
@@ -152,6 +162,7 @@ def compress(
     distill: float,
     max_drop: float,
     focus: bool,
+    global_epochs: float,
     early_prune: bool,
     onnx: ExportConfig,
     threads: int,
@@ -189,7 +200,9 @@ def compress(
     config = CompressConfig(
         method=method.name,
         method_options=method.options,
-        strength=StrengthConfig(max_drop=max_drop, focus=focus, early_prune=early_prune)
+        strength=StrengthConfig(
+            max_drop=max_drop, focus=focus, global_epochs=global_epochs, early_prune=early_prune
+        )
         if method.auto
         else None,
         data=dataclasses.replace(data, augment=augment).for_epochs(max(reg_epochs, ft_epochs)),

@@ -51,8 +51,11 @@ class Regularizer(ABC):
     # How ``compress`` selects channels after training with this method, unless told
     # otherwise: keyword arguments of ``PruneConfig``.
     selection: ClassVar[dict[str, Any]] = {"ratio": 0.3}
-    # Whether ``scores`` are comparable across groups as they are (a loss increase is);
-    # otherwise global ranking divides each group's scores by the group mean.
+    # Whether ``scores`` are comparable across groups as they are; otherwise global ranking
+    # divides each group's scores by the group mean. Only slimming's |gamma| is ranked raw
+    # (one global percentile, as its paper does): norms scale with each layer's fan-in,
+    # and ranking raw one-at-a-time loss increases (hgs) piles the removals into one
+    # layer, many individually harmless channels not being harmless together.
     comparable_scores: ClassVar[bool] = False
     # ``--focus`` (compressor.pipeline): the channels (group position -> channels) the
     # target would remove now; while set, ``fit`` keeps the penalty's gradient on their

@@ -257,7 +257,7 @@ def estimated_loss_increase(
         for start in progress_bar(starts, desc="hgs scores", enabled=progress, leave=False):
             xb, yb = x[start : start + chunk], y[start : start + chunk]
             k = len(yb)
-            gates = [torch.ones(k, g.size, requires_grad=True) for g in index]
+            gates = [torch.ones(k, g.size, requires_grad=True, device=x.device) for g in index]
             masks: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
             for g, gate in zip(index, gates, strict=True):
                 for s in _consumers(g):
@@ -275,7 +275,7 @@ def estimated_loss_increase(
                     h.remove()
             for i, gr in enumerate(grads):
                 if gr is not None:
-                    d = gr.detach().double()
+                    d = gr.detach().double().cpu()
                     first[i] += d.sum(0)
                     second[i] += d.pow(2).sum(0)
     finally:

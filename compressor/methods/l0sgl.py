@@ -71,7 +71,9 @@ class L0SGL(Method):
     reading = "groups = dependency-graph channels; beta grows every epoch by default"
     Params = L0SGLParams
     selection: ClassVar[dict[str, Any]] = {"threshold": 1e-5}  # official code: mean |w| < 1e-5
-    comparable_scores = True  # mean |w| per weight is on one scale across groups
+    # mean |w| is not on one scale across groups: under the usual initialisation it falls
+    # like 1 / sqrt(fan-in), so a global ranking divides each group's by their mean (a
+    # threshold compares the raw values, as the official code does)
 
     def __init__(self, params: Any = None) -> None:
         super().__init__(params)

@@ -29,14 +29,26 @@ class L1L2(Method):
     rather than shrinking every weight as l1 does, so the sparse structure appears during
     ordinary training. Reading (the public text does not give the exact vector): for each
     dependency-graph group, ``n = (||w_c||_2)_c`` over its channels, each norm taken over
-    the convolution and linear weights the channel owns (filter coefficients, as the paper
-    says: no biases, no normalisation parameters); penalty ``lam * sum_g ||n||_1 / ||n||_2``. Channels
-    whose norm falls under 1% of their group's largest are removed afterwards.
+    every parameter the channel owns: its filters, its consumers' input slices, its biases
+    and its BatchNorm scale and shift; penalty ``lam * sum_g ||n||_1 / ||n||_2``. Channels
+    are selected by the same norm (the default group L2 score): with a target, the
+    smallest go; without one, those under 1% of their group's largest.
+
+    Reading: the paper penalises filter coefficients, in networks without BatchNorm. After
+    a BatchNorm a filter's scale is free (the normalisation undoes it), so a ratio over
+    filter norms alone can shrink every filter of a channel while the channel's output,
+    ``gamma * x_hat + beta``, stays what it was: on resnet18 such channels, their
+    convolution weights zeroed, still scored 0.43-0.54 of their group's largest. With
+    the BatchNorm entries in the vector the penalty empties the channel itself, and the
+    norm it drives to zero is the one that selects.
     """
 
     name = "l1l2"
     paper = "Berthelier, Yan, Chateau, Blanc, Duffner & Garcia, Learning Sparse Filters in Deep CNNs with a l1/l2 Pseudo-Norm, ICPR-W 2020"
-    reading = "ratio over each group's vector of channel norms; relative threshold 0.01"
+    reading = (
+        "ratio over each group's vector of channel norms, BatchNorm entries included; "
+        "selection by the same norm; relative threshold 0.01"
+    )
     Params = L1L2Params
     selection: ClassVar[dict[str, Any]] = {"threshold": 0.01, "relative": True}
 
@@ -44,6 +56,6 @@ class L1L2(Method):
         squares = Elementwise(self._params(model), kernel_sq)
         terms = []
         for g in self._require_groups():
-            n = (g.sq_norms(squares, weights_only=True) + EPS).sqrt()
+            n = (g.sq_norms(squares) + EPS).sqrt()
             terms.append(n.sum() / (n.pow(2).sum().sqrt() + EPS))
         return self.params.lam * sum(terms)
