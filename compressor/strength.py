@@ -288,10 +288,24 @@ class AutoStrength:
 
     # ------------------------------------------------------------------ early prune
 
-    def end_of_epoch(self, model: nn.Module, *, done: int, total: int) -> bool:
-        """After ``done`` of ``total`` epochs: whether the stage ends now (rule 4)."""
+    def end_of_epoch(
+        self,
+        model: nn.Module,
+        *,
+        done: int,
+        total: int,
+        regularizer: Regularizer | None = None,
+    ) -> bool:
+        """After ``done`` of ``total`` epochs: whether the stage ends now (rule 4). A global
+        phase that has reached ``global_epochs`` ends here, on this epoch's plan (rule 3),
+        so that the early-prune test applies at once."""
         share = self.share(model)
         self.epoch_shares.append(share)
+        c = self.config
+        if c.focus and self.active and not self.focusing and done >= c.global_epochs:
+            self.focusing, self.focused_at, self.plans = True, float(done), []
+            if regularizer is not None:
+                regularizer.focus_plan = self.plan()
         before = self.epoch_shares[-2] if len(self.epoch_shares) >= 2 else None
         if not self.config.early_prune or done >= total or share is None or before is None:
             return False

@@ -620,7 +620,7 @@ class _Fit:
         )
         strength = self.strength
         ended = strength is not None and strength.end_of_epoch(
-            self.model, done=epoch + 1, total=config.epochs
+            self.model, done=epoch + 1, total=config.epochs, regularizer=self.regularizer
         )
         self.save_state(epoch + 1, 0)
         if ended:

@@ -78,7 +78,7 @@ def test_ceiling_survives_resume() -> None:
 
 
 def _epoch_ends(
-    shares: list[float | None], total: int, focusing: bool = True, **config: bool
+    shares: list[float | None], total: int, focusing: bool = True, **config: float
 ) -> AutoStrength:
     """A controller whose share reads ``shares[0]`` at calibration, then one per epoch end
     (past its global phase unless ``focusing`` is False)."""
@@ -106,8 +106,12 @@ def test_early_prune_ends_the_stage_when_the_share_cannot_reach_the_goal() -> No
     assert _epoch_ends([0.85, 0.84], total=1).stopped_after is None
     assert _epoch_ends([None, None, None], total=3).stopped_after is None
     assert _epoch_ends([0.85, 0.84, 0.83], total=3, early_prune=False).stopped_after is None
-    # nor while the method is still choosing its channels (the global phase)
-    assert _epoch_ends([0.85, 0.80, 0.75], total=3, focusing=False).stopped_after is None
+    # nor while the method is still choosing its channels (the global phase) ...
+    auto = _epoch_ends([0.85, 0.80, 0.75], total=3, focusing=False, global_epochs=2.0)
+    assert auto.stopped_after == 2 and auto.focused_at == 2.0  # not after epoch 1
+    # ... which ends at an epoch's end once it reaches its limit: the test applies at once
+    auto = _epoch_ends([0.85, 0.80, 0.75], total=3, focusing=False, global_epochs=1.0)
+    assert auto.focusing and auto.focused_at == 1.0 and auto.stopped_after == 1
     # without focus there is no global phase to wait for; without a penalty (none) no
     # method to choose
     assert _epoch_ends([0.85, 0.80], total=3, focusing=False, focus=False).stopped_after == 1
