@@ -675,6 +675,8 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "macs_ratio_mean": statistics.mean(r["macs_ratio"] for r in rs),
                 "share_mean": statistics.mean(shares) if shares else None,
                 "differs_from_none": sum(bool(r.get("differs_from_none")) for r in rs),
+                # seeds with a `none` row to compare with (seeds 3-4 have none)
+                "compared_with_none": sum(r.get("differs_from_none") is not None for r in rs),
                 "vs_none": paired(rs, none)
                 if none and (tool, method) != ("compressor", "none")
                 else None,
@@ -729,7 +731,7 @@ def write(payload: dict[str, Any], task: Task) -> None:
         "training images, which steers `--lambda auto` and early prune. Mean ± sd over the "
         "seeds. Differences are paired by seed, test top-1, mean [95% t-interval] (seeds "
         "ahead / seeds); an interval that holds 0 is not a result. **arch ≠ none**: seeds "
-        "whose per-layer widths differ from `none`'s.",
+        "whose per-layer widths differ from `none`'s, of the seeds that have a `none` row.",
         "",
         "| target | tool | method | seeds | split | MACs cut | test | val | vs `none` | vs best TP | arch ≠ none | share |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -741,7 +743,7 @@ def write(payload: dict[str, Any], task: Task) -> None:
             f"{', '.join(s['splits'])} | {s['macs_ratio_mean']:.1f}x | "
             f"**{_pm(s['test_mean'], s['test_sd'])}** | {_pm(s['val_mean'], s['val_sd'])} | "
             f"{_diff_text(s['vs_none'])} | {_diff_text(s['vs_best_tp'])} | "
-            f"{s['differs_from_none']}/{s['seeds']} | {share} |"
+            f"{s['differs_from_none']}/{s['compared_with_none']} | {share} |"
         )
     kept = payload.get("kept")
     if kept:
@@ -750,8 +752,8 @@ def write(payload: dict[str, Any], task: Task) -> None:
             "",
             f"{kept['rows']} rows (and the speed step, when no seed-0 row is new) are kept from "
             f"the results of commit {kept['commit'][:12]} ({kept['date']}; `--keep`, the same "
-            f"dense model); the other {ran} ran at the commit above. Each JSON row with "
-            "`kept_from` names its commit.",
+            f"dense model); the other {ran} come from the runs cached under the work folder. "
+            "Each JSON row with `kept_from` names its commit.",
         ]
     lines += _speed_lines(payload.get("speed"))
     lines += _lenet_lines(payload.get("lenet"))
