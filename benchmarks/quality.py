@@ -948,15 +948,36 @@ def _has(rows: list[dict[str, Any]], tool: str, method: str, target: int, seed: 
     )
 
 
-def kept_rows(path: Path, task: Task) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def kept_rows(
+    path: Path,
+    task: Task,
+    work: Path | None = None,
+    methods: list[str] | None = None,
+    pruners: list[str] | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The rows of an earlier results file of this task (``--keep``), for a table that adds
     seeds to it after that run's work folder is gone; each row is marked with the commit
-    that produced it. ``_payload`` refuses the table unless every row, kept or new, has the
-    same dense model figures (test and validation top-1)."""
+    that produced it. Only the rows of the asked ``methods`` and ``pruners`` (by name
+    before any ``+variant``) are kept, and none that ``work`` holds a run of: the work
+    folder's runs win. ``_payload`` refuses the table unless every row, kept or new, has
+    the same dense model figures (test and validation top-1)."""
     prev = json.loads(path.read_text())
     if prev.get("task") != task.name:
         raise SystemExit(f"--keep {path}: a results file of task {prev.get('task')!r}")
-    rows = [{**r, "kept_from": prev["commit"]} for r in prev["rows"]]
+
+    def wanted(r: dict[str, Any]) -> bool:
+        base = r["method"].split("+")[0]
+        asked = methods if r["tool"] == "compressor" else pruners
+        if asked is not None and base not in {m.split("+")[0] for m in asked}:
+            return False
+        if work is None:
+            return True
+        t, s = r["target_macs_ratio"], r["seed"]
+        if r["tool"] == "compressor":
+            return not (work / f"compressor-{r['method']}-{t}x-s{s}" / "report.json").is_file()
+        return not (work / f"tp-{r['method']}-{t}x-s{s}.json").is_file()
+
+    rows = [{**r, "kept_from": prev["commit"]} for r in prev["rows"] if wanted(r)]
     info = {"file": str(path), "commit": prev["commit"], "date": prev["date"], "rows": len(rows)}
     return rows, {**info, "speed": prev.get("speed")}
 
@@ -1021,9 +1042,9 @@ def main() -> None:
         "--keep",
         type=Path,
         default=None,
-        help="an earlier results JSON of this task: its rows join the table and are not run "
-        "again (the dense model must score the same); its speed step is kept when no "
-        "seed-0 row is new",
+        help="an earlier results JSON of this task: its rows of the asked methods and pruners "
+        "join the table and are not run again, unless --work holds that run (the dense "
+        "model must score the same); its speed step is kept when no seed-0 row is new",
     )
     ap.add_argument("--no-lenet", action="store_true")
     ap.add_argument(
@@ -1046,7 +1067,7 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     args.kept = None
     if args.keep:
-        rows, args.kept = kept_rows(args.keep, task)
+        rows, args.kept = kept_rows(args.keep, task, args.work, methods, pruners)
     run_rows(args, task, model, seeds, targets, methods, pruners, rows)
     if not args.quick and args.extra_seeds:
         extra = [int(s) for s in args.extra_seeds.split(",")]
