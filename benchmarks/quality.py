@@ -675,6 +675,8 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "macs_ratio_mean": statistics.mean(r["macs_ratio"] for r in rs),
                 "share_mean": statistics.mean(shares) if shares else None,
                 "differs_from_none": sum(bool(r.get("differs_from_none")) for r in rs),
+                # seeds with a `none` row to compare with (seeds 3-4 have none)
+                "compared_with_none": sum(r.get("differs_from_none") is not None for r in rs),
                 "vs_none": paired(rs, none)
                 if none and (tool, method) != ("compressor", "none")
                 else None,
@@ -729,7 +731,7 @@ def write(payload: dict[str, Any], task: Task) -> None:
         "training images, which steers `--lambda auto` and early prune. Mean ± sd over the "
         "seeds. Differences are paired by seed, test top-1, mean [95% t-interval] (seeds "
         "ahead / seeds); an interval that holds 0 is not a result. **arch ≠ none**: seeds "
-        "whose per-layer widths differ from `none`'s.",
+        "whose per-layer widths differ from `none`'s, of the seeds that have a `none` row.",
         "",
         "| target | tool | method | seeds | split | MACs cut | test | val | vs `none` | vs best TP | arch ≠ none | share |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -741,7 +743,7 @@ def write(payload: dict[str, Any], task: Task) -> None:
             f"{', '.join(s['splits'])} | {s['macs_ratio_mean']:.1f}x | "
             f"**{_pm(s['test_mean'], s['test_sd'])}** | {_pm(s['val_mean'], s['val_sd'])} | "
             f"{_diff_text(s['vs_none'])} | {_diff_text(s['vs_best_tp'])} | "
-            f"{s['differs_from_none']}/{s['seeds']} | {share} |"
+            f"{s['differs_from_none']}/{s['compared_with_none']} | {share} |"
         )
     kept = payload.get("kept")
     if kept:
@@ -750,8 +752,8 @@ def write(payload: dict[str, Any], task: Task) -> None:
             "",
             f"{kept['rows']} rows (and the speed step, when no seed-0 row is new) are kept from "
             f"the results of commit {kept['commit'][:12]} ({kept['date']}; `--keep`, the same "
-            f"dense model); the other {ran} ran at the commit above. Each JSON row with "
-            "`kept_from` names its commit.",
+            f"dense model); the other {ran} come from the runs cached under the work folder. "
+            "Each JSON row with `kept_from` names its commit.",
         ]
     lines += _speed_lines(payload.get("speed"))
     lines += _lenet_lines(payload.get("lenet"))
@@ -946,15 +948,36 @@ def _has(rows: list[dict[str, Any]], tool: str, method: str, target: int, seed: 
     )
 
 
-def kept_rows(path: Path, task: Task) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def kept_rows(
+    path: Path,
+    task: Task,
+    work: Path | None = None,
+    methods: list[str] | None = None,
+    pruners: list[str] | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The rows of an earlier results file of this task (``--keep``), for a table that adds
     seeds to it after that run's work folder is gone; each row is marked with the commit
-    that produced it. ``_payload`` refuses the table unless every row, kept or new, has the
-    same dense model figures (test and validation top-1)."""
+    that produced it. Only the rows of the asked ``methods`` and ``pruners`` (by name
+    before any ``+variant``) are kept, and none that ``work`` holds a run of: the work
+    folder's runs win. ``_payload`` refuses the table unless every row, kept or new, has
+    the same dense model figures (test and validation top-1)."""
     prev = json.loads(path.read_text())
     if prev.get("task") != task.name:
         raise SystemExit(f"--keep {path}: a results file of task {prev.get('task')!r}")
-    rows = [{**r, "kept_from": prev["commit"]} for r in prev["rows"]]
+
+    def wanted(r: dict[str, Any]) -> bool:
+        base = r["method"].split("+")[0]
+        asked = methods if r["tool"] == "compressor" else pruners
+        if asked is not None and base not in {m.split("+")[0] for m in asked}:
+            return False
+        if work is None:
+            return True
+        t, s = r["target_macs_ratio"], r["seed"]
+        if r["tool"] == "compressor":
+            return not (work / f"compressor-{r['method']}-{t}x-s{s}" / "report.json").is_file()
+        return not (work / f"tp-{r['method']}-{t}x-s{s}.json").is_file()
+
+    rows = [{**r, "kept_from": prev["commit"]} for r in prev["rows"] if wanted(r)]
     info = {"file": str(path), "commit": prev["commit"], "date": prev["date"], "rows": len(rows)}
     return rows, {**info, "speed": prev.get("speed")}
 
@@ -1019,9 +1042,9 @@ def main() -> None:
         "--keep",
         type=Path,
         default=None,
-        help="an earlier results JSON of this task: its rows join the table and are not run "
-        "again (the dense model must score the same); its speed step is kept when no "
-        "seed-0 row is new",
+        help="an earlier results JSON of this task: its rows of the asked methods and pruners "
+        "join the table and are not run again, unless --work holds that run (the dense "
+        "model must score the same); its speed step is kept when no seed-0 row is new",
     )
     ap.add_argument("--no-lenet", action="store_true")
     ap.add_argument(
@@ -1044,7 +1067,7 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     args.kept = None
     if args.keep:
-        rows, args.kept = kept_rows(args.keep, task)
+        rows, args.kept = kept_rows(args.keep, task, args.work, methods, pruners)
     run_rows(args, task, model, seeds, targets, methods, pruners, rows)
     if not args.quick and args.extra_seeds:
         extra = [int(s) for s in args.extra_seeds.split(",")]

@@ -49,6 +49,22 @@ def test_kept_rows_are_marked_and_not_run_again(tmp_path: Path) -> None:
     assert not quality._has(rows, "torch-pruning", "none", 10, 0)
 
 
+def test_kept_rows_only_of_asked_methods_and_not_where_the_work_folder_ran(
+    tmp_path: Path,
+) -> None:
+    task = quality.TASKS["fmnist-resnet18"]
+    tp = {**_row("MagnitudePruner+r1f3", 0), "tool": "torch-pruning"}
+    prev = _results(tmp_path, task.name, [_row("none", 0), _row("l1", 0), _row("hgs", 0), tp])
+    work = tmp_path / "work"
+    (work / "compressor-hgs-10x-s0").mkdir(parents=True)
+    (work / "compressor-hgs-10x-s0" / "report.json").write_text("{}")
+    rows, _ = quality.kept_rows(prev, task, work, ["none+r0f4", "hgs"], ["MagnitudePruner"])
+    assert [(r["tool"], r["method"]) for r in rows] == [
+        ("compressor", "none"),
+        ("torch-pruning", "MagnitudePruner+r1f3"),
+    ]
+
+
 def test_kept_rows_of_another_task_are_refused(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="task 'mnist15k'"):
         quality.kept_rows(_results(tmp_path, "mnist15k", []), quality.TASKS["fmnist-resnet18"])
