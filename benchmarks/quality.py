@@ -958,8 +958,9 @@ def kept_rows(
     """The rows of an earlier results file of this task (``--keep``), for a table that adds
     seeds to it after that run's work folder is gone; each row is marked with the commit
     that produced it. Only the rows of the asked ``methods`` and ``pruners`` (by name
-    before any ``+variant``) are kept, and none that ``work`` holds a run of: the work
-    folder's runs win. ``_payload`` refuses the table unless every row, kept or new, has
+    before any ``+variant``) are kept, and none of a row (method and target) that ``work``
+    holds any run of: the work folder's runs win, and one row never mixes seeds from two
+    sources. ``_payload`` refuses the table unless every row, kept or new, has
     the same dense model figures (test and validation top-1)."""
     prev = json.loads(path.read_text())
     if prev.get("task") != task.name:
@@ -972,10 +973,10 @@ def kept_rows(
             return False
         if work is None:
             return True
-        t, s = r["target_macs_ratio"], r["seed"]
+        t = r["target_macs_ratio"]
         if r["tool"] == "compressor":
-            return not (work / f"compressor-{r['method']}-{t}x-s{s}" / "report.json").is_file()
-        return not (work / f"tp-{r['method']}-{t}x-s{s}.json").is_file()
+            return not any(work.glob(f"compressor-{r['method']}-{t}x-s*/report.json"))
+        return not any(work.glob(f"tp-{r['method']}-{t}x-s*.json"))
 
     rows = [{**r, "kept_from": prev["commit"]} for r in prev["rows"] if wanted(r)]
     info = {"file": str(path), "commit": prev["commit"], "date": prev["date"], "rows": len(rows)}

@@ -54,10 +54,11 @@ def test_kept_rows_only_of_asked_methods_and_not_where_the_work_folder_ran(
 ) -> None:
     task = quality.TASKS["fmnist-resnet18"]
     tp = {**_row("MagnitudePruner+r1f3", 0), "tool": "torch-pruning"}
-    prev = _results(tmp_path, task.name, [_row("none", 0), _row("l1", 0), _row("hgs", 0), tp])
+    rows = [_row("none", 0), _row("l1", 0), _row("hgs", 0), _row("hgs", 3), tp]
+    prev = _results(tmp_path, task.name, rows)
     work = tmp_path / "work"
     (work / "compressor-hgs-10x-s0").mkdir(parents=True)
-    (work / "compressor-hgs-10x-s0" / "report.json").write_text("{}")
+    (work / "compressor-hgs-10x-s0" / "report.json").write_text("{}")  # seed 3 goes too
     rows, _ = quality.kept_rows(prev, task, work, ["none+r0f4", "hgs"], ["MagnitudePruner"])
     assert [(r["tool"], r["method"]) for r in rows] == [
         ("compressor", "none"),
