@@ -74,6 +74,14 @@ class CompressConfig:
             from compressor.selection import method_prune_config
 
             object.__setattr__(self, "prune", method_prune_config(self.method))
+        # (`none` has no penalty, so no strength to set: a threshold is its own choice)
+        if self.strength is not None and self.prune.threshold is not None and self.method != "none":
+            raise CompressorError(
+                f"--lambda auto needs a target to aim at, and {self.method} would select by "
+                f"a threshold ({self.prune.threshold:g}), under which the automatic strength "
+                "removed nothing and cost accuracy (the LeNet-5 sweep in docs/methods.md): pass "
+                "--target-macs X or --ratio R, or a fixed strength with --lambda X"
+            )
         epochs = max(self.regularize.epochs, self.finetune.epochs)
         object.__setattr__(self, "data", self.data.for_epochs(epochs))
 

@@ -162,6 +162,11 @@ CASES: dict[str, tuple[Setup, list[str], str]] = {
         ["compress", str(MODEL), "--method", "hsg", "--data", "mnist15k", "-o", "{t}/o"],
         "unknown method 'hsg'",
     ),
+    "automatic strength without a target": (
+        None,
+        ["compress", str(MODEL), "--method", "l1l2", "--data", "mnist15k", "-o", "{t}/o"],
+        "--lambda auto needs a target to aim at, and l1l2 would select by a threshold (0.01)",
+    ),
     "distillation weight out of range": (
         None,
         [

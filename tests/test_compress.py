@@ -260,3 +260,19 @@ def test_an_untrained_baseline_is_warned_about() -> None:
     assert text is not None and "near chance (10.0% for 10 classes)" in text
     assert "compressor train ARCH --weights FILE" in text
     assert untrained_warning(0.2, 1000) is not None and untrained_warning(50.0, 1000) is None
+
+
+def test_automatic_strength_without_a_target_is_refused() -> None:
+    """l1l2 and l0sgl select by a threshold unless given a target: --lambda auto then has
+    no share to aim at (it removed nothing on LeNet-5), so the config refuses it and says
+    what to pass; a fixed strength, a target, or `none` (no strength to set) are fine."""
+    from compressor.strength import StrengthConfig
+
+    data = DataConfig("mnist15k")
+    for method in ("l1l2", "l0sgl"):
+        with pytest.raises(CompressorError, match="pass --target-macs X or --ratio R"):
+            CompressConfig(method, data)
+        assert CompressConfig(method, data, strength=None).prune.threshold is not None
+        assert CompressConfig(method, data, prune=PruneConfig(target_macs=0.5)).strength
+    none = CompressConfig("none", data, prune=PruneConfig(threshold=0.01, relative=True))
+    assert isinstance(none.strength, StrengthConfig)
