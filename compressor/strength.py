@@ -282,9 +282,16 @@ class AutoStrength:
             channels = sum(g.size for g in regularizer.groups or [])
             distance = mask_distance(remove, self.plans[0], channels)
         if epoch >= c.global_epochs or (distance is not None and distance <= c.mask_tolerance):
-            self.focusing, self.focused_at, self.plans = True, epoch, []
-            regularizer.focus_plan = remove
+            self._start_focus(regularizer, remove, epoch)
         return distance
+
+    def _start_focus(
+        self, regularizer: Regularizer | None, remove: dict[int, list[int]] | None, epoch: float
+    ) -> None:
+        """End the global phase at ``epoch``: the penalty is aimed at ``remove`` from now."""
+        self.focusing, self.focused_at, self.plans = True, epoch, []
+        if regularizer is not None:
+            regularizer.focus_plan = remove
 
     # ------------------------------------------------------------------ early prune
 
@@ -303,9 +310,7 @@ class AutoStrength:
         self.epoch_shares.append(share)
         c = self.config
         if c.focus and self.active and not self.focusing and done >= c.global_epochs:
-            self.focusing, self.focused_at, self.plans = True, float(done), []
-            if regularizer is not None:
-                regularizer.focus_plan = self.plan()
+            self._start_focus(regularizer, self.plan(), float(done))
         before = self.epoch_shares[-2] if len(self.epoch_shares) >= 2 else None
         if not self.config.early_prune or done >= total or share is None or before is None:
             return False

@@ -99,7 +99,7 @@ from compressor.strength import StrengthConfig
 )
 @click.option(
     "--focus/--no-focus",
-    default=True,
+    default=StrengthConfig.focus,
     show_default=True,
     help="--lambda auto with a ratio or MAC target: once the method's plan has settled "
     "(see --global-epochs), the penalty acts only on the channels the target would remove "
@@ -111,12 +111,13 @@ from compressor.strength import StrengthConfig
     default=StrengthConfig.global_epochs,
     show_default=True,
     help="--focus: the penalty first acts on the whole network until the method's plan "
-    "settles (it changes by at most 5% of the channels in half an epoch), for at most this "
+    f"settles (it changes by at most {StrengthConfig.mask_tolerance:.0%} of the channels in "
+    "half an epoch), for at most this "
     "many epochs; 0: focus from the start on the dense model's plan.",
 )
 @click.option(
     "--early-prune/--no-early-prune",
-    default=True,
+    default=StrengthConfig.early_prune,
     show_default=True,
     help="--lambda auto with a ratio or MAC target: end the regularize stage at an epoch's "
     "end when, at its rate, the target's channels would not be emptied by its last epoch; "

@@ -41,7 +41,7 @@ from compressor.onnx_export import ExportConfig
 )
 @click.option(
     "--verify/--no-verify",
-    default=True,
+    default=ExportConfig.verify,
     show_default=True,
     help="Fail when onnxruntime differs from PyTorch beyond --tolerance.",
 )

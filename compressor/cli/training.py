@@ -69,11 +69,13 @@ from compressor.errors import CompressorError
     default=None,
     help=f"Random shifts (and flips where valid) [default: on from {AUGMENT_FROM_EPOCHS} epochs].",
 )
-@click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision on CUDA.")
+@click.option(
+    "--amp/--no-amp", default=TrainConfig.amp, show_default=True, help="Mixed precision on CUDA."
+)
 @sync_bn_option
 @click.option(
     "--channels-last/--no-channels-last",
-    default=True,
+    default=TrainConfig.channels_last,
     show_default=True,
     help="NHWC memory format on CUDA.",
 )
