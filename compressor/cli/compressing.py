@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from compressor.cli.options import (
     model_options,
     onnx_options,
     optimizer_options,
+    option_group,
     output_options,
     prune_options,
     runtime_options,
@@ -39,6 +41,58 @@ from compressor.errors import CompressorError
 from compressor.onnx_export import ExportConfig
 from compressor.pipeline import CompressConfig
 from compressor.strength import StrengthConfig
+
+
+def strength_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The ``--lambda auto`` options, handed to the command as ``strength``: a
+    StrengthConfig."""
+    return option_group(
+        "strength",
+        StrengthConfig,
+        [
+            click.option(
+                "--max-drop",
+                type=float,
+                default=StrengthConfig.max_drop,
+                show_default=True,
+                help="--lambda auto: the validation top-1 points the regularize stage may lose.",
+            ),
+            click.option(
+                "--focus/--no-focus",
+                default=StrengthConfig.focus,
+                show_default=True,
+                help="--lambda auto with a ratio or MAC target: once the method's plan has settled "
+                "(see --global-epochs), the penalty acts only on the channels the target would remove "
+                "now (re-planned 8 times an epoch); --no-focus: everywhere, all stage long.",
+            ),
+            click.option(
+                "--global-epochs",
+                type=float,
+                default=StrengthConfig.global_epochs,
+                show_default=True,
+                help="--focus: the penalty first acts on the whole network until the method's plan "
+                f"settles (it changes by at most {StrengthConfig.mask_tolerance:.0%} of the channels in "
+                "half an epoch), for at most this "
+                "many epochs; 0: focus from the start on the dense model's plan.",
+            ),
+            click.option(
+                "--early-prune/--no-early-prune",
+                default=StrengthConfig.early_prune,
+                show_default=True,
+                help="--lambda auto with a ratio or MAC target: end the regularize stage at an epoch's "
+                "end when, at its rate, the target's channels would not be emptied by its last epoch; "
+                "its remaining epochs go to fine-tuning.",
+            ),
+            click.option(
+                "--pull/--no-pull",
+                default=StrengthConfig.pull,
+                show_default=True,
+                help="--focus: also decay the planned channels at a rate that ramps up to empty them "
+                "by the stage's end (growing regularization, Wang et al. 2021), braked by --max-drop; "
+                "off by default (docs/methods.md: what it changed on fmnist-resnet18).",
+            ),
+        ],
+    )(f)
 
 
 @cli.command()
@@ -90,47 +144,7 @@ from compressor.strength import StrengthConfig
     help="Fine-tuning learns from the original model's outputs too: the weight of that "
     "term in [0, 1] (knowledge distillation, temperature 4); 0: labels only.",
 )
-@click.option(
-    "--max-drop",
-    type=float,
-    default=StrengthConfig.max_drop,
-    show_default=True,
-    help="--lambda auto: the validation top-1 points the regularize stage may lose.",
-)
-@click.option(
-    "--focus/--no-focus",
-    default=StrengthConfig.focus,
-    show_default=True,
-    help="--lambda auto with a ratio or MAC target: once the method's plan has settled "
-    "(see --global-epochs), the penalty acts only on the channels the target would remove "
-    "now (re-planned 8 times an epoch); --no-focus: everywhere, all stage long.",
-)
-@click.option(
-    "--global-epochs",
-    type=float,
-    default=StrengthConfig.global_epochs,
-    show_default=True,
-    help="--focus: the penalty first acts on the whole network until the method's plan "
-    f"settles (it changes by at most {StrengthConfig.mask_tolerance:.0%} of the channels in "
-    "half an epoch), for at most this "
-    "many epochs; 0: focus from the start on the dense model's plan.",
-)
-@click.option(
-    "--early-prune/--no-early-prune",
-    default=StrengthConfig.early_prune,
-    show_default=True,
-    help="--lambda auto with a ratio or MAC target: end the regularize stage at an epoch's "
-    "end when, at its rate, the target's channels would not be emptied by its last epoch; "
-    "its remaining epochs go to fine-tuning.",
-)
-@click.option(
-    "--pull/--no-pull",
-    default=StrengthConfig.pull,
-    show_default=True,
-    help="--focus: also decay the planned channels at a rate that ramps up to empty them "
-    "by the stage's end (growing regularization, Wang et al. 2021), braked by --max-drop; "
-    "measured on fmnist-resnet18 it did not pay (docs/methods.md).",
-)
+@strength_options
 @onnx_options
 @click.option(
     "--threads",
@@ -169,11 +183,7 @@ def compress(
     augment: bool | None,
     sync_bn: bool,
     distill: float,
-    max_drop: float,
-    focus: bool,
-    global_epochs: float,
-    early_prune: bool,
-    pull: bool,
+    strength: StrengthConfig,
     onnx: ExportConfig,
     threads: int,
     seed: int,
@@ -210,15 +220,7 @@ def compress(
     config = CompressConfig(
         method=method.name,
         method_options=method.options,
-        strength=StrengthConfig(
-            max_drop=max_drop,
-            focus=focus,
-            global_epochs=global_epochs,
-            early_prune=early_prune,
-            pull=pull,
-        )
-        if method.auto
-        else None,
+        strength=strength if method.auto else None,
         data=dataclasses.replace(data, augment=augment).for_epochs(max(reg_epochs, ft_epochs)),
         regularize=TrainConfig.create(stage="regularize", epochs=reg_epochs, lr=lr, **common),
         finetune=TrainConfig.create(epochs=ft_epochs, lr=ft_lr, distill=distill, **common),
