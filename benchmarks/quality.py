@@ -228,8 +228,6 @@ VARIANTS = {
     "uniform": ["--allocation", "uniform"],  # the same fraction of every layer, as its default
     # fine-tuning at the dense recipe's lr (0.01) instead of `train`'s default 0.05
     "ftlr01": ["--ft-lr", "0.01"],
-    # growing regularization on the focus's plan (--pull, off by default)
-    "pull": ["--pull"],
 }
 
 

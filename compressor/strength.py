@@ -60,21 +60,6 @@ adapts as it goes. The same rule serves every method:
    phase, and the share test, which a focused penalty that cannot empty its channels
    fails, ends the stage.
 
-5. **Pull** (``pull``, off by default; ``--pull``). Growing regularization (Wang, Qin,
-   Zhang & Fu, "Neural Pruning via Growing Regularization", ICLR 2021: the GReg-1
-   variant, whose L2 term on the channels chosen for removal grows until they are
-   negligible): during the focus, after each optimizer step the planned channels'
-   entries are multiplied by ``1 - lr * pull``. The pull ramps from 0 at the focus's
-   start to a peak at the stage's end, the peak set so that without back-offs the
-   planned mass falls to the fraction at which its share is ``share_goal``
-   (``focus_pull``); the accuracy bound brakes it (``_paced``: the mean of the last two
-   readings more than ``max_drop`` under the baseline divides the brake by
-   ``growth**2``, a reading within it multiplies the brake by ``growth`` up to 1), and
-   early prune judges the focus on its own run (``_share_rate``), not on the global
-   phase's. It exists because the seed penalties, focused, leave most of the share in
-   place within a stage (the regularize stage ended at 70-86% on fmnist-resnet18);
-   what it changed there, and why it is not the default, is in ``docs/methods.md``.
-
 The baseline is the model's top-1 on the same images at the start of the stage. The bound
 is a choice: ``max_drop`` = 1 point by default (``--set`` cannot reach it; the CLI's
 ``--max-drop`` does). Validation images steer the strength, so the reported validation
@@ -129,10 +114,6 @@ class StrengthConfig:
     # end the stage at an epoch's end when the share cannot reach the goal in time; the
     # remaining epochs go to fine-tuning
     early_prune: bool = True
-    # growing regularization on the plan during the focus (Wang et al., ICLR 2021): the
-    # planned channels' entries decay at a rate that ramps up to empty them by the stage's
-    # end, the accuracy bound braking it; off: the method's own penalty alone
-    pull: bool = False
 
     def __post_init__(self) -> None:
         if not self.max_drop > 0:
@@ -172,7 +153,6 @@ class StrengthPoint:
     action: str  # "calibrate", "grow", "hold", "back off"
     phase: str = "global"  # "global": the penalty acts everywhere; "focus": on the plan
     mask_distance: float | None = None  # from the plan half an epoch earlier (global phase)
-    pull: float | None = None  # the decay on the planned channels (focus)
 
 
 def mask_distance(a: dict[int, list[int]], b: dict[int, list[int]], channels: int) -> float:
@@ -215,7 +195,6 @@ class AutoStrength:
         self.plan = plan or (lambda: None)
         self.focusing = False  # the global phase is over (rule 3)
         self.focused_at: float | None = None  # the epoch at which it ended
-        self.focus_share: float | None = None  # the share then: focus's rate starts there
         self.plans: list[dict[int, list[int]]] = []  # the global phase's recent plans
         self.baseline: float | None = None
         self.strength = 1.0
@@ -226,13 +205,6 @@ class AutoStrength:
         self.epoch_shares: list[float | None] = []  # at calibration, then each epoch's end
         self.stopped_after: int | None = None  # epochs run when the stage ended early
         self.projected: float | None = None  # the share expected at the stage's end
-        self.stage_epochs: int | None = None  # the stage's length (the focus's pace)
-        self.steps_per_epoch: int | None = None
-        self.step_size: Callable[[], float | None] = lambda: None
-        self.last_top1: float | None = None  # the previous check's reading (focus)
-        self.pull = 0.0  # the focus's decay of the planned channels, per unit of lr
-        self.peak_pull = 0.0  # ... at the stage's end, without back-offs
-        self.brake = 1.0  # (0, 1]: divided by growth**2 at each back-off
 
     # ------------------------------------------------------------------ calibration
 
@@ -279,7 +251,7 @@ class AutoStrength:
         self.baseline = self.evaluate(model)
         share = self.share(model)
         self.plans = []
-        self._phase(model, regularizer, self.plan(), 0.0, share)
+        self._phase(regularizer, self.plan(), 0.0)
         self.history.append(
             StrengthPoint(0, 0.0, self.strength, self.baseline, share, "calibrate", self._name())
         )
@@ -288,38 +260,11 @@ class AutoStrength:
 
     # ------------------------------------------------------------------ focus
 
-    def set_stage(
-        self, epochs: int, steps_per_epoch: int, step_size: Callable[[], float | None]
-    ) -> None:
-        """The stage's length and the optimizer's current learning rate (``fit`` sets them)."""
-        self.stage_epochs, self.steps_per_epoch, self.step_size = epochs, steps_per_epoch, step_size
-
-    def focus_pull(self, epoch: float) -> float | None:
-        """The pull's peak rate, a decay per unit of learning rate. It ramps up from 0 at
-        the focus's start to this at the stage's end (growing regularization), so that
-        the planned channels' mass would be cut to ``f`` of itself, ``-ln f = peak * lr *
-        steps_left / 2``, ``f`` being the fraction at which their share reaches the goal
-        with the rest of the network unchanged. None where it cannot be set."""
-        lr = self.step_size()
-        share, goal = self.focus_share, max(self.config.share_goal, 1e-6)
-        if not lr or share is None or not self.stage_epochs or not 0 < share < 1:
-            return None
-        steps_left = (self.stage_epochs - epoch) * (self.steps_per_epoch or 1)
-        if steps_left <= 0 or share <= goal:
-            return None
-        f = goal * (1 - share) / (share * (1 - goal))
-        return 2 * -math.log(f) / (lr * steps_left)
-
     def _name(self) -> str:
         return "focus" if self.focusing else "global"
 
     def _phase(
-        self,
-        model: nn.Module,
-        regularizer: Regularizer,
-        remove: dict[int, list[int]] | None,
-        epoch: float,
-        share: float | None,
+        self, regularizer: Regularizer, remove: dict[int, list[int]] | None, epoch: float
     ) -> float | None:
         """Rule 3: in the global phase, record the plan and end the phase once it has
         settled (or at ``global_epochs``); while focusing, aim the penalty at the plan.
@@ -337,29 +282,16 @@ class AutoStrength:
             channels = sum(g.size for g in regularizer.groups or [])
             distance = mask_distance(remove, self.plans[0], channels)
         if epoch >= c.global_epochs or (distance is not None and distance <= c.mask_tolerance):
-            self._start_focus(model, regularizer, remove, epoch, share)
+            self._start_focus(regularizer, remove, epoch)
         return distance
 
     def _start_focus(
-        self,
-        model: nn.Module,
-        regularizer: Regularizer | None,
-        remove: dict[int, list[int]] | None,
-        epoch: float,
-        share: float | None,
+        self, regularizer: Regularizer | None, remove: dict[int, list[int]] | None, epoch: float
     ) -> None:
-        """End the global phase at ``epoch`` (the share then: ``share``): the penalty is
-        aimed at ``remove`` from now, at the strength that would empty it by the stage's
-        end (``focus_strength``)."""
+        """End the global phase at ``epoch``: the penalty is aimed at ``remove`` from now."""
         self.focusing, self.focused_at, self.plans = True, epoch, []
-        self.focus_share, self.last_top1 = share, None
-        if regularizer is None:
-            return
-        regularizer.focus_plan = remove
-        self.peak_pull = (
-            self.focus_pull(epoch) if self.active and self.config.pull else None
-        ) or 0.0
-        self.brake, self.pull = 1.0, 0.0
+        if regularizer is not None:
+            regularizer.focus_plan = remove
 
     # ------------------------------------------------------------------ early prune
 
@@ -372,17 +304,19 @@ class AutoStrength:
         regularizer: Regularizer | None = None,
     ) -> bool:
         """After ``done`` of ``total`` epochs: whether the stage ends now (rule 4). A global
-        phase that has reached ``global_epochs`` ends here, on this epoch's plan (rule 3);
-        the test then waits for half an epoch of focus (``_share_rate``)."""
+        phase that has reached ``global_epochs`` ends here, on this epoch's plan (rule 3),
+        so that the early-prune test applies at once."""
         share = self.share(model)
         self.epoch_shares.append(share)
         c = self.config
         if c.focus and self.active and not self.focusing and done >= c.global_epochs:
-            self._start_focus(model, regularizer, self.plan(), float(done), share)
-        rate = self._share_rate(share, done) if c.pull else self._epoch_rate(share)
-        if not c.early_prune or done >= total or share is None or rate is None:
+            self._start_focus(regularizer, self.plan(), float(done))
+        before = self.epoch_shares[-2] if len(self.epoch_shares) >= 2 else None
+        if not self.config.early_prune or done >= total or share is None or before is None:
             return False
-        self.projected = share - rate * (total - done)
+        if self.config.focus and self.active and not self.focusing:
+            return False  # the method is still choosing its channels (none without a penalty)
+        self.projected = share - max(before - share, 0.0) * (total - done)
         if self.projected <= self.config.share_goal:
             return False
         assert self.baseline is not None, "calibrate() first"
@@ -390,37 +324,6 @@ class AutoStrength:
             return False  # out of the bound: the stage goes on, the controller backs off
         self.stopped_after = done
         return True
-
-    def _epoch_rate(self, share: float | None) -> float | None:
-        """The share's fall over the last epoch (from calibration, for the first); None
-        while the method is still choosing its channels (the global phase)."""
-        before = self.epoch_shares[-2] if len(self.epoch_shares) >= 2 else None
-        if share is None or before is None:
-            return None
-        if self.config.focus and self.active and not self.focusing:
-            return None
-        return max(before - share, 0.0)
-
-    def _share_rate(self, share: float | None, done: int) -> float | None:
-        """How fast the share falls, per epoch, over the last epoch ``done`` ended; None
-        while it cannot be judged. A focused penalty is judged on its own run only (the
-        global phase's rate, where the penalty acted everywhere, says nothing of it): over
-        the last epoch once it has been focused all of it, before that from the share at
-        the focus's start, once the focus has run half an epoch."""
-        c = self.config
-        before = self.epoch_shares[-2] if len(self.epoch_shares) >= 2 else None
-        if share is None:
-            return None
-        if not (c.focus and self.active):  # no focus, or no penalty (none)
-            return None if before is None else max(before - share, 0.0)
-        if not self.focusing or self.focused_at is None:
-            return None  # the method is still choosing its channels
-        ran = done - self.focused_at
-        if ran >= 1 and before is not None:
-            return max(before - share, 0.0)
-        if ran >= 0.5 and self.focus_share is not None:
-            return max(self.focus_share - share, 0.0) / ran
-        return None
 
     # ------------------------------------------------------------------ adaptation
 
@@ -436,28 +339,8 @@ class AutoStrength:
         c = self.config
         top1 = self.evaluate(model)
         share = self.share(model)
-        was_focusing = self.focusing
-        distance = self._phase(model, regularizer, self.plan(), step / steps_per_epoch, share)
+        distance = self._phase(regularizer, self.plan(), step / steps_per_epoch)
         assert self.baseline is not None, "calibrate() first"
-        if self.focusing and c.pull:
-            action = self._paced(top1, share, step / steps_per_epoch)
-            if not was_focusing:  # the focus began at this check
-                action = "focus"
-            regularizer.pull = self.pull
-            self.history.append(
-                StrengthPoint(
-                    step,
-                    step / steps_per_epoch,
-                    self.strength,
-                    top1,
-                    share,
-                    action,
-                    "focus",
-                    distance,
-                    self.pull,
-                )
-            )
-            return
         drop = self.baseline - top1
         if drop > c.max_drop:
             action, factor = "back off", 1 / c.growth**2
@@ -492,30 +375,6 @@ class AutoStrength:
             )
         )
 
-    def _paced(self, top1: float, share: float | None, epoch: float) -> str:
-        """The focus's rule, on the pull: it ramps from 0 at the focus's start to its
-        peak at the stage's end, times a brake. The brake is divided by ``growth**2``
-        when the mean of this reading and the last is more than ``max_drop`` under the
-        baseline (back off), and otherwise multiplied by ``growth`` up to 1; once the
-        share is under the goal the pull holds. Returns the action."""
-        c = self.config
-        assert self.baseline is not None
-        mean = top1 if self.last_top1 is None else (top1 + self.last_top1) / 2
-        self.last_top1 = top1
-        if self.baseline - mean > c.max_drop:
-            self.last_top1 = None  # the next reading is of a model pulled less
-            self.brake /= c.growth**2
-            action = "back off"
-        elif share is not None and share <= c.share_goal:
-            return "hold"
-        else:
-            self.brake = min(1.0, self.brake * c.growth)
-            action = "grow"
-        span = max((self.stage_epochs or 0) - (self.focused_at or 0.0), 1e-9)
-        ramp = min(1.0, max(0.0, epoch - (self.focused_at or 0.0)) / span)
-        self.pull = self.peak_pull * ramp * self.brake
-        return action
-
     # ------------------------------------------------------------------ state
 
     def state_dict(self) -> dict[str, Any]:
@@ -530,11 +389,6 @@ class AutoStrength:
             "stopped_after": self.stopped_after,
             "focusing": self.focusing,
             "focused_at": self.focused_at,
-            "focus_share": self.focus_share,
-            "pull": self.pull,
-            "peak_pull": self.peak_pull,
-            "brake": self.brake,
-            "last_top1": self.last_top1,
             "plans": self.plans,
         }
 
@@ -549,12 +403,6 @@ class AutoStrength:
         self.stopped_after = state.get("stopped_after")
         self.focusing = bool(state.get("focusing", False))
         self.focused_at = state.get("focused_at")
-        self.focus_share = state.get("focus_share")
-        self.pull = float(state.get("pull", 0.0))
-        self.peak_pull = float(state.get("peak_pull", 0.0))
-        self.brake = float(state.get("brake", 1.0))
-        self.last_top1 = state.get("last_top1")
-        regularizer.pull = self.pull
         self.plans = list(state.get("plans", []))
         regularizer.scale = self.strength
 
@@ -567,7 +415,5 @@ class AutoStrength:
             "epoch_shares": self.epoch_shares,
             "stopped_after": self.stopped_after,
             "focused_at": self.focused_at,
-            "focus_share": self.focus_share,
-            "final_pull": self.pull,
             "history": [asdict(p) for p in self.history],
         }

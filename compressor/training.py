@@ -251,19 +251,6 @@ def _keep_focused(
             p.grad.copy_(torch.where(mask.to(p.grad.device), p.grad, base))
 
 
-def _pull(model: nn.Module, focus: dict, rate: float) -> None:
-    """The focus's pull: the entries ``focus`` marks decay by ``1 - rate`` (growing
-    regularization's L2 term on the chosen channels, applied as a decoupled decay)."""
-    import torch
-
-    keep = max(0.0, 1.0 - rate)
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            mask = focus.get(n)
-            if mask is not None:
-                p.mul_(torch.where(mask.to(p.device), keep, 1.0))
-
-
 def _calibrate(
     strength: AutoStrength,
     model: nn.Module,
@@ -353,8 +340,6 @@ class _Fit:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, _lr_factor(config, self.steps_per_epoch)
         )
-        if strength is not None:  # what the focus's pace and strength are set from
-            strength.set_stage(config.epochs, self.steps_per_epoch, self._step_size)
         bf16 = cuda and torch.cuda.is_bf16_supported()
         self.amp_dtype = torch.bfloat16 if bf16 else torch.float16
         self.use_amp = cuda and config.amp
@@ -507,8 +492,6 @@ class _Fit:
                 _keep_focused(model, loss_grads, focus, self.scaler)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        if reg is not None and reg.pull > 0 and focus is not None:
-            _pull(model, focus, self._step_size() * reg.pull)
         self.scheduler.step()
         if self.parallel:  # running statistics came from this rank's shard
             distributed.average_buffers(model)
@@ -521,10 +504,6 @@ class _Fit:
                 model, reg, step=self.global_step, steps_per_epoch=self.steps_per_epoch
             )
         return loss, pen, logits, y
-
-    def _step_size(self) -> float:
-        """The learning rate now (the focus's pull is a decay per unit of it)."""
-        return float(self.optimizer.param_groups[0]["lr"])
 
     def epoch(self, epoch: int, should_stop: Callable[[], bool]) -> bool:
         """Train one epoch (from the resumed step), then end it; True when the stage ends

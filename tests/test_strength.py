@@ -142,7 +142,7 @@ def _phases(plans: list[dict[int, list[int]]], **config: float) -> tuple[AutoStr
     method.groups = [SimpleNamespace(size=20)]  # type: ignore[assignment]
     auto.baseline = 99.0
     auto.share(nn.Linear(1, 1))  # what calibrate reads
-    auto._phase(nn.Linear(1, 1), method, auto.plan(), 0.0, 0.5)
+    auto._phase(method, auto.plan(), 0.0)
     for step in range(1, len(plans)):
         auto.after_step(nn.Linear(1, 1), method, step=step, steps_per_epoch=4)
     return auto, method
@@ -389,86 +389,29 @@ def test_focused_penalty_moves_only_the_planned_channels(name: str) -> None:
     assert moved_planned > 1e-4  # ... and the planned entries felt the penalty
 
 
-def _pulling(shares: list[float], start: float, at_start: float) -> AutoStrength:
-    """A controller under ``pull`` whose focus began at epoch ``start`` with share
-    ``at_start``; its share reads ``shares`` at the next epoch ends."""
-    script = _Script([99.0] * len(shares), list(shares))
-    auto = AutoStrength(StrengthConfig(pull=True), evaluate=script.evaluate, share=script.share_of)
-    auto.epoch_shares, auto.baseline, auto.focusing = [0.85], 99.2, True
-    auto.focused_at, auto.focus_share = start, at_start
-    return auto
+def test_fresh_statistics_read_the_network_not_the_lag() -> None:
+    """A filter scaled before its BatchNorm computes the same function once the statistics
+    follow; the running statistics read it as changed. The copy's are re-estimated, the
+    model's are left alone."""
+    from compressor.evaluation import with_fresh_statistics
 
-
-def test_under_the_pull_early_prune_judges_the_focus_on_its_own_run() -> None:
-    """The global phase's rate says nothing of the pull: the stage is judged from the
-    focus's start once it has run half an epoch, then over whole focused epochs."""
-    # 0.80 at 0.5 -> 0.50 at 1: 0.6 an epoch reaches the goal in the 2 left
-    assert not _pulling([0.50], 0.5, 0.80).end_of_epoch(nn.Linear(1, 1), done=1, total=3)
-    # 0.80 -> 0.78: 0.04 an epoch would leave 70%
-    auto = _pulling([0.78], 0.5, 0.80)
-    assert auto.end_of_epoch(nn.Linear(1, 1), done=1, total=3)
-    assert auto.projected == pytest.approx(0.70)
-    # a quarter of an epoch of focus is too short to judge
-    assert not _pulling([0.84], 0.75, 0.85).end_of_epoch(nn.Linear(1, 1), done=1, total=3)
-    # a focus that began at epoch 1's end is judged over epoch 2 alone
-    auto = _pulling([0.80, 0.75], 1.0, 0.80)
-    auto.epoch_shares = [0.85]
-    assert not auto.end_of_epoch(nn.Linear(1, 1), done=1, total=4)
-    assert auto.end_of_epoch(nn.Linear(1, 1), done=2, total=4) and auto.stopped_after == 2
-    assert auto.projected == pytest.approx(0.65)
-
-
-def test_the_pulls_ramp_reaches_the_goal() -> None:
-    """The pull ramps from 0 to its peak over the rest of the stage; without back-offs
-    its decays take the planned channels' mass to the fraction at which their share is
-    the goal (the rest of the network unchanged)."""
-    auto = AutoStrength(
-        StrengthConfig(checks_per_epoch=1, pull=True),
-        evaluate=lambda _m: 99.0,
-        share=lambda _m: 0.8,
-    )
-    auto.set_stage(3, 100, lambda: 0.01)
-    auto.baseline, auto.focusing, auto.focused_at, auto.focus_share = 99.0, True, 1.0, 0.8
-    auto.peak_pull = auto.focus_pull(1.0) or 0.0
-    mass = 0.8
-    for step in range(100, 300):
-        auto._paced(99.0, 0.5, step / 100)  # a check every step, within the bound
-        mass *= 1 - 0.01 * auto.pull
-    assert mass / (mass + 0.2) == pytest.approx(0.01, rel=0.15)  # steps, not a flow
-    assert auto.pull == pytest.approx(auto.peak_pull, rel=0.01)
-    # at the goal the pull holds; without a share there is nothing to set
-    assert auto._paced(99.0, 0.005, 3.0) == "hold"
-    auto.focus_share = None
-    assert auto.focus_pull(1.0) is None
-
-
-def test_the_pull_backs_off_on_a_drop() -> None:
-    auto = AutoStrength(StrengthConfig(pull=True), evaluate=lambda _m: 99.0, share=lambda _m: 0.8)
-    auto.set_stage(2, 100, lambda: 0.01)
-    auto.baseline, auto.focusing, auto.focused_at, auto.peak_pull = 99.0, True, 0.0, 10.0
-    assert auto._paced(98.5, 0.5, 1.0) == "grow" and auto.pull == pytest.approx(5.0)
-    # the mean of 96.5 and 98.5 is 1.5 points under: the brake falls to a quarter
-    assert auto._paced(96.5, 0.5, 1.0) == "back off" and auto.pull == pytest.approx(1.25)
-    assert auto._paced(98.8, 0.5, 1.0) == "grow" and auto.pull == pytest.approx(2.5)
-
-
-def test_the_pull_decays_only_the_planned_entries() -> None:
-    from compressor.training import _pull
-
-    model = nn.Linear(3, 2)
-    before = model.weight.detach().clone()
-    mask = torch.tensor([[True, False, False], [False, False, True]])
-    _pull(model, {"weight": mask}, 0.25)
-    after = model.weight.detach()
-    assert torch.allclose(after[mask], 0.75 * before[mask])
-    assert torch.equal(after[~mask], before[~mask])
-
-
-def test_the_pull_is_off_by_default_and_survives_resume() -> None:
-    auto = AutoStrength(StrengthConfig(pull=True), evaluate=lambda _m: 99.0, share=lambda _m: 0.8)
-    auto.pull, auto.peak_pull, auto.brake = 1.5, 6.0, 0.25
-    method = get_method("ssl")
-    again = AutoStrength(StrengthConfig(pull=True), evaluate=lambda _m: 0.0, share=lambda _m: None)
-    again.load_state_dict(auto.state_dict(), method)
-    assert (again.pull, again.peak_pull, again.brake, method.pull) == (1.5, 6.0, 0.25, 1.5)
-    assert StrengthConfig().pull is False and get_method("ssl").pull == 0.0
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten())
+    x = torch.randn(64, 2, 6, 6)
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = None
+    with torch.no_grad():
+        model(x)
+    model.eval()
+    with torch.no_grad():
+        before = model(x)
+        model[0].weight.mul_(0.5)
+        model[0].bias.mul_(0.5)
+        stale = model(x)
+        fresh = with_fresh_statistics(model, x)(x)
+    assert not torch.allclose(stale, before, atol=1e-2)
+    assert torch.allclose(fresh, before, atol=1e-3)
+    assert model[1].momentum is None and not model.training  # the model itself untouched
+    assert torch.equal(model(x), stale)

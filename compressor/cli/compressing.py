@@ -83,14 +83,6 @@ def strength_options(f: Callable[..., Any]) -> Callable[..., Any]:
                 "end when, at its rate, the target's channels would not be emptied by its last epoch; "
                 "its remaining epochs go to fine-tuning.",
             ),
-            click.option(
-                "--pull/--no-pull",
-                default=StrengthConfig.pull,
-                show_default=True,
-                help="--focus: also decay the planned channels at a rate that ramps up to empty them "
-                "by the stage's end (growing regularization, Wang et al. 2021), braked by --max-drop; "
-                "off by default (docs/methods.md: what it changed on fmnist-resnet18).",
-            ),
         ],
     )(f)
 

@@ -61,9 +61,6 @@ class Regularizer(ABC):
     # target would remove now; while set, ``fit`` keeps the penalty's gradient on their
     # entries only. None: the penalty acts everywhere, as the papers write it.
     focus_plan: dict[int, list[int]] | None = None
-    # The focus's pull (compressor.strength, growing regularization): after each optimizer
-    # step the entries of the planned channels are multiplied by ``1 - lr * pull``.
-    pull: float = 0.0
 
     def __init__(self, params: Any = None) -> None:
         self.params = params if params is not None else self.Params()
