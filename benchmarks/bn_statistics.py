@@ -9,8 +9,7 @@ folder lacks it). The channels that its 10x MAC plan removes (the default group 
 input slices) multiplied by a factor, as `compress --pull` decays them. Each copy is read on
 the whole validation split twice: on the running statistics it has (which a training step's
 momentum of 0.1 would still be catching up with) and on statistics re-estimated on 512
-training images (`compressor.evaluation.with_fresh_statistics`, what the controller reads
-under `--pull`). Writes benchmarks/results/bn_statistics.{json,md}.
+training images (`with_fresh_statistics`). Writes benchmarks/results/bn_statistics.{json,md}.
 """
 
 from __future__ import annotations
@@ -27,6 +26,26 @@ HERE = Path(__file__).resolve().parent
 FACTORS = [1.0, 0.99, 0.96, 0.9, 0.7]
 
 
+def with_fresh_statistics(model: Any, inputs: Any, batch: int = 256) -> Any:
+    """A copy of ``model`` whose BatchNorm running statistics are re-estimated on
+    ``inputs`` (the cumulative mean over them, in training mode); the model itself is not
+    touched."""
+    import torch
+    from torch import nn
+
+    fresh = copy.deepcopy(model)
+    norms = [m for m in fresh.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    fresh.train()
+    device = next(fresh.parameters()).device
+    with torch.no_grad():
+        for i in range(0, len(inputs), batch):
+            fresh(inputs[i : i + batch].to(device))
+    return fresh.eval()
+
+
 def main() -> None:
     import torch
 
@@ -36,7 +55,7 @@ def main() -> None:
     from compressor.checkpoint import load_model
     from compressor.config import DataConfig, PruneConfig
     from compressor.data import load_data, sample_batch
-    from compressor.evaluation import evaluate, with_fresh_statistics
+    from compressor.evaluation import evaluate
     from compressor.pruning import channel_groups, focus_masks, group_scores, mac_estimator
     from compressor.selection import select
 

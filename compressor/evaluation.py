@@ -100,32 +100,3 @@ def evaluate_onnx(
             )
         tally.add(logits, torch.as_tensor(ys, dtype=torch.int64))
     return {**tally.result(), "left_out": len(dataset) - n}
-
-
-def with_fresh_statistics(model: nn.Module, inputs: torch.Tensor, batch: int = 256) -> nn.Module:
-    """A copy of ``model`` whose BatchNorm running statistics are re-estimated on
-    ``inputs`` (the cumulative mean over them, in training mode); the model itself is not
-    touched. While training changes the network fast, the running averages (momentum 0.1)
-    lag behind it and an evaluation on them reads the lag, not the network: on the dense
-    fmnist-resnet18, the channels of its 10x plan scaled by 0.96 read 77.04% validation
-    top-1 on the stale statistics and 89.12% on fresh ones (89.08% unscaled;
-    benchmarks/results/bn_statistics.md)."""
-    import copy
-
-    import torch
-    from torch import nn
-
-    fresh = copy.deepcopy(model)
-    norms = [m for m in fresh.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return fresh
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the batches below
-    fresh.train()
-    device = next(fresh.parameters()).device
-    with torch.no_grad():
-        for i in range(0, len(inputs), batch):
-            fresh(inputs[i : i + batch].to(device))
-    fresh.eval()
-    return fresh

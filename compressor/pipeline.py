@@ -647,10 +647,6 @@ def _share_function(
     return share
 
 
-# training images on which the controller re-estimates BatchNorm statistics before a reading
-FRESH_STATISTICS_IMAGES = 512
-
-
 def _controller(run: _Run, method: Any) -> tuple[Any, dict[str, Any]]:
     """``--lambda auto``'s controller (None without it) and what the report records of it:
     the validation images it reads, enough that one top-1 reading's noise stays well under
@@ -677,19 +673,8 @@ def _controller(run: _Run, method: Any) -> tuple[Any, dict[str, Any]]:
         f"{config.strength.max_drop:g})"
     )
 
-    fresh: list[Any] = []  # training images that re-estimate BatchNorm's statistics
-
     def top1(model: Any, val: Any = val) -> float:
-        """Top-1 on BatchNorm statistics re-estimated for the network as it is now: the
-        penalty changes it faster than the running averages follow, and a reading on
-        them measured their lag (benchmarks/results/bn_statistics.md)."""
-        from compressor.data import sample_batch
-        from compressor.evaluation import with_fresh_statistics
-
-        if not fresh:
-            images = FRESH_STATISTICS_IMAGES
-            fresh.append(sample_batch(run.bundle, "train", images, seed=config.regularize.seed)[0])
-        return float(run.accuracy(with_fresh_statistics(model, fresh[0]), val)["top1"])
+        return float(run.accuracy(model, val)["top1"])
 
     latest: dict[str, Any] = {}
     strength = AutoStrength(

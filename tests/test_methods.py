@@ -457,3 +457,43 @@ def test_hgs_estimate_ranks_like_the_exact_loss_increase() -> None:
 def test_method_option_ranges(name: str, options: dict, message: str) -> None:
     with pytest.raises(CompressorError, match=message):
         get_method(name, options)
+
+
+def _plan(model: nn.Module, method: Method | None) -> list[list[int]]:
+    """Per group, the channels a 1/3-MAC target removes, selected by the method's own
+    scores (``none``: the default group L2 norm) on 64 fixed training images."""
+    from compressor.config import PruneConfig
+    from compressor.data import BatchTransform, load_data
+    from compressor.pruning import mac_estimator
+    from compressor.selection import select
+
+    method = method or get_method("none", {})
+    bundle = load_data(_DATA)
+    transform = BatchTransform(bundle.preprocess, flip=False, device=torch.device("cpu"))
+    example = torch.zeros(1, 1, 28, 28)
+    index = channel_groups(model, example)
+    calibration = (transform(bundle.train.images[:64]), bundle.train.labels[:64])
+    scores = method.scores(model, index, calibration=calibration)
+    plan = select(
+        scores,
+        index,
+        PruneConfig(target_macs=1 / 3),
+        comparable=method.comparable_scores,
+        macs=mac_estimator(model, index, (1, 28, 28)),
+    )
+    return [sorted(plan.remove.get(g, [])) for g in range(len(index))]
+
+
+SEED_METHODS = ["l1l2", "hgs", "l0sgl", "ffr"]
+
+
+@pytest.mark.parametrize("name", SEED_METHODS)
+def test_a_seed_methods_plan_is_not_nones(name: str) -> None:
+    """From the same start and the same steps, a seed method's penalty and criterion pick
+    other channels than plain training scored by the group L2 norm: the plan is the
+    method's, not the one-shot ranking of the dense model. Fails if the penalty is
+    ignored, or the method selects by the default norm of an unchanged network."""
+    flow = name == "ffr"
+    plain, _ = _train_steps(None, {}, flow=flow)
+    model, method = _train_steps(name, STRONG[name], flow=flow)
+    assert _plan(model, method) != _plan(plain, None)

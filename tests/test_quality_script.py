@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
+from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 import quality
@@ -80,3 +82,31 @@ def test_rows_of_another_dense_model_are_refused(tmp_path: Path, monkeypatch: An
     assert len(quality._payload(args, task, same)["summary"]) == 2
     with pytest.raises(SystemExit, match="different dense models"):
         quality._payload(args, task, [*same, _row("none", 1, dense=88.0)])
+
+
+def test_fresh_statistics_read_the_network_not_the_lag() -> None:
+    """A filter scaled before its BatchNorm computes the same function once the statistics
+    follow; the running statistics read it as changed. The copy's are re-estimated, the
+    model's are left alone."""
+    from bn_statistics import with_fresh_statistics
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten())
+    x = torch.randn(64, 2, 6, 6)
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = None
+    with torch.no_grad():
+        model(x)
+    model.eval()
+    with torch.no_grad():
+        before = model(x)
+        model[0].weight.mul_(0.5)
+        model[0].bias.mul_(0.5)
+        stale = model(x)
+        fresh = with_fresh_statistics(model, x)(x)
+    assert not torch.allclose(stale, before, atol=1e-2)
+    assert torch.allclose(fresh, before, atol=1e-3)
+    assert model[1].momentum is None and not model.training  # the model itself untouched
+    assert torch.equal(model(x), stale)
