@@ -425,7 +425,7 @@ def tp_row(
     bundle = load_data(data, channels=3, recorded=loaded.preprocess)
     size = task.input_size
     train = TrainConfig(epochs=reg_epochs, lr=0.01, seed=seed, device="cpu")  # compress's --lr
-    finetune = TrainConfig(epochs=ft_epochs, lr=0.05, seed=seed, device="cpu")  # its --ft-lr
+    finetune = TrainConfig(epochs=ft_epochs, lr=0.02, seed=seed, device="cpu")  # its --ft-lr
     model = loaded.model
     dense_macs = count_macs(model, (3, size, size))
     dense_scores = _tp_scores(model, bundle)

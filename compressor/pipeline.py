@@ -44,15 +44,15 @@ def _regularize_default() -> TrainConfig:
 
 
 def _finetune_default() -> TrainConfig:
-    return TrainConfig.create(epochs=FINETUNE_EPOCHS)
+    return TrainConfig.create(stage="finetune", epochs=FINETUNE_EPOCHS)
 
 
 @dataclass(frozen=True)
 class CompressConfig:
     """Everything ``compress`` needs besides the model and the output folder. The defaults
-    are the CLI's: 5 regularize epochs at lr 0.01 and 3 fine-tuning epochs at `train`'s
-    0.05 (SGD), the method's default selection, ``--lambda auto``. ``data.augment`` left
-    at None is decided by the longer stage (``DataConfig.for_epochs``)."""
+    are the CLI's: 5 regularize epochs at lr 0.01 and 3 fine-tuning epochs at 0.02 (SGD),
+    the method's default selection, ``--lambda auto``. ``data.augment`` left at None is
+    decided by the longer stage (``DataConfig.for_epochs``)."""
 
     method: str
     data: DataConfig

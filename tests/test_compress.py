@@ -37,7 +37,7 @@ def _config() -> CompressConfig:
         method="hgs",
         data=DataConfig("mnist15k"),
         regularize=TrainConfig.create(stage="regularize", epochs=1),
-        finetune=TrainConfig.create(epochs=1),
+        finetune=TrainConfig.create(stage="finetune", epochs=1),
         prune=PruneConfig(target_macs=0.6),
         latency_seconds=1.0,
     )
@@ -61,7 +61,7 @@ def test_the_cli_builds_the_librarys_config(monkeypatch: pytest.MonkeyPatch) -> 
     expected = _config()
     assert built == CompressConfig(**{**expected.__dict__, "latency_seconds": 10.0})
     assert built.data.augment is False  # 1-epoch stages: no augmentation
-    assert (built.regularize.lr, built.finetune.lr) == (0.01, 0.05)
+    assert (built.regularize.lr, built.finetune.lr) == (0.01, 0.02)
 
 
 @pytest.fixture(scope="module")

@@ -30,9 +30,9 @@ from compressor.cli.options import (
 from compressor.config import (
     AUGMENT_FROM_EPOCHS,
     FINETUNE_EPOCHS,
+    FINETUNE_LR,
     REGULARIZE_EPOCHS,
     REGULARIZE_LR,
-    TRAIN_LR,
     DataConfig,
     TrainConfig,
     lr_text,
@@ -118,8 +118,8 @@ def strength_options(f: Callable[..., Any]) -> Callable[..., Any]:
     "--ft-lr",
     type=float,
     default=None,
-    help="Peak learning rate of fine-tuning: a heavily pruned model is retrained "
-    f"[default: `train`'s, {lr_text(TRAIN_LR)}].",
+    help="Peak learning rate of fine-tuning, which retrains the pruned model "
+    f"[default: {lr_text(FINETUNE_LR)}].",
 )
 @click.option(
     "--augment/--no-augment",
@@ -215,7 +215,7 @@ def compress(
         strength=strength if method.auto else None,
         data=dataclasses.replace(data, augment=augment).for_epochs(max(reg_epochs, ft_epochs)),
         regularize=TrainConfig.create(stage="regularize", epochs=reg_epochs, lr=lr, **common),
-        finetune=TrainConfig.create(epochs=ft_epochs, lr=ft_lr, distill=distill, **common),
+        finetune=TrainConfig.create(stage="finetune", epochs=ft_epochs, lr=ft_lr, distill=distill, **common),
         prune=prune,
         export=onnx,
         latency_threads=threads,
