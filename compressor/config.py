@@ -142,10 +142,10 @@ TRAIN_LR = {"sgd": 0.05, "adamw": 1e-3}
 REGULARIZE_LR = {"sgd": 0.01, "adamw": 1e-4}
 # ... and compress's fine-tuning, which retrains a pruned trained model. `train`'s 0.05
 # threw a pruned ImageNet-pretrained mobilenet_v2 back to 27-35% validation top-1 after
-# its first epoch and ended at 80.5-80.9% (Fashion-MNIST, 2x fewer MACs, 4 epochs, dense
-# 89.9%); 0.02 ended at 86.4-86.8%, and on resnet18 from scratch (10x and 30x) 0.02 was
-# as good as 0.05 or better (benchmarks/results/finetune_lr_fmnist.md). AdamW's rate
-# follows SGD's by the same factor (0.4 of `train`'s); it was not measured.
+# its first epoch and it ended at 80.5-80.9% test (Fashion-MNIST, 2x fewer MACs, 4 epochs,
+# dense 89.9%); 0.02 ended at 86.4-87.2%; on resnet18 from scratch 0.02 was level with
+# 0.05 at 10x fewer MACs and ahead at 30x (benchmarks/results/finetune_lr_fmnist-*.md).
+# AdamW's rate follows SGD's by the same factor (0.4 of `train`'s); it was not measured.
 FINETUNE_LR = {"sgd": 0.02, "adamw": 4e-4}
 # compress's stages
 REGULARIZE_EPOCHS, FINETUNE_EPOCHS = 5, 3
