@@ -215,7 +215,9 @@ def compress(
         strength=strength if method.auto else None,
         data=dataclasses.replace(data, augment=augment).for_epochs(max(reg_epochs, ft_epochs)),
         regularize=TrainConfig.create(stage="regularize", epochs=reg_epochs, lr=lr, **common),
-        finetune=TrainConfig.create(stage="finetune", epochs=ft_epochs, lr=ft_lr, distill=distill, **common),
+        finetune=TrainConfig.create(
+            stage="finetune", epochs=ft_epochs, lr=ft_lr, distill=distill, **common
+        ),
         prune=prune,
         export=onnx,
         latency_threads=threads,
