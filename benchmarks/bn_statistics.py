@@ -6,7 +6,7 @@ BatchNorm statistics.
 The dense fmnist-resnet18 model of `benchmarks/quality.py` (trained there first if its work
 folder lacks it). The channels that its 10x MAC plan removes (the default group L2 norm, as
 `none` selects) have every entry they own (filters, BatchNorm scale and shift, consumers'
-input slices) multiplied by a factor, as `compress --pull` decays them. Each copy is read on
+input slices) multiplied by a factor, as a penalty shrinking them would. Each copy is read on
 the whole validation split twice: on the running statistics it has (which a training step's
 momentum of 0.1 would still be catching up with) and on statistics re-estimated on 512
 training images (`with_fresh_statistics`). Writes benchmarks/results/bn_statistics.{json,md}.

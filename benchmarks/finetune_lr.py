@@ -90,7 +90,7 @@ def task_run(work: Path, model: Path, task: Task, target: int, lr: str, seed: in
     }
 
 
-def task_table(task: Task, rows: list[dict], seeds: list[int]) -> list[str]:
+def task_table(task: Task, rows: list[dict]) -> list[str]:
     """Per target and rate: test top-1 mean ± sd, each seed's figure, the paired difference
     to lr 0.05, and validation top-1 after the first fine-tuning epoch."""
     lines = [
@@ -145,7 +145,7 @@ def run_task(args: argparse.Namespace, seeds: list[int]) -> None:
         f"{args.seeds}; differences paired by seed. **val after epoch 1**: validation top-1 "
         "after the first fine-tuning epoch, per seed (how far the start threw the model).",
         "",
-        *task_table(task, rows, seeds),
+        *task_table(task, rows),
     ]
     save_results(f"finetune_lr_{task.name}", payload, lines)
     print("\n".join(lines))
@@ -155,7 +155,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "_work" / "quality")
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--task", choices=["fmnist-resnet18", "fmnist-mobilenetv2"], default=None)
+    ap.add_argument(
+        "--task",
+        choices=[name for name, task in TASKS.items() if task.data == "fmnist"],
+        default=None,
+        help="a Fashion-MNIST task of quality.py (its own work folder; --work is ignored)",
+    )
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     if args.task:
