@@ -242,15 +242,36 @@ class TrainConfig:
 IMPORTANCES = ("l2", "l1", "bn", "folded")
 
 
+TARGETS = ("ratio", "target_macs", "threshold", "target_latency", "target_speedup")
+
+
+@dataclass(frozen=True)
+class LatencyDevice:
+    """Where a latency target is measured: onnxruntime threads, an edge profile of the
+    runner (pinned cores), or a remote host over SSH; by default this machine, 1 thread."""
+
+    threads: int = 1
+    profile: str | None = None
+    remote: str | None = None
+    port: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.threads < 1:
+            raise CompressorError(f"--threads must be at least 1, got {self.threads}")
+
+
 @dataclass(frozen=True)
 class PruneConfig:
-    """How channels are selected for removal. Exactly one of ``ratio``, ``target_macs`` and
-    ``threshold`` is set.
+    """How channels are selected for removal. Exactly one of ``ratio``, ``target_macs``,
+    ``threshold``, ``target_latency`` and ``target_speedup`` is set.
 
     ``ratio``: fraction of all prunable channels to remove, in [0, 1).
     ``target_macs``: remove channels until MACs <= this fraction of the original, in (0, 1].
     ``threshold``: remove channels scoring below it (``relative``: below it times the
     group's largest score).
+    ``target_latency`` (ms) / ``target_speedup`` (x): remove channels until the model,
+    exported to ONNX at ``latency_size`` (default: the model's input size), runs this fast
+    on ``device``, as measured by the benchmark runner.
     """
 
     ratio: float | None = None
@@ -261,12 +282,21 @@ class PruneConfig:
     round_to: int = 8  # fastest in onnxruntime on CPU per benchmarks/results/round_to.md
     max_layer_ratio: float = 0.9
     allocation: str = "global"  # how many channels each group loses: "global" or "uniform"
+    target_latency: float | None = None
+    target_speedup: float | None = None
+    latency_size: tuple[int, ...] | None = None
+    device: LatencyDevice = dataclasses.field(default_factory=LatencyDevice)
+
+    @property
+    def latency_target(self) -> bool:
+        return self.target_latency is not None or self.target_speedup is not None
 
     def __post_init__(self) -> None:
-        given = [n for n in ("ratio", "target_macs", "threshold") if getattr(self, n) is not None]
+        given = [n for n in TARGETS if getattr(self, n) is not None]
         if len(given) != 1:
             raise CompressorError(
-                "give exactly one of --ratio, --target-macs and --threshold"
+                "give exactly one of --ratio, --target-macs, --threshold, --target-latency "
+                "and --target-speedup"
                 + (
                     f" (got {', '.join('--' + g.replace('_', '-') for g in given)})"
                     if given
@@ -279,6 +309,14 @@ class PruneConfig:
             raise CompressorError(f"--target-macs must be in (0, 1], got {self.target_macs}")
         if self.threshold is not None and self.threshold < 0:
             raise CompressorError(f"--threshold must be 0 or more, got {self.threshold}")
+        if self.target_latency is not None and not self.target_latency > 0:
+            raise CompressorError(
+                f"--target-latency is in milliseconds and must be positive, got {self.target_latency}"
+            )
+        if self.target_speedup is not None and not self.target_speedup > 1:
+            raise CompressorError(
+                f"--target-speedup must be above 1 (x the model's measured speed), got {self.target_speedup}"
+            )
         if self.importance not in IMPORTANCES:
             raise CompressorError(
                 f"unknown importance {self.importance!r}; choose one of: {', '.join(IMPORTANCES)}"

@@ -623,3 +623,46 @@ def _onnx_top1(path: Path, bundle: Any, split: str) -> float:
 
     session = make_session(str(path), threads=os.cpu_count() or 1)
     return float(evaluate_onnx(session, bundle, split, source=str(path))["top1"])
+
+
+def latency_table_file(
+    path: Path,
+    device: Any,
+    *,
+    input_size: tuple[int, ...] | None = None,
+    round_to: int = 8,
+    refresh: bool = False,
+    arch: str | None = None,
+    trust_pickle: bool = False,
+) -> dict[str, Any]:
+    """Measure (or read from the cache) the per-layer latency table of a model file."""
+    import torch
+
+    from compressor.checkpoint import load_model, model_input_size
+    from compressor.latency import latency_table
+    from compressor.pruning import channel_groups
+
+    loaded = load_model(path, arch=arch, trust_pickle=trust_pickle)
+    size = model_input_size(loaded, input_size)
+    model = loaded.model.eval()
+    index = channel_groups(model, torch.zeros(1, *size))
+    table, file, cached = latency_table(model, index, size, device, round_to, refresh=refresh)
+    before = table.per_layer()
+    return {
+        "model": str(path),
+        "arch": loaded.arch,
+        "input_size": list(size),
+        "file": str(file),
+        "cached": cached,
+        "key": table.key,
+        "seconds": table.seconds,
+        "device": table.device,
+        "dense_ms": table.dense_ms,
+        "rest_ms": table.rest_ms,
+        "layers": len(table.layers),
+        "probes": sum(len(g["out"]) * len(g["in"]) for g in table.grids.values()),
+        "checks": table.checks,
+        "slowest": sorted(
+            ({"name": n, "ms": ms} for n, ms in before.items()), key=lambda r: -r["ms"]
+        ),
+    }

@@ -601,12 +601,12 @@ def _share_function(
     run: _Run, method: Any, latest: dict[str, Any] | None = None
 ) -> Callable[[Any], float | None]:
     """The share of the method's score mass held by the channels that the selection would
-    remove now (None without a ratio or MAC target); that plan (group -> channels) goes
+    remove now (None without a ratio, MAC or latency target); that plan (group -> channels) goes
     into ``latest["remove"]``. The selection uses the method's own scores, on the same
     fixed training samples as at pruning (hgs: the estimated loss increase)."""
     from compressor.data import sample_batch
     from compressor.pruning import mac_estimator
-    from compressor.selection import select
+    from compressor.selection import LatencyGoal, select
     from compressor.strength import removed_share
 
     prune = run.config.prune
@@ -627,16 +627,23 @@ def _share_function(
         x, y = (t.to(device) for t in calibration)
         scores = [s.detach().cpu() for s in method.scores(model, index, calibration=(x, y))]
         if prune.ratio is None and not estimator:
-            # the structure does not change while training: count once
-            estimator.extend(mac_estimator(copy.deepcopy(model).cpu(), index, run.size))
+            # the structure does not change while training: count (or time) once
+            dense = copy.deepcopy(model).cpu()
+            if prune.latency_target:
+                estimator.append(LatencyGoal(dense, index, prune, run.size))
+            else:
+                estimator.extend(mac_estimator(dense, index, run.size))
         try:
-            plan = select(
-                scores,
-                index,
-                prune,
-                comparable=method.comparable_scores,
-                macs=(estimator[0], estimator[1]) if estimator else None,
-            )
+            if prune.latency_target:  # the table's prediction; pruning measures
+                plan = estimator[0].plan(scores, comparable=method.comparable_scores)
+            else:
+                plan = select(
+                    scores,
+                    index,
+                    prune,
+                    comparable=method.comparable_scores,
+                    macs=(estimator[0], estimator[1]) if estimator else None,
+                )
         except CompressorError:
             if prune.ratio is not None:
                 raise

@@ -1,5 +1,6 @@
-"""Which channels go: one dispatch from a ``PruneConfig`` (a score threshold, a ratio or a
-MAC target) to a plan, the solver that meets a MAC target on the counted model, and
+"""Which channels go: one dispatch from a ``PruneConfig`` (a score threshold, a ratio, a
+MAC target or a latency target) to a plan, the solvers that meet a MAC target on the
+counted model and a latency target on the measured one (``meet_latency``), and
 ``prune_loaded``, which selects and removes channels. ``compressor prune`` and
 ``compressor compress`` (its pruning stage and the share its controller watches) both
 select through here.
@@ -11,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from compressor.config import PruneConfig
+from compressor.config import PruneConfig, to_dict
 from compressor.errors import CompressorError
 
 if TYPE_CHECKING:
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
     from compressor.pruning import GroupIndex, Plan
 
 TARGET_ATTEMPTS = 8
+LATENCY_ATTEMPTS = 5  # measured plans at most, per latency target
+LATENCY_TOLERANCE = 0.05  # a measured latency this close to the target (relative) is met
 
 
 def method_prune_config(
@@ -27,20 +30,26 @@ def method_prune_config(
     ratio: float | None = None,
     target_macs: float | None = None,
     threshold: float | None = None,
+    target_latency: float | None = None,
+    target_speedup: float | None = None,
     relative: bool = False,
     **options: Any,
 ) -> PruneConfig:
-    """The selection asked for (one of ``ratio``, ``target_macs``, ``threshold``), else the
-    method's own default (``Method.selection``: l1l2 and l0sgl select by threshold, the
-    others by a ratio); ``options`` are PruneConfig's other fields."""
+    """The selection asked for (one of ``ratio``, ``target_macs``, ``threshold``,
+    ``target_latency``, ``target_speedup``), else the method's own default
+    (``Method.selection``: l1l2 and l0sgl select by threshold, the others by a ratio);
+    ``options`` are PruneConfig's other fields."""
     from compressor.methods import method_class
 
     default = method_class(method).selection  # an unknown method is refused here
-    chosen: dict[str, Any] = {
-        k: v
-        for k, v in (("ratio", ratio), ("target_macs", target_macs), ("threshold", threshold))
-        if v is not None
+    asked = {
+        "ratio": ratio,
+        "target_macs": target_macs,
+        "threshold": threshold,
+        "target_latency": target_latency,
+        "target_speedup": target_speedup,
     }
+    chosen: dict[str, Any] = {k: v for k, v in asked.items() if v is not None}
     if not chosen:
         chosen = {k: v for k, v in default.items() if k != "relative"}
         relative = bool(default.get("relative", False))
@@ -101,12 +110,18 @@ def select_channels(
     *,
     comparable: bool,
     input_size: tuple[int, int, int],
-) -> tuple[Plan, list[dict[str, float]], int]:
-    """(plan, the MAC solver's attempts, MACs before) for ``model``; a MAC target is met
-    on the counted model (``meet_target``)."""
+) -> tuple[Plan, Any, int]:
+    """(plan, the MAC solver's attempts or the latency solver's record, MACs before) for
+    ``model``; a MAC target is met on the counted model (``meet_target``), a latency
+    target on the measured one (``latency_plan``)."""
     from compressor.pruning import mac_estimator
 
     macs_before, estimate = mac_estimator(model, index, input_size)
+    if config.latency_target:
+        plan, info = latency_plan(
+            model, index, scores, config, comparable=comparable, input_size=input_size
+        )
+        return plan, info, macs_before
     if config.target_macs is None or config.threshold is not None or config.ratio is not None:
         return select(scores, index, config, comparable=comparable), [], macs_before
 
@@ -162,6 +177,7 @@ def prune_loaded(
     plan, attempts, macs_before = select_channels(
         model, index, scores, config, comparable=comparable, input_size=input_size
     )
+    latency = attempts if config.latency_target else None
     apply_plan(index, plan)
     seconds = time.perf_counter() - t0
     after_layers = layer_table(model, input_size)
@@ -184,7 +200,8 @@ def prune_loaded(
         "macs_before": macs_before,
         "macs_after": macs_after,
         "macs_ratio": macs_before / max(macs_after, 1),
-        "target_attempts": attempts,
+        "target_attempts": [] if latency else attempts,
+        **({"latency": latency} if latency else {}),
         "input_size": list(input_size),
         "seconds": seconds,
         "layers": layers,
@@ -205,12 +222,10 @@ def meet_target(
     under the target, by a third at 30x on resnet18 before this correction. Each attempt
     prunes a copy, counts it with fvcore and scales the budget by ``target / reached``.
     """
-    import copy
-
     import torch
 
     from compressor.analysis import count_macs
-    from compressor.pruning import apply_plan, channel_groups
+    from compressor.pruning import pruned_copy
 
     goal = target
     attempts: list[dict[str, float]] = []
@@ -224,11 +239,7 @@ def meet_target(
             if best is None:
                 raise
             break  # a corrected budget beyond what the guards allow: keep the best so far
-        trial_model = copy.deepcopy(model)
-        # the dependency graph holds code and cannot be copied: trace the copy (same order)
-        trial_index = channel_groups(trial_model, torch.zeros(1, *input_size))
-        assert [g.root for g in trial_index] == [g.root for g in index]
-        apply_plan(trial_index, plan)
+        trial_model = pruned_copy(model, index, plan, torch.zeros(1, *input_size))
         reached = count_macs(trial_model, input_size) / macs_before
         attempts.append({"budget": goal, "reached": reached})
         if reached <= target and (best is None or reached > best[0]):
@@ -245,4 +256,194 @@ def meet_target(
         raise CompressorError(
             f"--target-macs {target} not reached: {attempts[-1]['reached']:.3f} of the MACs remain"
         )
+    return best[1], attempts
+
+
+def neighbours(index: GroupIndex) -> list[set[int]]:
+    """Per group, the groups that share a layer with it (itself included)."""
+    modules = [{s.module for s in g.slices if not s.norm_layer} for g in index]
+    return [{h for h, other in enumerate(modules) if other & mine} for mine in modules]
+
+
+class LatencyGoal:
+    """A latency target on its device: the table (``compressor.latency``; measured once,
+    then cached), its predictor, and the budget in predicted milliseconds. ``plan`` gives
+    the predicted plan (the compress controller's view during training); ``latency_plan``
+    meets the target on the measured model."""
+
+    def __init__(
+        self, model: Any, index: GroupIndex, config: PruneConfig, input_size: tuple[int, int, int]
+    ) -> None:
+        from compressor.data import complete_size
+        from compressor.latency import Predictor, latency_table
+
+        size = config.latency_size
+        self.size = complete_size(size, input_size[0]) if size else input_size
+        self.table, self.path, self.cached = latency_table(
+            model, index, self.size, config.device, config.round_to
+        )
+        self.predict = Predictor(self.table, model, index)
+        self.index, self.config = index, config
+        self.budget = config.target_latency or self.table.dense_ms / (config.target_speedup or 1.0)
+        self.asked = (
+            f"--target-latency {config.target_latency:g} ms"
+            if config.target_latency
+            else f"--target-speedup {config.target_speedup:g}"
+        )
+        if self.budget >= self.table.dense_ms:
+            raise CompressorError(
+                f"{self.asked} asks for nothing: the model already runs in "
+                f"{self.table.dense_ms:.3f} ms at {'x'.join(map(str, self.size))} on this device"
+            )
+        self.near = neighbours(index)
+
+    def plan(self, scores: list[Any], *, comparable: bool, goal: float | None = None) -> Plan:
+        from compressor.pruning import plan_cost_budget, plan_ratio, plan_target_macs
+
+        config, limits = self.config, guards(self.index, self.config)
+        goal = self.budget if goal is None else goal
+        try:
+            if config.allocation == "uniform":
+                dense = self.predict(Plan())
+                return plan_target_macs(
+                    scores,
+                    self.predict,
+                    dense,
+                    goal / dense,
+                    normalize=not comparable,
+                    allocation="uniform",
+                    **limits,
+                )
+            return plan_cost_budget(
+                scores,
+                self.predict,
+                goal,
+                max_layer_ratio=config.max_layer_ratio,
+                round_to=limits["round_to"],
+                normalize=not comparable,
+                segments=limits["segments"],
+                neighbours=self.near,
+            )
+        except CompressorError:
+            fastest = self.predict(plan_ratio(scores, 0.999, allocation="uniform", **limits))
+            raise CompressorError(
+                f"{self.asked} is out of reach: removing all that the guards allow "
+                f"(--max-layer-ratio {config.max_layer_ratio}) runs in about {fastest:.3f} ms, "
+                f"{self.table.dense_ms / fastest:.2f}x the model's {self.table.dense_ms:.3f} ms"
+            ) from None
+
+
+def latency_plan(
+    model: Any,
+    index: GroupIndex,
+    scores: list[Any],
+    config: PruneConfig,
+    *,
+    comparable: bool,
+    input_size: tuple[int, int, int],
+) -> tuple[Plan, dict[str, Any]]:
+    """The plan that meets ``config``'s latency target on its device (``meet_latency``),
+    and the record of how."""
+    goal = LatencyGoal(model, index, config, input_size)
+    goal.plan(scores, comparable=comparable)  # an unreachable target stops here
+
+    def plan_for(ms: float) -> Plan:
+        return goal.plan(scores, comparable=comparable, goal=ms)
+
+    plan, attempts = meet_latency(
+        model, index, plan_for, goal.budget, config, goal.size, goal.predict
+    )
+    chosen = next(a for a in attempts if a.get("chosen"))
+    table = goal.table
+    return plan, {
+        "target_ms": config.target_latency,
+        "target_speedup": config.target_speedup,
+        "budget_ms": goal.budget,
+        "input_size": list(goal.size),
+        "device": {k: v for k, v in to_dict(config.device).items() if v is not None},
+        "table": {
+            "file": str(goal.path),
+            "cached": goal.cached,
+            "seconds": table.seconds,
+            "checks": table.checks,
+            "dense_ms": table.dense_ms,
+        },
+        **{
+            k: chosen[k]
+            for k in (
+                "predicted_ms",
+                "measured_ms",
+                "measured_ci95_ms",
+                "dense_measured_ms",
+                "speedup",
+                "speedup_ci95",
+            )
+        },
+        "met": abs(chosen["miss"] - 1) <= LATENCY_TOLERANCE,
+        "attempts": attempts,
+        "layers": goal.predict.layer_rows(plan),
+    }
+
+
+def meet_latency(
+    model: Any,
+    index: GroupIndex,
+    plan_for: Callable[[float], Plan],
+    budget: float,
+    config: PruneConfig,
+    size: tuple[int, int, int],
+    predict: Callable[[Plan], float],
+) -> tuple[Plan, list[dict[str, Any]]]:
+    """Plan for ``budget`` ms, export the pruned copy, measure it beside the dense model
+    on the device, and while it misses the target by more than ``LATENCY_TOLERANCE``,
+    scale the budget by the miss and plan again (at most ``LATENCY_ATTEMPTS`` times).
+    Returns the closest plan, and the attempts (the closest marked ``chosen``)."""
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    from compressor.latency import export_for_latency, measure_on
+    from compressor.pruning import pruned_copy
+
+    attempts: list[dict[str, Any]] = []
+    best: tuple[float, Plan, dict[str, Any]] | None = None
+    goal = budget
+    with tempfile.TemporaryDirectory() as tmp:
+        dense = Path(tmp) / "dense.onnx"
+        export_for_latency(model, dense, size)
+        for k in range(LATENCY_ATTEMPTS):
+            try:
+                plan = plan_for(goal)
+            except CompressorError:
+                break  # a corrected budget beyond what the guards allow: keep the best so far
+            trial = Path(tmp) / f"trial{k}.onnx"
+            export_for_latency(pruned_copy(model, index, plan, torch.zeros(1, *size)), trial, size)
+            (d, t), _ = measure_on(
+                config.device, [dense, trial], min_runs=20, min_seconds=1.0, max_seconds=5.0
+            )
+            speedup = d["p50_ms"] / t["p50_ms"]
+            miss = (
+                t["p50_ms"] / config.target_latency
+                if config.target_latency
+                else (config.target_speedup or 1.0) / speedup
+            )
+            record = {
+                "budget_ms": goal,
+                "predicted_ms": predict(plan),
+                "measured_ms": t["p50_ms"],
+                "measured_ci95_ms": t.get("p50_ci95_ms"),
+                "dense_measured_ms": d["p50_ms"],
+                "speedup": speedup,
+                "speedup_ci95": t.get("speedup_vs_first_ci95"),
+                "miss": miss,
+            }
+            attempts.append(record)
+            if best is None or abs(miss - 1) < abs(best[0] - 1):
+                best = (miss, plan, record)
+            if abs(miss - 1) <= LATENCY_TOLERANCE:
+                break
+            goal /= miss
+    assert best is not None  # the first plan was checked by the caller
+    best[2]["chosen"] = True
     return best[1], attempts

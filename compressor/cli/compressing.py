@@ -34,6 +34,7 @@ from compressor.config import (
     REGULARIZE_EPOCHS,
     REGULARIZE_LR,
     DataConfig,
+    LatencyDevice,
     TrainConfig,
     lr_text,
 )
@@ -203,7 +204,7 @@ def compress(
     if output.exists() and not output.is_dir():
         raise CompressorError(f"{output} is a file; give a folder")
     assert method.name is not None  # --method is required
-    prune = method_prune_config(method.name, **dataclasses.asdict(selection))
+    prune = method_prune_config(method.name, **selection.options(LatencyDevice(threads=threads)))
     # under torchrun: join the process group; both training stages run data-parallel
     device = distributed.setup(device, data.batch_size)
 

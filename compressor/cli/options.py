@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from compressor.config import OPTIMIZERS, DataConfig, PruneConfig, TrainConfig
+from compressor.config import OPTIMIZERS, DataConfig, LatencyDevice, PruneConfig, TrainConfig
 from compressor.errors import CompressorError
 from compressor.onnx_export import ExportConfig
 
@@ -435,8 +435,9 @@ def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class SelectionArgs:
-    """Which channels go: one of ``ratio``, ``target_macs`` or ``threshold`` (or none: the
-    method's default), and the limits every plan keeps (PruneConfig's other fields)."""
+    """Which channels go: one of ``ratio``, ``target_macs``, ``threshold``,
+    ``target_latency`` or ``target_speedup`` (or none: the method's default), and the
+    limits every plan keeps (PruneConfig's other fields)."""
 
     ratio: float | None
     target_macs: float | None
@@ -445,9 +446,47 @@ class SelectionArgs:
     round_to: int
     max_layer_ratio: float
     allocation: str
+    target_latency: float | None
+    target_speedup: float | None
+    latency_size: str | None
 
-    def config(self, importance: str) -> PruneConfig:
-        return PruneConfig(importance=importance, **dataclasses.asdict(self))
+    def options(self, device: LatencyDevice | None = None) -> dict[str, Any]:
+        """PruneConfig's fields from these options (``device``: where latency is measured)."""
+        fields = dataclasses.asdict(self)
+        fields["latency_size"] = parse_size(self.latency_size)
+        return {**fields, "device": device or LatencyDevice()}
+
+    def config(self, importance: str, device: LatencyDevice | None = None) -> PruneConfig:
+        return PruneConfig(importance=importance, **self.options(device))
+
+
+def device_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Where latency is measured, handed to the command as ``device``: a LatencyDevice."""
+    from compressor.bench.runner import PROFILES
+
+    return option_group(
+        "device",
+        LatencyDevice,
+        [
+            click.option(
+                "--threads",
+                type=int,
+                default=LatencyDevice.threads,
+                show_default=True,
+                help="onnxruntime threads on the device.",
+            ),
+            click.option(
+                "--profile",
+                type=click.Choice(sorted(PROFILES)),
+                help="Edge preset of the benchmark runner: pinned cores and threads.",
+            ),
+            click.option(
+                "--remote",
+                metavar="USER@HOST",
+                help="Measure on this host over SSH (it needs python3, numpy and onnxruntime).",
+            ),
+        ],
+    )(f)
 
 
 def prune_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -468,6 +507,25 @@ def prune_options(f: Callable[..., Any]) -> Callable[..., Any]:
             ),
             click.option(
                 "--threshold", type=float, help="Remove channels whose score is below this value."
+            ),
+            click.option(
+                "--target-latency",
+                type=float,
+                metavar="MS",
+                help="Remove channels until the exported model runs in this many ms on the "
+                "device (measured; a per-layer latency table steers the choice).",
+            ),
+            click.option(
+                "--target-speedup",
+                type=float,
+                metavar="X",
+                help="Remove channels until the exported model runs X times faster than now "
+                "on the device (measured).",
+            ),
+            click.option(
+                "--latency-size",
+                metavar="S|HxW",
+                help="Input size for latency targets (default: the model's input size).",
             ),
             click.option(
                 "--relative",

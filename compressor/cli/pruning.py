@@ -11,6 +11,7 @@ from compressor.cli.options import (
     Console,
     SelectionArgs,
     check_output,
+    device_options,
     model_options,
     output_dir,
     output_options,
@@ -19,7 +20,7 @@ from compressor.cli.options import (
     prune_options,
     with_console,
 )
-from compressor.config import IMPORTANCES, PruneConfig
+from compressor.config import IMPORTANCES, LatencyDevice, PruneConfig
 
 
 @cli.command()
@@ -43,6 +44,7 @@ from compressor.config import IMPORTANCES, PruneConfig
     "-o", "--output", type=click.Path(path_type=Path), required=True, help="Pruned model file."
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
+@device_options
 @output_options
 @with_console
 def prune(
@@ -55,6 +57,7 @@ def prune(
     importance: str,
     output: Path,
     force: bool,
+    device: LatencyDevice,
     console: Console,
 ) -> None:
     """Remove the lowest-magnitude channels of MODEL (no training) and save the smaller model.
@@ -62,6 +65,11 @@ def prune(
     Channels are removed in coupled groups (residual additions, concatenations, depthwise
     convolutions stay consistent) and ranked globally. The output is a compressor model
     file that every command reads without flags.
+
+    With --target-latency or --target-speedup, the channels go where they buy the most
+    time per unit of score lost, by a per-layer latency table measured on the device
+    (--threads, --profile, --remote; cached), and the exported pruned model is measured
+    there until it lands within 5% of the target.
     """
     from compressor.analysis import human
     from compressor.operations import prune_model_file
@@ -70,7 +78,7 @@ def prune(
     with output_dir(output):
         result = prune_model_file(
             model,
-            selection.config(importance),
+            selection.config(importance, device),
             output=output,
             input_size=parse_size(input_size),
             arch=arch,
@@ -91,6 +99,26 @@ def prune(
             f"MACs {human(result['macs_before'])} -> {human(result['macs_after'])} "
             f"({result['macs_before'] / max(result['macs_after'], 1):.2f}x fewer) in {result['seconds']:.1f}s"
         )
+        if "latency" in result:
+            _latency_lines(result["latency"])
         click.echo(f"wrote {output}")
 
     console.result(result, render)
+
+
+def _latency_lines(lat: dict) -> None:
+    rows = [
+        [r["name"], f"{r['before_ms']:.3f}", f"{r['after_ms']:.3f}"] for r in lat["layers"][:10]
+    ]
+    print_table("slowest layers, predicted ms", ["layer", "before", "after"], rows)
+    target = (
+        f"{lat['target_ms']:g} ms" if lat["target_ms"] else f"{lat['target_speedup']:g}x faster"
+    )
+    ci = lat.get("speedup_ci95") or [lat["speedup"], lat["speedup"]]
+    click.echo(
+        f"latency target {target}: measured {lat['measured_ms']:.3f} ms against "
+        f"{lat['dense_measured_ms']:.3f} ms dense ({lat['speedup']:.2f}x, 95% CI "
+        f"{ci[0]:.2f}-{ci[1]:.2f}); predicted {lat['predicted_ms']:.3f} ms; "
+        f"{len(lat['attempts'])} measured plan(s); "
+        + ("met within 5%" if lat["met"] else "NOT met within 5%: the closest plan is kept")
+    )

@@ -13,14 +13,15 @@ regularizer can penalise exactly what pruning removes and a selection policy can
 Selection is global across the model: an absolute or relative score threshold
 (``plan_threshold``), a fraction of all prunable channels (``plan_ratio``), or a MAC budget
 (``plan_target_macs``); the last two can instead take the same fraction of every group
-(``allocation="uniform"``). Guards keep every layer
+(``allocation="uniform"``). Any other cost, such as a latency predicted from a measured
+table, is met greedily by score lost per unit of cost saved (``plan_cost_budget``). Guards keep every layer
 non-empty (``max_layer_ratio``), leave the classifier's outputs and the input alone, and
 round kept channel counts to multiples of ``round_to``.
 """
 
 from __future__ import annotations
 
-from compressor.pruning.apply import apply_plan
+from compressor.pruning.apply import apply_plan, pruned_copy
 from compressor.pruning.groups import (
     ChannelGroup,
     Elementwise,
@@ -39,10 +40,13 @@ from compressor.pruning.plan import (
     RoundTo,
     Segments,
     focus_masks,
+    layer_dims,
     mac_estimator,
+    plan_cost_budget,
     plan_ratio,
     plan_target_macs,
     plan_threshold,
+    removal_counter,
 )
 from compressor.pruning.scores import folded_params, group_scores, norm_pairs, param_dict
 from compressor.pruning.structure import apply_structure, copy_model, structure_of
@@ -66,12 +70,16 @@ __all__ = [
     "group_scores",
     "identity",
     "kernel_sq",
+    "layer_dims",
     "mac_estimator",
     "norm_pairs",
     "param_dict",
+    "plan_cost_budget",
     "plan_ratio",
     "plan_target_macs",
     "plan_threshold",
+    "pruned_copy",
+    "removal_counter",
     "structure_of",
     "torch_abs",
     "torch_square",

@@ -9,7 +9,8 @@ from compressor.pruning.groups import GroupIndex
 from compressor.pruning.plan import Plan
 
 if TYPE_CHECKING:
-    pass
+    import torch
+    from torch import nn
 
 
 def apply_plan(index: GroupIndex, plan: Plan) -> None:
@@ -27,3 +28,20 @@ def apply_plan(index: GroupIndex, plan: Plan) -> None:
                 f"removing {len(idxs)} channels of {index.groups[gi].root} would empty a layer"
             )
         group.prune()
+
+
+def pruned_copy(
+    model: nn.Module, index: GroupIndex, plan: Plan, example: torch.Tensor
+) -> nn.Module:
+    """A copy of ``model`` with ``plan`` applied; ``model`` is left as it is. (The
+    dependency graph holds code and cannot be copied: the copy is traced again, and its
+    groups must come out in ``index``'s order.)"""
+    import copy
+
+    from compressor.pruning.groups import channel_groups
+
+    trial = copy.deepcopy(model)
+    trial_index = channel_groups(trial, example)
+    assert [g.root for g in trial_index] == [g.root for g in index]
+    apply_plan(trial_index, plan)
+    return trial

@@ -202,22 +202,11 @@ def plan_ratio(
     return _plan_from_counts(norm, counts, segments)
 
 
-def mac_estimator(
-    model: nn.Module, index: GroupIndex, input_size: tuple[int, int, int]
-) -> tuple[int, Callable[[Plan], int]]:
-    """(exact MACs now, a function estimating the MACs left after a plan).
-
-    Each convolution's and linear layer's MACs scale with its kept output and input
-    fractions, each normalisation layer's with its kept channels; the rest (pooling, and
-    whatever fvcore counts outside modules) is held constant. ``selection.meet_target`` corrects
-    what remains of the error by counting the pruned model itself.
-    """
-    import torch
+def layer_dims(model: nn.Module) -> dict[str, tuple[int, int]]:
+    """(output, input) channels of every convolution and linear layer, and (channels, 0)
+    of every normalisation layer: the layers whose cost a plan changes."""
     from torch import nn
 
-    from compressor.analysis import measure
-
-    total, by_module = measure(model, input_size)
     dims: dict[str, tuple[int, int]] = {}
     for name, m in model.named_modules():
         if isinstance(m, nn.modules.conv._ConvNd):
@@ -229,8 +218,20 @@ def mac_estimator(
             if width is None:
                 width = int(getattr(m, "normalized_shape", (0,))[0])
             dims[name] = (int(width), 0)
-    base = {n: by_module.get(n, 0) for n in dims}
-    other = total - sum(base.values())
+    return dims
+
+
+Removed = tuple[dict[str, int], dict[str, int]]  # per layer, output and input channels removed
+
+
+def removal_counter(
+    index: GroupIndex, dims: dict[str, tuple[int, int]]
+) -> Callable[[Plan], Removed]:
+    """A function giving, for a plan, how many output and input channels each layer of
+    ``dims`` loses (a group's answer is cached per removal list: planners try many plans
+    that differ in one group)."""
+    import torch
+
     weight_slices = [
         [
             s
@@ -247,17 +248,54 @@ def mac_estimator(
             for s in sl_list
             if not (s.norm_layer and s.param == "bias" and s.module in norm_weights)
         ]
+    cache: dict[tuple[int, tuple[int, ...]], list[tuple[bool, str, int]]] = {}
 
-    def estimate(plan: Plan) -> int:
+    def of_group(gi: int, chans: list[int]) -> list[tuple[bool, str, int]]:
+        key = (gi, tuple(chans))
+        if key not in cache:
+            chosen = torch.as_tensor(chans, dtype=torch.long)
+            cache[key] = [
+                (
+                    sl.kind in ("out", "out_transposed", "norm"),
+                    sl.module,
+                    int(torch.isin(sl.channel, chosen).sum()),
+                )
+                for sl in weight_slices[gi]
+            ]
+        return cache[key]
+
+    def count(plan: Plan) -> Removed:
         out_removed: dict[str, int] = {}
         in_removed: dict[str, int] = {}
         for gi, chans in plan.remove.items():
-            chosen = torch.as_tensor(chans, dtype=torch.long)
-            for sl in weight_slices[gi]:
-                n = int(torch.isin(sl.channel, chosen).sum())
-                out = sl.kind in ("out", "out_transposed", "norm")
+            for out, module, n in of_group(gi, chans):
                 target = out_removed if out else in_removed
-                target[sl.module] = target.get(sl.module, 0) + n
+                target[module] = target.get(module, 0) + n
+        return out_removed, in_removed
+
+    return count
+
+
+def mac_estimator(
+    model: nn.Module, index: GroupIndex, input_size: tuple[int, int, int]
+) -> tuple[int, Callable[[Plan], int]]:
+    """(exact MACs now, a function estimating the MACs left after a plan).
+
+    Each convolution's and linear layer's MACs scale with its kept output and input
+    fractions, each normalisation layer's with its kept channels; the rest (pooling, and
+    whatever fvcore counts outside modules) is held constant. ``selection.meet_target`` corrects
+    what remains of the error by counting the pruned model itself.
+    """
+    from compressor.analysis import measure
+
+    total, by_module = measure(model, input_size)
+    dims = layer_dims(model)
+    base = {n: by_module.get(n, 0) for n in dims}
+    other = total - sum(base.values())
+    count = removal_counter(index, dims)
+
+    def estimate(plan: Plan) -> int:
+        out_removed, in_removed = count(plan)
         left = float(other)
         for name, macs in base.items():
             o, i = dims[name]
@@ -318,10 +356,89 @@ def plan_target_macs(
     return _fill_back(plan_at(hi), norm, estimate, budget, round_to=round_to)
 
 
+def _next_count(size: int, now: int, *, max_layer_ratio: float, round_to: int) -> int | None:
+    """The next removal count above ``now`` that the guards allow, or None."""
+    most = _limit(size, size, max_layer_ratio=max_layer_ratio, round_to=round_to)
+    for n in range(now + 1, most + 1):
+        allowed = _limit(size, n, max_layer_ratio=max_layer_ratio, round_to=round_to)
+        if allowed > now:
+            return allowed
+    return None
+
+
+def plan_cost_budget(
+    scores: list[torch.Tensor],
+    estimate: Callable[[Plan], float],
+    budget: float,
+    *,
+    max_layer_ratio: float = 0.9,
+    round_to: RoundTo = 1,
+    normalize: bool = True,
+    segments: Segments = None,
+    neighbours: list[set[int]] | None = None,
+) -> Plan:
+    """The plan whose estimated cost is at most ``budget``, removing channels greedily by
+    score lost per unit of cost saved (HALP's ratio, solved greedily rather than as a
+    knapsack): at each step the block of ``round_to`` lowest-scored channels, in whichever
+    group gives up the least score per millisecond, goes; then ``_fill_back``. A group's
+    saving depends only on the layers it shares with others (``neighbours[g]``: the groups
+    sharing a layer with ``g``, itself included), so only those are re-estimated.
+
+    Raises ``CompressorError`` with the lowest cost reachable when the budget is not.
+    """
+    norm = _normalized(scores) if normalize else list(scores)
+    groups = range(len(norm))
+    near = neighbours or [set(groups) for _ in groups]
+    cached: dict[tuple[int, int], list[int]] = {}
+
+    def removal(gi: int, n: int) -> list[int]:
+        if (gi, n) not in cached:
+            segs = [segments[gi]] if segments else None
+            cached[(gi, n)] = _plan_from_counts([norm[gi]], [n], segs).remove.get(0, [])
+        return cached[(gi, n)]
+
+    counts = [0 for _ in groups]
+    plan = Plan()
+    cost = estimate(plan)
+    ratios: dict[int, tuple[float, int]] = {}
+
+    def consider(gi: int) -> None:
+        ratios.pop(gi, None)
+        step = _next_count(
+            len(norm[gi]),
+            counts[gi],
+            max_layer_ratio=max_layer_ratio,
+            round_to=_round(round_to, gi),
+        )
+        if step is None:
+            return
+        trial = Plan({**plan.remove, gi: removal(gi, step)})
+        saved = cost - estimate(trial)
+        new = sorted(set(removal(gi, step)) - set(removal(gi, counts[gi])))
+        lost = float(norm[gi][new].sum())
+        ratios[gi] = (lost / saved if saved > 0 else math.inf, step)
+
+    for gi in groups:
+        consider(gi)
+    while cost > budget:
+        if not ratios:
+            raise CompressorError(
+                f"the budget is out of reach: removing all that the guards allow leaves "
+                f"{cost:.4g} (asked {budget:.4g})"
+            )
+        gi = min(ratios, key=lambda g: (ratios[g][0], g))
+        counts[gi] = ratios[gi][1]
+        plan = Plan({**plan.remove, gi: removal(gi, counts[gi])})
+        cost = estimate(plan)
+        for h in near[gi] | {gi}:
+            consider(h)
+    return _fill_back(plan, norm, estimate, budget, round_to=round_to)
+
+
 def _fill_back(
     plan: Plan,
     scores: list[torch.Tensor],
-    estimate: Callable[[Plan], int],
+    estimate: Callable[[Plan], float],
     budget: float,
     *,
     round_to: RoundTo,
