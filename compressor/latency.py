@@ -5,15 +5,17 @@ change is written as a one-node ONNX model (its BatchNorm and activation are fus
 by onnxruntime in the real model) at its input's spatial size, at a grid of widths: each
 prunable dimension at ``FRACTIONS`` of its channels, rounded up to ``--round-to``. Layers
 with the same shape share their probes. All probes, the dense model and two check models
-run in one interleaved ``compressor benchmark`` runner call (the runner and its statistics,
-locally, with an edge profile or over SSH), so the table is measured the way models are.
+run interleaved by the ``compressor benchmark`` runner (the runner and its statistics,
+locally, with an edge profile or over SSH), so the table is measured the way models are
+(the whole models in one call, by the runner's rule shortened to 1-5 s each; the probes
+in another, ``PROBE_RUNS`` runs each).
 
-A plan's latency is then ``rest + sum over layers of T(out, in)``, ``T`` interpolated
-bilinearly between the grid's widths (a convolution's work is bilinear in its input and
-output channels), and ``rest`` the dense model's measured latency less its layers' sum:
-pooling, additions, the runner's per-call overhead. The check models (every group kept at
-1/2 and at 1/4, rounded) measure how far that prediction is from a pruned model's real
-latency; the error is stored with the table. ``selection.meet_latency`` closes what is
+A plan's latency is then ``rest + scale * sum over layers of T(out, in)``, ``T``
+interpolated bilinearly between the grid's widths (a convolution's work is bilinear in its
+input and output channels); ``rest`` (pooling, additions, the call) and ``scale`` (what a
+layer alone pays that it does not pay inside the model) are fitted to the measured dense
+model and two uniformly pruned ones (``calibrate``). Two more models, pruned unevenly by a
+global ranking, check the prediction; their error is stored with the table. ``selection.meet_latency`` closes what is
 left of it by measuring the pruned model itself.
 
 Tables are cached per architecture (the layers' shapes), input size, thread count,
@@ -43,10 +45,14 @@ if TYPE_CHECKING:
 
     from compressor.pruning import GroupIndex, Plan
 
-TABLE_VERSION = 1
+TABLE_VERSION = 3  # 2: calibrated (rest and scale fitted); 3: a step below each point
 FRACTIONS = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 3 / 4, 1.0)
 PROBE_RUNS = 20  # runs of every probe (interleaved, after the runner's warm-up)
-CHECK_KEEP = (0.5, 0.25)  # the check models keep this fraction of every group
+# whole models measured with every table: the dense model and two uniformly pruned ones
+# (every group at this fraction) calibrate it; two pruned by a global ranking of the group
+# L2 norm (this fraction of all channels kept, unevenly) check it
+CALIBRATION_KEEP = (0.5, 0.25)
+CHECK_KEEP = (0.7, 0.35)
 
 
 def measure_on(
@@ -59,7 +65,7 @@ def measure_on(
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The benchmark runner on ``models``, interleaved, on ``device``: per model (in
     order) its statistics, and the machine it ran on."""
-    from compressor.bench.compare import run_local, run_remote, runner_args
+    from compressor.bench.device import run_local, run_remote, runner_args
 
     args = runner_args(
         threads=[device.threads],
@@ -108,12 +114,16 @@ class Layer:
         return json.dumps(d, sort_keys=True)
 
     def widths(self, full: int, prunable: bool, round_to: int) -> list[int]:
-        """The grid's widths along one dimension."""
+        """The grid's widths along one dimension: ``FRACTIONS`` of ``full`` rounded up to
+        the step, and one step below each. CPU kernels work on blocks of channels (8 or 16
+        with AVX2/AVX-512): on the 2-core VM, 8 output channels cost what 16 do, so a
+        width between two grid points is interpolated from its blocked neighbours."""
         if not prunable:
             return [full]
         step = math.lcm(round_to, self.groups) if not self.depthwise else round_to
-        out = {min(full, max(step, math.ceil(f * full / step) * step)) for f in FRACTIONS}
-        return sorted(out | {full})
+        points = {min(full, max(step, math.ceil(f * full / step) * step)) for f in FRACTIONS}
+        below = {w - step for w in points if w - step >= step}
+        return sorted(points | below | {full})
 
     def grid(self, round_to: int) -> tuple[list[int], list[int]]:
         """(output widths, input widths); a depthwise layer's input follows its output."""
@@ -162,7 +172,7 @@ def model_layers(
         if shape is None or (isinstance(m, nn.Linear) and len(shape) != 2):
             continue
         sides = prunable[name]
-        common = {"out_prunable": "out" in sides, "in_prunable": "in" in sides}
+        common: dict[str, Any] = {"out_prunable": "out" in sides, "in_prunable": "in" in sides}
         if isinstance(m, nn.Linear):
             layers.append(Layer(name, "linear", m.out_features, m.in_features, **common))
             continue
@@ -246,6 +256,7 @@ class LatencyTable:
     grids: dict[str, dict[str, Any]]  # shape key -> {"out": [...], "in": [...], "ms": [[...]]}
     dense_ms: float
     rest_ms: float = 0.0
+    scale: float = 1.0
     checks: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
     version: int = TABLE_VERSION
@@ -265,7 +276,8 @@ class LatencyTable:
         """Each layer's predicted ms at ``widths`` (name -> (out, in); default: dense)."""
         widths = widths or {}
         return {
-            lay.name: self.layer_ms(lay, *widths.get(lay.name, (lay.out_channels, lay.in_channels)))
+            lay.name: self.scale
+            * self.layer_ms(lay, *widths.get(lay.name, (lay.out_channels, lay.in_channels)))
             for lay in self.layers
         }
 
@@ -279,10 +291,10 @@ class LatencyTable:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LatencyTable:
-        layers = [
-            Layer(**{k: tuple(v) if isinstance(v, list) else v for k, v in lay.items()})
-            for lay in d["layers"]
-        ]
+        def fields(lay: dict[str, Any]) -> dict[str, Any]:
+            return {k: tuple(v) if isinstance(v, list) else v for k, v in lay.items()}
+
+        layers = [Layer(**fields(lay)) for lay in d["layers"]]
         return cls(**{**d, "layers": layers, "input_size": tuple(d["input_size"])})
 
 
@@ -365,21 +377,35 @@ def export_for_latency(model: nn.Module, path: Path, input_size: tuple[int, int,
     export_model(model, path, input_size=input_size, metadata={}, config=ExportConfig(verify=False))
 
 
-def check_plans(model: nn.Module, index: GroupIndex, round_to: int) -> list[Plan]:
-    """Every group kept at each of ``CHECK_KEEP`` (by group L2 norm, rounded)."""
+def reference_plans(model: nn.Module, index: GroupIndex, round_to: int) -> list[Plan]:
+    """The plans of the whole models measured with a table: ``CALIBRATION_KEEP`` (uniform),
+    then ``CHECK_KEEP`` (global ranking), by group L2 norm, rounded."""
     from compressor.pruning import group_scores, plan_ratio
 
     scores = group_scores(index, model)
+    guards: dict[str, Any] = {"round_to": index.round_to(round_to), "segments": index.segments()}
     return [
-        plan_ratio(
-            scores,
-            1 - keep,
-            round_to=index.round_to(round_to),
-            segments=index.segments(),
-            allocation="uniform",
-        )
-        for keep in CHECK_KEEP
+        *(plan_ratio(scores, 1 - k, allocation="uniform", **guards) for k in CALIBRATION_KEEP),
+        *(plan_ratio(scores, 1 - k, allocation="global", **guards) for k in CHECK_KEEP),
     ]
+
+
+def calibrate(table: LatencyTable, sums: list[float], measured: list[float]) -> None:
+    """Fit ``measured = rest + scale * sum of the layers' probes`` by least squares over the
+    dense and calibration models. A layer alone pays for what the whole model does once
+    (converting its input to and its output from onnxruntime's blocked channel layout, the
+    call itself), in proportion to its width; the fit takes that out."""
+    n = len(sums)
+    mean_s, mean_m = sum(sums) / n, sum(measured) / n
+    var = sum((x - mean_s) ** 2 for x in sums)
+    scale = (
+        sum((x - mean_s) * (y - mean_m) for x, y in zip(sums, measured, strict=True)) / var
+        if var
+        else 0.0
+    )
+    if not scale > 0:  # a degenerate fit: keep the dense model's difference only
+        scale, mean_s, mean_m = 1.0, sums[0], measured[0]
+    table.scale, table.rest_ms = scale, mean_m - scale * mean_s
 
 
 def _probe_files(layers: list[Layer], round_to: int, folder: Path) -> dict[str, dict[str, Any]]:
@@ -409,30 +435,30 @@ def build_table(
     """Measure ``model``'s latency table on ``device`` (see the module's docstring)."""
     import torch
 
-    from compressor.pruning import pruned_copy
+    from compressor.pruning import Plan, pruned_copy
 
     say = log or (lambda _m: None)
     t0 = time.perf_counter()
     layers = model_layers(model, index, input_size)
     example = torch.zeros(1, *input_size)
-    plans = check_plans(model, index, round_to)
+    plans = reference_plans(model, index, round_to)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         grids = _probe_files(layers, round_to, folder)
         probes = [f for g in grids.values() for row in g["files"] for f in row]
-        models = [folder / "dense.onnx", *(folder / f"check{k}.onnx" for k in range(len(plans)))]
+        models = [folder / "dense.onnx", *(folder / f"ref{k}.onnx" for k in range(len(plans)))]
         export_for_latency(model, models[0], input_size)
         for plan, path in zip(plans, models[1:], strict=True):
             export_for_latency(pruned_copy(model, index, plan, example), path, input_size)
         say(
             f"measuring {len(probes)} layer probes of {len(grids)} layer shapes and {len(models)} models"
         )
-        stats, machine = measure_on(
-            device, [*models, *probes], min_runs=PROBE_RUNS, min_seconds=0.0, max_seconds=0.0
-        )
-        p50 = {str(p): s["p50_ms"] for p, s in zip([*models, *probes], stats, strict=True)}
+        # whole models: the runner's usual rule, shortened; probes: a fixed number of runs
+        whole, machine = measure_on(device, models, min_runs=30, min_seconds=1.0, max_seconds=5.0)
+        parts, _ = measure_on(device, probes, min_runs=PROBE_RUNS, min_seconds=0.0, max_seconds=0.0)
+        p50 = {f: r["p50_ms"] for f, r in zip(probes, parts, strict=True)}
         for g in grids.values():
-            g["ms"] = [[p50[str(f)] for f in row] for row in g.pop("files")]
+            g["ms"] = [[p50[f] for f in row] for row in g.pop("files")]
     table = LatencyTable(
         key=table_key(layers, input_size, device, round_to),
         input_size=input_size,
@@ -440,18 +466,19 @@ def build_table(
         device={**asdict(device), "machine": machine},
         layers=layers,
         grids=grids,
-        dense_ms=p50[str(models[0])],
+        dense_ms=whole[0]["p50_ms"],
     )
-    table.rest_ms = table.dense_ms - sum(table.per_layer().values())
     predict = Predictor(table, model, index)
-    for keep, plan, path in zip(CHECK_KEEP, plans, models[1:], strict=True):
-        measured, predicted = p50[str(path)], predict(plan)
+    measured = [w["p50_ms"] for w in whole]
+    n_cal = 1 + len(CALIBRATION_KEEP)
+    calibrate(table, [predict(p) for p in [Plan(), *plans[: n_cal - 1]]], measured[:n_cal])
+    for keep, plan, ms in zip(CHECK_KEEP, plans[n_cal - 1 :], measured[n_cal:], strict=True):
         table.checks.append(
             {
                 "keep": keep,
-                "predicted_ms": predicted,
-                "measured_ms": measured,
-                "error": predicted / measured - 1,
+                "predicted_ms": predict(plan),
+                "measured_ms": ms,
+                "error": predict(plan) / ms - 1,
             }
         )
     table.seconds = time.perf_counter() - t0

@@ -271,6 +271,34 @@ def _data_line(data: dict[str, Any]) -> str:
     )
 
 
+def latency_target_lines(lat: dict[str, Any] | None) -> list[str]:
+    """The latency target's record, in report.md: target, measured, predicted, the
+    slowest layers before and after (the table's prediction)."""
+    if not lat:
+        return []
+    target = (
+        f"{lat['target_ms']:g} ms" if lat["target_ms"] else f"{lat['target_speedup']:g}x faster"
+    )
+    device = ", ".join(f"{k} {v}" for k, v in lat["device"].items())
+    lines = [
+        f"Latency target {target} at {'x'.join(map(str, lat['input_size']))} ({device}), measured "
+        f"right after pruning beside the dense model: {lat['measured_ms']:.3f} ms against "
+        f"{lat['dense_measured_ms']:.3f} ms, {lat['speedup']:.2f}x faster"
+        f"{_interval(lat.get('speedup_ci95'))}; the table predicted {lat['predicted_ms']:.3f} ms; "
+        f"{len(lat['attempts'])} measured plan(s), "
+        + ("within 5% of the target." if lat["met"] else "NOT within 5%: the closest is kept."),
+        "",
+        "| layer (slowest first) | before (ms, predicted) | after (ms, predicted) |",
+        "| --- | --- | --- |",
+        *(
+            f"| {r['name']} | {r['before_ms']:.3f} | {r['after_ms']:.3f} |"
+            for r in lat["layers"][:8]
+        ),
+        "",
+    ]
+    return lines
+
+
 def _markdown(report: dict[str, Any]) -> str:
     from compressor.analysis import human
 
@@ -311,6 +339,7 @@ def _markdown(report: dict[str, Any]) -> str:
         f"{report['pruning']['prunable_channels']} prunable channels removed.",
         "",
         *_strength_lines(report.get("strength")),
+        *latency_target_lines(report["pruning"].get("latency")),
         f"ONNX: `{Path(onnx['path']).name}`, opset {onnx['opset']}, {onnx['exporter']} exporter; "
         f"max abs difference to PyTorch {onnx['max_abs_diff']:.2e}, top-1 agreement {onnx['top1_agreement']:.1f}%.",
         "",
@@ -1016,7 +1045,9 @@ def _report(run: _Run) -> dict[str, Any]:
                 "score_seconds",
                 "macs_ratio",
                 "target_attempts",
+                "latency",
             )
+            if k in pruning
         },
         "onnx": {
             "path": str(run.outdir / "model.onnx"),

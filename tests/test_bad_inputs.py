@@ -103,6 +103,26 @@ CASES: dict[str, tuple[Setup, list[str], str]] = {
         ["prune", "{f}", "--ratio", "0.3", "-o", "{t}/p.pt"],
         "is an ONNX file",
     ),
+    "latency target not positive": (
+        None,
+        ["prune", str(MODEL), "--target-latency", "0", "-o", "{t}/p.pt"],
+        "--target-latency is in milliseconds and must be positive",
+    ),
+    "speed-up target not above 1": (
+        None,
+        ["prune", str(MODEL), "--target-speedup", "0.5", "-o", "{t}/p.pt"],
+        "--target-speedup must be above 1",
+    ),
+    "latency target the model already meets": (
+        None,
+        ["prune", str(MODEL), "--target-latency", "1000", "-o", "{t}/p.pt"],
+        "asks for nothing: the model already runs in",
+    ),
+    "latency target out of reach": (
+        None,
+        ["prune", str(MODEL), "--target-speedup", "1000", "-o", "{t}/p.pt"],
+        "--target-speedup 1000 is out of reach: removing all that the guards allow",
+    ),
     "pickled module without --trust-pickle": (_module, ["inspect", "{f}"], "--trust-pickle"),
     "bare state_dict without --arch": (
         _sd,
@@ -240,6 +260,7 @@ def test_bad_input_is_one_clear_line(
     made = setup(work) if setup else work
     before = sorted(p.name for p in work.rglob("*"))
     monkeypatch.chdir(work)
+    monkeypatch.setenv("COMPRESSOR_CACHE", str(tmp_path / "cache"))  # latency tables
     result = CliRunner().invoke(cli, [a.format(f=made, t=work) for a in args])
     assert result.exit_code in (1, 2), (case, result.output)
     errors = [ln for ln in result.stderr.splitlines() if ln.startswith("Error:")]

@@ -14,11 +14,12 @@ PACKAGE = Path(__file__).resolve().parent.parent / "compressor"
 # bottom to top; a module may import from its own layer and any layer below it
 LAYERS: list[list[str]] = [
     ["errors", "version", "outputs", "nets", "syncbn", "bench", "bench.runner", "bench.onnx_cost"],
+    ["bench.device"],
     ["utils", "distributed", "analysis"],
     ["config", "archs"],
     ["data", "pruning", "pruning.*"],
     ["methods", "methods.*", "checkpoint", "evaluation"],
-    ["weights", "strength", "onnx_export", "training", "selection"],
+    ["weights", "strength", "onnx_export", "training", "latency", "selection"],
     ["operations", "bench.compare"],
     ["pipeline"],
     ["cli.app", "cli.options"],

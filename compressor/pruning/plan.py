@@ -308,8 +308,8 @@ def mac_estimator(
 
 def plan_target_macs(
     scores: list[torch.Tensor],
-    estimate: Callable[[Plan], int],
-    total_macs: int,
+    estimate: Callable[[Plan], float],
+    total_macs: float,
     target: float,
     *,
     max_layer_ratio: float = 0.9,
