@@ -724,3 +724,17 @@ def test_models_with_the_same_file_name_are_told_apart() -> None:
         "x/baseline.onnx": "baseline.onnx",
     }
     assert short_names(["m.int8.onnx"]) == {"m.int8.onnx": "m.int8.onnx"}
+
+
+def test_layers_show_where_the_time_goes(onnx_pair: tuple[Path, Path]) -> None:
+    """`--layers N`: onnxruntime's own profile of each model, its N slowest nodes first;
+    in the wide net the 64->64 convolution is the slowest node."""
+    proc = _runner(str(onnx_pair[0]), "--layers", "2", "--min-runs", "5", "--min-seconds", "0.1", "--no-memory")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    (info,) = json.loads(proc.stdout)["models"]
+    rows = info["layers"]
+    assert len(rows) == 2 and rows[0]["ms"] >= rows[1]["ms"] > 0
+    assert rows[0]["op"] == "Conv" and 0.3 < rows[0]["share"] <= 1.0
+    assert "layers" not in json.loads(_runner(str(onnx_pair[0]), "--min-runs", "5", "--min-seconds", "0.1", "--no-memory").stdout)["models"][0]  # fmt: skip
+    bad = _runner(str(onnx_pair[0]), "--layers", "-1")
+    assert bad.returncode == 1 and "--layers must be 0 or more" in bad.stderr

@@ -54,6 +54,7 @@ class BenchmarkConfig:
     precision: float = 0.01  # target relative standard error of each p50
     input_shape: tuple[int, ...] | None = None  # for ONNX files that leave dimensions open
     memory: bool = True  # peak RSS growth of an isolated process per model
+    layers: int = 0  # profile each model's nodes in onnxruntime: the N slowest
     remote: str | None = None  # USER@HOST: run the runner there over SSH
     port: int | None = None
 
@@ -401,6 +402,7 @@ def _measure_onnx(
         memory=config.memory,
         provider=config.provider,
         input_shape=config.input_shape,
+        layers=config.layers,
     )
     where = f" on {config.remote}" if config.remote else ""
     log(f"measuring {len(models)} ONNX model(s) interleaved{where}")
@@ -440,6 +442,15 @@ def tables(result: dict[str, Any]) -> list[tuple[str, list[str], list[list[Any]]
         ]
         for i in result["models"]
     ]
+    where = [
+        (
+            f"where the time goes: {names[i['model']]} (onnxruntime's profile, mean per run)",
+            ["node", "op", "ms", "share"],
+            [[r["node"], r["op"], f"{r['ms']:.3f}", f"{r['share']:.1%}"] for r in i["layers"]],
+        )
+        for i in result["models"]
+        if i.get("layers")
+    ]
     return [
         (
             "latency",
@@ -469,4 +480,5 @@ def tables(result: dict[str, Any]) -> list[tuple[str, list[str], list[list[Any]]
             ],
             models,
         ),
+        *where,
     ]

@@ -40,6 +40,7 @@ def runner_args(
     precision: float = 0.01,
     provider: str = "auto",
     input_shape: tuple[int, ...] | None = None,
+    layers: int = 0,
 ) -> list[str]:
     args = [
         "--threads",
@@ -63,6 +64,8 @@ def runner_args(
         args += ["--input-shape", ",".join(map(str, input_shape))]
     if not memory:
         args.append("--no-memory")
+    if layers:
+        args += ["--layers", str(layers)]
     return args
 
 

@@ -352,6 +352,51 @@ def measure(
     ]
 
 
+def layer_profile(
+    path: str,
+    *,
+    threads: int,
+    batch: int,
+    top: int,
+    runs: int = 20,
+    input_shape: Sequence[int] | None = None,
+) -> list[dict[str, Any]]:
+    """Where the time goes: onnxruntime's own profile of ``runs`` runs of ``path`` (after
+    a warm-up), each node's mean kernel time, the ``top`` slowest first, with its share of
+    the summed node time. The nodes are the optimised graph's (Conv+BatchNorm+ReLU fused)."""
+    import tempfile
+
+    ort = _ort()
+    with tempfile.TemporaryDirectory() as tmp:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3
+        options.enable_profiling = True
+        options.profile_file_prefix = os.path.join(tmp, "profile")
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        feeds = _input_for(session, batch, input_shape)
+        for _ in range(runs):
+            session.run(None, feeds)
+        with open(session.end_profiling()) as f:
+            events = json.load(f)
+    times: dict[str, float] = {}
+    ops: dict[str, str] = {}
+    for ev in events:
+        name = str(ev.get("name", ""))
+        if ev.get("cat") == "Node" and name.endswith("_kernel_time"):
+            node = name.removesuffix("_kernel_time")
+            times[node] = times.get(node, 0.0) + float(ev.get("dur", 0)) / 1e3
+            ops[node] = str(ev.get("args", {}).get("op_name", ""))
+    total = sum(times.values()) or 1.0
+    rows = [
+        {"node": n, "op": ops[n], "ms": t / runs, "share": t / total}
+        for n, t in sorted(times.items(), key=lambda kv: -kv[1])
+    ]
+    return rows[:top]
+
+
 def _status_kb(field: str) -> int | None:
     """A field of /proc/self/status in KiB (Linux), or None where there is none."""
     try:
@@ -550,6 +595,15 @@ def run(argv: list[str]) -> dict[str, Any]:
     if not args.no_memory:
         for info in infos:
             info["memory"] = isolated_memory(info["model"], threads[0], batches[0], input_shape)
+    if args.layers:
+        for info in infos:
+            info["layers"] = layer_profile(
+                info["model"],
+                threads=threads[0],
+                batch=batches[0],
+                top=args.layers,
+                input_shape=input_shape,
+            )
     warnings += warnings_for(results, args.precision)
     return {
         "runner_version": RUNNER_VERSION,
@@ -607,6 +661,13 @@ def _parser() -> argparse.ArgumentParser:
         help="the input's dimensions after the batch (e.g. 3,224,224) where the file leaves them open",
     )
     ap.add_argument("--no-memory", action="store_true", help="skip the isolated memory measurement")
+    ap.add_argument(
+        "--layers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also profile each model's nodes in onnxruntime and give the N slowest",
+    )
     ap.add_argument("--memory-probe", metavar="MODEL", help=argparse.SUPPRESS)
     return ap
 
@@ -620,6 +681,8 @@ def _checked(args: argparse.Namespace) -> tuple[list[int], list[int], list[int] 
         raise RunnerError("--threads and --batch take comma-separated integers") from None
     if min(threads) < 1 or min(batches) < 1:
         raise RunnerError("--threads and --batch must be at least 1")
+    if args.layers < 0:
+        raise RunnerError("--layers must be 0 or more")
     if args.min_runs < 1 or args.min_seconds < 0 or args.max_seconds < 0:
         raise RunnerError("--min-runs must be at least 1 and --min/--max-seconds not negative")
     if not 0 < args.precision < 1:

@@ -72,6 +72,14 @@ from compressor.cli.options import Console, int_list, output_options, print_tabl
     help="Peak RSS growth of an isolated process per model.",
 )
 @click.option(
+    "--layers",
+    type=click.IntRange(min=0),
+    default=0,
+    metavar="N",
+    help="Also show where the time goes: each ONNX model's N slowest nodes, from "
+    "onnxruntime's profiler on the device.",
+)
+@click.option(
     "--markdown",
     "markdown_path",
     type=click.Path(path_type=Path),
@@ -108,6 +116,7 @@ def benchmark(
     precision: float,
     input_shape: str | None,
     memory: bool,
+    layers: int,
     markdown_path: Path | None,
     chart_path: Path | None,
     remote: str | None,
@@ -142,6 +151,7 @@ def benchmark(
         precision=precision,
         input_shape=tuple(int_list(input_shape, "--input-shape")) if input_shape else None,
         memory=memory,
+        layers=layers,
         remote=remote,
         port=port,
     )
