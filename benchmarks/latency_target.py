@@ -40,6 +40,9 @@ from quality import TASKS, data_options, dense, speed_rows
 DEVICES = {"1 thread": ["--threads", "1"], "2 threads": ["--threads", "2"], "edge-1core": ["--profile", "edge-1core"]}  # fmt: skip
 ARCHS = {"resnet18": "fmnist-resnet18", "mobilenet_v2": "fmnist-mobilenetv2"}
 TARGETS = (2, 4, 8)
+# mobilenet_v2 at 224x224 cannot run 8x faster under the default guards (--max-layer-ratio
+# 0.9): prune refuses, naming the fastest reachable (7.67x predicted on the 2-core VM)
+ARCH_TARGETS = {"resnet18": (2, 4, 8), "mobilenet_v2": (2, 4, 6)}
 SIZE = "224"
 
 
@@ -76,9 +79,11 @@ def export224(work: Path, model: Path) -> Path:
     return onnx_path
 
 
-def benchmark(work: Path, files: list[Path], device: str) -> dict[str, dict[str, Any]]:
-    """One interleaved run of ``files`` (the dense model first) on ``device``."""
-    out = work / f"bench-{_slug(device)}.json"
+def benchmark(work: Path, files: list[Path], name: str) -> dict[str, dict[str, Any]]:
+    """One interleaved run of ``files`` (the dense model first) on the device that ends
+    ``name`` ("ARCH-DEVICE")."""
+    device = next(d for d in DEVICES if name.endswith(d))
+    out = work / f"bench-{_slug(name)}.json"
     with out.open("w") as f:
         subprocess.run(
             ["compressor", "benchmark", *map(str, files), *DEVICES[device], "--max-seconds", "10", "--json", "-q"],
@@ -93,7 +98,8 @@ def speed_part(work: Path, archs: list[str], devices: list[str]) -> list[dict[st
     for arch in archs:
         task = TASKS[ARCHS[arch]]
         model = dense(ROOT / "benchmarks" / "_work" / f"quality_{task.name}", task)
-        macs = {x: prune_row(work, model, f"{arch}-macs-{x}x", ["--target-macs", repr(1 / x)]) for x in TARGETS}  # fmt: skip
+        targets = ARCH_TARGETS[arch]
+        macs = {x: prune_row(work, model, f"{arch}-macs-{x}x", ["--target-macs", repr(1 / x)]) for x in targets}  # fmt: skip
         for device in devices:
             lat = {
                 x: prune_row(
@@ -102,12 +108,12 @@ def speed_part(work: Path, archs: list[str], devices: list[str]) -> list[dict[st
                     f"{arch}-{_slug(device)}-{x}x",
                     ["--target-speedup", str(x), "--latency-size", SIZE, *DEVICES[device]],
                 )
-                for x in TARGETS
+                for x in targets
             }
-            files = [model, *(work / f"{arch}-{_slug(device)}-{x}x.pt" for x in TARGETS)]
-            files += [work / f"{arch}-macs-{x}x.pt" for x in TARGETS]
-            measured = benchmark(work, [export224(work, f) for f in files], device)
-            for x in TARGETS:
+            files = [model, *(work / f"{arch}-{_slug(device)}-{x}x.pt" for x in targets)]
+            files += [work / f"{arch}-macs-{x}x.pt" for x in targets]
+            measured = benchmark(work, [export224(work, f) for f in files], f"{arch}-{device}")
+            for x in targets:
                 for kind, record in (("latency", lat[x]), ("macs", macs[x])):
                     name = (
                         f"{arch}-{_slug(device)}-{x}x" if kind == "latency" else f"{arch}-macs-{x}x"
@@ -170,7 +176,7 @@ def accuracy_part(work: Path, task_name: str, seeds: list[int]) -> list[dict[str
     ]  # fmt: skip
     latency = ["--latency-size", SIZE]
     rows, files = [], [export224(work, model)]
-    for x in TARGETS:
+    for x in ARCH_TARGETS[task.arch]:
         macs = mac_target_at_latency(model, x)
         print(f"{task.name} {x}x: MAC target at equal predicted latency {macs:.4f}", flush=True)
         kinds = {
@@ -198,7 +204,7 @@ def accuracy_part(work: Path, task_name: str, seeds: list[int]) -> list[dict[str
                         "latency": {k: v for k, v in (r["pruning"].get("latency") or {}).items() if k != "layers"},
                     }
                 )  # fmt: skip
-    measured = benchmark(work, files, "1 thread")
+    measured = benchmark(work, files, f"{task.name}-1 thread")
     for r in rows:
         m = measured.get(f"{r['task']}-{r['kind']}-{r['target']}x-s{seeds[0]}")
         r["speedup_224"] = m["speedup_vs_first"] if m else None
@@ -257,7 +263,7 @@ def accuracy_lines(rows: list[dict[str, Any]]) -> list[str]:
         "| target | kind | seeds | test top-1 | MACs cut | speed-up at 224 | vs latency (paired) |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for x in TARGETS:
+    for x in sorted({r["target"] for r in rows}):
         ref = {
             r["seed"]: r["test_top1"] for r in rows if r["target"] == x and r["kind"] == "latency"
         }
