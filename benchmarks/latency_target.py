@@ -51,7 +51,8 @@ def _slug(text: str) -> str:
 
 
 def prune_row(work: Path, model: Path, name: str, options: list[str]) -> dict[str, Any]:
-    """``compressor prune MODEL OPTIONS`` into WORK/NAME.pt unless done; its JSON."""
+    """``compressor prune MODEL OPTIONS`` into WORK/NAME.pt unless done; its JSON (or, for
+    a target out of reach, ``{"refused": its one-line message}``)."""
     out, record = work / f"{name}.pt", work / f"{name}.json"
     if not record.is_file():
         print("$ compressor prune", model.name, *options, flush=True)
@@ -61,9 +62,12 @@ def prune_row(work: Path, model: Path, name: str, options: list[str]) -> dict[st
             capture_output=True,
             text=True,
         )
-        if proc.returncode != 0:
+        if proc.returncode != 0 and "is out of reach" in proc.stderr:
+            record.write_text(json.dumps({"refused": proc.stderr.strip().removeprefix("Error: ")}))
+        elif proc.returncode != 0:
             raise SystemExit(f"prune failed: {proc.stderr.strip()}")
-        record.write_text(proc.stdout)
+        else:
+            record.write_text(proc.stdout)
         print(f"  done in {time.perf_counter() - t0:.0f}s", flush=True)
     return json.loads(record.read_text())
 
@@ -110,7 +114,8 @@ def speed_part(work: Path, archs: list[str], devices: list[str]) -> list[dict[st
                 )
                 for x in targets
             }
-            files = [model, *(work / f"{arch}-{_slug(device)}-{x}x.pt" for x in targets)]
+            met = [x for x in targets if "refused" not in lat[x]]
+            files = [model, *(work / f"{arch}-{_slug(device)}-{x}x.pt" for x in met)]
             files += [work / f"{arch}-macs-{x}x.pt" for x in targets]
             measured = benchmark(work, [export224(work, f) for f in files], f"{arch}-{device}")
             for x in targets:
@@ -118,18 +123,19 @@ def speed_part(work: Path, archs: list[str], devices: list[str]) -> list[dict[st
                     name = (
                         f"{arch}-{_slug(device)}-{x}x" if kind == "latency" else f"{arch}-macs-{x}x"
                     )
-                    m = measured[name]
+                    m = measured.get(name, {})
                     rows.append(
                         {
                             "arch": arch,
                             "device": device,
                             "target": x,
                             "kind": kind,
-                            "speedup": m["speedup_vs_first"],
-                            "p50_ms": m["p50_ms"],
+                            "speedup": m.get("speedup_vs_first"),
+                            "p50_ms": m.get("p50_ms"),
                             "dense_ms": measured[model.stem]["p50_ms"],
-                            "mac_cut": record["macs_before"] / record["macs_after"],
+                            "mac_cut": record["macs_before"] / record["macs_after"] if "macs_before" in record else None,
                             "latency": {k: v for k, v in record.get("latency", {}).items() if k != "layers"},
+                            "refused": record.get("refused"),
                         }
                     )  # fmt: skip
     return rows
@@ -235,6 +241,11 @@ def speed_lines(rows: list[dict[str, Any]]) -> list[str]:
     ]
     for r in rows:
         lat = r["latency"]
+        if r.get("refused"):
+            lines.append(
+                f"| {r['arch']} | {r['device']} | {r['target']}x | {r['kind']} | refused: {r['refused']} ||||||"
+            )
+            continue
         own = f"{lat['speedup']:.2f}x{_ci(lat.get('speedup_ci95'))}" if lat else "-"
         checks = ", ".join(f"{c['error']:+.1%}" for c in lat["table"]["checks"]) if lat else "-"
         lines.append(
