@@ -90,7 +90,7 @@ def benchmark(work: Path, files: list[Path], name: str) -> dict[str, dict[str, A
     out = work / f"bench-{_slug(name)}.json"
     with out.open("w") as f:
         subprocess.run(
-            ["compressor", "benchmark", *map(str, files), *DEVICES[device], "--max-seconds", "10", "--json", "-q"],
+            ["compressor", "benchmark", *map(str, files), *DEVICES[device], "--max-seconds", "10", "--no-memory", "--json", "-q"],
             stdout=f,
             check=True,
         )  # fmt: skip
@@ -115,7 +115,8 @@ def speed_part(work: Path, archs: list[str], devices: list[str]) -> list[dict[st
                 for x in targets
             }
             met = [x for x in targets if "refused" not in lat[x]]
-            files = [model, *(work / f"{arch}-{_slug(device)}-{x}x.pt" for x in met)]
+            files = [_linked(work, f"{arch}-dense", model)]
+            files += [work / f"{arch}-{_slug(device)}-{x}x.pt" for x in met]
             files += [work / f"{arch}-macs-{x}x.pt" for x in targets]
             measured = benchmark(work, [export224(work, f) for f in files], f"{arch}-{device}")
             for x in targets:
@@ -132,7 +133,7 @@ def speed_part(work: Path, archs: list[str], devices: list[str]) -> list[dict[st
                             "kind": kind,
                             "speedup": m.get("speedup_vs_first"),
                             "p50_ms": m.get("p50_ms"),
-                            "dense_ms": measured[model.stem]["p50_ms"],
+                            "dense_ms": measured[f"{arch}-dense"]["p50_ms"],
                             "mac_cut": record["macs_before"] / record["macs_after"] if "macs_before" in record else None,
                             "latency": {k: v for k, v in record.get("latency", {}).items() if k != "layers"},
                             "refused": record.get("refused"),
@@ -181,7 +182,7 @@ def accuracy_part(work: Path, task_name: str, seeds: list[int]) -> list[dict[str
         *["--reg-epochs", "0", "--ft-epochs", str(task.total_epochs), "--threads", "1"],
     ]  # fmt: skip
     latency = ["--latency-size", SIZE]
-    rows, files = [], [export224(work, model)]
+    rows, files = [], [export224(work, _linked(work, f"{task.name}-dense", model))]
     for x in ARCH_TARGETS[task.arch]:
         macs = mac_target_at_latency(model, x)
         print(f"{task.name} {x}x: MAC target at equal predicted latency {macs:.4f}", flush=True)
@@ -195,7 +196,7 @@ def accuracy_part(work: Path, task_name: str, seeds: list[int]) -> list[dict[str
                 name = f"{task.name}-{kind}-{x}x-s{seed}"
                 r = compress_once(work, name, model, [*common, *options, "--seed", str(seed)])
                 if seed == seeds[0]:
-                    files.append(export224(work, _named(work, name)))
+                    files.append(export224(work, _linked(work, name, work / name / "model.pt")))
                 rows.append(
                     {
                         "task": task.name,
@@ -218,11 +219,12 @@ def accuracy_part(work: Path, task_name: str, seeds: list[int]) -> list[dict[str
     return rows
 
 
-def _named(work: Path, name: str) -> Path:
-    """The run's model file under the run's own name (export names the ONNX file after it)."""
+def _linked(work: Path, name: str, target: Path) -> Path:
+    """``target`` under ``name`` in ``work`` (export names the ONNX file after it, and the
+    two tasks' dense models are both ``dense.pt``)."""
     link = work / f"{name}.pt"
     if not link.exists():
-        link.symlink_to(work / name / "model.pt")
+        link.symlink_to(target)
     return link
 
 
