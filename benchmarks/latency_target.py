@@ -174,7 +174,9 @@ def mac_target_at_latency(model_path: Path, speedup: float, threads: int = 1) ->
     return lo
 
 
-def accuracy_part(work: Path, task_name: str, seeds: list[int]) -> list[dict[str, Any]]:
+def accuracy_part(
+    work: Path, task_name: str, seeds: list[int], targets: list[int] | None = None
+) -> list[dict[str, Any]]:
     task = TASKS[task_name]
     model = dense(ROOT / "benchmarks" / "_work" / f"quality_{task.name}", task)
     common = [
@@ -183,7 +185,7 @@ def accuracy_part(work: Path, task_name: str, seeds: list[int]) -> list[dict[str
     ]  # fmt: skip
     latency = ["--latency-size", SIZE]
     rows, files = [], [export224(work, _linked(work, f"{task.name}-dense", model))]
-    for x in ARCH_TARGETS[task.arch]:
+    for x in targets or ARCH_TARGETS[task.arch]:
         macs = mac_target_at_latency(model, x)
         print(f"{task.name} {x}x: MAC target at equal predicted latency {macs:.4f}", flush=True)
         kinds = {
@@ -326,6 +328,7 @@ def main() -> None:
     ap.add_argument("--devices", default=",".join(DEVICES))
     ap.add_argument("--task", choices=list(ARCHS.values()), default="fmnist-resnet18")
     ap.add_argument("--seeds", default="0")
+    ap.add_argument("--targets", help="--part accuracy: these speed-ups only (default: the arch's)")
     ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "_work" / "latency_target")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -343,7 +346,9 @@ def main() -> None:
             "speed-up against MACs cut",
         )
     else:
-        rows = accuracy_part(args.work, args.task, [int(s) for s in args.seeds.split(",")])
+        seeds = [int(s) for s in args.seeds.split(",")]
+        targets = [int(t) for t in args.targets.split(",")] if args.targets else None
+        rows = accuracy_part(args.work, args.task, seeds, targets)
         payload = run_payload(t0, rows)
         name, lines = f"latency_target_{args.task}", accuracy_lines(rows)
         title = f"{args.task}: accuracy at equal measured latency"
