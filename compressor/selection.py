@@ -298,7 +298,7 @@ class LatencyGoal:
         self.near = neighbours(index)
 
     def plan(self, scores: list[Any], *, comparable: bool, goal: float | None = None) -> Plan:
-        from compressor.pruning import plan_cost_budget, plan_ratio, plan_target_macs
+        from compressor.pruning import Plan, plan_cost_budget, plan_ratio, plan_target_macs
 
         config, limits = self.config, guards(self.index, self.config)
         goal = self.budget if goal is None else goal

@@ -160,3 +160,9 @@ def test_a_pruned_models_predicted_latency_agrees_with_its_measurement(
     chosen = next(a for a in lat["attempts"] if a.get("chosen"))
     assert abs(chosen["predicted_ms"] / chosen["measured_ms"] - 1) < 0.25, lat["attempts"]
     assert lat["speedup"] > 1.5 and out.is_file()
+    uniform = CliRunner().invoke(
+        cli,
+        ["prune", str(path), "--target-speedup", "2", "--allocation", "uniform", "-o", str(out), "--force", *args],
+    )  # fmt: skip
+    assert uniform.exit_code == 0, uniform.output
+    assert json.loads(uniform.stdout)["latency"]["speedup"] > 1.5
