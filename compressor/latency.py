@@ -431,15 +431,17 @@ def build_table(
     device: LatencyDevice,
     round_to: int = 8,
     log: Callable[[str], None] | None = None,
+    layers: list[Layer] | None = None,
 ) -> LatencyTable:
-    """Measure ``model``'s latency table on ``device`` (see the module's docstring)."""
+    """Measure ``model``'s latency table on ``device`` (see the module's docstring);
+    ``layers``: ``model_layers``' answer when the caller has it."""
     import torch
 
     from compressor.pruning import Plan, pruned_copy
 
     say = log or (lambda _m: None)
     t0 = time.perf_counter()
-    layers = model_layers(model, index, input_size)
+    layers = layers or model_layers(model, index, input_size)
     example = torch.zeros(1, *input_size)
     plans = reference_plans(model, index, round_to)
     with tempfile.TemporaryDirectory() as tmp:
@@ -505,7 +507,7 @@ def latency_table(
             return LatencyTable.from_dict(json.loads(path.read_text())), path, True
         except (ValueError, TypeError, KeyError):
             pass  # a damaged cache file is measured again
-    table = build_table(model, index, input_size, device, round_to, log)
+    table = build_table(model, index, input_size, device, round_to, log, layers)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps(table.to_dict(), indent=1))
