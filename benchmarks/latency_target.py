@@ -21,8 +21,11 @@ the held-out test split: the latency-targeted plan; the MAC-targeted plan whose 
 latency equals the latency target (its MAC fraction found by bisection on the table's
 prediction); and uniform allocation at the latency target (``--allocation uniform``: the
 same fraction of every layer, Torch-Pruning's default allocation, here by compressor's
-own group-L2 scores). All are re-exported at 224x224 and timed together in one
-interleaved run. Writes benchmarks/results/latency_target_{task}.{json,md,png}.
+own group-L2 scores); and Torch-Pruning itself (``MagnitudePruner``, group L2, one ratio
+for every layer, ``round_to`` 8 as compressor's default) at the ratio whose predicted
+latency meets the same budget, fine-tuned as ``quality.py`` fine-tunes its rows (same
+epochs and rate). All are re-exported at 224x224 and timed together in one interleaved
+run. Writes benchmarks/results/latency_target_{task}.{json,md,png}.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ TARGETS = (2, 4, 8)
 # 0.9): prune refuses, naming the fastest reachable (7.67x predicted on the 2-core VM)
 ARCH_TARGETS = {"resnet18": (2, 4, 8), "mobilenet_v2": (2, 4, 6)}
 SIZE = "224"
+KINDS = ("latency", "macs", "uniform", "torch-pruning")  # the accuracy part's rows
 
 
 def _slug(text: str) -> str:
@@ -142,15 +146,15 @@ def speed_part(work: Path, archs: list[str], devices: list[str]) -> list[dict[st
     return rows
 
 
-def mac_target_at_latency(model_path: Path, speedup: float, threads: int = 1) -> float:
-    """The MAC fraction whose plan the latency table predicts to run ``speedup`` x faster
-    (bisection; the table is the cached one the latency-targeted run measured)."""
+def latency_goal(model_path: Path, speedup: float, threads: int = 1) -> tuple[Any, ...]:
+    """(model, its groups, the ``--target-speedup`` goal on the cached latency table at
+    224x224, the model's input size)."""
     import torch
 
     from compressor.checkpoint import load_model
     from compressor.config import LatencyDevice, PruneConfig
-    from compressor.pruning import channel_groups, group_scores
-    from compressor.selection import LatencyGoal, select_channels
+    from compressor.pruning import channel_groups
+    from compressor.selection import LatencyGoal
 
     loaded = load_model(model_path)
     model = loaded.model.eval()
@@ -159,7 +163,17 @@ def mac_target_at_latency(model_path: Path, speedup: float, threads: int = 1) ->
     config = PruneConfig(
         target_speedup=speedup, latency_size=(int(SIZE),), device=LatencyDevice(threads=threads)
     )
-    goal = LatencyGoal(model, index, config, size)
+    return model, index, LatencyGoal(model, index, config, size), size
+
+
+def mac_target_at_latency(model_path: Path, speedup: float, threads: int = 1) -> float:
+    """The MAC fraction whose plan the latency table predicts to run ``speedup`` x faster
+    (bisection; the table is the cached one the latency-targeted run measured)."""
+    from compressor.config import PruneConfig
+    from compressor.pruning import group_scores
+    from compressor.selection import select_channels
+
+    model, index, goal, size = latency_goal(model_path, speedup, threads)
     scores = group_scores(index, model)
     lo, hi = 0.005, 1.0
     for _ in range(10):
@@ -172,6 +186,32 @@ def mac_target_at_latency(model_path: Path, speedup: float, threads: int = 1) ->
         else:
             lo = mid
     return lo
+
+
+def torch_pruning_row(
+    work: Path, model_path: Path, task: Any, speedup: int, seed: int
+) -> dict[str, Any] | None:
+    """Torch-Pruning's ``MagnitudePruner`` (group L2, one ratio for every layer, its
+    ``round_to`` at compressor's default) at the ratio whose predicted latency meets the
+    same budget, fine-tuned as quality.py fine-tunes Torch-Pruning's models."""
+    from quality import tp_row
+
+    from compressor.checkpoint import load_model
+    from compressor.config import PruneConfig
+
+    _, _, goal, _ = latency_goal(model_path, speedup)
+    table = goal.table
+    fraction = goal.budget / table.predict()
+    try:
+        row = tp_row(
+            work, model_path, "MagnitudePruner", speedup, seed, task,
+            cost=("latency", table.predict_model, fraction), round_to=PruneConfig.round_to,
+        )  # fmt: skip
+    except ValueError as e:  # its one ratio cannot reach the budget
+        print(f"torch-pruning at {speedup}x: {e}", flush=True)
+        return None
+    predicted = table.predict_model(load_model(Path(row["model"])).model)
+    return {**row, "predicted_ms": predicted, "budget_ms": goal.budget}
 
 
 def accuracy_part(
@@ -194,6 +234,11 @@ def accuracy_part(
             "uniform": ["--target-speedup", str(x), *latency, "--allocation", "uniform"],
         }
         for seed in seeds:
+            tp = torch_pruning_row(work, model, task, x, seed)
+            rows.append(_tp_accuracy_row(task.name, x, seed, tp))
+            if tp and seed == seeds[0]:
+                name = f"{task.name}-torch-pruning-{x}x-s{seed}"
+                files.append(export224(work, _linked(work, name, Path(tp["model"]))))
             for kind, options in kinds.items():
                 name = f"{task.name}-{kind}-{x}x-s{seed}"
                 r = compress_once(work, name, model, [*common, *options, "--seed", str(seed)])
@@ -219,6 +264,21 @@ def accuracy_part(
         r["speedup_224"] = m["speedup_vs_first"] if m else None
         r["p50_ms_224"] = m["p50_ms"] if m else None
     return rows
+
+
+def _tp_accuracy_row(task: str, x: int, seed: int, tp: dict[str, Any] | None) -> dict[str, Any]:
+    row = {"task": task, "target": x, "kind": "torch-pruning", "seed": seed}
+    if tp is None:
+        return {**row, "refused": "its one ratio cannot reach the budget"}
+    return {
+        **row,
+        "mac_target": None,
+        "test_top1": tp["test_accuracy"],
+        "val_top1": tp["val_accuracy"],
+        "dense_test_top1": tp["dense_test_accuracy"],
+        "mac_cut": tp["macs_ratio"],
+        "latency": {"predicted_ms": tp["predicted_ms"], "budget_ms": tp["budget_ms"]},
+    }
 
 
 def _linked(work: Path, name: str, target: Path) -> Path:
@@ -282,19 +342,41 @@ def accuracy_lines(rows: list[dict[str, Any]]) -> list[str]:
         ref = {
             r["seed"]: r["test_top1"] for r in rows if r["target"] == x and r["kind"] == "latency"
         }
-        for kind in ("latency", "macs", "uniform"):
+        for kind in KINDS:
             rs = [r for r in rows if r["target"] == x and r["kind"] == kind]
+            if any(r.get("refused") for r in rs):
+                lines.append(f"| {x}x | {kind} | - | refused: {rs[0]['refused']} ||||")
+            rs = [r for r in rs if not r.get("refused")]
             if not rs:
                 continue
             acc = statistics.mean(r["test_top1"] for r in rs)
             diffs = [r["test_top1"] - ref[r["seed"]] for r in rs if r["seed"] in ref]
-            vs = f"{statistics.mean(diffs):+.2f}" if diffs and kind != "latency" else "-"
+            vs = (
+                f"{statistics.mean(diffs):+.2f} [{min(diffs):+.2f}, {max(diffs):+.2f}]"
+                if diffs and kind != "latency"
+                else "-"
+            )
             sp = rs[0].get("speedup_224")
             lines.append(
                 f"| {x}x | {kind} | {len(rs)} | {acc:.2f} | {statistics.mean(r['mac_cut'] for r in rs):.2f}x | "
                 f"{f'{sp:.2f}x' if sp else '-'} | {vs} |"
             )
     return lines
+
+
+def mean_points(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per target and kind: seed 0's measured latency and the mean test top-1 over seeds."""
+    import statistics
+
+    rows = [r for r in rows if not r.get("refused")]
+    keys = {(r["target"], r["kind"]) for r in rows}
+    points = []
+    for x, kind in sorted(keys):
+        rs = [r for r in rows if (r["target"], r["kind"]) == (x, kind)]
+        ms = next((r["p50_ms_224"] for r in rs if r.get("p50_ms_224")), None)
+        mean = statistics.mean(r["test_top1"] for r in rs)
+        points.append({"kind": kind, "latency_ms_224": ms, "test_top1": mean})
+    return points
 
 
 def plot(rows: list[dict[str, Any]], path: Path, x_key: str, y_key: str, label: str) -> None:
@@ -304,7 +386,7 @@ def plot(rows: list[dict[str, Any]], path: Path, x_key: str, y_key: str, label: 
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for kind, marker in (("latency", "o"), ("macs", "s"), ("uniform", "^")):
+    for kind, marker in zip(KINDS, "os^D", strict=True):
         pts = sorted(
             (r[x_key], r[y_key])
             for r in rows
@@ -352,14 +434,12 @@ def main() -> None:
         payload = run_payload(t0, rows)
         name, lines = f"latency_target_{args.task}", accuracy_lines(rows)
         title = f"{args.task}: accuracy at equal measured latency"
-        for r in rows:
-            r["latency_ms_224"] = r.get("p50_ms_224")
         plot(
-            rows,
+            mean_points(rows),
             ROOT / "benchmarks" / "results" / f"{name}.png",
             "latency_ms_224",
             "test_top1",
-            "test top-1 against latency (224x224, 1 thread)",
+            "mean test top-1 against latency (224x224, 1 thread)",
         )
     save_results(
         name, payload, [*results_header(title, payload), *lines, "", f"![plot]({name}.png)"]

@@ -55,6 +55,7 @@ import re
 import statistics
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -330,7 +331,7 @@ class _TPSparsity:
         return TPSparsity()
 
 
-def _tp_pruner(kind: str, model: Any, ratio: float, size: int) -> Any:
+def _tp_pruner(kind: str, model: Any, ratio: float, size: int, round_to: int | None = None) -> Any:
     import torch
     import torch_pruning as tp
 
@@ -340,6 +341,7 @@ def _tp_pruner(kind: str, model: Any, ratio: float, size: int) -> Any:
         "example_inputs": torch.zeros(1, 3, size, size),
         "pruning_ratio": ratio,
         "ignored_layers": classifier_layers(model),
+        "round_to": round_to,
     }
     if kind == "MagnitudePruner":
         return tp.pruner.MagnitudePruner(
@@ -352,25 +354,38 @@ def _tp_pruner(kind: str, model: Any, ratio: float, size: int) -> Any:
     return tp.pruner.BNScalePruner(model, importance=tp.importance.BNScaleImportance(), **common)
 
 
-def _tp_prune_to(kind: str, model: Any, target: float, size: int) -> Any:
-    """Prune a copy of ``model`` at the per-layer ratio whose MACs meet ``target`` from
-    below (bisection on the ratio, MACs counted by compressor's fvcore convention)."""
+def _tp_prune_to(
+    kind: str,
+    model: Any,
+    target: float,
+    size: int,
+    cost: Callable[[Any], float] | None = None,
+    round_to: int | None = None,
+) -> Any:
+    """Prune a copy of ``model`` at the per-layer ratio whose cost meets ``target`` (a
+    fraction of the dense model's) from below, by bisection on the ratio. ``cost``: MACs
+    by compressor's fvcore convention unless given (e.g. a latency table's prediction)."""
     from compressor.analysis import count_macs
 
-    total = count_macs(model, (3, size, size))
+    cost = cost or (lambda m: count_macs(m, (3, size, size)))
+    total = cost(model)
     lo, hi, best = 0.0, 0.99, None
     for _ in range(14):
         mid = (lo + hi) / 2
         trial = copy.deepcopy(model)
-        _tp_pruner(kind, trial, mid, size).step()
-        frac = count_macs(trial, (3, size, size)) / total
+        _tp_pruner(kind, trial, mid, size, round_to).step()
+        frac = cost(trial) / total
         if frac <= target:
             hi, best = mid, (trial, frac)
             if frac >= 0.97 * target:
                 break
         else:
             lo = mid
-    assert best is not None, "target out of reach"
+    if best is None:
+        raise ValueError(
+            f"out of reach: at ratio {mid:.3f} the model still costs {frac:.3f} of the dense "
+            f"model's, above {target:.3f}"
+        )
     return best[0]
 
 
@@ -402,9 +417,22 @@ def _tp_scores(model: Any, bundle: Any) -> dict[str, float]:
 
 
 def tp_row(
-    work: Path, model_path: Path, kind: str, target: int, seed: int, task: Task = TASKS["mnist15k"]
+    work: Path,
+    model_path: Path,
+    kind: str,
+    target: int,
+    seed: int,
+    task: Task = TASKS["mnist15k"],
+    *,
+    cost: tuple[str, Callable[[Any], float], float] | None = None,
+    round_to: int | None = None,
 ) -> dict[str, Any]:
-    out = work / f"tp-{kind}-{target}x-s{seed}.json"
+    """Torch-Pruning's ``kind`` at ``target`` x fewer MACs (the task's budget), then
+    fine-tuned as compressor fine-tunes; ``cost``: (a name for the row's files, the cost
+    of a model, the fraction of the dense model's cost to meet) in place of MACs;
+    ``round_to``: Torch-Pruning's own option (channel counts in multiples of it)."""
+    label = f"{cost[0]}-" if cost else ""
+    out = work / f"tp-{kind}-{label}{target}x-s{seed}.json"
     if out.is_file():
         return json.loads(out.read_text())
     reg_epochs, ft_epochs = _tp_epochs(kind, task)
@@ -445,7 +473,10 @@ def tp_row(
             regularized = hist.history[-1].val_top1
             loaded.metadata["regularized_top1"] = regularized
             save_model(loaded, cached)
-    pruned = _tp_prune_to(kind, model, task.targets[target], size)
+    if cost:
+        pruned = _tp_prune_to(kind, model, cost[2], size, cost[1], round_to)
+    else:
+        pruned = _tp_prune_to(kind, model, task.targets[target], size)
     seed_everything(seed)
     fit(pruned, bundle, finetune, data, progress=False)
     scores = _tp_scores(pruned, bundle)

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from compressor.config import LatencyDevice
+from compressor.errors import CompressorError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -283,6 +284,19 @@ class LatencyTable:
 
     def predict(self, widths: dict[str, tuple[float, float]] | None = None) -> float:
         return self.rest_ms + sum(self.per_layer(widths).values())
+
+    def predict_model(self, model: nn.Module) -> float:
+        """The predicted ms of ``model``: this table's architecture at the widths it has
+        now, however it was pruned (by compressor or another tool)."""
+        from compressor.pruning import layer_dims
+
+        dims = layer_dims(model)
+        missing = [lay.name for lay in self.layers if lay.name not in dims]
+        if missing:
+            raise CompressorError(
+                f"the model has no layer {missing[0]!r}: the latency table is for another architecture"
+            )
+        return self.predict({lay.name: dims[lay.name] for lay in self.layers})
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

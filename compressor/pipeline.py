@@ -25,6 +25,7 @@ from compressor.config import (
     FINETUNE_EPOCHS,
     REGULARIZE_EPOCHS,
     DataConfig,
+    LatencyDevice,
     PruneConfig,
     TrainConfig,
     changed_settings,
@@ -64,7 +65,7 @@ class CompressConfig:
     # ``--lambda auto``: the regularize stage adapts the penalty's multiplier; None keeps
     # the method's hyperparameters fixed (``--lambda X``)
     strength: StrengthConfig | None = field(default_factory=StrengthConfig)
-    latency_threads: int = 1
+    latency_threads: int = 1  # on the latency target's device (``prune.device``)
     # The latency comparison measures at least 1 s and until each p50 is known to 1%
     # (relative standard error), for at most this long.
     latency_seconds: float = 10.0
@@ -84,6 +85,12 @@ class CompressConfig:
             )
         epochs = max(self.regularize.epochs, self.finetune.epochs)
         object.__setattr__(self, "data", self.data.for_epochs(epochs))
+
+    @property
+    def latency_device(self) -> LatencyDevice:
+        """Where the before/after comparison runs: the latency target's device (its
+        profile or host; this machine by default) at ``latency_threads``."""
+        return dataclasses.replace(self.prune.device, threads=self.latency_threads)
 
 
 def partial_dir(outdir: Path) -> Path:
@@ -299,6 +306,16 @@ def latency_target_lines(lat: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def device_text(lat: dict[str, Any]) -> str:
+    """Where report.json's latency comparison ran, in words."""
+    where = [f"{lat['threads']} thread(s)"]
+    if lat.get("profile"):
+        where.append(f"profile {lat['profile']}")
+    if lat.get("remote"):
+        where.append(f"on {lat['remote']}")
+    return ", ".join(where)
+
+
 def _markdown(report: dict[str, Any]) -> str:
     from compressor.analysis import human
 
@@ -322,7 +339,7 @@ def _markdown(report: dict[str, Any]) -> str:
         ),
         f"| parameters (PyTorch, BatchNorm included) | {human(b['params'])} | {human(c['params'])} | {_fewer(b['params'], c['params'])} |",
         f"| MACs | {human(b['macs'])} | {human(c['macs'])} | {_fewer(b['macs'], c['macs'])} |",
-        f"| latency (ms, batch 1, {lat['threads']} thread(s), onnxruntime) | {lat['baseline_ms']:.3f} | "
+        f"| latency (ms, batch 1, {device_text(lat)}, onnxruntime) | {lat['baseline_ms']:.3f} | "
         f"{lat['compressed_ms']:.3f} | {lat['speedup']:.2f}x faster{_interval(lat.get('speedup_ci95'))} |",
         *(
             f"| {label} | {pair[0]:.1f} | {pair[1]:.1f} | {_fewer(pair[0], pair[1], 'smaller')} |"
@@ -953,20 +970,27 @@ def _export(run: _Run) -> None:
 def _latency(run: _Run) -> None:
     """7. Latency side by side in onnxruntime, and each model's peak memory."""
     from compressor.bench.runner import measure, warnings_for
+    from compressor.latency import measure_on
 
     config, work = run.config, run.work
     t0 = run.start("latency", "latency and memory: baseline vs compressed in onnxruntime")
     onnx_files = [work / "baseline.onnx", work / "model.onnx"]
-    lat = measure(
-        [str(f) for f in onnx_files],
-        threads=config.latency_threads,
-        batch=1,
-        warmup=5,
-        min_runs=20,
-        min_seconds=min(1.0, config.latency_seconds),
-        max_seconds=config.latency_seconds,
-        precision=0.01,
-    )
+    device = config.latency_device
+    least, most = min(1.0, config.latency_seconds), config.latency_seconds
+    if device.profile or device.remote:  # the runner in a child process, or on the host
+        lat, _ = measure_on(device, onnx_files, min_runs=20, min_seconds=least, max_seconds=most)
+    else:
+        lat = measure(
+            [str(f) for f in onnx_files],
+            threads=device.threads,
+            batch=1,
+            warmup=5,
+            min_runs=20,
+            min_seconds=least,
+            max_seconds=most,
+            precision=0.01,
+        )
+    where = {k: v for k, v in (("profile", device.profile), ("remote", device.remote)) if v}
     write_json(
         work / "latency.json",
         {
@@ -975,13 +999,16 @@ def _latency(run: _Run) -> None:
             "speedup": lat[0]["p50_ms"] / lat[1]["p50_ms"],
             "speedup_ci95": lat[1]["speedup_vs_first_ci95"],
             "threads": config.latency_threads,
+            **where,
             "batch": 1,
             "cv": [lat[0]["cv"], lat[1]["cv"]],
             "p50_ci95_ms": [lat[0]["p50_ci95_ms"], lat[1]["p50_ci95_ms"]],
             "runs": [lat[0]["runs"], lat[1]["runs"]],
             "seconds": [lat[0]["seconds"], lat[1]["seconds"]],
             # resident-set growth of a fresh process that loads the file and runs it once
-            "memory_mb": [_memory_mb(f, config.latency_threads) for f in onnx_files],
+            "memory_mb": None
+            if device.remote  # measured where the models run, or not at all
+            else [_memory_mb(f, config.latency_threads) for f in onnx_files],
             "file_mb": [f.stat().st_size / 2**20 for f in onnx_files],
             "warnings": (
                 noise := [w.replace(str(work), str(run.outdir)) for w in warnings_for(lat, 0.01)]

@@ -282,18 +282,25 @@ def test_automatic_strength_without_a_target_is_refused() -> None:
 def test_a_latency_target_is_planned_during_the_stage_and_measured_at_pruning(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`--target-speedup`: the controller's share is planned on the latency table during
-    the regularize stage, pruning measures the plan on the device, and report.json and
-    report.md give the target, the prediction and the measurement."""
+    """`--target-speedup` on the runner's edge profile: the controller's share is planned
+    on the latency table during the regularize stage, pruning measures the plan on the
+    device, the before/after comparison runs there too, and report.json and report.md
+    give the target, the prediction and the measurement."""
     monkeypatch.setenv("COMPRESSOR_CACHE", str(tmp_path / "cache"))
     args = [a if a != "--target-macs" else "--target-speedup" for a in ARGS]
     args[args.index("--target-speedup") + 1] = "1.3"
     out = tmp_path / "out"
-    res = CliRunner().invoke(cli, ["compress", str(MODEL), *args, "-o", str(out), "--json", "-q"])
+    res = CliRunner().invoke(
+        cli,
+        ["compress", str(MODEL), *args, "--profile", "edge-1core", "-o", str(out), "--json", "-q"],
+    )
     assert res.exit_code == 0, res.stderr
     report = json.loads(res.stdout)
     lat = report["pruning"]["latency"]
     assert lat["target_speedup"] == 1.3 and lat["input_size"] == [1, 28, 28]
+    assert lat["device"] == {"threads": 1, "profile": "edge-1core"}
     assert any(a.get("chosen") for a in lat["attempts"]) and lat["speedup"] > 1.1
     assert report["strength"]["history"][0]["share"] is not None  # planned on the table
-    assert "Latency target 1.3x faster" in (out / "report.md").read_text()
+    assert report["latency"]["profile"] == "edge-1core" and report["latency"]["speedup"] > 1.0
+    md = (out / "report.md").read_text()
+    assert "Latency target 1.3x faster" in md and "1 thread(s), profile edge-1core" in md

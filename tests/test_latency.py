@@ -95,6 +95,30 @@ def test_the_table_interpolates_bilinear_costs_exactly_and_round_trips() -> None
     assert again.layers == table.layers
 
 
+def test_a_model_pruned_by_another_tool_is_predicted_from_its_widths() -> None:
+    """``predict_model`` reads the widths a model has now: for compressor's own pruned
+    copy it equals the plan's prediction, so another tool's model is priced the same way."""
+    from compressor.latency import Predictor
+    from compressor.pruning import group_scores, plan_ratio, pruned_copy
+
+    model = _net()
+    index = channel_groups(model, torch.zeros(1, 3, 16, 16))
+    layers = model_layers(model, index, (3, 16, 16))
+    cost = lambda o, i: 0.01 + 0.002 * o + 0.001 * i + 0.0001 * o * i  # noqa: E731
+    grids = {}
+    for lay in layers:
+        outs, ins = lay.grid(8)
+        grids[lay.shape_key] = {"out": outs, "in": ins, "ms": [[cost(o, i) for i in ins] for o in outs]}  # fmt: skip
+    table = LatencyTable("k", (3, 16, 16), 8, {}, layers, grids, dense_ms=1.0, rest_ms=0.2)
+    assert table.predict_model(model) == pytest.approx(table.predict())
+    plan = plan_ratio(group_scores(index, model), 0.5, round_to=8)
+    pruned = pruned_copy(model, index, plan, torch.zeros(1, 3, 16, 16))
+    assert table.predict_model(pruned) == pytest.approx(Predictor(table, model, index)(plan))
+    assert table.predict_model(pruned) < table.predict() - 0.05
+    with pytest.raises(CompressorError, match="another architecture"):
+        table.predict_model(nn.Sequential(nn.Linear(3, 3)))
+
+
 def test_the_allocation_meets_a_synthetic_latency_model() -> None:
     """Cost = sum over groups of kept channels x a per-channel cost: the plan lands under
     the budget with no removed block that fits back, and the expensive group pays first."""

@@ -16,6 +16,7 @@ from compressor.cli.options import (
     OptimizerArgs,
     SelectionArgs,
     data_options,
+    latency_device_options,
     method_options,
     model_options,
     onnx_options,
@@ -139,13 +140,7 @@ def strength_options(f: Callable[..., Any]) -> Callable[..., Any]:
 )
 @strength_options
 @onnx_options
-@click.option(
-    "--threads",
-    type=int,
-    default=CompressConfig.latency_threads,
-    show_default=True,
-    help="onnxruntime threads for the latency comparison.",
-)
+@latency_device_options
 @runtime_options
 @click.option(
     "-o", "--output", type=click.Path(path_type=Path), required=True, help="Output folder."
@@ -178,7 +173,7 @@ def compress(
     distill: float,
     strength: StrengthConfig,
     onnx: ExportConfig,
-    threads: int,
+    latency_device: LatencyDevice,
     seed: int,
     device: str,
     output: Path,
@@ -199,12 +194,10 @@ def compress(
     from compressor.pipeline import compress as run_compress
     from compressor.selection import method_prune_config
 
-    if threads < 1:
-        raise click.BadParameter("must be at least 1", param_hint="--threads")
     if output.exists() and not output.is_dir():
         raise CompressorError(f"{output} is a file; give a folder")
     assert method.name is not None  # --method is required
-    prune = method_prune_config(method.name, **selection.options(LatencyDevice(threads=threads)))
+    prune = method_prune_config(method.name, **selection.options(latency_device))
     # under torchrun: join the process group; both training stages run data-parallel
     device = distributed.setup(device, data.batch_size)
 
@@ -221,7 +214,7 @@ def compress(
         ),
         prune=prune,
         export=onnx,
-        latency_threads=threads,
+        latency_threads=latency_device.threads,
     )
     report = run_compress(
         model,
@@ -240,6 +233,7 @@ def compress(
 def _render(report: dict[str, Any], output: Path) -> None:
     """The console's summary of a finished run."""
     from compressor.analysis import human
+    from compressor.pipeline import device_text
 
     b, c, lat = report["baseline"], report["compressed"], report["latency"]
     acc = "; ".join(
@@ -251,7 +245,7 @@ def _render(report: dict[str, Any], output: Path) -> None:
         f"{acc}; params {human(b['params'])} -> "
         f"{human(c['params'])}, MACs {human(b['macs'])} -> {human(c['macs'])} "
         f"({b['macs'] / max(c['macs'], 1):.2f}x fewer), latency {lat['baseline_ms']:.3f} -> {lat['compressed_ms']:.3f} ms "
-        f"({lat['speedup']:.2f}x, batch 1, {lat['threads']} thread)"
+        f"({lat['speedup']:.2f}x, batch 1, {device_text(lat)})"
         + (
             ", peak memory {:.1f} -> {:.1f} MB".format(*lat["memory_mb"])
             if lat.get("memory_mb")

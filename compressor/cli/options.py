@@ -462,10 +462,20 @@ class SelectionArgs:
 
 def device_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """Where latency is measured, handed to the command as ``device``: a LatencyDevice."""
+    return _device_group("device")(f)
+
+
+def latency_device_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``device_options`` for a command whose ``device`` is the training device: handed
+    to it as ``latency_device``."""
+    return _device_group("latency_device")(f)
+
+
+def _device_group(into: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     from compressor.bench.runner import PROFILES
 
     return option_group(
-        "device",
+        into,
         LatencyDevice,
         [
             click.option(
@@ -486,7 +496,7 @@ def device_options(f: Callable[..., Any]) -> Callable[..., Any]:
                 help="Measure on this host over SSH (it needs python3, numpy and onnxruntime).",
             ),
         ],
-    )(f)
+    )
 
 
 def prune_options(f: Callable[..., Any]) -> Callable[..., Any]:
