@@ -113,6 +113,37 @@ def external_files(path: Path) -> list[str]:
     return sorted(names)
 
 
+def _ssh_options(port: int | None, flag: str = "-p") -> list[str]:
+    return [flag, str(port)] if port else []
+
+
+def _last_line(text: str, default: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[-1] if lines else default
+
+
+def check_remote(host: str, *, port: int | None = None, python: str = "python3") -> None:
+    """Stop early, with one line, unless ``host`` answers over SSH without a prompt and
+    its ``python`` imports numpy and onnxruntime (what the runner needs there)."""
+    probe = shlex.join([python, "-c", "import numpy, onnxruntime"])
+    cmd = ["ssh", "-o", "BatchMode=yes", *_ssh_options(port), host, probe]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    except FileNotFoundError as e:
+        raise CompressorError("ssh is not installed here") from e
+    except subprocess.TimeoutExpired as e:
+        raise CompressorError(f"cannot reach {host} over ssh: no answer in 60 s") from e
+    if proc.returncode == 255:  # ssh's own failure
+        raise CompressorError(
+            f"cannot reach {host} over ssh: {_last_line(proc.stderr, 'ssh failed')}"
+        )
+    if proc.returncode != 0:
+        raise CompressorError(
+            f"{host} cannot run the benchmark runner ({python} with numpy and onnxruntime): "
+            f"{_last_line(proc.stderr, 'the import failed')}"
+        )
+
+
 def run_remote(
     host: str,
     models: list[Path],
@@ -124,10 +155,7 @@ def run_remote(
 ) -> dict[str, Any]:
     """Copy the runner and models to ``host`` over SSH, run there, bring the JSON back."""
     opts = list(ssh_options or [])
-    if port:
-        opts_ssh, opts_scp = [*opts, "-p", str(port)], [*opts, "-P", str(port)]
-    else:
-        opts_ssh = opts_scp = opts
+    opts_ssh, opts_scp = [*opts, *_ssh_options(port)], [*opts, *_ssh_options(port, "-P")]
     remote_dir = "/tmp/compressor-bench"
 
     def call(cmd: list[str]) -> subprocess.CompletedProcess[str]:
@@ -147,7 +175,7 @@ def run_remote(
     proc = call(["ssh", *opts_ssh, host, shlex.join(["mkdir", "-p", remote_dir, *folders])])
     if proc.returncode != 0:
         raise CompressorError(
-            f"cannot reach {host} over ssh: {proc.stderr.strip().splitlines()[-1:]}"
+            f"cannot reach {host} over ssh: {_last_line(proc.stderr, 'ssh failed')}"
         )
     for local, remote in copies:
         proc = call(["scp", "-q", *opts_scp, str(local), f"{host}:{remote}"])
@@ -158,8 +186,7 @@ def run_remote(
     )
     proc = call(["ssh", *opts_ssh, host, command])
     if proc.returncode != 0:
-        lines = proc.stderr.strip().splitlines()
-        raise CompressorError(f"on {host}: {lines[-1] if lines else 'the runner failed'}")
+        raise CompressorError(f"on {host}: {_last_line(proc.stderr, 'the runner failed')}")
     result = json.loads(proc.stdout)
     local_names = {r: str(m) for r, m in zip(remote_models, models, strict=True)}
     for item in (*result["models"], *result["results"]):

@@ -197,6 +197,10 @@ def compress(
     if output.exists() and not output.is_dir():
         raise CompressorError(f"{output} is a file; give a folder")
     assert method.name is not None  # --method is required
+    if latency_device.remote:  # before hours of training, not after
+        from compressor.bench.device import check_remote
+
+        check_remote(latency_device.remote, port=latency_device.port)
     prune = method_prune_config(method.name, **selection.options(latency_device))
     # under torchrun: join the process group; both training stages run data-parallel
     device = distributed.setup(device, data.batch_size)
