@@ -110,3 +110,31 @@ def test_fresh_statistics_read_the_network_not_the_lag() -> None:
     assert torch.allclose(fresh, before, atol=1e-3)
     assert model[1].momentum is None and not model.training  # the model itself untouched
     assert torch.equal(model(x), stale)
+
+
+def test_torch_pruning_meets_a_cost_budget_from_below_or_says_it_cannot() -> None:
+    """The Torch-Pruning rows at equal latency: one ratio for every layer, bisected on a
+    given cost (here the parameter count), lands at or under the budget, in multiples of
+    ``round_to``; a budget its one ratio cannot reach is a ValueError, not a wrong row."""
+    from compressor.analysis import count_params
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 32, 3, padding=1),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.BatchNorm2d(64),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(64, 10),
+    ).eval()
+    dense = count_params(model)
+    pruned = quality._tp_prune_to("MagnitudePruner", model, 0.4, 16, count_params, round_to=8)
+    assert 0.3 * dense < count_params(pruned) <= 0.4 * dense
+    widths = [pruned[0].out_channels, pruned[3].out_channels]
+    assert all(w % 8 == 0 for w in widths) and widths != [32, 64]
+    assert pruned[8].out_features == 10  # the classifier keeps its classes
+    with pytest.raises(ValueError, match="out of reach"):
+        quality._tp_prune_to("MagnitudePruner", model, 0.001, 16, count_params, round_to=8)
