@@ -17,7 +17,9 @@ Writes benchmarks/results/latency_target_speed.{json,md,png}.
 ``--part accuracy``: on a Fashion-MNIST task (input 32x32 for training and accuracy, 224x224
 for latency, 1 thread), three models per speed-up target, each fine-tuned for the task's
 epochs with no regularize stage (``compress --method none --reg-epochs 0``) and scored on
-the held-out test split: the latency-targeted plan; the MAC-targeted plan whose predicted
+the held-out test split: the latency-targeted plan; the same target with channels ranked
+by hgs's estimated loss increase (``--method hgs --reg-epochs 0``: its criterion, no
+penalty); the MAC-targeted plan whose predicted
 latency equals the latency target (its MAC fraction found by bisection on the table's
 prediction); and uniform allocation at the latency target (``--allocation uniform``: the
 same fraction of every layer, Torch-Pruning's default allocation, here by compressor's
@@ -52,7 +54,7 @@ ARCH_TARGETS = {"resnet18": (2, 4, 8), "mobilenet_v2": (2, 4, 6)}
 DEEP_TARGETS = {"resnet18": (24, 26)}
 DEEP_MAC_TARGETS = {"resnet18": (30,)}
 SIZE = "224"
-KINDS = ("latency", "macs", "uniform", "torch-pruning")  # the accuracy part's rows
+KINDS = ("latency", "latency+hgs", "macs", "uniform", "torch-pruning")  # the accuracy part's rows
 
 
 def _slug(text: str) -> str:
@@ -225,7 +227,7 @@ def accuracy_part(
     task = TASKS[task_name]
     model = dense(ROOT / "benchmarks" / "_work" / f"quality_{task.name}", task)
     common = [
-        *["--method", "none", *data_options(ROOT / "benchmarks" / "_work" / f"quality_{task.name}", task)],
+        *data_options(ROOT / "benchmarks" / "_work" / f"quality_{task.name}", task),
         *["--reg-epochs", "0", "--ft-epochs", str(task.total_epochs), "--threads", "1"],
     ]  # fmt: skip
     latency = ["--latency-size", SIZE]
@@ -233,10 +235,14 @@ def accuracy_part(
     for x in targets or ARCH_TARGETS[task.arch]:
         macs = mac_target_at_latency(model, x)
         print(f"{task.name} {x}x: MAC target at equal predicted latency {macs:.4f}", flush=True)
+        none = ["--method", "none"]
         kinds = {
-            "latency": ["--target-speedup", str(x), *latency],
-            "macs": ["--target-macs", repr(macs)],
-            "uniform": ["--target-speedup", str(x), *latency, "--allocation", "uniform"],
+            "latency": [*none, "--target-speedup", str(x), *latency],
+            # the same target ranked by hgs's estimated loss increase on training samples
+            # (no regularize epoch, so no penalty: only its criterion)
+            "latency+hgs": ["--method", "hgs", "--target-speedup", str(x), *latency],
+            "macs": [*none, "--target-macs", repr(macs)],
+            "uniform": [*none, "--target-speedup", str(x), *latency, "--allocation", "uniform"],
         }
         for seed in seeds:
             tp = torch_pruning_row(work, model, task, x, seed)
@@ -391,7 +397,7 @@ def plot(rows: list[dict[str, Any]], path: Path, x_key: str, y_key: str, label: 
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for kind, marker in zip(KINDS, "os^D", strict=True):
+    for kind, marker in zip(KINDS, "ovs^D", strict=True):
         pts = sorted(
             (r[x_key], r[y_key])
             for r in rows
