@@ -416,6 +416,28 @@ def _tp_scores(model: Any, bundle: Any) -> dict[str, float]:
     }
 
 
+def _tp_sparse_learning(
+    kind: str, loaded: Any, bundle: Any, train: Any, data: Any, size: int, cached: Path
+) -> tuple[Any, float]:
+    """Torch-Pruning's sparse learning (none for MagnitudePruner: plain training) on
+    ``loaded``'s model, saved to (or read back from) ``cached``: (the model, its last
+    validation top-1)."""
+    from compressor.checkpoint import load_model, save_model
+    from compressor.training import fit
+
+    if cached.is_file():
+        reg = load_model(cached)
+        return reg.model, reg.metadata["regularized_top1"]
+    sparsity = None
+    if kind != "MagnitudePruner":  # the ratio is chosen after sparse learning
+        sparsity = _TPSparsity(_tp_pruner(kind, loaded.model, 0.5, size))
+    hist = fit(loaded.model, bundle, train, data, regularizer=sparsity, progress=False)
+    regularized = hist.history[-1].val_top1
+    loaded.metadata["regularized_top1"] = regularized
+    save_model(loaded, cached)
+    return loaded.model, regularized
+
+
 def tp_row(
     work: Path,
     model_path: Path,
@@ -461,18 +483,7 @@ def tp_row(
     regularized = None
     if reg_epochs > 0:  # training before pruning does not depend on the target: once per seed
         cached = work / f"tp-{kind}-s{seed}-regularized-r{reg_epochs}.pt"
-        if cached.is_file():
-            reg = load_model(cached)
-            model = reg.model
-            regularized = reg.metadata["regularized_top1"]
-        else:
-            sparsity = None
-            if kind != "MagnitudePruner":  # the ratio is chosen after sparse learning
-                sparsity = _TPSparsity(_tp_pruner(kind, model, 0.5, size))
-            hist = fit(model, bundle, train, data, regularizer=sparsity, progress=False)
-            regularized = hist.history[-1].val_top1
-            loaded.metadata["regularized_top1"] = regularized
-            save_model(loaded, cached)
+        model, regularized = _tp_sparse_learning(kind, loaded, bundle, train, data, size, cached)
     if cost:
         pruned = _tp_prune_to(kind, model, cost[2], size, cost[1], round_to)
     else:
