@@ -173,26 +173,37 @@ def latency_goal(model_path: Path, speedup: float, threads: int = 1) -> tuple[An
     return model, index, LatencyGoal(model, index, config, size), size
 
 
-def mac_target_at_latency(model_path: Path, speedup: float, threads: int = 1) -> float:
+def mac_target_at_latency(model_path: Path, speedup: float, threads: int = 1) -> float | None:
     """The MAC fraction whose plan the latency table predicts to run ``speedup`` x faster
-    (bisection; the table is the cached one the latency-targeted run measured)."""
+    (bisection; the table is the cached one the latency-targeted run measured); None when
+    even the fewest MACs the guards allow are predicted slower."""
     from compressor.config import PruneConfig
+    from compressor.errors import CompressorError
     from compressor.pruning import group_scores
     from compressor.selection import select_channels
 
     model, index, goal, size = latency_goal(model_path, speedup, threads)
     scores = group_scores(index, model)
-    lo, hi = 0.005, 1.0
+    lo, hi, met = 0.005, 1.0, None
     for _ in range(10):
         mid = (lo + hi) / 2
-        plan, _, _ = select_channels(
-            model, index, scores, PruneConfig(target_macs=mid), comparable=False, input_size=size
-        )
-        if goal.predict(plan) > goal.budget:
+        try:
+            plan, _, _ = select_channels(
+                model,
+                index,
+                scores,
+                PruneConfig(target_macs=mid),
+                comparable=False,
+                input_size=size,
+            )
+        except CompressorError:  # fewer MACs than the guards allow: go up
+            lo = mid
+            continue
+        if goal.predict(plan) > goal.budget:  # too slow: fewer MACs
             hi = mid
         else:
-            lo = mid
-    return lo
+            lo = met = mid
+    return met
 
 
 def torch_pruning_row(
@@ -234,14 +245,14 @@ def accuracy_part(
     rows, files = [], [export224(work, _linked(work, f"{task.name}-dense", model))]
     for x in targets or ARCH_TARGETS[task.arch]:
         macs = mac_target_at_latency(model, x)
-        print(f"{task.name} {x}x: MAC target at equal predicted latency {macs:.4f}", flush=True)
+        print(f"{task.name} {x}x: MAC target at equal predicted latency {macs}", flush=True)
         none = ["--method", "none"]
         kinds = {
             "latency": [*none, "--target-speedup", str(x), *latency],
             # the same target ranked by hgs's estimated loss increase on training samples
             # (no regularize epoch, so no penalty: only its criterion)
             "latency+hgs": ["--method", "hgs", "--target-speedup", str(x), *latency],
-            "macs": [*none, "--target-macs", repr(macs)],
+            "macs": [*none, "--target-macs", repr(macs)] if macs else [],
             "uniform": [*none, "--target-speedup", str(x), *latency, "--allocation", "uniform"],
         }
         for seed in seeds:
@@ -252,6 +263,9 @@ def accuracy_part(
                 files.append(export224(work, _linked(work, name, Path(tp["model"]))))
             for kind, options in kinds.items():
                 name = f"{task.name}-{kind}-{x}x-s{seed}"
+                if not options:  # no MAC target runs this fast
+                    rows.append({"task": task.name, "target": x, "kind": kind, "seed": seed, "refused": "no MAC target is predicted to run this fast under the guards"})  # fmt: skip
+                    continue
                 r = compress_once(work, name, model, [*common, *options, "--seed", str(seed)])
                 if seed == seeds[0]:
                     files.append(export224(work, _linked(work, name, work / name / "model.pt")))
