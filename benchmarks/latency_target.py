@@ -223,7 +223,7 @@ def torch_pruning_row(
     try:
         row = tp_row(
             work, model_path, "MagnitudePruner", speedup, seed, task,
-            cost=("latency", table.predict_model, fraction), round_to=PruneConfig.round_to,
+            cost=(f"{task.name}-latency", table.predict_model, fraction), round_to=PruneConfig.round_to,
         )  # fmt: skip
     except ValueError as e:  # its one ratio cannot reach the budget
         print(f"torch-pruning at {speedup}x: {e}", flush=True)
