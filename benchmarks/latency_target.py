@@ -123,7 +123,15 @@ def speed_part(work: Path, archs: list[str], devices: list[str]) -> list[dict[st
                     work,
                     model,
                     f"{arch}-{_slug(device)}-{x}x",
-                    ["--target-speedup", str(x), "--latency-size", SIZE, *DEVICES[device]],
+                    [
+                        "--target-speedup",
+                        str(x),
+                        "--latency-size",
+                        SIZE,
+                        "--allocation",
+                        "global",
+                        *DEVICES[device],
+                    ],
                 )
                 for x in targets
             }
@@ -248,10 +256,18 @@ def accuracy_part(
         print(f"{task.name} {x}x: MAC target at equal predicted latency {macs}", flush=True)
         none = ["--method", "none"]
         kinds = {
-            "latency": [*none, "--target-speedup", str(x), *latency],
+            "latency": [*none, "--target-speedup", str(x), *latency, "--allocation", "global"],
             # the same target ranked by hgs's estimated loss increase on training samples
             # (no regularize epoch, so no penalty: only its criterion)
-            "latency+hgs": ["--method", "hgs", "--target-speedup", str(x), *latency],
+            "latency+hgs": [
+                "--method",
+                "hgs",
+                "--target-speedup",
+                str(x),
+                *latency,
+                "--allocation",
+                "global",
+            ],
             "macs": [*none, "--target-macs", repr(macs)] if macs else [],
             "uniform": [*none, "--target-speedup", str(x), *latency, "--allocation", "uniform"],
         }

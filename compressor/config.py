@@ -281,7 +281,11 @@ class PruneConfig:
     importance: str = "l2"
     round_to: int = 8  # fastest in onnxruntime on CPU per benchmarks/results/round_to.md
     max_layer_ratio: float = 0.9
-    allocation: str = "global"  # how many channels each group loses: "global" or "uniform"
+    # how many channels each group loses: "global" (ranked across the model) or "uniform"
+    # (the same fraction of each); "auto": uniform under a latency target, where it kept
+    # more accuracy at equal latency (benchmarks/results/latency_target_fmnist-*.md),
+    # global otherwise
+    allocation: str = "auto"
     target_latency: float | None = None
     target_speedup: float | None = None
     latency_size: tuple[int, ...] | None = None
@@ -292,6 +296,8 @@ class PruneConfig:
         return self.target_latency is not None or self.target_speedup is not None
 
     def __post_init__(self) -> None:
+        if self.allocation == "auto":
+            object.__setattr__(self, "allocation", "uniform" if self.latency_target else "global")
         given = [n for n in TARGETS if getattr(self, n) is not None]
         if len(given) != 1:
             raise CompressorError(
@@ -329,7 +335,7 @@ class PruneConfig:
             )
         if self.allocation not in ("global", "uniform"):
             raise CompressorError(
-                f"unknown --allocation {self.allocation!r}; choose one of: global, uniform"
+                f"unknown --allocation {self.allocation!r}; choose one of: auto, global, uniform"
             )
 
 

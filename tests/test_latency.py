@@ -152,6 +152,14 @@ def test_latency_targets_are_one_of_the_selections() -> None:
     assert PruneConfig(target_latency=3.0).latency_target
 
 
+def test_auto_allocation_is_uniform_under_a_latency_target_only() -> None:
+    assert PruneConfig(target_speedup=2.0).allocation == "uniform"
+    assert PruneConfig(target_latency=3.0).allocation == "uniform"
+    assert PruneConfig(target_macs=0.5).allocation == "global"
+    assert PruneConfig(ratio=0.5).allocation == "global"
+    assert PruneConfig(target_speedup=2.0, allocation="global").allocation == "global"
+
+
 @pytest.mark.e2e
 def test_a_pruned_models_predicted_latency_agrees_with_its_measurement(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -184,9 +192,9 @@ def test_a_pruned_models_predicted_latency_agrees_with_its_measurement(
     chosen = next(a for a in lat["attempts"] if a.get("chosen"))
     assert abs(chosen["predicted_ms"] / chosen["measured_ms"] - 1) < 0.25, lat["attempts"]
     assert lat["speedup"] > 1.5 and out.is_file()
-    uniform = CliRunner().invoke(
+    greedy = CliRunner().invoke(
         cli,
-        ["prune", str(path), "--target-speedup", "2", "--allocation", "uniform", "-o", str(out), "--force", *args],
+        ["prune", str(path), "--target-speedup", "2", "--allocation", "global", "-o", str(out), "--force", *args],
     )  # fmt: skip
-    assert uniform.exit_code == 0, uniform.output
-    assert json.loads(uniform.stdout)["latency"]["speedup"] > 1.5
+    assert greedy.exit_code == 0, greedy.output
+    assert json.loads(greedy.stdout)["latency"]["speedup"] > 1.5

@@ -558,11 +558,14 @@ def prune_options(f: Callable[..., Any]) -> Callable[..., Any]:
             ),
             click.option(
                 "--allocation",
-                type=click.Choice(["global", "uniform"]),
+                type=click.Choice(["auto", "global", "uniform"]),
                 default=PruneConfig.allocation,
                 show_default=True,
-                help="How many channels each layer loses with --ratio/--target-macs: ranked "
-                "across the whole model (global), or the same fraction of every layer (uniform).",
+                help="How many channels each layer loses: ranked across the whole model "
+                "(global; under a latency target, by score lost per millisecond saved), or the "
+                "same fraction of every layer (uniform). auto: uniform under --target-latency/"
+                "--target-speedup (more accurate at equal latency in benchmarks/README.md), "
+                "global otherwise.",
             ),
         ],
     )(f)
