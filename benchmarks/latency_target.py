@@ -55,6 +55,13 @@ DEEP_TARGETS = {"resnet18": (24, 26)}
 DEEP_MAC_TARGETS = {"resnet18": (30,)}
 SIZE = "224"
 KINDS = ("latency", "latency+hgs", "macs", "uniform", "torch-pruning")  # the accuracy part's rows
+KIND_LABELS = {
+    "latency": "latency target, `--allocation global` (greedy by score per ms)",
+    "latency+hgs": "the same, channels ranked by hgs's loss estimate",
+    "macs": "MAC target at equal predicted latency (global)",
+    "uniform": "latency target, `--allocation uniform` (the default since this run)",
+    "torch-pruning": "Torch-Pruning `MagnitudePruner`, one ratio at equal predicted latency",
+}
 
 
 def _slug(text: str) -> str:
@@ -376,7 +383,7 @@ def accuracy_lines(rows: list[dict[str, Any]]) -> list[str]:
         "Test top-1 (%) on the held-out test split (mean over seeds; training and accuracy at "
         "32x32), speed-up measured at 224x224, 1 thread, seed 0's files in one interleaved run.",
         "",
-        "| target | kind | seeds | test top-1 | MACs cut | speed-up at 224 | vs latency (paired) |",
+        "| target | row | seeds | test top-1 | MACs cut | speed-up at 224 | vs the greedy row, paired by seed [min, max] |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for x in sorted({r["target"] for r in rows}):
@@ -384,9 +391,10 @@ def accuracy_lines(rows: list[dict[str, Any]]) -> list[str]:
             r["seed"]: r["test_top1"] for r in rows if r["target"] == x and r["kind"] == "latency"
         }
         for kind in KINDS:
+            label = KIND_LABELS[kind]
             rs = [r for r in rows if r["target"] == x and r["kind"] == kind]
             if any(r.get("refused") for r in rs):
-                lines.append(f"| {x}x | {kind} | - | refused: {rs[0]['refused']} ||||")
+                lines.append(f"| {x}x | {label} | - | refused: {rs[0]['refused']} ||||")
             rs = [r for r in rs if not r.get("refused")]
             if not rs:
                 continue
@@ -399,7 +407,7 @@ def accuracy_lines(rows: list[dict[str, Any]]) -> list[str]:
             )
             sp = rs[0].get("speedup_224")
             lines.append(
-                f"| {x}x | {kind} | {len(rs)} | {acc:.2f} | {statistics.mean(r['mac_cut'] for r in rs):.2f}x | "
+                f"| {x}x | {label} | {len(rs)} | {acc:.2f} | {statistics.mean(r['mac_cut'] for r in rs):.2f}x | "
                 f"{f'{sp:.2f}x' if sp else '-'} | {vs} |"
             )
     return lines
