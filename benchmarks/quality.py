@@ -7,6 +7,12 @@ test set that nothing steers on.
     python benchmarks/quality.py --task fmnist-mobilenetv2 --quick
     python benchmarks/quality.py --task mnist15k                    # the quick smoke task
 
+Superseded for Fashion-MNIST by ``quality_regimes.py`` (every row at equal total epochs,
+against a converged dense reference and a dense control); its tables of these tasks are in
+``results/archive/2026-12-07-d698b0e/``. The tasks stay: ``finetune_lr.py``,
+``latency_target.py`` and ``bn_statistics.py`` train their dense models from them, and
+``quality_regimes.py`` takes its data subsets and Torch-Pruning rows from here.
+
 Tasks (``TASKS``):
 - ``fmnist-resnet18``: resnet18 from scratch at 32x32 on Fashion-MNIST; 10x and 30x fewer MACs.
 - ``fmnist-mobilenetv2``: torchvision mobilenet_v2 from the ImageNet-pretrained backbone in
@@ -365,6 +371,20 @@ def _tp_prune_to(
     """Prune a copy of ``model`` at the per-layer ratio whose cost meets ``target`` (a
     fraction of the dense model's) from below, by bisection on the ratio. ``cost``: MACs
     by compressor's fvcore convention unless given (e.g. a latency table's prediction)."""
+
+    return tp_prune(kind, model, target, size, cost, round_to)[0]
+
+
+def tp_prune(
+    kind: str,
+    model: Any,
+    target: float,
+    size: int,
+    cost: Callable[[Any], float] | None = None,
+    round_to: int | None = None,
+) -> tuple[Any, float]:
+    """``_tp_prune_to``'s pruned copy and the share of the pruner's importance mass that
+    the removed channels held (``tp_step``)."""
     from compressor.analysis import count_macs
 
     cost = cost or (lambda m: count_macs(m, (3, size, size)))
@@ -373,10 +393,10 @@ def _tp_prune_to(
     for _ in range(14):
         mid = (lo + hi) / 2
         trial = copy.deepcopy(model)
-        _tp_pruner(kind, trial, mid, size, round_to).step()
+        share = tp_step(_tp_pruner(kind, trial, mid, size, round_to))
         frac = cost(trial) / total
         if frac <= target:
-            hi, best = mid, (trial, frac)
+            hi, best = mid, (trial, share)
             if frac >= 0.97 * target:
                 break
         else:
@@ -386,7 +406,30 @@ def _tp_prune_to(
             f"out of reach: at ratio {mid:.3f} the model still costs {frac:.3f} of the dense "
             f"model's, above {target:.3f}"
         )
-    return best[0]
+    return best
+
+
+def tp_step(pruner: Any) -> float:
+    """``pruner.step()``, and the share of its importance mass (every group it ranked,
+    as it ranked them) that the channels it removed held."""
+    ranked: dict[Any, Any] = {}
+    estimate = pruner.estimate_importance
+
+    def record(group: Any) -> Any:
+        imp = estimate(group)
+        if imp is not None:
+            ranked[group[0].dep.target.module] = imp.detach().abs().cpu()
+        return imp
+
+    pruner.estimate_importance = record
+    removed = 0.0
+    for group in pruner.step(interactive=True):
+        imp = ranked.get(group[0].dep.target.module)
+        if imp is not None:
+            removed += float(imp[[i for i in group[0].idxs if i < len(imp)]].sum())
+        group.prune()
+    total = sum(float(imp.sum()) for imp in ranked.values())
+    return removed / total if total > 0 else 0.0
 
 
 def _tp_epochs(kind: str, task: Task = TASKS["mnist15k"]) -> list[int]:

@@ -353,7 +353,9 @@ def _markdown(report: dict[str, Any]) -> str:
         *(f"Warning: {w}  " for w in lat.get("warnings", [])),
         f"Method `{report['method']}` with {json.dumps(report['hyperparameters'])}; selection "
         f"{json.dumps(report['selection'])}: {report['pruning']['removed_channels']} of "
-        f"{report['pruning']['prunable_channels']} prunable channels removed.",
+        f"{report['pruning']['prunable_channels']} prunable channels removed"
+        + _after_prune_text(report["pruning"])
+        + ".",
         "",
         *_strength_lines(report.get("strength")),
         *latency_target_lines(report["pruning"].get("latency")),
@@ -367,6 +369,18 @@ def _markdown(report: dict[str, Any]) -> str:
         "![training](training.png)",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _after_prune_text(pruning: dict[str, Any]) -> str:
+    """``; they held 3.1% of the method's score mass, and validation top-1 right after
+    the cut (before fine-tuning) was 41.20%`` (empty for a report that lacks both)."""
+    share, top1 = pruning.get("removed_share"), pruning.get("val_top1_after_prune")
+    parts = []
+    if share is not None:
+        parts.append(f"they held {100 * share:.1f}% of the method's score mass")
+    if top1 is not None:
+        parts.append(f"validation top-1 right after the cut, before fine-tuning, was {top1:.2f}%")
+    return "; " + " and ".join(parts) if parts else ""
 
 
 @dataclass
@@ -846,6 +860,9 @@ def _prune(run: _Run) -> None:
         index=index,
     )
     info["score_seconds"] = score_seconds
+    # what survives the cut before any fine-tuning (the papers' "no retraining needed")
+    info["val_top1_after_prune"] = float(run.accuracy(current.model)["top1"])
+    current.model.cpu()
     current.metadata["pruning"] = {
         "config": to_dict(config.prune),
         **{k: v for k, v in info.items() if k != "layers"},
@@ -1071,6 +1088,8 @@ def _report(run: _Run) -> dict[str, Any]:
                 "seconds",
                 "score_seconds",
                 "macs_ratio",
+                "removed_share",
+                "val_top1_after_prune",
                 "target_attempts",
                 "latency",
             )

@@ -190,9 +190,13 @@ def prune_loaded(
         {"name": b.name, "type": b.type, "before": b.out_channels, "after": a.out_channels}
         for b, a in zip(before_layers, after_layers, strict=True)
     ]
+    from compressor.strength import removed_share
+
     return {
         "groups": len(index),
         "groups_kept_whole": list(index.skipped),
+        # the fraction of the scores' mass that the removed channels held
+        "removed_share": removed_share(scores, plan.remove),
         "prunable_channels": index.prunable_channels,
         "removed_channels": index.removed_channels(plan),
         "params_before": params_before,

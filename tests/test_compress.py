@@ -128,6 +128,11 @@ def test_outputs_and_report(run: tuple[Path, dict]) -> None:
         "| peak memory (MB, resident-set growth, onnxruntime) |" in (out / "report.md").read_text()
     )
     assert any(r["after"] < r["before"] for r in report["layers"])
+    # what the cut kept before fine-tuning, and what the removed channels held
+    pruning = report["pruning"]
+    assert 0.0 <= pruning["val_top1_after_prune"] <= 100.0
+    assert 0.0 < pruning["removed_share"] < 1.0
+    assert "right after the cut, before fine-tuning" in (out / "report.md").read_text()
     assert {"baseline", "regularize", "prune", "finetune", "export"} <= set(report["stages"])
     onnx.checker.check_model(onnx.load(str(out / "model.onnx")))
     assert onnx_metadata(out / "model.onnx")["method"] == "hgs"

@@ -128,6 +128,27 @@ def test_target_macs_is_reached() -> None:
     assert count_macs(loaded.model, (3, 32, 32)) == result["macs_after"]
 
 
+def test_the_removed_channels_share_of_the_score_mass_is_reported() -> None:
+    """``removed_share``: the part of the scores' mass the removed channels held, the
+    figure that shows whether a regularizer emptied what pruning takes."""
+
+    def share(zero_first: bool) -> tuple[float, float]:
+        loaded = _loaded()
+        index = channel_groups(loaded.model, torch.zeros(1, 3, 32, 32))
+        assert all(g.blocks == 1 for g in index.groups)
+        scores = [torch.ones(g.size) for g in index.groups]
+        if zero_first:  # a group that holds no mass: its channels go first, for free
+            scores[0] = torch.zeros(index.groups[0].size)
+        config = PruneConfig(ratio=0.5, round_to=1)
+        result = prune_loaded(loaded, config, input_size=(3, 32, 32), scores=scores, index=index)
+        return result["removed_share"], result["removed_channels"] / result["prunable_channels"]
+
+    flat, fraction = share(zero_first=False)
+    assert flat == pytest.approx(fraction)  # equal scores: the share is the channel fraction
+    emptied, fraction = share(zero_first=True)
+    assert 0.0 < emptied < fraction
+
+
 @pytest.mark.parametrize("target", [0.1, 1 / 30])
 def test_target_macs_met_within_ten_percent_from_below(target: float) -> None:
     """resnet18 at 32x32: the 1/30 target once landed at 1/40 (rounded channel counts move
