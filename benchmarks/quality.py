@@ -383,8 +383,8 @@ def tp_prune(
     cost: Callable[[Any], float] | None = None,
     round_to: int | None = None,
 ) -> tuple[Any, float]:
-    """``_tp_prune_to``'s pruned copy and the share of the pruner's importance mass that
-    the removed channels held (``tp_step``)."""
+    """``_tp_prune_to``'s pruned copy and the share of the group L2-norm mass that the
+    removed channels held (``tp_step``)."""
     from compressor.analysis import count_macs
 
     cost = cost or (lambda m: count_macs(m, (3, size, size)))
@@ -410,15 +410,21 @@ def tp_prune(
 
 
 def tp_step(pruner: Any) -> float:
-    """``pruner.step()``, and the share of its importance mass (every group it ranked,
-    as it ranked them) that the channels it removed held."""
+    """``pruner.step()``, and the share of the group L2-norm mass (over every group it
+    ranked) that the channels it removed held."""
+    import torch_pruning as tp
+
     ranked: dict[Any, Any] = {}
     estimate = pruner.estimate_importance
+    # the mass: each channel's group L2 norm, unnormalised (the pruners' own importance is
+    # normalised per group, which would make the share the fraction of channels removed);
+    # compressor's `none` ranks by the same norms
+    norms = tp.importance.GroupMagnitudeImportance(p=2, group_reduction="sum", normalizer=None)
 
     def record(group: Any) -> Any:
         imp = estimate(group)
         if imp is not None:
-            ranked[group[0].dep.target.module] = imp.detach().abs().cpu()
+            ranked[group[0].dep.target.module] = norms(group).detach().clamp(min=0).sqrt().cpu()
         return imp
 
     pruner.estimate_importance = record
@@ -477,6 +483,7 @@ def _tp_sparse_learning(
     hist = fit(loaded.model, bundle, train, data, regularizer=sparsity, progress=False)
     regularized = hist.history[-1].val_top1
     loaded.metadata["regularized_top1"] = regularized
+    loaded.metadata["sparse_epochs"] = len(hist.history)
     save_model(loaded, cached)
     return loaded.model, regularized
 

@@ -187,7 +187,7 @@ def compressor_run(
     """``compressor compress`` for a row (the control: ``--ratio 0``, nothing removed,
     ``row.after`` epochs of the fine-tuning recipe); (its folder's name, its report)."""
     control = row.tool == "control"
-    name = f"{row.method}-r{row.before}f{row.after}-" + (
+    name = f"{model.stem}-{row.method}-r{row.before}f{row.after}-" + (
         f"s{seed}" if control else f"{target}x-s{seed}"
     )
     cut = ["--ratio", "0"] if control else ["--target-macs", repr(regime.targets[target])]
@@ -264,12 +264,16 @@ def tp_fields(
     sparse = row.before if row.method != "MagnitudePruner" else 0
     seed_everything(seed)
     current = loaded.model
+    before = row.before
     if sparse:
         cached = work / f"tp-{row.method}-{model.stem}-s{seed}-sparse{sparse}.pt"
         train_config = TrainConfig(epochs=sparse, lr=0.01, seed=seed, device="cpu")
         current, _ = _tp_sparse_learning(
             row.method, loaded, bundle, train_config, data, size, cached
         )
+        before = load_model(cached).metadata["sparse_epochs"]
+    elif row.before:  # a dense fine-tune by `compressor train` made the start model
+        before = len(json.loads(model.with_name(model.stem + ".train.json").read_text())["history"])
     dense_macs = count_macs(current, (3, size, size))
     pruned, share = tp_prune(row.method, current, regime.targets[target], size)
     cpu = torch.device("cpu")
@@ -292,7 +296,7 @@ def tp_fields(
         "params": count_params(pruned),
         "widths": [w for _, w in layers],
         "layers": [n for n, _ in layers],
-        "epochs_run": [row.before, len(history)],
+        "epochs_run": [before, len(history)],
     }
 
 
@@ -306,7 +310,9 @@ def run_row(
     reference: dict[str, Any],
 ) -> dict[str, Any]:
     """One row at one budget, target and seed (cached in the work folder)."""
-    cache = work / "rows" / f"{row.tool}-{row.label.replace(' ', '-')}-{target}x-s{seed}.json"
+    # keyed by the reference too: a row of another dense model is never taken for this one's
+    rows = work / "rows" / Path(reference["model"]).stem
+    cache = rows / f"{row.tool}-{row.label.replace(' ', '-')}-{target}x-s{seed}.json"
     if row.tool == "control":  # one run per seed, listed under every target
         cache = cache.with_name(f"control-{row.label.replace(' ', '-')}-s{seed}.json")
     if cache.is_file():
@@ -340,7 +346,7 @@ def run_row(
         "seconds": time.perf_counter() - t0,
     }
     out["as_budgeted"] = ran_as_budgeted(out)
-    cache.parent.mkdir(exist_ok=True)
+    cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(out, indent=2))
     return out
 
@@ -396,7 +402,8 @@ def run_table(
 
 def extra_seed_labels(rows: list[dict[str, Any]]) -> list[str]:
     """The rows whose pairs an aim reads: the control, the best ``none`` row, the best
-    compressor method and the best Torch-Pruning row of any cell (by mean test top-1)."""
+    compressor method and the best Torch-Pruning row of any cell (by mean validation
+    top-1, the split that steers)."""
     labels = {"dense"}
     for s in summarise(rows):
         for name in ("none_label", "best_tp_label"):
@@ -404,7 +411,7 @@ def extra_seed_labels(rows: list[dict[str, Any]]) -> list[str]:
                 labels.add(s[name].split(" ")[0])
     methods = [s for s in summarise(rows) if s["tool"] == "compressor" and s["method"] != "none"]
     if methods:
-        labels.add(max(methods, key=lambda s: s["test_mean"])["method"])
+        labels.add(max(methods, key=lambda s: s["val_mean"])["method"])
     return sorted(labels)
 
 

@@ -183,13 +183,14 @@ def _sd(xs: list[float]) -> float | None:
 def _best(
     groups: dict[tuple[Any, ...], list[dict[str, Any]]], cell: tuple[int, int], keep: Any
 ) -> Any:
-    """The group of ``cell`` (budget, target) with the best mean test top-1 among those
-    ``keep(tool, method)`` accepts (None if there is none)."""
+    """The group of ``cell`` (budget, target) with the best mean validation top-1 among
+    those ``keep(tool, method)`` accepts (None if there is none): chosen on the split that
+    steers, so that the test differences read against it are not picked on the test set."""
     best = None
     for (budget, target, tool, label), rs in groups.items():
         if (budget, target) != cell or not keep(tool, rs[0]["method"]):
             continue
-        mean = statistics.mean(r["test_accuracy"] for r in rs)
+        mean = statistics.mean(r["val_accuracy"] for r in rs)
         if best is None or mean > best[0]:
             best = (mean, label, rs)
     return best

@@ -168,3 +168,15 @@ def test_the_reference_is_the_shortest_run_that_doubling_no_longer_improves() ->
     assert quality_regimes.converged(curve[:2]) is None  # 20 has no doubling to compare with
     curve[2]["val_top1"] = 91.2  # a gain of exactly 0.2 is not under 0.2
     assert quality_regimes.converged(curve) is None
+
+
+def test_the_best_baseline_is_picked_on_validation_not_on_test() -> None:
+    rows = []
+    for seed in range(2):
+        # MagnitudePruner leads on test but trails on validation: GroupNormPruner is "best"
+        rows.append(_row("torch-pruning", "MagnitudePruner 0+4", seed, 89.0, val_accuracy=85.0))
+        rows.append(_row("torch-pruning", "GroupNormPruner 2+2", seed, 88.0, val_accuracy=86.0))
+        rows.append(_row("compressor", "none 0+4", seed, 88.5))
+    none = next(s for s in regimes.summarise(rows) if s["label"] == "none 0+4")
+    assert none["best_tp_label"] == "GroupNormPruner 2+2"
+    assert none["vs_best_tp"]["mean"] == pytest.approx(0.5)
