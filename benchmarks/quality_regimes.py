@@ -131,10 +131,15 @@ def train(
     }
 
 
-def reference(work: Path, regime: Regime) -> list[dict[str, Any]]:
-    """The dense model at each ``reference_epochs`` (seed 0): the convergence curve."""
+def reference(
+    work: Path, regime: Regime, kept: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """The dense model at each ``reference_epochs`` (seed 0): the convergence curve; the
+    points a results file ``kept`` are not trained again."""
+    have = {c["epochs"]: c for c in kept or []}
     return [
-        {"epochs": e, **train(work, regime, f"dense-e{e}-s0", e)} for e in regime.reference_epochs
+        have.get(e) or {"epochs": e, **train(work, regime, f"dense-e{e}-s0", e)}
+        for e in regime.reference_epochs
     ]
 
 
@@ -360,8 +365,11 @@ def reference_for(work: Path, regime: Regime, curve: list[dict[str, Any]]) -> di
     of E + k epochs that the rows are read against."""
     if regime.regime == "pretrained":
         total = regime.total(regime.budgets[0])
+        doubled = {c["epochs"]: c["val_top1"] for c in curve}
         return {
-            "converged": None,
+            "converged": doubled[2 * total] - doubled[total] < 0.2
+            if {total, 2 * total} <= set(doubled)
+            else None,
             "epochs": total,
             **train(work, regime, f"dense-e{total}-s0", total),
         }
@@ -473,8 +481,10 @@ def main() -> None:
     if args.part == "start":
         print(json.dumps(args.start_check, indent=2))
         return
-    args.curve = kept.get("curve") if args.part != "reference" else None
-    args.curve = args.curve or reference(args.work, regime)
+    if args.curve:
+        epochs = tuple(int(e) for e in args.curve.split(","))
+        regime = dataclasses.replace(regime, reference_epochs=epochs)
+    args.curve = reference(args.work, regime, kept.get("curve"))
     if args.part == "reference":
         print(json.dumps(args.curve, indent=2))
         return
@@ -520,6 +530,9 @@ def parse_args() -> Any:
     ap.add_argument("--targets", default=None, help="x fewer MACs; default: the task's")
     ap.add_argument("--methods", default="", help="compressor methods besides none, e.g. hgs,l1l2")
     ap.add_argument("--rows", default="", help="only the rows of these methods, e.g. dense,none")
+    ap.add_argument(
+        "--curve", default=None, help="the reference's epochs, e.g. 10,20,40 (default: the task's)"
+    )
     ap.add_argument(
         "--size",
         type=int,

@@ -51,6 +51,12 @@ def _setup_lines(payload: dict[str, Any], regime: Regime) -> list[str]:
             f"pretrained start. Reference: the dense fine-tune of {ref['epochs']} epochs at seed 0 "
             f"(test top-1 {ref['test_top1']:.2f}%, validation {ref['val_top1']:.2f}%)."
         )
+        if ref.get("converged") is False:
+            what += (
+                f" **Not converged by the 0.2-point rule**: the dense fine-tune of "
+                f"{2 * ref['epochs']} epochs gained 0.2 points or more of validation top-1 over "
+                "it (curve below)."
+            )
     return [
         f"Task `{regime.name}`: {regime.arch} at {regime.input_size}x{regime.input_size} on a "
         f"class-balanced Fashion-MNIST subset ({payload['data']}); augmentation (random shifts "
