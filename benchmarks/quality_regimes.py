@@ -149,7 +149,8 @@ def converged(curve: list[dict[str, Any]], tolerance: float = 0.2) -> dict[str, 
     by_epochs = {c["epochs"]: c for c in curve}
     for c in sorted(curve, key=lambda c: c["epochs"]):
         longer = by_epochs.get(2 * c["epochs"])
-        if longer is not None and longer["val_top1"] - c["val_top1"] < tolerance:
+        # rounded: top-1 figures are counts of images, their difference is exact
+        if longer is not None and round(longer["val_top1"] - c["val_top1"], 6) < tolerance:
             return c
     return None
 
@@ -367,7 +368,7 @@ def reference_for(work: Path, regime: Regime, curve: list[dict[str, Any]]) -> di
         total = regime.total(regime.budgets[0])
         doubled = {c["epochs"]: c["val_top1"] for c in curve}
         return {
-            "converged": doubled[2 * total] - doubled[total] < 0.2
+            "converged": round(doubled[2 * total] - doubled[total], 6) < 0.2
             if {total, 2 * total} <= set(doubled)
             else None,
             "epochs": total,
