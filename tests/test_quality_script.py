@@ -138,3 +138,37 @@ def test_torch_pruning_meets_a_cost_budget_from_below_or_says_it_cannot() -> Non
     assert pruned[8].out_features == 10  # the classifier keeps its classes
     with pytest.raises(ValueError, match="out of reach"):
         quality._tp_prune_to("MagnitudePruner", model, 0.001, 16, count_params, round_to=8)
+
+
+def test_torch_pruning_share_is_the_removed_channels_part_of_the_group_norm_mass() -> None:
+    """``tp_step``: channels with nothing in them cost no mass when they go; channels that
+    hold some do, in proportion to their group L2 norms."""
+    torch.manual_seed(0)
+
+    def net(empty: int) -> nn.Module:
+        model = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(8, 10),
+        ).eval()
+        with torch.no_grad():  # channels 0..empty-1 own nothing: filters, BatchNorm, inputs
+            model[0].weight[:empty] = 0
+            model[0].bias[:empty] = 0
+            model[1].weight[:empty] = 0
+            model[1].bias[:empty] = 0
+            model[5].weight[:, :empty] = 0
+        return model
+
+    def share(empty: int, ratio: float) -> tuple[float, int]:
+        model = net(empty)
+        value = quality.tp_step(quality._tp_pruner("MagnitudePruner", model, ratio, 8))
+        return value, model[0].out_channels
+
+    assert share(empty=4, ratio=0.5) == (0.0, 4)  # exactly the empty channels go
+    some, width = share(empty=2, ratio=0.5)  # two empty ones and two that hold mass
+    assert width == 4 and 0.0 < some < 0.5
+    everything, _ = share(empty=0, ratio=0.5)
+    assert some < everything < 1.0
