@@ -184,6 +184,9 @@ def plot(rows: list[dict[str, Any]], regime: Regime, path: Any) -> None:
                     else None,
                 )
         ax.set_xscale("log")
+        ticks = sorted({r["target_macs_ratio"] for r in rs})
+        ax.set_xticks(ticks, [f"{t}x" for t in ticks])
+        ax.minorticks_off()
         ax.set_xlabel("MACs cut (x fewer, log scale)")
         ax.set_ylabel("test top-1 (%): small dots seeds, large the mean")
         ax.set_title(f"{regime.name}: budget {budget} epochs")
