@@ -487,7 +487,10 @@ def main() -> None:
         regime = dataclasses.replace(regime, reference_epochs=epochs)
     args.curve = reference(args.work, regime, kept.get("curve"))
     if args.part == "reference":
-        print(json.dumps(args.curve, indent=2))
+        from regime_report import write_curve
+
+        write_curve(run_payload(args.t0, args.curve), regime)
+        print((RESULTS / f"quality_{regime.name}_curve.md").read_text())
         return
     args.reference = reference_for(args.work, regime, args.curve)
     args.data_summary = data_summary(Path(args.reference["model"]))

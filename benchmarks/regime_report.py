@@ -26,6 +26,23 @@ def write_results(payload: dict[str, Any], regime: Regime) -> None:
         plot(payload["rows"], regime, stem.with_suffix(".png"))
 
 
+def write_curve(payload: dict[str, Any], regime: Regime) -> None:
+    """``--part reference`` on its own: the dense model's epoch curve, in
+    results/quality_<task>_curve.{json,md} (the table keeps the curve it was built on)."""
+    payload["curve"] = payload.pop("rows")
+    stem = RESULTS / f"quality_{regime.name}_curve"
+    stem.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n")
+    lines = [
+        *results_header(f"{regime.name}: the dense reference's epoch curve", payload),
+        f"{regime.arch} at {regime.input_size}x{regime.input_size}, `compressor train` at peak "
+        f"lr {regime.dense_lr:g}, seed 0, augmentation on; each row is its own run (cosine "
+        "schedule over its epochs).",
+        "",
+        *_curve_lines(payload),
+    ]
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
 def _setup_lines(payload: dict[str, Any], regime: Regime) -> list[str]:
     ref = payload["reference"]
     start = (
