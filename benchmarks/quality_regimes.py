@@ -401,11 +401,16 @@ def run_table(
                 for row in wanted:
                     if args.labels and row.label.split(" ")[0] not in args.labels:
                         continue
-                    key = (regime.name, regime.total(budget), target, row.tool, row.label, seed)
-                    if key in have:
-                        continue
-                    rows.append(run_row(args.work, regime, row, budget, target, seed, reference))
-                    have.add(key)
+                    # the control runs once and is listed under every target at once, so
+                    # that an interrupted table never has it under some targets only
+                    cells = args.targets if row.tool == "control" else [target]
+                    for cell in cells:
+                        key = (regime.name, regime.total(budget), cell, row.tool, row.label, seed)
+                        if key not in have:
+                            rows.append(
+                                run_row(args.work, regime, row, budget, cell, seed, reference)
+                            )
+                            have.add(key)
                     write(args, regime, rows)
 
 
