@@ -73,6 +73,7 @@ from common import (
     run_payload,
     sh,
 )
+from regimes import paired
 
 METHODS = ["none", "l1", "l2", "ssl", "slimming", "l1l2", "hgs", "l0sgl", "ffr"]
 SEED_METHODS = ["l1l2", "hgs", "l0sgl", "ffr"]
@@ -699,27 +700,8 @@ def lenet_sweep(work: Path, methods: list[str]) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- output
 
 
-T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262]  # t(0.975, df 1..9)
-
-
 def _mean_sd(xs: list[float]) -> tuple[float, float | None]:
     return statistics.mean(xs), (statistics.stdev(xs) if len(xs) > 1 else None)
-
-
-def paired(rows: list[dict[str, Any]], ref: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Test top-1 of ``rows`` minus ``ref``'s, paired by seed: mean, 95% t-interval, seeds."""
-    by_seed = {r["seed"]: r["test_accuracy"] for r in ref}
-    diffs = [r["test_accuracy"] - by_seed[r["seed"]] for r in rows if r["seed"] in by_seed]
-    if not diffs:
-        return None
-    mean, sd = _mean_sd(diffs)
-    half = T95[min(len(diffs), len(T95)) - 2] * sd / len(diffs) ** 0.5 if sd is not None else None
-    return {
-        "mean": mean,
-        "ci95": [mean - half, mean + half] if half is not None else None,
-        "seeds": len(diffs),
-        "ahead": sum(d > 0 for d in diffs),
-    }
 
 
 def _key(r: dict[str, Any]) -> tuple[str, str, int]:

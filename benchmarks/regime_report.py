@@ -7,6 +7,8 @@ import statistics
 from typing import Any
 
 from common import RESULTS, results_header
+from quality import _diff_text as _diff
+from quality import _pm
 from regimes import Regime
 
 
@@ -115,17 +117,6 @@ def _start_lines(check: list[dict[str, Any]] | None) -> list[str]:
             f"| {c['start']} | {c['epochs']} | {lr} | {c['val_top1']:.2f} | {c['test_top1']:.2f} |"
         )
     return [*lines, ""]
-
-
-def _diff(d: dict[str, Any] | None) -> str:
-    if d is None:
-        return "-"
-    ci = f" [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]" if d["ci95"] else ""
-    return f"{d['mean']:+.2f}{ci} ({d['ahead']}/{d['seeds']})"
-
-
-def _pm(mean: float, sd: float | None) -> str:
-    return f"{mean:.2f}" + (f" ± {sd:.2f}" if sd is not None else "")
 
 
 def _opt(value: float | None, fmt: str) -> str:
