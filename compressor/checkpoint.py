@@ -319,11 +319,11 @@ def load_model(
     architecture, weights that do not fit it, or weights that are NaN or infinite.
     """
     loaded = _load_model(Path(path), arch=arch, trust_pickle=trust_pickle)
-    _check_finite(loaded.model, Path(path))
+    check_finite(loaded.model, Path(path))
     return loaded
 
 
-def _check_finite(model: nn.Module, path: Path) -> None:
+def check_finite(model: nn.Module, path: Path) -> None:
     import torch
 
     bad = [

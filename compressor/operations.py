@@ -44,6 +44,100 @@ def load_for_data(
     trust_pickle: bool = False,
 ) -> tuple[LoadedModel, DataBundle]:
     """Load a model file and the data converted to its input; check that the classes fit."""
+    loaded, bundle = _load_with_data(source, data, arch=arch, trust_pickle=trust_pickle)
+    if len(bundle.class_names) != loaded.num_classes:
+        raise CompressorError(
+            f"the model has {loaded.num_classes} outputs but {bundle.name} has "
+            f"{len(bundle.class_names)} classes; `compressor compress` and `compressor train` "
+            "start from these weights with a new head"
+        )
+    return loaded, bundle
+
+
+def load_start(
+    source: str | Path,
+    data: DataConfig,
+    *,
+    arch: str | None = None,
+    trust_pickle: bool = False,
+    weights: str | None = None,
+    seed: int = 0,
+) -> tuple[LoadedModel, DataBundle, Any]:
+    """The model a job starts from, the data converted to its input, and a ``Start``
+    (``weights.Start``) when pretrained weights or a new head were involved, else None.
+
+    ``source`` is a model file, or an architecture name with ``weights`` (a state_dict
+    file, ``DEFAULT`` or a torchvision weights name from the local hub cache). A file whose
+    classifier does not fit the data's classes gets a new head; a state_dict without a
+    classifier (a backbone, with ``arch``) gets one too."""
+    from compressor.archs import arch_info
+    from compressor.utils import seed_everything
+
+    path = Path(source)
+    if weights is not None:
+        if path.is_file():
+            raise CompressorError(
+                "--weights starts an architecture name from pretrained weights; "
+                f"{source} is a model file, which has weights of its own"
+            )
+        if arch is not None:
+            raise CompressorError(
+                "--arch applies to a model file; with --weights, name the architecture alone"
+            )
+        arch_info(str(source))  # an unknown name: one clear line
+        return _build_for_data(str(source), data, seed, weights)
+    if not path.exists() and _is_arch(str(source)):
+        raise CompressorError(
+            f"{source} is an architecture, not a file: add --weights DEFAULT, a torchvision "
+            "weights name or a state_dict file to start it from pretrained weights"
+        )
+    try:
+        loaded, bundle = _load_with_data(path, data, arch=arch, trust_pickle=trust_pickle)
+    except CompressorError as e:
+        if arch is None or not path.is_file():
+            raise
+        try:  # a backbone: a state_dict without the classifier, which gets a new head
+            loaded, bundle, start = _build_for_data(arch, data, seed, weights=str(path))
+        except CompressorError:
+            raise e from None
+        if start is None or not start.backbone:
+            raise e  # not a backbone: the file's own error stands
+        return loaded, bundle, start
+    start = None
+    if len(bundle.class_names) != loaded.num_classes:
+        seed_everything(seed)
+        start = _new_head(loaded, str(source), bundle.class_names)
+    return loaded, bundle, start
+
+
+def _is_arch(name: str) -> bool:
+    from compressor.archs import arch_info
+
+    try:
+        arch_info(name)
+    except CompressorError:
+        return False
+    return True
+
+
+def _new_head(loaded: LoadedModel, source: str, class_names: list[str]) -> Any:
+    """Replace ``loaded``'s classifier by a new one with a row per class of the data."""
+    from compressor.weights import Start, replace_head
+
+    classes = loaded.num_classes
+    replaced = replace_head(loaded.model, len(class_names))
+    if not replaced:
+        raise CompressorError(
+            f"the model has {classes} outputs but the data has {len(class_names)} classes, and "
+            f"no classifier layer of {loaded.arch} was found to replace"
+        )
+    loaded.num_classes, loaded.class_names = len(class_names), list(class_names)
+    return Start(source, classes, replaced)
+
+
+def _load_with_data(
+    source: str | Path, data: DataConfig, *, arch: str | None, trust_pickle: bool
+) -> tuple[LoadedModel, DataBundle]:
     from compressor.archs import arch_info
     from compressor.checkpoint import load_model
     from compressor.data import load_data
@@ -61,12 +155,6 @@ def load_for_data(
         default_size=default_size,
         min_size=min_size,
     )
-    if len(bundle.class_names) != loaded.num_classes:
-        raise CompressorError(
-            f"the model has {loaded.num_classes} outputs but {bundle.name} has "
-            f"{len(bundle.class_names)} classes; to start from these weights with a new head, "
-            f"run: compressor train {loaded.arch} --weights {source} --data {data.data} -o FILE"
-        )
     check_runs(loaded.model, bundle.preprocess.input_size, loaded.arch)
     return loaded, bundle
 
@@ -223,53 +311,60 @@ def _training_start(
     weights: str | None,
     log: Callable[[str], None],
 ) -> tuple[LoadedModel, DataBundle, Any]:
-    """(model, data, pretrained start or None): a model file to fine-tune, or an
-    architecture built for the data, from scratch or from ``weights``."""
+    """(model, data, pretrained start or None): a model file to fine-tune (a new head when
+    its classes differ from the data's), or an architecture built for the data, from
+    scratch or from ``weights``."""
     from compressor.archs import arch_info
-    from compressor.utils import seed_everything
 
     is_file = Path(source).is_file()
-    if is_file and weights is not None:
-        raise CompressorError(
-            "--weights starts an architecture name from pretrained weights; "
-            f"{source} is a model file, which has weights of its own"
-        )
     if not is_file and arch is not None:
         raise CompressorError(
             "--arch applies to a model file; to train an architecture, name it alone"
         )
-    start = None
-    if is_file:
-        seed_everything(train.seed)
-        loaded, bundle = load_for_data(source, data, arch=arch, trust_pickle=trust_pickle)
-        from compressor.checkpoint import check_saveable
-
-        check_saveable(loaded)
-        if loaded.class_names is None:
-            loaded.class_names = bundle.class_names
-        loaded.preprocess = bundle.preprocess
-    else:
+    if not is_file and weights is None:
         try:
             arch_info(source)
         except CompressorError as e:
             raise CompressorError(
                 f"{source!r} is neither a model file nor an architecture: {e}"
             ) from e
-        loaded, bundle, start = _build_for_data(source, data, train.seed, weights)
-        if start is not None:
-            log(f"started from {start.source}")
-            if start.backbone:
-                log(
-                    f"the weights are a backbone (no classifier): a new head "
-                    f"({', '.join(start.head_replaced)}) with {len(bundle.class_names)} outputs"
-                )
-            elif start.head_replaced:
-                log(
-                    f"replaced the classifier head ({', '.join(start.head_replaced)}): "
-                    f"{start.classes_in_weights} classes in the weights, "
-                    f"{len(bundle.class_names)} in the data"
-                )
+        loaded, bundle, start = _build_for_data(source, data, train.seed, None)
+        return loaded, bundle, start
+    if is_file:
+        from compressor.utils import seed_everything
+
+        seed_everything(train.seed)  # as before a file could get a new head here
+    loaded, bundle, start = load_start(
+        source, data, arch=arch, trust_pickle=trust_pickle, weights=weights, seed=train.seed
+    )
+    if is_file:
+        from compressor.checkpoint import check_saveable
+
+        check_saveable(loaded)
+        if loaded.class_names is None:
+            loaded.class_names = bundle.class_names
+        loaded.preprocess = bundle.preprocess
+    for line in start_lines(start, len(bundle.class_names)):
+        log(line)
     return loaded, bundle, start
+
+
+def start_lines(start: Any, classes: int) -> list[str]:
+    """What a run says about its pretrained start and new head (nothing without one)."""
+    if start is None:
+        return []
+    lines = [f"started from {start.source}"]
+    if start.backbone:
+        lines.append(
+            f"the weights are a backbone (no classifier): a new head "
+            f"({', '.join(start.head_replaced)}) with {classes} outputs"
+        )
+    elif start.head_replaced:
+        lines.append(
+            f"replaced the classifier head ({', '.join(start.head_replaced)}): "
+            f"{start.classes_in_weights} classes in the weights, {classes} in the data"
+        )
+    return lines
 
 
 def _save_trained(

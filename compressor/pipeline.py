@@ -23,6 +23,7 @@ from typing import Any
 
 from compressor.config import (
     FINETUNE_EPOCHS,
+    NEW_HEAD_EPOCHS,
     REGULARIZE_EPOCHS,
     DataConfig,
     LatencyDevice,
@@ -69,6 +70,9 @@ class CompressConfig:
     # The latency comparison measures at least 1 s and until each p50 is known to 1%
     # (relative standard error), for at most this long.
     latency_seconds: float = 10.0
+    # what the user left to its default among "reg_epochs", "ft_epochs" and "augment": a
+    # start with a new head sets those (``for_new_head``)
+    unset: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.prune is None:
@@ -85,6 +89,21 @@ class CompressConfig:
             )
         epochs = max(self.regularize.epochs, self.finetune.epochs)
         object.__setattr__(self, "data", self.data.for_epochs(epochs))
+
+    def for_new_head(self) -> CompressConfig:
+        """This config for a start whose head is new: the epochs left unset become
+        ``NEW_HEAD_EPOCHS`` (the regularize stage is the task fine-tuning), and augmentation
+        left unset is decided again for them."""
+        reg, ft = NEW_HEAD_EPOCHS
+        unset, replace = self.unset, dataclasses.replace
+        return replace(
+            self,
+            regularize=replace(self.regularize, epochs=reg)
+            if "reg_epochs" in unset
+            else self.regularize,
+            finetune=replace(self.finetune, epochs=ft) if "ft_epochs" in unset else self.finetune,
+            data=replace(self.data, augment=None) if "augment" in unset else self.data,
+        )
 
     @property
     def latency_device(self) -> LatencyDevice:
@@ -318,6 +337,7 @@ def device_text(lat: dict[str, Any]) -> str:
 
 def _markdown(report: dict[str, Any]) -> str:
     from compressor.analysis import human
+    from compressor.reference import reference_lines
 
     b, c = report["baseline"], report["compressed"]
     lat, onnx = report["latency"], report["onnx"]
@@ -350,6 +370,7 @@ def _markdown(report: dict[str, Any]) -> str:
             if pair
         ),
         "",
+        *reference_lines(report),
         *(f"Warning: {w}  " for w in lat.get("warnings", [])),
         f"Method `{report['method']}` with {json.dumps(report['hyperparameters'])}; selection "
         f"{json.dumps(report['selection'])}: {report['pruning']['removed_channels']} of "
@@ -399,6 +420,13 @@ class _Run:
     log: Callable[[str], None]
     stages: dict[str, float]
     stop_after_steps: int | None = None
+    origin: Any = None  # weights.Start: pretrained weights or a new head, else None
+    reference: Any = None  # LoadedModel: a dense model trained on the data, to compare with
+    reference_path: Path | None = None
+
+    @property
+    def new_head(self) -> bool:
+        return self.origin is not None and bool(self.origin.head_replaced)
 
     @property
     def size(self) -> tuple[int, int, int]:
@@ -445,11 +473,13 @@ class _Run:
 
 
 def compress(
-    model_path: Path,
+    model_path: Path | str,
     outdir: Path,
     config: CompressConfig,
     *,
     arch: str | None = None,
+    weights: str | None = None,
+    reference: Path | None = None,
     trust_pickle: bool = False,
     resume: bool = False,
     force: bool = False,
@@ -459,32 +489,58 @@ def compress(
 ) -> dict[str, Any]:
     """Run the whole job and return the report (also written as ``report.json``).
 
+    ``model_path`` is a model file, or an architecture name with ``weights`` (a state_dict
+    file, ``DEFAULT`` or a torchvision weights name). A start whose classifier does not fit
+    the data (or has none) gets a new head, and the epochs ``config.unset`` leaves open
+    become ``NEW_HEAD_EPOCHS``. ``reference``: a dense model trained on the same data, which
+    the report compares the compressed model with.
+
     Raises ``CompressorError`` for bad inputs, an existing OUTDIR without ``force``, or a
     resumption whose settings differ; ``TrainingInterrupted`` after an interrupt (the
     partial folder is kept for ``resume``).
     """
     from compressor import distributed
-    from compressor.data import default_workers
+    from compressor.data import default_workers, describe
     from compressor.methods import get_method
-    from compressor.operations import load_for_data
+    from compressor.operations import load_start, start_lines
     from compressor.utils import resolve_device
 
     if outdir.exists() and not force:
         raise CompressorError(f"{outdir} exists; pass --force to replace it")
     work = partial_dir(outdir)
     method = get_method(config.method, config.method_options)  # validates name and options
+    if resume and not (work / "config.json").is_file():
+        raise CompressorError(f"nothing to resume: {work} does not exist")
+    if reference is not None and not Path(reference).is_file():
+        raise CompressorError(f"--reference {reference}: no such file")
+    main = distributed.is_main()  # under torchrun, rank 0 writes and runs the serial stages
+    # everything a user can get wrong is checked before anything is written
+    loaded, bundle, start = load_start(
+        model_path,
+        config.data,
+        arch=arch,
+        trust_pickle=trust_pickle,
+        weights=weights,
+        seed=config.regularize.seed,
+    )
+    if start is not None and start.head_replaced:
+        config = config.for_new_head()
+    dense_reference = None
+    if reference is not None:
+        from compressor.reference import load_reference
+
+        dense_reference = load_reference(
+            Path(reference), bundle, arch=loaded.arch, trust_pickle=trust_pickle
+        )
     resolved = {
         "model": str(model_path),
         "arch": arch,
+        "weights": weights,
+        "reference": None if reference is None else str(reference),
         "method": config.method,
         "hyperparameters": dataclasses.asdict(method.params),
         **{k: v for k, v in to_dict(config).items() if k not in ("method", "method_options")},
     }
-    if resume and not (work / "config.json").is_file():
-        raise CompressorError(f"nothing to resume: {work} does not exist")
-    main = distributed.is_main()  # under torchrun, rank 0 writes and runs the serial stages
-    # everything a user can get wrong is checked before anything is written
-    loaded, bundle = load_for_data(model_path, config.data, arch=arch, trust_pickle=trust_pickle)
     _check_outdir(outdir)
     _open_work(work, resolved, resume=resume, main=main)
     stages: dict[str, float] = (
@@ -494,7 +550,7 @@ def compress(
     if loaded.class_names is None:
         loaded.class_names = bundle.class_names
     run = _Run(
-        model_path=model_path,
+        model_path=Path(model_path),
         outdir=outdir,
         work=work,
         config=config,
@@ -506,9 +562,12 @@ def compress(
         log=log,
         stages=stages,
         stop_after_steps=stop_after_steps,
+        origin=start,
+        reference=dense_reference,
+        reference_path=None if reference is None else Path(reference),
     )
-    from compressor.data import describe
-
+    for line in start_lines(start, len(bundle.class_names)):
+        log(line)
     log(f"data: {_data_line(describe(bundle))}")
     report = _run_stages(run, main)
     if main:
@@ -621,16 +680,36 @@ def _baseline(run: _Run) -> None:
         ],
     }
     model.cpu()
+    if run.reference is not None:
+        baseline["reference"] = _reference_scores(run)
     save_model(run.loaded, run.work / "baseline.pt")
     write_json(run.work / "baseline.json", baseline)
     run.done("baseline", t0)
+    head = " (a new head: no task accuracy yet)" if run.new_head else ""
     run.log(
-        f"  baseline: {held_out_text(baseline)}; {baseline['params']} params, "
+        f"  baseline{head}: {held_out_text(baseline)}; {baseline['params']} params, "
         f"{baseline['macs']} MACs"
     )
+    if "reference" in baseline:
+        run.log(f"  dense reference: {held_out_text(baseline['reference'])}")
     warning = untrained_warning(baseline["val_top1"], len(run.bundle.class_names))
-    if warning:
+    if warning and not run.new_head:
         run.log(f"  warning: {warning}")
+
+
+def _reference_scores(run: _Run) -> dict[str, Any]:
+    """The dense reference's accuracy on the run's splits, parameters and MACs."""
+    from compressor.analysis import count_macs, count_params
+
+    model = run.reference.model
+    scores = {
+        "model": str(run.reference_path),
+        **run.scores(model),
+        "params": count_params(model),
+        "macs": count_macs(model, run.size),
+    }
+    model.cpu()
+    return scores
 
 
 def untrained_warning(val_top1: float, classes: int) -> str | None:
@@ -720,11 +799,20 @@ def _controller(run: _Run, method: Any) -> tuple[Any, dict[str, Any]]:
     ``--max-drop`` (``strength.controller_images``)."""
     import torch
 
-    from compressor.strength import AutoStrength, controller_images
+    from compressor.strength import AutoStrength, controller_images, resolve_rule
 
     config = run.config
     if config.strength is None or config.regularize.epochs <= 0:
         return None, {}
+    epochs = config.regularize.epochs
+    rule = resolve_rule(config.strength, new_head=run.new_head, epochs=epochs)
+    if rule == "growing":
+        run.log(
+            f"  --lambda auto, growing rule ({'a new head' if run.new_head else f'{epochs} epochs'}): "
+            "the penalty grows on the planned channels until they hold "
+            f"{100 * config.strength.share_goal:g}% of the score mass, by "
+            f"{config.strength.deadline:.0%} of the stage; no accuracy bound"
+        )
     val = run.bundle.val
     n_val, sd = controller_images(
         run.read("baseline.json")["val_top1"], config.strength.max_drop, len(val)
@@ -734,11 +822,12 @@ def _controller(run: _Run, method: Any) -> tuple[Any, dict[str, Any]]:
     if len(val) > n_val:
         idx = torch.randperm(len(val), generator=torch.Generator().manual_seed(0))
         val = torch.utils.data.Subset(val, idx[:n_val].tolist())
-    run.log(
-        f"  --lambda auto reads {n_val} of {len(run.bundle.val)} validation images "
-        f"(standard error of one top-1 about {sd:.2f} points; --max-drop "
-        f"{config.strength.max_drop:g})"
-    )
+    if rule == "bounded":
+        run.log(
+            f"  --lambda auto reads {n_val} of {len(run.bundle.val)} validation images "
+            f"(standard error of one top-1 about {sd:.2f} points; --max-drop "
+            f"{config.strength.max_drop:g})"
+        )
 
     def top1(model: Any, val: Any = val) -> float:
         return float(run.accuracy(model, val)["top1"])
@@ -749,6 +838,8 @@ def _controller(run: _Run, method: Any) -> tuple[Any, dict[str, Any]]:
         evaluate=top1,
         share=_share_function(run, method, latest),
         plan=lambda: latest.get("remove"),
+        rule=rule,
+        epochs=epochs,
     )
     return strength, {"val_images": n_val, "top1_standard_error": sd}
 
@@ -1048,6 +1139,7 @@ _SUMMARY_KEYS = (
 def _report(run: _Run) -> dict[str, Any]:
     """8. report.json, report.md and the plots."""
     from compressor.data import describe
+    from compressor.reference import start_summary
 
     config, work = run.config, run.work
     t0 = run.start("report", "report")
@@ -1072,6 +1164,7 @@ def _report(run: _Run) -> dict[str, Any]:
     report = {
         "model": str(run.model_path),
         "arch": final.arch,
+        "start": start_summary(run.origin, baseline.get("reference")),
         "method": config.method,
         "hyperparameters": json.loads((work / "config.json").read_text())["hyperparameters"],
         "strength": regularize.get("strength"),

@@ -60,6 +60,15 @@ adapts as it goes. The same rule serves every method:
    phase, and the share test, which a focused penalty that cannot empty its channels
    fails, ends the stage.
 
+5. **Growing rule** (``rule``: "auto" picks it for a start with a new head, where there is
+   no task accuracy to hold, or a stage of ``long_stage`` epochs or more; rules 2 and 4
+   are the "bounded" rule). After Wang et al., "Neural Pruning via Growing
+   Regularization" (ICLR 2021): the calibrated strength is held through the global phase
+   (capped at ``growing_global`` of the stage); once focused, each check multiplies it by
+   ``growth`` while the share, at its rate since the last check, would miss
+   ``share_goal`` by ``deadline`` of the stage, and holds it otherwise. No accuracy bound,
+   no early prune, no validation reading: a check costs the method's scores only.
+
 The baseline is the model's top-1 on the same images at the start of the stage. The bound
 is a choice: ``max_drop`` = 1 point by default (``--set`` cannot reach it; the CLI's
 ``--max-drop`` does). Validation images steer the strength, so the reported validation
@@ -91,6 +100,9 @@ if TYPE_CHECKING:
     from compressor.methods.base import Regularizer
 
 
+RULES = ("auto", "bounded", "growing")
+
+
 @dataclass(frozen=True)
 class StrengthConfig:
     """Settings of ``--lambda auto``."""
@@ -114,6 +126,13 @@ class StrengthConfig:
     # end the stage at an epoch's end when the share cannot reach the goal in time; the
     # remaining epochs go to fine-tuning
     early_prune: bool = True
+    # "bounded" (rules 2 and 4: hold the trained model's accuracy), "growing" (rule 5:
+    # empty the planned channels by the stage's ``deadline``, no accuracy bound) or "auto":
+    # growing when the start has a new head or the stage has ``long_stage`` epochs or more
+    rule: str = "auto"
+    long_stage: int = 8
+    deadline: float = 0.75  # growing: the part of the stage by whose end the share is met
+    growing_global: float = 0.25  # growing: the global phase's cap, a part of the stage
 
     def __post_init__(self) -> None:
         if not self.max_drop > 0:
@@ -122,6 +141,12 @@ class StrengthConfig:
             raise CompressorError(f"share goal must be in [0, 1), got {self.share_goal}")
         if not self.growth > 1:
             raise CompressorError(f"growth must be above 1, got {self.growth}")
+        if self.rule not in RULES:
+            raise CompressorError(
+                f"strength rule must be one of {', '.join(RULES)}, got {self.rule!r}"
+            )
+        if not 0 < self.deadline <= 1 or not 0 <= self.growing_global < self.deadline:
+            raise CompressorError("deadline must be in (0, 1], growing_global in [0, deadline)")
         if not self.global_epochs >= 0 or not 0 <= self.mask_tolerance <= 1:
             raise CompressorError("global_epochs must be 0 or more, mask_tolerance in [0, 1]")
         if (
@@ -130,6 +155,16 @@ class StrengthConfig:
             or (self.val_images is not None and self.val_images < 1)
         ):
             raise CompressorError("start, checks_per_epoch and val_images must be positive")
+
+
+def resolve_rule(config: StrengthConfig, *, new_head: bool, epochs: int) -> str:
+    """The rule ``--lambda auto`` runs: ``config.rule`` unless it is "auto", then
+    "growing" for a new head (no task accuracy to hold: the stage is the task fine-tuning)
+    or a stage of ``long_stage`` epochs or more, and "bounded" for a short stage on a
+    trained model, which must not wreck it."""
+    if config.rule != "auto":
+        return config.rule
+    return "growing" if new_head or epochs >= config.long_stage else "bounded"
 
 
 def controller_images(top1: float, max_drop: float, available: int) -> tuple[int, float]:
@@ -187,8 +222,14 @@ class AutoStrength:
         evaluate: Callable[[nn.Module], float],
         share: Callable[[nn.Module], float | None],
         plan: Callable[[], dict[int, list[int]] | None] | None = None,
+        rule: str = "bounded",
+        epochs: int = 1,
     ) -> None:
+        if rule not in ("bounded", "growing"):
+            raise CompressorError(f"unknown strength rule {rule!r} (resolve 'auto' first)")
         self.config = config
+        self.rule = rule
+        self.epochs = epochs  # the stage's length, which the growing rule paces itself by
         self.evaluate = evaluate
         self.share = share
         # the channels (group -> channels) the last ``share`` call's selection removes
@@ -260,6 +301,16 @@ class AutoStrength:
 
     # ------------------------------------------------------------------ focus
 
+    @property
+    def global_cap(self) -> float:
+        """The epoch at which the global phase ends at the latest: ``global_epochs``, or
+        for the growing rule ``growing_global`` of the stage (a new head first learns the
+        task; the plan it settles on is the task's)."""
+        c = self.config
+        if self.rule == "growing":
+            return max(c.global_epochs, c.growing_global * self.epochs)
+        return c.global_epochs
+
     def _name(self) -> str:
         return "focus" if self.focusing else "global"
 
@@ -281,7 +332,7 @@ class AutoStrength:
         if len(self.plans) > lag:
             channels = sum(g.size for g in regularizer.groups or [])
             distance = mask_distance(remove, self.plans[0], channels)
-        if epoch >= c.global_epochs or (distance is not None and distance <= c.mask_tolerance):
+        if epoch >= self.global_cap or (distance is not None and distance <= c.mask_tolerance):
             self._start_focus(regularizer, remove, epoch)
         return distance
 
@@ -309,9 +360,11 @@ class AutoStrength:
         share = self.share(model)
         self.epoch_shares.append(share)
         c = self.config
-        if c.focus and self.active and not self.focusing and done >= c.global_epochs:
+        if c.focus and self.active and not self.focusing and done >= self.global_cap:
             self._start_focus(regularizer, self.plan(), float(done))
         before = self.epoch_shares[-2] if len(self.epoch_shares) >= 2 else None
+        if self.rule == "growing":  # the stage is the fine-tuning: it runs to its end
+            return False
         if not self.config.early_prune or done >= total or share is None or before is None:
             return False
         if self.config.focus and self.active and not self.focusing:
@@ -335,6 +388,9 @@ class AutoStrength:
     ) -> None:
         """``step``: optimizer steps done in the stage so far."""
         if not self.active or step % self.check_steps(steps_per_epoch) != 0:
+            return
+        if self.rule == "growing":
+            self._growing_step(model, regularizer, step=step, steps_per_epoch=steps_per_epoch)
             return
         c = self.config
         top1 = self.evaluate(model)
@@ -375,6 +431,37 @@ class AutoStrength:
             )
         )
 
+    def _growing_step(
+        self, model: nn.Module, regularizer: Regularizer, *, step: int, steps_per_epoch: int
+    ) -> None:
+        """Rule 5: in the global phase, hold the calibrated strength; once focused and while
+        the share is above the goal, grow the strength by ``growth``
+        unless the share falls fast enough to meet the goal by the ``deadline``; hold once
+        it is met. No accuracy bound and no validation reading: the checks cost only the
+        method's scores."""
+        c = self.config
+        epoch = step / steps_per_epoch
+        share = self.share(model)
+        distance = self._phase(regularizer, self.plan(), epoch)
+        before = self.history[-1].share if self.history else None
+        checks_left = (c.deadline * self.epochs - epoch) * c.checks_per_epoch
+        # global phase: the papers' fixed strength, everywhere, while the plan forms
+        if not self.focusing or share is None or share <= c.share_goal:
+            action, factor = "hold", 1.0
+        elif (
+            before is not None
+            and checks_left >= 1
+            and (share - max(before - share, 0.0) * checks_left <= c.share_goal)
+        ):
+            action, factor = "hold", 1.0  # on course for the deadline
+        else:
+            action, factor = "grow", c.growth
+        self.strength *= factor
+        regularizer.scale = self.strength
+        self.history.append(
+            StrengthPoint(step, epoch, self.strength, None, share, action, self._name(), distance)
+        )
+
     # ------------------------------------------------------------------ state
 
     def state_dict(self) -> dict[str, Any]:
@@ -410,6 +497,7 @@ class AutoStrength:
         """What the report keeps: the settings, the baseline and every check."""
         return {
             "config": asdict(self.config),
+            "rule": self.rule,
             "baseline_top1": self.baseline,
             "final_strength": self.strength,
             "epoch_shares": self.epoch_shares,

@@ -366,6 +366,8 @@ class _Fit:
         """Set the regularizer up and fill ``features`` with what its penalty reads."""
         assert self.regularizer is not None
         example = self.transform(self.bundle.train[0][0].unsqueeze(0))
+        self.regularizer.stage_epochs = self.config.epochs
+        self.regularizer.steps_per_epoch = self.steps_per_epoch
         self.regularizer.setup(self.model, example_input=example, train_size=self.n)
         hooks = []
         for name, module in self.regularizer.feature_modules(self.model).items():

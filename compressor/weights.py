@@ -74,7 +74,12 @@ def load_pretrained(arch: str, spec: str, num_classes: int) -> tuple[nn.Module, 
     import torch
 
     from compressor.archs import build_model, infer_build_options
-    from compressor.checkpoint import load_state_dict_strict, strip_prefixes, torch_load
+    from compressor.checkpoint import (
+        check_finite,
+        load_state_dict_strict,
+        strip_prefixes,
+        torch_load,
+    )
 
     options: dict[str, Any]
     path = Path(spec).expanduser()
@@ -104,6 +109,7 @@ def load_pretrained(arch: str, spec: str, num_classes: int) -> tuple[nn.Module, 
         source = f"torchvision {member.name} ({file})"
     model = build_model(arch, num_classes=classes, options=options)
     load_state_dict_strict(model, sd, what=f"{arch} ({source})")
+    check_finite(model, Path(spec))
     replaced = replace_head(model, num_classes) if classes != num_classes else []
     return model, Start(source, classes, replaced)
 
@@ -114,7 +120,7 @@ def _from_backbone(
     """``arch`` with every weight from ``sd`` but the classifier, which is new. Raises
     ``CompressorError`` naming the mismatches when anything else is missing or extra."""
     from compressor.archs import build_model
-    from compressor.checkpoint import load_state_dict_strict
+    from compressor.checkpoint import check_finite, load_state_dict_strict
     from compressor.pruning import classifier_layers
 
     model = build_model(arch, num_classes=num_classes)
@@ -125,6 +131,7 @@ def _from_backbone(
         head_keys = set()
     fitted = {**sd, **{k: v for k, v in model.state_dict().items() if k in head_keys}}
     load_state_dict_strict(model, fitted, what=f"{arch} ({source}, read as a backbone)")
+    check_finite(model, Path(source))
     return model, Start(source, None, replace_head(model, num_classes), backbone=True)
 
 

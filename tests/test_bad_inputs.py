@@ -187,8 +187,8 @@ CASES: dict[str, tuple[Setup, list[str], str]] = {
     "model and data disagree on classes": (
         _five_classes,
         ["eval", "{f}", "--arch", "smallcnn", "--data", "mnist15k"],
-        "5 outputs but mnist15k has 10 classes; to start from these weights with a new head, "
-        "run: compressor train smallcnn --weights",
+        "5 outputs but mnist15k has 10 classes; `compressor compress` and `compressor train` "
+        "start from these weights with a new head",
     ),
     "ONNX file without preprocessing": (
         _bare_onnx,

@@ -63,7 +63,10 @@ EXPECTED = {
     "hgs": ({"lam": 1.0, "lam2": 0.5}, 0.5 * (1 + (math.sqrt(2) + 2) ** 2 + 3) + 0.5 * 10),
     # group term: sqrt(3) (sqrt10 + sqrt20) + sqrt(4) (sqrt10 + 4); V keeps |w| > sqrt(2/2) = 1,
     # so W - V is 1 at conv2[0,0] and fc[0,0]: beta/2 * 2 = 2
-    "l0sgl": ({"lam": 1.0, "beta0": 2.0}, math.sqrt(3) * (S10 + S20) + 2 * (S10 + 4) + 2.0),
+    "l0sgl": (
+        {"lam": 1.0, "beta0": 2.0, "threshold_quantile": 0.0},  # the official threshold
+        math.sqrt(3) * (S10 + S20) + 2 * (S10 + 4) + 2.0,
+    ),
     "none": ({}, 0.0),
 }
 
@@ -99,7 +102,8 @@ def test_l0sgl_selects_by_w_not_v() -> None:
     """The official code selects by W (mean |w| < 1e-5): a channel whose weights all sit
     under the hard threshold is zero in V but alive in W, and must be kept."""
     model = tiny()
-    method = get_method("l0sgl", {"lam": 1.0, "beta0": 2.0})  # hard threshold 1
+    # the official hard threshold, sqrt(2 lam / beta) = 1
+    method = get_method("l0sgl", {"lam": 1.0, "beta0": 2.0, "threshold_quantile": 0.0})
     method.setup(model, example_input=torch.zeros(1, 1, 4, 4))
     index = channel_groups(model, torch.zeros(1, 1, 4, 4))
     scores = {g.root: s for g, s in zip(index, method.scores(model, index), strict=True)}
@@ -123,6 +127,44 @@ def test_l0sgl_beta_schedule() -> None:
         method.start_epoch(nn.Linear(1, 1), epoch=epoch)
         betas.append(method.beta)
     assert betas == pytest.approx([2.0, 2.0, 3.0, 3.0, 4.5])
+
+
+def test_l0sgl_beta_grows_four_times_over_any_stage() -> None:
+    """By default beta grows as often over the stage as over the official run (4 times,
+    at each fifth), counted in steps, so a one-epoch stage sees the schedule too."""
+    method = get_method("l0sgl", {"beta0": 2.0, "beta_factor": 2.0})
+    method.stage_epochs, method.steps_per_epoch = 1, 10
+    method.setup(tiny(), example_input=torch.zeros(1, 1, 4, 4))
+    betas = [method.beta]
+    for step in range(10):
+        method.after_step(tiny(), epoch=0, step=step)
+        betas.append(method.beta)
+    assert betas == [2.0, 2.0, 4.0, 4.0, 8.0, 8.0, 16.0, 16.0, 32.0, 32.0, 32.0]
+    state = method.state_dict()
+    again = get_method("l0sgl", {"beta0": 2.0, "beta_factor": 2.0})
+    again.load_state_dict(state)
+    again.stage_epochs, again.steps_per_epoch = 1, 10
+    assert (again.beta, again.t0) == (32.0, method.t0)  # resumed where it stood
+
+
+def test_l0sgl_threshold_starts_at_each_layers_median_and_falls_with_beta() -> None:
+    """The official threshold (0.283 with LeNet-5's settings) sits above almost every
+    weight of a resnet-sized layer, so V = 0; per layer, half the weights stay in V."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 64, 3), nn.ReLU(), nn.Conv2d(64, 64, 3))
+    official = get_method("l0sgl", {"threshold_quantile": 0.0})
+    official.setup(model, example_input=torch.zeros(1, 3, 8, 8))
+    assert all(float((v != 0).float().mean()) < 0.01 for v in official.v.values())
+    method = get_method("l0sgl", {"beta_factor": 4.0})
+    method.stage_epochs, method.steps_per_epoch = 1, 5
+    method.setup(model, example_input=torch.zeros(1, 3, 8, 8))
+    for name, v in method.v.items():
+        w = dict(model.named_parameters())[name]
+        assert method.t0[name] == pytest.approx(float(w.abs().flatten().median()), rel=1e-3)
+        assert float((v != 0).float().mean()) == pytest.approx(0.5, abs=0.01)
+    method.after_step(model, epoch=0, step=0)  # one fifth of the stage: beta x4
+    name = next(iter(method.v))
+    assert method.threshold(name) == pytest.approx(method.t0[name] / 2)
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -241,7 +283,7 @@ STRONG = {
     "slimming": {"lam": 1e-2},
     "l1l2": {"lam": 10.0},
     "hgs": {"lam": 1e-3},
-    "l0sgl": {"lam": 1.0, "beta0": 500.0},
+    "l0sgl": {"lam": 1.0, "beta0": 2000.0},
     "ffr": {"lam": 1.0, "lam2": 1.0},
 }
 
@@ -255,6 +297,8 @@ def _targeted(name: str, model: nn.Module) -> float:
         return float(sum(s.sum() for s in group_scores(index, model, "bn")))
     if name == "l1l2":  # scale-invariant: it lowers the l1/l2 ratio (raises sparsity), not norms
         return penalty_of("l1l2", {"lam": 1.0}, model)
+    if name == "l0sgl":  # the l0 part empties each layer's small weights (under its median)
+        return float(sum(m.weight.abs().sum() for m in model.modules() if hasattr(m, "weight")))
     if name == "ffr":
         from compressor.methods.ffr import flow_runs
 

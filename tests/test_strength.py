@@ -387,3 +387,69 @@ def test_focused_penalty_moves_only_the_planned_channels(name: str) -> None:
         assert float(diff[~mask].sum()) < 1e-6, n
         moved_planned = max(moved_planned, float(diff[mask].sum()))
     assert moved_planned > 1e-4  # ... and the planned entries felt the penalty
+
+
+def test_the_rule_is_growing_for_a_new_head_or_a_long_stage() -> None:
+    from compressor.strength import resolve_rule
+
+    auto = StrengthConfig()
+    assert resolve_rule(auto, new_head=False, epochs=3) == "bounded"
+    assert resolve_rule(auto, new_head=True, epochs=3) == "growing"
+    assert resolve_rule(auto, new_head=False, epochs=auto.long_stage) == "growing"
+    assert resolve_rule(StrengthConfig(rule="bounded"), new_head=True, epochs=20) == "bounded"
+    with pytest.raises(CompressorError, match="strength rule"):
+        StrengthConfig(rule="steady")
+    with pytest.raises(CompressorError, match="deadline"):
+        StrengthConfig(deadline=0.2, growing_global=0.3)
+
+
+def test_growing_rule_holds_while_global_then_grows_until_on_course() -> None:
+    """Growing rule: no validation reading at all; the calibrated strength is held in the
+    global phase; once focused it doubles at each check while the share, at its current
+    rate, would miss the goal by the deadline (3/4 of 4 epochs: 9 - step checks left at 3
+    checks an epoch), holds when on course and once the goal is met, whatever accuracy
+    does, and grows again past the deadline while the goal is not met."""
+
+    def no_reading(_model: nn.Module) -> float:
+        raise AssertionError("the growing rule reads no validation accuracy")
+
+    shares = iter([0.5, 0.5, 0.5, 0.45, 0.3, 0.1, 0.05, 0.005, 0.004, 0.2, 0.2])
+    auto = AutoStrength(
+        StrengthConfig(checks_per_epoch=3, share_goal=0.01, growth=2.0),
+        evaluate=no_reading,
+        share=lambda _m: next(shares),
+        rule="growing",
+        epochs=4,
+    )
+    auto.strength, method = 1.0, get_method("ssl")
+    steps = []
+    for step in range(1, 11):
+        if step == 3:
+            auto.focusing = True  # the plan settled after the second check
+        auto.after_step(nn.Linear(1, 1), method, step=step, steps_per_epoch=3)
+        steps.append((auto.history[-1].action, auto.strength))
+    assert steps == [
+        ("hold", 1.0),  # global phase
+        ("hold", 1.0),
+        ("grow", 2.0),  # 0.5 -> 0.5: no progress
+        ("grow", 4.0),  # 0.45 - 0.05 x 5 checks left = 0.2: misses the 1% goal
+        ("hold", 4.0),  # 0.3 - 0.15 x 4: on course
+        ("hold", 4.0),
+        ("hold", 4.0),  # 0.05 - 0.05 x 2: on course
+        ("hold", 4.0),  # goal met
+        ("hold", 4.0),
+        ("grow", 8.0),  # past the deadline and above the goal
+    ]
+    assert method.scale == 8.0 and all(p.val_top1 is None for p in auto.history)
+    assert not auto.end_of_epoch(nn.Linear(1, 1), done=1, total=4)  # never ends early
+
+
+def test_growing_rule_caps_the_global_phase_at_a_part_of_the_stage() -> None:
+    config = StrengthConfig(global_epochs=1.0, growing_global=0.25)
+    growing = AutoStrength(
+        config, evaluate=lambda m: 0.0, share=lambda m: None, rule="growing", epochs=16
+    )
+    bounded = AutoStrength(config, evaluate=lambda m: 0.0, share=lambda m: None, epochs=16)
+    assert (growing.global_cap, bounded.global_cap) == (4.0, 1.0)
+    with pytest.raises(CompressorError, match="resolve 'auto' first"):
+        AutoStrength(config, evaluate=lambda m: 0.0, share=lambda m: None, rule="auto")

@@ -32,6 +32,7 @@ from compressor.config import (
     AUGMENT_FROM_EPOCHS,
     FINETUNE_EPOCHS,
     FINETUNE_LR,
+    NEW_HEAD_EPOCHS,
     REGULARIZE_EPOCHS,
     REGULARIZE_LR,
     DataConfig,
@@ -90,23 +91,38 @@ def strength_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @cli.command()
-@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("model")
 @model_options
 @data_options
 @method_options(required=True)
 @click.option(
+    "--weights",
+    metavar="NAME|FILE",
+    help="MODEL is an architecture name: start it from pretrained weights, DEFAULT or a "
+    "torchvision weights name (IMAGENET1K_V1, ...) read from the local torch hub cache "
+    "(nothing is downloaded), or a state_dict file. It gets a new head for the data's classes.",
+)
+@click.option(
+    "--reference",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="A dense model trained on the same data (for a new head: fine-tuned for as many "
+    "epochs), which the report compares the compressed model with.",
+)
+@click.option(
     "--reg-epochs",
     type=int,
-    default=REGULARIZE_EPOCHS,
-    show_default=True,
-    help="Epochs of training with the regularizer.",
+    default=None,
+    help=f"Epochs of training with the regularizer [default: {REGULARIZE_EPOCHS}; "
+    f"{NEW_HEAD_EPOCHS[0]} when the start gets a new head, where this stage is the task "
+    "fine-tuning].",
 )
 @click.option(
     "--ft-epochs",
     type=int,
-    default=FINETUNE_EPOCHS,
-    show_default=True,
-    help="Epochs of fine-tuning after pruning.",
+    default=None,
+    help=f"Epochs of fine-tuning after pruning [default: {FINETUNE_EPOCHS}; "
+    f"{NEW_HEAD_EPOCHS[1]} after a new head].",
 )
 @prune_options
 @optimizer_options
@@ -156,14 +172,16 @@ def strength_options(f: Callable[..., Any]) -> Callable[..., Any]:
 @output_options
 @with_console
 def compress(
-    model: Path,
+    model: str,
     *,
     arch: str | None,
     trust_pickle: bool,
     data: DataConfig,
     method: MethodArgs,
-    reg_epochs: int,
-    ft_epochs: int,
+    weights: str | None,
+    reference: Path | None,
+    reg_epochs: int | None,
+    ft_epochs: int | None,
     selection: SelectionArgs,
     optim: OptimizerArgs,
     lr: float | None,
@@ -183,6 +201,10 @@ def compress(
 ) -> None:
     """Train MODEL with a sparsity method, remove the channels it emptied, fine-tune,
     export a verified ONNX file and compare latency.
+
+    MODEL is a model file (a trained model, or a pretrained one or a backbone with --arch,
+    whose head is replaced when it does not fit the data), or an architecture name with
+    --weights.
 
     Writes into OUTPUT: model.onnx, model.pt (compressor format), baseline.onnx (the
     latency reference), report.json, report.md, channels.png, training.png and
@@ -207,11 +229,22 @@ def compress(
 
     # both stages share the optimizer, seed and device; fine-tuning may distil
     common = dict(seed=seed, device=device, sync_bn=sync_bn, **dataclasses.asdict(optim))
+    unset = tuple(
+        name
+        for name, value in (
+            ("reg_epochs", reg_epochs),
+            ("ft_epochs", ft_epochs),
+            ("augment", augment),
+        )
+        if value is None
+    )
+    reg_epochs = REGULARIZE_EPOCHS if reg_epochs is None else reg_epochs
+    ft_epochs = FINETUNE_EPOCHS if ft_epochs is None else ft_epochs
     config = CompressConfig(
         method=method.name,
         method_options=method.options,
         strength=strength if method.auto else None,
-        data=dataclasses.replace(data, augment=augment).for_epochs(max(reg_epochs, ft_epochs)),
+        data=dataclasses.replace(data, augment=augment),
         regularize=TrainConfig.create(stage="regularize", epochs=reg_epochs, lr=lr, **common),
         finetune=TrainConfig.create(
             stage="finetune", epochs=ft_epochs, lr=ft_lr, distill=distill, **common
@@ -219,12 +252,15 @@ def compress(
         prune=prune,
         export=onnx,
         latency_threads=latency_device.threads,
+        unset=unset,
     )
     report = run_compress(
         model,
         output,
         config,
         arch=arch,
+        weights=weights,
+        reference=reference,
         trust_pickle=trust_pickle,
         resume=resume,
         force=force,
@@ -256,4 +292,19 @@ def _render(report: dict[str, Any], output: Path) -> None:
             else ""
         )
     )
+    ref = (report.get("start") or {}).get("reference")
+    if ref is not None:
+        click.echo(
+            "against the dense reference: "
+            + "; ".join(
+                f"{split} top-1 {ref[f'{split}_top1']:.2f}% -> {c[f'{split}_top1']:.2f}%"
+                for split in ("test", "val")
+                if ref.get(f"{split}_top1") is not None
+            )
+            + f", {ref['macs'] / max(c['macs'], 1):.2f}x fewer MACs"
+        )
+    elif (report.get("start") or {}).get("new_head"):
+        click.echo(
+            "the baseline is a new, untrained head: --reference FILE compares with a dense fine-tune"
+        )
     click.echo(f"wrote {output}/ (report.md, report.json, model.onnx, model.pt)")

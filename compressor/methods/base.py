@@ -67,6 +67,10 @@ class Regularizer(ABC):
         self.groups: GroupIndex | None = None
         self.train_size: int = 1
         self.scale = 1.0
+        # the stage's length, set by ``fit`` before ``setup``: schedules that the papers
+        # give over a whole training run are read over the stage
+        self.stage_epochs: int = 1
+        self.steps_per_epoch: int = 1
 
     @classmethod
     def make_params(cls, values: dict[str, Any]) -> Any:

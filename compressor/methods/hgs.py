@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from compressor.methods import register
 from compressor.methods.base import EPS, Method
-from compressor.pruning import Elementwise
+from compressor.pruning import Elementwise, normalized
 
 if TYPE_CHECKING:
     import torch
@@ -25,6 +25,9 @@ class HGSParams:
     # estimating it to second order from one forward/backward pass (reading)
     batch_channels: int = 16  # exact mode: candidate channels evaluated in one forward pass
     zero_tol: float = 1e-3  # official code: a weight counts as zero when |w| < 1e-3
+    # rank each group's increases divided by their mean (True) or raw, as the paper does
+    # (False); the share and the plan read the same scores either way
+    normalize: bool = True
 
     def check(self) -> str | None:
         if not 0 <= self.lam2 <= 1:
@@ -72,6 +75,9 @@ class HGS(Method):
     """
 
     name = "hgs"
+    # the scores are ranked as they come: ``scores`` applies ``normalize`` itself, so the
+    # plan, the share and the pruning stage all read the same numbers
+    comparable_scores: ClassVar[bool] = True
     paper = (
         "Mitsuno & Kurita, Filter Pruning using Hierarchical Group Sparse Regularization, ICPR 2020"
     )
@@ -129,18 +135,19 @@ class HGS(Method):
         if calibration is None:
             return weight_norms(model, index)
         skip = [self._near_zero(model, g) for g in index]
+        progress = bool(context.get("progress", False))
         if self.params.exact:
-            return loss_increase_scores(
+            raw = loss_increase_scores(
                 model,
                 index,
                 calibration,
                 skip=skip,
                 batch_channels=self.params.batch_channels,
-                progress=bool(context.get("progress", False)),
+                progress=progress,
             )
-        return estimated_loss_increase(
-            model, index, calibration, skip=skip, progress=bool(context.get("progress", False))
-        )
+        else:
+            raw = estimated_loss_increase(model, index, calibration, skip=skip, progress=progress)
+        return normalized(raw) if self.params.normalize else raw
 
     def _near_zero(self, model: nn.Module, g: ChannelGroup) -> torch.Tensor:
         import torch

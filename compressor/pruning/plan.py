@@ -134,7 +134,7 @@ def plan_threshold(
 ALLOCATIONS = ("global", "uniform")
 
 
-def _normalized(scores: list[torch.Tensor]) -> list[torch.Tensor]:
+def normalized(scores: list[torch.Tensor]) -> list[torch.Tensor]:
     # Groups differ in scale (layer widths, fan-in); dividing by the group mean makes a
     # global ranking compare like with like, as torch-pruning's default normaliser does.
     return [s / (s.abs().mean() + 1e-12) for s in scores]
@@ -167,7 +167,7 @@ def plan_ratio(
         raise CompressorError(
             f"unknown allocation {allocation!r}; choose one of: {', '.join(ALLOCATIONS)}"
         )
-    norm = _normalized(scores) if normalize else list(scores)
+    norm = normalized(scores) if normalize else list(scores)
     if allocation == "uniform":
         counts = [
             _limit(
@@ -352,7 +352,7 @@ def plan_target_macs(
             hi = mid
         else:
             lo = mid
-    norm = _normalized(scores) if normalize else list(scores)
+    norm = normalized(scores) if normalize else list(scores)
     return _fill_back(plan_at(hi), norm, estimate, budget, round_to=round_to)
 
 
@@ -386,7 +386,7 @@ def plan_cost_budget(
 
     Raises ``CompressorError`` with the lowest cost reachable when the budget is not.
     """
-    norm = _normalized(scores) if normalize else list(scores)
+    norm = normalized(scores) if normalize else list(scores)
     groups = range(len(norm))
     near = neighbours or [set(groups) for _ in groups]
     cached: dict[tuple[int, int], list[int]] = {}

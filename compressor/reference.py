@@ -1,0 +1,101 @@
+"""What a ``compress`` run is read against.
+
+A trained model's baseline is the model itself: its accuracy is the task accuracy that
+compression may cost. A pretrained model or backbone with a new head has none: its baseline
+scores an untrained head, so the cost of compression is only known against a dense model
+fine-tuned on the same data for as long (``--reference FILE``). Without one the report says
+what it cannot compare.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from compressor.errors import CompressorError
+
+if TYPE_CHECKING:
+    from compressor.checkpoint import LoadedModel
+    from compressor.data import DataBundle
+
+
+def load_reference(path: Path, bundle: DataBundle, *, arch: str, trust_pickle: bool) -> LoadedModel:
+    """The dense reference, checked to fit the run's data: its classes, and (where its file
+    records them) its input size and normalisation. A bare state_dict is read as ``arch``,
+    the run's architecture."""
+    from compressor.checkpoint import check_runs, load_model
+
+    try:
+        loaded = load_model(path, trust_pickle=trust_pickle)
+    except CompressorError:
+        loaded = load_model(path, arch=arch, trust_pickle=trust_pickle)
+    classes = len(bundle.class_names)
+    if loaded.num_classes != classes:
+        raise CompressorError(
+            f"--reference {path} has {loaded.num_classes} outputs but the data has {classes} "
+            "classes: give a dense model trained on the same data"
+        )
+    recorded, used = loaded.preprocess, bundle.preprocess
+    if recorded is not None and recorded != used:
+        raise CompressorError(
+            f"--reference {path} was trained on input {tuple(recorded.input_size)} with mean "
+            f"{recorded.mean} and std {recorded.std}, this run reads {tuple(used.input_size)} "
+            f"with {used.mean} and {used.std}: compare like with like (same --input-size)"
+        )
+    check_runs(loaded.model, used.input_size, loaded.arch)
+    return loaded
+
+
+def start_summary(start: Any, reference: dict[str, Any] | None) -> dict[str, Any]:
+    """report.json's ``start``: where the weights came from, whether the head is new (then
+    the baseline has no task accuracy) and the reference's figures, if one was given."""
+    out: dict[str, Any] = {
+        "weights": None,
+        "new_head": False,
+        "head_replaced": [],
+        "classes_in_weights": None,
+        "backbone": False,
+    }
+    if start is not None:
+        out.update(start.to_dict())
+    out["baseline_is_task_model"] = not out["new_head"]
+    out["reference"] = reference
+    return out
+
+
+def reference_lines(report: dict[str, Any]) -> list[str]:
+    """report.md's lines on what the baseline is and what the run is compared with."""
+    start = report.get("start") or {}
+    ref = start.get("reference")
+    c = report["compressed"]
+    lines = []
+    if start.get("new_head"):
+        where = (
+            "a backbone without a classifier"
+            if start.get("backbone")
+            else f"weights for {start.get('classes_in_weights')} classes"
+        )
+        lines.append(
+            f"The input holds {where} and got a new head ({', '.join(start['head_replaced'])}), so "
+            "the baseline column scores an untrained head, not a task model: the regularize "
+            "stage was the task fine-tuning."
+        )
+    if ref is not None:
+        parts = [
+            f"{split} top-1 {ref[f'{split}_top1']:.2f}% -> {c[f'{split}_top1']:.2f}% "
+            f"({c[f'{split}_top1'] - ref[f'{split}_top1']:+.2f} pt)"
+            for split in ("test", "val")
+            if ref.get(f"{split}_top1") is not None
+        ]
+        lines.append(
+            f"Against the dense reference `{ref['model']}`: {'; '.join(parts)}; MACs "
+            f"{ref['macs'] / max(c['macs'], 1):.2f}x fewer, parameters "
+            f"{ref['params'] / max(c['params'], 1):.2f}x fewer."
+        )
+    elif start.get("new_head"):
+        lines.append(
+            "No dense reference was given (`--reference FILE`: the same model fine-tuned densely "
+            "on this data for as many epochs), so the accuracy this compression costs is not "
+            "measured here."
+        )
+    return [*(f"{line}  " for line in lines), ""] if lines else []

@@ -1,0 +1,139 @@
+"""`compress` from a pretrained model in one command: a model whose classifier does not fit
+the data, or a backbone without one, gets a new head; the regularize stage is then the task
+fine-tuning (the growing strength rule, epochs from ``NEW_HEAD_EPOCHS`` unless given), and
+the report says the baseline is no task model and compares with ``--reference``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from compressor.archs import build_model
+from compressor.cli import cli
+from compressor.config import NEW_HEAD_EPOCHS, DataConfig, PruneConfig, TrainConfig
+from compressor.errors import CompressorError
+from compressor.pipeline import CompressConfig, compress, partial_dir
+from tests.helpers import write_image_folder
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_image_folder(tmp_path_factory.mktemp("data") / "imgs", classes=3, per_class=10)
+
+
+def _five_classes(path: Path) -> Path:
+    torch.manual_seed(0)
+    torch.save(build_model("smallcnn", num_classes=5, in_channels=3).state_dict(), path)
+    return path
+
+
+def _config(folder: Path, unset: tuple[str, ...] = ()) -> CompressConfig:
+    return CompressConfig(
+        method="l1l2",
+        data=DataConfig(str(folder), input_size=(3, 20, 20), val_split=0.3, batch_size=8),
+        regularize=TrainConfig.create(stage="regularize", epochs=1),
+        finetune=TrainConfig.create(stage="finetune", epochs=1),
+        prune=PruneConfig(ratio=0.25, round_to=1),
+        latency_seconds=0.5,
+        unset=unset,
+    )
+
+
+def test_new_head_defaults_replace_only_what_was_left_unset(folder: Path) -> None:
+    config = _config(folder, unset=("reg_epochs", "augment"))
+    assert config.data.augment is False  # 1-epoch stages
+    new = config.for_new_head()
+    assert (new.regularize.epochs, new.finetune.epochs) == (NEW_HEAD_EPOCHS[0], 1)
+    assert new.data.augment is True  # decided again for 16 epochs
+    kept = _config(folder).for_new_head()
+    assert (kept.regularize.epochs, kept.finetune.epochs, kept.data.augment) == (1, 1, False)
+
+
+def test_a_model_with_other_classes_is_compressed_with_a_new_head(
+    tmp_path: Path, folder: Path
+) -> None:
+    model = _five_classes(tmp_path / "five.pt")
+    ref = tmp_path / "ref.pt"
+    res = CliRunner().invoke(
+        cli,
+        [
+            *("train", "smallcnn", "--data", str(folder), "--input-size", "20"),
+            *("--val-split", "0.3", "--batch-size", "8", "--epochs", "1", "-o", str(ref), "-q"),
+        ],
+    )
+    assert res.exit_code == 0, res.stderr
+    logs: list[str] = []
+    out = tmp_path / "out"
+    report = compress(
+        model, out, _config(folder), arch="smallcnn", reference=ref, progress=False, log=logs.append
+    )
+    start = report["start"]
+    assert start["new_head"] and not start["baseline_is_task_model"]
+    assert (start["classes_in_weights"], start["head_replaced"]) == (5, ["14"])
+    assert report["strength"]["rule"] == "growing"  # a new head: no accuracy to hold
+    assert all(p["val_top1"] is None for p in report["strength"]["history"][1:])
+    assert "replaced the classifier head (14): 5 classes in the weights, 3 in the data" in logs
+    ref_scores = start["reference"]
+    assert (
+        ref_scores["model"] == str(ref)
+        and ref_scores["val_images"] == report["baseline"]["val_images"]
+    )
+    assert ref_scores["macs"] == report["baseline"]["macs"]  # the same dense architecture
+    text = (out / "report.md").read_text()
+    assert "scores an untrained head, not a task model" in text
+    assert f"Against the dense reference `{ref}`: val top-1 {ref_scores['val_top1']:.2f}%" in text
+    assert json.loads((out / "config.json").read_text())["reference"] == str(ref)
+
+
+def test_a_backbone_without_classifier_gets_a_new_head(tmp_path: Path, folder: Path) -> None:
+    from compressor.operations import load_start
+
+    sd = build_model("mobilenet_v3_small", num_classes=5).state_dict()
+    path = tmp_path / "backbone.pt"
+    torch.save({k: v for k, v in sd.items() if not k.startswith("classifier.3.")}, path)
+    data = DataConfig(str(folder), input_size=(3, 32, 32))
+    loaded, _, start = load_start(path, data, arch="mobilenet_v3_small")
+    assert start.backbone and start.head_replaced == ["classifier.3"]
+    assert loaded.num_classes == 3 and loaded.model.classifier[3].out_features == 3
+    with pytest.raises(CompressorError, match="--arch"):
+        load_start(path, data)  # a bare state_dict names no architecture: the file's own error
+
+
+def test_bad_starts_and_references_write_nothing(tmp_path: Path, folder: Path) -> None:
+    model = _five_classes(tmp_path / "five.pt")
+    out = tmp_path / "out"
+    with pytest.raises(CompressorError, match=r"ref\.pt has 5 outputs but the data has 3 classes"):
+        compress(
+            model,
+            out,
+            _config(folder),
+            arch="smallcnn",
+            reference=_five_classes(tmp_path / "ref.pt"),
+        )
+    with pytest.raises(CompressorError, match=r"--reference .*missing\.pt: no such file"):
+        compress(model, out, _config(folder), arch="smallcnn", reference=tmp_path / "missing.pt")
+    assert not out.exists() and not partial_dir(out).exists()
+    res = CliRunner().invoke(
+        cli,
+        [
+            "compress",
+            "smallcnn",
+            "--data",
+            str(folder),
+            "--method",
+            "l1l2",
+            "--ratio",
+            "0.3",
+            "-o",
+            str(out),
+        ],
+    )
+    assert (
+        res.exit_code == 1
+        and "smallcnn is an architecture, not a file: add --weights" in res.stderr
+    )
+    assert "Traceback" not in res.output + res.stderr and not out.exists()
