@@ -19,7 +19,7 @@ LAYERS: list[list[str]] = [
     ["config", "archs"],
     ["data", "pruning", "pruning.*"],
     ["methods", "methods.*", "checkpoint", "evaluation"],
-    ["weights", "strength", "onnx_export", "training", "latency", "selection"],
+    ["weights", "strength", "onnx_export", "training", "latency", "selection", "reference"],
     ["operations", "bench.compare"],
     ["pipeline"],
     ["cli.app", "cli.options"],

@@ -54,6 +54,18 @@ def strength_options(f: Callable[..., Any]) -> Callable[..., Any]:
         StrengthConfig,
         [
             click.option(
+                "--strength-rule",
+                "rule",
+                type=click.Choice(["auto", "bounded", "growing"]),
+                default=StrengthConfig.rule,
+                show_default=True,
+                help="--lambda auto's rule: bounded (hold the trained model's accuracy within "
+                "--max-drop over a short stage), growing (raise the penalty on the planned "
+                "channels until they are empty by 3/4 of the stage; no accuracy bound) or auto "
+                f"(growing for a new head or a stage of {StrengthConfig.long_stage} epochs or "
+                "more, else bounded).",
+            ),
+            click.option(
                 "--max-drop",
                 type=float,
                 default=StrengthConfig.max_drop,

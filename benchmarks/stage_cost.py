@@ -1,0 +1,119 @@
+"""What a regularize epoch costs against a plain training epoch, per method and rule.
+
+    python benchmarks/stage_cost.py [--methods none,l1l2,hgs,...] [--rules bounded,growing]
+
+On the trained regime's dense resnet18 (Fashion-MNIST at 32x32: 9,000 training and 3,000
+validation images, one thread), side by side in one run: ``compressor train MODEL
+--epochs 1`` (a plain epoch with its validation pass) and, for each method and
+``--lambda auto`` rule, ``compressor compress MODEL --reg-epochs 1 --target-macs 0.1`` whose
+``stages.json`` gives the regularize stage's seconds (calibration, the epoch with its
+penalty and the controller's checks, and the same validation pass). Plain epochs are
+interleaved with the stages (one before the first and one after every method), and each
+stage is read against the median of the plain epochs. The bounded rule reads validation
+top-1 at each of its 8 checks an epoch; the growing rule (new heads and long stages)
+reads none.
+
+Writes benchmarks/results/stage_cost.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from common import RESULTS, commit_text, run_payload, sh
+from quality_regimes import WORK, data_options, reference_for
+from regimes import REGIMES
+
+METHODS = "none,l1,l2,ssl,slimming,l1l2,hgs,l0sgl,ffr"
+
+
+def plain_epoch(work: Path, regime: Any, model: Path, i: int) -> float:
+    out = work / f"plain-{i}.pt"
+    for stale in (out, out.with_name(f"plain-{i}.train.json")):
+        stale.unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    sh(
+        [
+            *["compressor", "train", str(model), *data_options(work, regime)],
+            *["--epochs", "1", "--lr", "0.01", "--threads", "1", "-o", str(out), "-q"],
+        ],
+        work / f"plain-{i}.log",
+    )
+    wall = time.perf_counter() - t0
+    summary = json.loads(out.with_name(f"plain-{i}.train.json").read_text())
+    return float(summary.get("seconds") or wall)
+
+
+def stage(work: Path, regime: Any, model: Path, method: str, rule: str) -> dict[str, Any]:
+    out = work / f"stage-{method}-{rule}"
+    sh(
+        [
+            *["compressor", "compress", str(model), "--method", method],
+            *data_options(work, regime),
+            *["--reg-epochs", "1", "--ft-epochs", "0", "--target-macs", "0.1"],
+            *["--strength-rule", rule, "--threads", "1", "-o", str(out), "--force", "-q"],
+        ],
+        work / f"stage-{method}-{rule}.log",
+    )
+    stages = json.loads((out / "report.json").read_text())["stages"]
+    return {"method": method, "rule": rule, "seconds": stages["regularize"]}
+
+
+def markdown(payload: dict[str, Any]) -> str:
+    plain = payload["plain_seconds"]
+    base = statistics.median(plain)
+    lines = [
+        "# The regularize stage's cost against a plain training epoch",
+        "",
+        f"Command: `{payload['command']}`  ",
+        f"Machine: {payload['machine']}  ",
+        f"Commit: {commit_text(payload)}  ",
+        f"Date: {payload['date']}",
+        "",
+        f"resnet18 at 32x32, 9,000 Fashion-MNIST training images, one thread. A plain epoch "
+        f"(`train --epochs 1`, with its validation pass): median {base:.1f} s of "
+        f"{len(plain)} interleaved runs ({min(plain):.1f}-{max(plain):.1f} s). The stage: "
+        "`compress --reg-epochs 1`'s regularize seconds (calibration, the epoch, the "
+        "controller's checks, the validation pass).",
+        "",
+        "| method | rule | stage s | x plain epoch |",
+        "| --- | --- | --- | --- |",
+    ]
+    for r in payload["rows"]:
+        lines.append(
+            f"| {r['method']} | {r['rule']} | {r['seconds']:.1f} | {r['seconds'] / base:.2f}x |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--methods", default=METHODS)
+    ap.add_argument("--rules", default="growing,bounded")
+    args = ap.parse_args()
+    regime = REGIMES["fmnist-resnet18-trained"]
+    work = WORK / f"quality_{regime.name}-{regime.input_size}px"
+    curve = json.loads((RESULTS / f"quality_{regime.name}.json").read_text())["curve"]
+    model = Path(reference_for(work, regime, curve)["model"])
+    work = work / "stage_cost"
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    plain, rows = [plain_epoch(work, regime, model, 0)], []
+    for i, method in enumerate(args.methods.split(","), start=1):
+        for rule in args.rules.split(","):
+            rows.append(stage(work, regime, model, method, rule))
+            print(json.dumps(rows[-1]), flush=True)
+        plain.append(plain_epoch(work, regime, model, i))
+    payload = {**run_payload(t0, rows), "plain_seconds": plain}
+    (RESULTS / "stage_cost.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (RESULTS / "stage_cost.md").write_text(markdown(payload))
+    print(markdown(payload))
+
+
+if __name__ == "__main__":
+    main()
