@@ -43,6 +43,7 @@ def dense_model(name: str) -> tuple[Any, Path, Path]:
 def run(name: str, target: int, normalize: int, seed: int, ft_epochs: int) -> dict[str, Any]:
     regime, work, model = dense_model(name)
     out = f"hgs-rank-n{normalize}-{target}x-f{ft_epochs}-s{seed}"
+    (work / "hgs_ranking").mkdir(exist_ok=True)
     report = compress_once(
         work / "hgs_ranking",
         out,
