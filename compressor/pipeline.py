@@ -51,10 +51,11 @@ def _finetune_default() -> TrainConfig:
 
 @dataclass(frozen=True)
 class CompressConfig:
-    """Everything ``compress`` needs besides the model and the output folder. The defaults
-    are the CLI's: 5 regularize epochs at lr 0.01 and 3 fine-tuning epochs at 0.02 (SGD),
-    the method's default selection, ``--lambda auto``. ``data.augment`` left at None is
-    decided by the longer stage (``DataConfig.for_epochs``)."""
+    """Everything ``compress`` needs besides the model and the output folder: 5 regularize
+    epochs at lr 0.01 and 3 fine-tuning epochs at 0.02 (SGD), the method's default
+    selection, ``--lambda auto``. ``data.augment`` left at None is decided by the longer
+    stage (``DataConfig.for_epochs``). What ``unset`` names (the CLI's options left to their
+    defaults) ``compress`` decides from the start: ``for_trained`` or ``for_new_head``."""
 
     method: str
     data: DataConfig
@@ -104,6 +105,25 @@ class CompressConfig:
             finetune=replace(self.finetune, epochs=ft) if "ft_epochs" in unset else self.finetune,
             data=replace(self.data, augment=None) if "augment" in unset else self.data,
         )
+
+    def for_trained(self) -> CompressConfig:
+        """This config for a trained model. With ``--reg-epochs`` unset and a ratio, MAC or
+        latency target: no regularize stage (prune with the method's scores, then
+        fine-tune), which won at equal epochs in the trained regime of
+        ``quality_regimes.py``; a threshold selection keeps the stage, since a threshold
+        removes only what the method's penalty emptied. Without a stage, fine-tuning left
+        unset gets every epoch: ``REGULARIZE_EPOCHS + FINETUNE_EPOCHS``."""
+        unset, replace = self.unset, dataclasses.replace
+        stage = self.regularize
+        if "reg_epochs" in unset and self.prune.threshold is None:
+            stage = replace(stage, epochs=0)
+        ft = self.finetune
+        if stage.epochs == 0 and "ft_epochs" in unset:
+            ft = replace(ft, epochs=REGULARIZE_EPOCHS + FINETUNE_EPOCHS)
+        if (stage, ft) == (self.regularize, self.finetune):
+            return self
+        augment = replace(self.data, augment=None) if "augment" in unset else self.data
+        return replace(self, regularize=stage, finetune=ft, data=augment)
 
     @property
     def latency_device(self) -> LatencyDevice:
@@ -525,6 +545,8 @@ def compress(
     )
     if start is not None and start.head_replaced:
         config = config.for_new_head()
+    else:
+        config = config.for_trained()
     dense_reference = None
     if reference is not None:
         from compressor.reference import load_reference

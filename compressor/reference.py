@@ -98,4 +98,13 @@ def reference_lines(report: dict[str, Any]) -> list[str]:
             "on this data for as many epochs), so the accuracy this compression costs is not "
             "measured here."
         )
+    if report["epochs"]["regularize"] == 0 and not start.get("new_head"):
+        lines.append(
+            f"No regularize stage ran: `{report['method']}`'s scores chose the channels on the "
+            f"trained model and fine-tuning had all {report['epochs']['finetune']} epochs. On a "
+            "trained model that split has won at equal epochs so far (`none` 0 + 16 against "
+            "8 + 8 and against Torch-Pruning's sparse learning: "
+            "benchmarks/results/quality_fmnist-resnet18-trained.md in compressor's "
+            "repository); `--reg-epochs N` runs the method's stage."
+        )
     return [*(f"{line}  " for line in lines), ""] if lines else []

@@ -5,6 +5,7 @@ the report says the baseline is no task model and compares with ``--reference``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -137,3 +138,44 @@ def test_bad_starts_and_references_write_nothing(tmp_path: Path, folder: Path) -
         and "smallcnn is an architecture, not a file: add --weights" in res.stderr
     )
     assert "Traceback" not in res.output + res.stderr and not out.exists()
+
+
+def test_a_trained_model_with_no_stage_budgeted_is_pruned_then_fine_tuned(folder: Path) -> None:
+    """The trained regime's evidence: with --reg-epochs unset and a target, no stage, and
+    fine-tuning gets every epoch; a threshold selection keeps its stage."""
+    from compressor.config import FINETUNE_EPOCHS, REGULARIZE_EPOCHS
+
+    every = REGULARIZE_EPOCHS + FINETUNE_EPOCHS
+    config = _config(folder, unset=("reg_epochs", "ft_epochs", "augment")).for_trained()
+    assert (config.regularize.epochs, config.finetune.epochs) == (0, every)
+    assert config.data.augment is (every >= 10)
+    given = _config(folder, unset=("ft_epochs",))  # --reg-epochs 1 given: the stage runs
+    assert given.for_trained() == given
+    zero = dataclasses.replace(
+        _config(folder, unset=("ft_epochs",)),
+        regularize=TrainConfig.create(stage="regularize", epochs=0),
+    )
+    assert zero.for_trained().finetune.epochs == every  # no stage: every epoch to fine-tuning
+    threshold = CompressConfig(
+        method="l1l2",
+        data=DataConfig(str(folder)),
+        strength=None,
+        unset=("reg_epochs", "ft_epochs"),
+    )
+    assert threshold.prune.threshold is not None and threshold.for_trained() == threshold
+
+
+def test_the_report_says_why_no_stage_ran(tmp_path: Path, folder: Path) -> None:
+    torch.manual_seed(0)
+    model = tmp_path / "three.pt"
+    torch.save(build_model("smallcnn", num_classes=3, in_channels=3).state_dict(), model)
+    config = dataclasses.replace(
+        _config(folder, unset=("reg_epochs", "ft_epochs")),
+        finetune=TrainConfig.create(stage="finetune", epochs=1),
+        unset=("reg_epochs",),
+    )
+    report = compress(model, tmp_path / "out", config, arch="smallcnn", progress=False)
+    assert report["epochs"] == {"regularize": 0, "finetune": 1}
+    assert not report["start"]["new_head"] and report["start"]["baseline_is_task_model"]
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "No regularize stage ran: `l1l2`'s scores chose the channels" in text

@@ -125,16 +125,19 @@ def strength_options(f: Callable[..., Any]) -> Callable[..., Any]:
     "--reg-epochs",
     type=int,
     default=None,
-    help=f"Epochs of training with the regularizer [default: {REGULARIZE_EPOCHS}; "
-    f"{NEW_HEAD_EPOCHS[0]} when the start gets a new head, where this stage is the task "
-    "fine-tuning].",
+    help="Epochs of training with the regularizer [default: 0 for a trained model with a "
+    "ratio, MAC or latency target: prune with the method's scores, then fine-tune with every "
+    "epoch, which has won at equal epochs (benchmarks/README.md); "
+    f"{REGULARIZE_EPOCHS} with a threshold selection; {NEW_HEAD_EPOCHS[0]} when the start gets a "
+    "new head, where this stage is the task fine-tuning].",
 )
 @click.option(
     "--ft-epochs",
     type=int,
     default=None,
-    help=f"Epochs of fine-tuning after pruning [default: {FINETUNE_EPOCHS}; "
-    f"{NEW_HEAD_EPOCHS[1]} after a new head].",
+    help="Epochs of fine-tuning after pruning [default: "
+    f"{REGULARIZE_EPOCHS + FINETUNE_EPOCHS} without a regularize stage, {FINETUNE_EPOCHS} after "
+    f"one, {NEW_HEAD_EPOCHS[1]} after a new head's].",
 )
 @prune_options
 @optimizer_options
