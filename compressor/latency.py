@@ -30,7 +30,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from compressor.config import LatencyDevice
 from compressor.errors import CompressorError
+from compressor.utils import system_scratch
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -458,7 +458,7 @@ def build_table(
     layers = layers or model_layers(model, index, input_size)
     example = torch.zeros(1, *input_size)
     plans = reference_plans(model, index, round_to)
-    with tempfile.TemporaryDirectory() as tmp:
+    with system_scratch() as tmp:
         folder = Path(tmp)
         grids = _probe_files(layers, round_to, folder)
         probes = [f for g in grids.values() for row in g["files"] for f in row]

@@ -14,7 +14,6 @@ import contextlib
 import gc
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -241,7 +240,7 @@ def export_model(
     import onnx
     import torch
 
-    from compressor.utils import atomic_path
+    from compressor.utils import atomic_path, scratch_dir
 
     say = log or (lambda _m: None)
     model = model.eval().cpu()
@@ -250,7 +249,7 @@ def export_model(
         say(f"set {flushed} subnormal weights to zero (they slow CPU inference and change nothing)")
     example = torch.randn(2, *input_size, generator=torch.Generator().manual_seed(0))
     notes: list[str] = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with scratch_dir(path) as tmp:  # beside the output: a killed export leaves nothing elsewhere
         raw = os.path.join(tmp, "raw.onnx")
         exporter = _export_raw(model, example, raw, config.opset, notes, say)
         proto = onnx.load(raw)
@@ -446,7 +445,7 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray) -> d
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from compressor.utils import atomic_path
+    from compressor.utils import atomic_path, scratch_dir
 
     class Reader(CalibrationDataReader):
         def __init__(self, data: np.ndarray, batch: int = 32) -> None:
@@ -456,7 +455,7 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray) -> d
             b = next(self.batches, None)
             return None if b is None else {INPUT_NAME: b}
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with scratch_dir(out_path) as tmp:
         prepped = os.path.join(tmp, "prepped.onnx")
         try:
             quant_pre_process(str(fp32_path), prepped, skip_symbolic_shape=True)

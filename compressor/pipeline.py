@@ -10,6 +10,7 @@ Only a complete run is renamed to ``OUTDIR``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -34,9 +35,11 @@ from compressor.config import (
     write_json,
 )
 from compressor.errors import CompressorError
+from compressor.lock import exclusive
 from compressor.onnx_export import ExportConfig
 from compressor.strength import StrengthConfig
 from compressor.utils import epochs_text as _epochs_text
+from compressor.utils import remove_temporaries
 
 STAGES = ("baseline", "regularize", "prune", "finetune", "evaluate", "export", "latency", "report")
 
@@ -564,37 +567,42 @@ def compress(
         **{k: v for k, v in to_dict(config).items() if k not in ("method", "method_options")},
     }
     _check_outdir(outdir)
-    _open_work(work, resolved, resume=resume, main=main)
-    stages: dict[str, float] = (
-        json.loads((work / "stages.json").read_text()) if (work / "stages.json").is_file() else {}
-    )
-    loaded.preprocess = bundle.preprocess
-    if loaded.class_names is None:
-        loaded.class_names = bundle.class_names
-    run = _Run(
-        model_path=Path(model_path),
-        outdir=outdir,
-        work=work,
-        config=config,
-        loaded=loaded,
-        bundle=bundle,
-        device=resolve_device(config.regularize.device),
-        workers=default_workers(bundle) if config.data.workers is None else config.data.workers,
-        progress=progress,
-        log=log,
-        stages=stages,
-        stop_after_steps=stop_after_steps,
-        origin=start,
-        reference=dense_reference,
-        reference_path=None if reference is None else Path(reference),
-    )
-    for line in start_lines(start, len(bundle.class_names)):
-        log(line)
-    log(f"data: {_data_line(describe(bundle))}")
-    report = _run_stages(run, main)
-    if main:
-        _finish(run)
+    # one writer per OUTDIR (rank 0 writes under torchrun); a dead run's lock is taken over
+    with exclusive(outdir) if main else contextlib.nullcontext():
+        _open_work(work, resolved, resume=resume, main=main)
+        loaded.preprocess = bundle.preprocess
+        if loaded.class_names is None:
+            loaded.class_names = bundle.class_names
+        run = _Run(
+            model_path=Path(model_path),
+            outdir=outdir,
+            work=work,
+            config=config,
+            loaded=loaded,
+            bundle=bundle,
+            device=resolve_device(config.regularize.device),
+            workers=default_workers(bundle) if config.data.workers is None else config.data.workers,
+            progress=progress,
+            log=log,
+            stages=_stage_times(work),
+            stop_after_steps=stop_after_steps,
+            origin=start,
+            reference=dense_reference,
+            reference_path=None if reference is None else Path(reference),
+        )
+        for line in start_lines(start, len(bundle.class_names)):
+            log(line)
+        log(f"data: {_data_line(describe(bundle))}")
+        report = _run_stages(run, main)
+        if main:
+            _finish(run)
     return report
+
+
+def _stage_times(work: Path) -> dict[str, float]:
+    """The seconds each finished stage took (kept across --resume)."""
+    path = work / "stages.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _open_work(work: Path, resolved: dict[str, Any], *, resume: bool, main: bool) -> None:
@@ -608,6 +616,8 @@ def _open_work(work: Path, resolved: dict[str, Any], *, resume: bool, main: bool
             raise CompressorError(
                 f"cannot resume {work} with different settings ({', '.join(diff)})"
             )
+        if main:
+            remove_temporaries(work)  # what the interrupted run was writing
     elif main:
         if work.exists():
             shutil.rmtree(work)
@@ -1239,6 +1249,7 @@ def _report(run: _Run) -> dict[str, Any]:
 def _finish(run: _Run) -> None:
     """Only a complete run becomes OUTDIR; the intermediate checkpoints go."""
     work, outdir = run.work, run.outdir
+    remove_temporaries(work)  # no final folder ever holds a temporary file
     for leftover in (
         "stages.json",
         "regularize.resume",

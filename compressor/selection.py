@@ -402,18 +402,18 @@ def meet_latency(
     on the device, and while it misses the target by more than ``LATENCY_TOLERANCE``,
     scale the budget by the miss and plan again (at most ``LATENCY_ATTEMPTS`` times).
     Returns the closest plan, and the attempts (the closest marked ``chosen``)."""
-    import tempfile
     from pathlib import Path
 
     import torch
 
     from compressor.latency import export_for_latency, measure_on
     from compressor.pruning import pruned_copy
+    from compressor.utils import system_scratch
 
     attempts: list[dict[str, Any]] = []
     best: tuple[float, Plan, dict[str, Any]] | None = None
     goal = budget
-    with tempfile.TemporaryDirectory() as tmp:
+    with system_scratch() as tmp:
         dense = Path(tmp) / "dense.onnx"
         export_for_latency(model, dense, size)
         for k in range(LATENCY_ATTEMPTS):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -44,6 +45,62 @@ def atomic_path(path: Path) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def scratch_dir(path: Path) -> tempfile.TemporaryDirectory[str]:
+    """A temporary folder beside ``path`` (``.NAME.<random>.tmp``), for the intermediate
+    files of writing it: in the run's own folder, never the system temp folder, and named
+    so that ``remove_temporaries`` clears what a killed run left."""
+    path = Path(path)
+    return tempfile.TemporaryDirectory(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+
+
+def remove_temporaries(folder: Path, name: str = "*") -> list[Path]:
+    """Delete the temporary files and folders that ``atomic_path`` and ``scratch_dir``
+    make in ``folder`` for outputs called ``name`` (a killed run leaves them); only call
+    it while holding the output's lock. Returns what went."""
+    gone = []
+    for tmp in Path(folder).glob(f".{name}.*.tmp"):
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        gone.append(tmp)
+    return gone
+
+
+SCRATCH_PREFIX = "compressor-"
+
+
+def system_scratch() -> tempfile.TemporaryDirectory[str]:
+    """A temporary folder in the system temp folder, named ``compressor-<pid>-<random>``
+    so that ``remove_dead_scratch`` can clear it after this process is killed."""
+    return tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-")
+
+
+def remove_dead_scratch() -> list[Path]:
+    """Delete the ``system_scratch`` folders whose process is gone (a ``kill -9`` leaves
+    them); a live process's folders, and anything else in the temp folder, stay."""
+    gone = []
+    for tmp in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*"):
+        pid_text = tmp.name[len(SCRATCH_PREFIX) :].split("-", 1)[0]
+        if not tmp.is_dir() or tmp.is_symlink() or not pid_text.isdigit():
+            continue
+        if _alive(int(pid_text)):
+            continue
+        shutil.rmtree(tmp, ignore_errors=True)
+        gone.append(tmp)
+    return gone
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process, or a platform without signal 0
+        return True
+    return True
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "compressor"
 LAYERS: list[list[str]] = [
     ["errors", "version", "outputs", "nets", "syncbn", "bench", "bench.runner", "bench.onnx_cost"],
     ["bench.device"],
-    ["utils", "distributed", "analysis"],
+    ["utils", "distributed", "analysis", "lock"],
     ["config", "archs"],
     ["data", "pruning", "pruning.*"],
     ["methods", "methods.*", "checkpoint", "evaluation"],

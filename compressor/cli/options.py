@@ -395,7 +395,12 @@ def check_output(path: Path, force: bool) -> None:
 
 @contextlib.contextmanager
 def output_dir(path: Path) -> Iterator[None]:
-    """Create ``path``'s missing parent folders; remove them again if the command fails."""
+    """Create ``path``'s missing parent folders (removed again if the command fails) and
+    hold ``path``'s lock while the command writes it: a second run into the same file stops
+    with one line (``compressor.lock``)."""
+    from compressor.distributed import is_main
+    from compressor.lock import exclusive
+
     created = []
     parent = path.parent
     while not parent.exists():
@@ -404,7 +409,8 @@ def output_dir(path: Path) -> Iterator[None]:
     for d in reversed(created):
         d.mkdir(exist_ok=True)  # under torchrun every rank gets here
     try:
-        yield
+        with exclusive(path) if is_main() else contextlib.nullcontext():
+            yield
     except BaseException:
         for d in created:
             if d.exists() and not any(d.iterdir()):

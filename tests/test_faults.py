@@ -1,0 +1,167 @@
+"""Faults a user's bad day brings: concurrent runs into one output, a writer killed with
+its lock held. Each case asserts that nothing is lost or mixed and that the message is one
+line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from compressor.cli import cli
+from compressor.errors import CompressorError
+from compressor.lock import exclusive, lock_path
+
+MODEL = Path(__file__).parent.parent / "models" / "smallcnn-mnist15k.pt"
+
+
+def test_a_second_writer_is_refused_in_one_line(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with exclusive(out):
+        info = json.loads(lock_path(out).read_text())
+        assert info["pid"] == os.getpid()
+        with (
+            pytest.raises(
+                CompressorError, match=rf"another compressor run \(pid {os.getpid()}, started "
+            ),
+            exclusive(out),
+        ):
+            pass
+    assert not lock_path(out).exists()  # released and removed
+    with exclusive(out):  # free again
+        pass
+
+
+def test_a_lock_left_by_a_dead_run_is_taken_over(tmp_path: Path) -> None:
+    out = tmp_path / "m.pt"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from compressor.lock import exclusive\n"
+            f"with exclusive(Path({str(out)!r})):\n    print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(CompressorError, match=f"pid {holder.pid}"), exclusive(out):
+            pass
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert lock_path(out).exists()  # kill -9 left the file behind ...
+    with exclusive(out):  # ... and its lock went with the process
+        pass
+
+
+def test_train_into_an_output_being_written_stops(tmp_path: Path) -> None:
+    out = tmp_path / "m.pt"
+    with exclusive(out):
+        res = CliRunner().invoke(
+            cli, ["train", "smallcnn", "--data", "mnist15k", "--epochs", "1", "-o", str(out)]
+        )
+    assert res.exit_code == 1 and res.stderr.count("\n") == 1
+    assert "another compressor run" in res.stderr and not out.exists()
+
+
+@pytest.mark.e2e
+def test_two_compress_runs_into_one_output_do_not_mix(tmp_path: Path) -> None:
+    """Started seconds apart into one -o: the second stops with one line and writes
+    nothing; the first completes with its own method's report."""
+    out = tmp_path / "out"
+    args = ["--data", "mnist15k", "--reg-epochs", "1", "--ft-epochs", "1", "--target-macs", "0.6"]
+    cmd = [sys.executable, "-m", "compressor", "compress", str(MODEL), *args, "-o", str(out), "-q"]
+    first = subprocess.Popen([*cmd, "--method", "l1l2"], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out.parent / "out.partial" / "config.json").is_file():
+        assert time.time() < deadline and first.poll() is None, "the first run did not start"
+        time.sleep(0.2)
+    second = subprocess.run([*cmd, "--method", "none"], capture_output=True, text=True)
+    assert second.returncode == 1 and second.stderr.count("\n") == 1, second.stderr
+    assert f"another compressor run (pid {first.pid}" in second.stderr
+    _, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err
+    report = json.loads((out / "report.json").read_text())
+    assert report["method"] == "l1l2" and report["strength"] is not None
+    assert not lock_path(out).exists() and not (tmp_path / "out.partial").exists()
+
+
+def test_temporaries_of_a_killed_writer_are_cleared_under_the_lock(tmp_path: Path) -> None:
+    from compressor.utils import remove_temporaries
+
+    out = tmp_path / "model.onnx"
+    stale_file = tmp_path / ".model.onnx.k3j2.tmp"
+    stale_dir = tmp_path / ".model.onnx.x9.tmp"
+    stale_file.write_text("half")
+    (stale_dir / "raw.onnx").parent.mkdir()
+    (stale_dir / "raw.onnx").write_text("half")
+    other = tmp_path / ".other.onnx.k3j2.tmp"  # another output's: not this writer's to clear
+    other.write_text("x")
+    keep = tmp_path / "model.onnx.data"
+    keep.write_text("x")
+    with exclusive(out):
+        assert not stale_file.exists() and not stale_dir.exists()
+    assert other.exists() and keep.exists()
+    assert remove_temporaries(tmp_path) == [other] and not other.exists()
+
+
+def test_scratch_folders_of_dead_processes_are_removed(tmp_path: Path) -> None:
+    import tempfile
+
+    from compressor.utils import SCRATCH_PREFIX, remove_dead_scratch, system_scratch
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    pid = int(dead.stdout)
+    left = Path(tempfile.gettempdir()) / f"{SCRATCH_PREFIX}{pid}-abc"
+    left.mkdir(exist_ok=True)
+    (left / "raw.onnx").write_text("half")
+    with system_scratch() as mine:
+        gone = remove_dead_scratch()
+        assert left in gone and not left.exists()
+        assert Path(mine).is_dir()  # this live process's folder stays
+    assert not Path(mine).exists()
+
+
+@pytest.mark.e2e
+def test_an_interrupted_export_leaves_no_temporary_in_the_final_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An export killed mid-write leaves its temporaries in OUT.partial; the resumed run
+    clears them, and the final folder holds none."""
+    import compressor.pipeline as cc
+    from compressor.config import DataConfig, PruneConfig, TrainConfig
+    from compressor.pipeline import CompressConfig, compress, partial_dir
+
+    def killed(run: Any) -> None:
+        (run.work / ".model.onnx.k3j2.tmp").write_text("a killed export's file")
+        (run.work / ".model.onnx.x9.tmp").mkdir()
+        raise CompressorError("killed")
+
+    config = CompressConfig(
+        method="none",
+        data=DataConfig("mnist15k"),
+        regularize=TrainConfig.create(stage="regularize", epochs=0),
+        finetune=TrainConfig.create(stage="finetune", epochs=1),
+        prune=PruneConfig(target_macs=0.6),
+        latency_seconds=0.5,
+    )
+    out = tmp_path / "out"
+    monkeypatch.setitem(cc._STAGE_FUNCTIONS, "export", killed)
+    with pytest.raises(CompressorError, match="killed"):
+        compress(MODEL, out, config, progress=False)
+    assert (partial_dir(out) / ".model.onnx.k3j2.tmp").exists()
+    monkeypatch.undo()
+    compress(MODEL, out, config, progress=False, resume=True)
+    assert not list(out.glob(".*.tmp")) and not partial_dir(out).exists()
