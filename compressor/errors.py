@@ -8,3 +8,8 @@ class CompressorError(Exception):
 
     The CLI prints it as one line and exits non-zero; library callers can catch it.
     """
+
+
+class WriteError(CompressorError):
+    """The file system refused a write (disk full, read-only, ...): the message names the
+    file, the reason and what to do; a caller that kept earlier work adds what it kept."""

@@ -23,7 +23,7 @@ from compressor.config import (
     to_dict,
     write_json,
 )
-from compressor.errors import CompressorError
+from compressor.errors import CompressorError, WriteError
 
 if TYPE_CHECKING:
     from compressor.checkpoint import LoadedModel
@@ -272,19 +272,22 @@ def train_model(
         f"training {loaded.arch} on {bundle.name}: {len(bundle.train)} train / {len(bundle.val)} "
         f"val{held}{test} images, input {'x'.join(map(str, bundle.preprocess.input_size))}"
     )
-    result = fit(
-        loaded.model,
-        bundle,
-        train,
-        data,
-        regularizer=method,
-        state_path=state_path,
-        resume=resume,
-        progress=progress,
-        log=log,
-        extra_state=extra,
-        stop_after_steps=stop_after_steps,
-    )
+    try:
+        result = fit(
+            loaded.model,
+            bundle,
+            train,
+            data,
+            regularizer=method,
+            state_path=state_path,
+            resume=resume,
+            progress=progress,
+            log=log,
+            extra_state=extra,
+            stop_after_steps=stop_after_steps,
+        )
+    except WriteError as e:
+        raise _kept(e, state_path) from e
     test_scores = _score_test(loaded.model, bundle, data, train.device, progress)
     loaded.model.cpu()
     summary = {
@@ -297,8 +300,18 @@ def train_model(
         **result.to_dict(),
         "test": test_scores,
     }
-    _save_trained(loaded, output, summary, train.epochs, state_path)
+    try:
+        _save_trained(loaded, output, summary, train.epochs, state_path)
+    except WriteError as e:
+        raise _kept(e, state_path) from e
     return {"output": str(output), **summary}
+
+
+def _kept(error: WriteError, state_path: Path) -> WriteError:
+    """``error`` with what a failed write kept: the last finished epoch's resumable state."""
+    if not state_path.is_file():
+        return error
+    return WriteError(f"{error} with --resume ({state_path} keeps the last finished epoch)")
 
 
 def _training_start(

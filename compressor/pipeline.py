@@ -38,8 +38,8 @@ from compressor.errors import CompressorError
 from compressor.lock import exclusive
 from compressor.onnx_export import ExportConfig
 from compressor.strength import StrengthConfig
+from compressor.utils import atomic_path, atomic_write_bytes, atomic_write_with, remove_temporaries
 from compressor.utils import epochs_text as _epochs_text
-from compressor.utils import remove_temporaries
 
 STAGES = ("baseline", "regularize", "prune", "finetune", "evaluate", "export", "latency", "report")
 
@@ -155,7 +155,8 @@ def _plot_channels(layers: list[dict[str, Any]], path: Path) -> None:
     ax.set_title("Channels per layer")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:  # a failed write names its file
+        fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
 
 
@@ -225,7 +226,8 @@ def _plot_training(
     if strength:
         _plot_strength(axes[2], strength)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:  # a failed write names its file
+        fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
 
 
@@ -941,7 +943,8 @@ def _regularize(run: _Run) -> None:
         )
     write_json(work / "regularize.json", summary)
     if method.state_dict():
-        torch.save(method.state_dict(), work / "method_state.pt")
+        state = method.state_dict()
+        atomic_write_with(work / "method_state.pt", lambda f: torch.save(state, f))
     save_model(current, work / "regularized.pt")
     (work / "regularize.resume").unlink(missing_ok=True)
 
@@ -1240,7 +1243,7 @@ def _report(run: _Run) -> dict[str, Any]:
     _plot_channels(layers, work / "channels.png")
     _plot_training(reg_hist, ft_hist, report["strength"], work / "training.png")
     write_json(work / "report.json", report)
-    (work / "report.md").write_text(_markdown(report))
+    atomic_write_bytes(work / "report.md", _markdown(report).encode())
     report["stages"]["report"] = time.perf_counter() - t0
     write_json(work / "report.json", report)
     return report

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from compressor.errors import CompressorError
+from compressor.errors import CompressorError, WriteError
 
 if TYPE_CHECKING:
     import torch
@@ -41,10 +41,29 @@ def atomic_path(path: Path) -> Iterator[Path]:
         yield tmp_path
         os.replace(tmp_path, path)
     except OSError as e:
-        raise CompressorError(f"cannot write {path}: {e.strerror or e}") from e
+        raise write_failure(path, e) from e
+    except RuntimeError as e:  # torch.save reports a failed write as its own RuntimeError
+        if "PytorchStreamWriter" not in str(e) and "inline_container" not in str(e):
+            raise
+        raise write_failure(path, e) from e
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def write_failure(path: Path, error: BaseException) -> WriteError:
+    """One line for a write of ``path`` that the file system refused: where, the OS's
+    reason (torch's own write error read as one), and the free space when it is low."""
+    reason = getattr(error, "strerror", None) or "the file write failed"
+    parent = Path(path).parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    try:
+        free = shutil.disk_usage(parent).free
+    except OSError:
+        free = None
+    low = f" ({free / 1e6:.1f} MB free on that disk)" if free is not None and free < 2**26 else ""
+    return WriteError(f"cannot write {path}: {reason}{low}; free space and rerun")
 
 
 def scratch_dir(path: Path) -> tempfile.TemporaryDirectory[str]:

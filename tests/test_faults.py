@@ -165,3 +165,68 @@ def test_an_interrupted_export_leaves_no_temporary_in_the_final_folder(
     monkeypatch.undo()
     compress(MODEL, out, config, progress=False, resume=True)
     assert not list(out.glob(".*.tmp")) and not partial_dir(out).exists()
+
+
+def _torch_write_failure(*_a: object, **_k: object) -> None:
+    raise RuntimeError(
+        "[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file "
+        "data/0: file write failed"
+    )
+
+
+def test_a_full_disk_while_saving_a_model_is_one_line_not_a_bug(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torch.save's own write error (what a full disk gives) names the file, says to free
+    space and that the finished epoch is kept for --resume."""
+    import torch
+
+    out = tmp_path / "m.pt"
+    monkeypatch.setattr(torch, "save", _torch_write_failure)
+    res = CliRunner().invoke(
+        cli,
+        [
+            *("train", "smallcnn", "--data", "mnist15k", "--epochs", "1"),
+            *("--input-size", "12", "--val-split", "0.9", "-o", str(out), "-q"),
+        ],
+    )
+    assert res.exit_code == 1 and res.stderr.count("\n") == 1, res.stderr
+    assert "this is a bug" not in res.stderr and "cannot write" in res.stderr
+    assert "the file write failed" in res.stderr and "free space and rerun" in res.stderr
+    assert not out.exists() and not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.mark.e2e
+def test_a_full_disk_in_the_report_stage_names_the_file_and_what_was_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    import matplotlib.figure
+
+    def full(*_a: object, **_k: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", full)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(
+        cli,
+        [
+            *("compress", str(MODEL), "--method", "none", "--data", "mnist15k"),
+            *(
+                "--target-macs",
+                "0.6",
+                "--reg-epochs",
+                "0",
+                "--ft-epochs",
+                "1",
+                "-o",
+                str(out),
+                "-q",
+            ),
+        ],
+    )
+    assert res.exit_code == 1 and res.stderr.count("\n") == 1, res.stderr
+    assert "No space left on device" in res.stderr and ".png" in res.stderr
+    assert "keeps the finished stages" in res.stderr and "--resume" in res.stderr
+    assert not out.exists() and not list((tmp_path / "out.partial").glob(".*.tmp"))

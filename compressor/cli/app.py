@@ -105,8 +105,10 @@ class _Group(click.Group):
         except OSError as e:  # the file system said no: disk full, permissions, ...
             if _verbose(ctx):
                 raise
-            where = f" {e.filename}" if e.filename else ""
-            click.echo(f"Error: {e.strerror or e}:{where}", err=True)
+            where = f": {e.filename}" if e.filename else " (the file system refused a write)"
+            click.echo(
+                f"Error: {e.strerror or e}{where}; free space or fix the cause and rerun", err=True
+            )
             ctx.exit(1)
         except Exception as e:
             _internal_error(ctx, e)
