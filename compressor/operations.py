@@ -486,7 +486,12 @@ def evaluate_model(
 
 
 def evaluate_onnx_file(
-    path: Path, *, data: DataConfig, split: str | None = None, progress: bool = True
+    path: Path,
+    *,
+    data: DataConfig,
+    split: str | None = None,
+    progress: bool = True,
+    allow_nonfinite: bool = False,
 ) -> dict[str, Any]:
     """Accuracy of an exported ONNX file on ``data``'s ``split`` (None: each held-out
     split), run by onnxruntime (CPU), with the preprocessing its metadata records
@@ -496,10 +501,12 @@ def evaluate_onnx_file(
     from compressor.config import Preprocess
     from compressor.data import load_data
     from compressor.evaluation import evaluate_onnx
-    from compressor.onnx_export import onnx_metadata
+    from compressor.onnx_export import check_finite_onnx, check_input_size, onnx_metadata
 
     if not path.is_file():
         raise CompressorError(f"model file {str(path)!r} not found")
+    if not allow_nonfinite:
+        check_finite_onnx(path)
     try:
         meta = onnx_metadata(path)
         session = make_session(str(path), threads=os.cpu_count() or 1)
@@ -523,6 +530,7 @@ def evaluate_onnx_file(
     shape = session.get_inputs()[0].shape
     channels = recorded.input_size[0] if recorded else int(shape[1])
     bundle = load_data(data, channels=channels, recorded=recorded)
+    check_input_size(path, session, bundle.preprocess.input_size)
     t0 = time.perf_counter()
     results = {
         name: evaluate_onnx(

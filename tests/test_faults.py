@@ -230,3 +230,51 @@ def test_a_full_disk_in_the_report_stage_names_the_file_and_what_was_kept(
     assert "No space left on device" in res.stderr and ".png" in res.stderr
     assert "keeps the finished stages" in res.stderr and "--resume" in res.stderr
     assert not out.exists() and not list((tmp_path / "out.partial").glob(".*.tmp"))
+
+
+@pytest.fixture(scope="module")
+def onnx_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("onnx") / "m.onnx"
+    res = CliRunner().invoke(cli, ["export", str(MODEL), "-o", str(out), "-q"])
+    assert res.exit_code == 0, res.stderr
+    return out
+
+
+def _poisoned(onnx_file: Path, tmp_path: Path) -> Path:
+    """The file with one weight set to NaN, as a flipped exponent bit gives."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(onnx_file))
+    init = next(i for i in proto.graph.initializer if numpy_helper.to_array(i).size > 10)
+    array = numpy_helper.to_array(init).copy()
+    array.flat[3] = np.nan
+    init.CopyFrom(numpy_helper.from_array(array, init.name))
+    path = tmp_path / "bad.onnx"
+    onnx.save(proto, str(path))
+    return path
+
+
+def test_damaged_onnx_weights_are_refused_by_eval_and_benchmark(
+    onnx_file: Path, tmp_path: Path
+) -> None:
+    bad = _poisoned(onnx_file, tmp_path)
+    for args in (["eval", str(bad), "--data", "mnist15k"], ["benchmark", str(bad)]):
+        res = CliRunner().invoke(cli, args)
+        assert res.exit_code == 1 and res.stderr.count("\n") == 1, res.stderr
+        assert "1 weight tensor holds NaN or infinite values (first: " in res.stderr
+    res = CliRunner().invoke(
+        cli, ["eval", str(bad), "--data", "mnist15k", "--split", "test", "--allow-nonfinite"]
+    )
+    assert res.exit_code == 0 and "Warning: the test loss is nan" in res.stderr
+
+
+def test_onnx_input_sizes_that_disagree_with_the_file_are_refused(onnx_file: Path) -> None:
+    res = CliRunner().invoke(
+        cli, ["eval", str(onnx_file), "--data", "mnist15k", "--input-size", "32"]
+    )
+    assert res.exit_code == 1 and res.stderr.count("\n") == 1, res.stderr
+    assert "takes input ['N', 1, 28, 28], not 1x32x32" in res.stderr
+    res = CliRunner().invoke(cli, ["benchmark", str(onnx_file), "--input-shape", "1,32,32"])
+    assert res.exit_code == 1 and "--input-shape 1,32,32 disagrees with the file" in res.stderr

@@ -150,6 +150,17 @@ def _input_for(session: Any, batch: int, shape: Sequence[int] | None = None) -> 
                 f"input {inp.name!r} has a fixed batch of {dims[0]}: use --batch {dims[0]}"
             )
         rest = dims[1:]
+        if shape is not None and (
+            len(shape) != len(rest)
+            or any(
+                isinstance(d, int) and d > 0 and d != int(g)
+                for d, g in zip(rest, shape, strict=False)
+            )
+        ):
+            raise RunnerError(
+                f"input {inp.name!r} takes {dims}: --input-shape {','.join(map(str, shape))} "
+                "disagrees with the file (give the dimensions after the batch that it fixes)"
+            )
         if any(not isinstance(d, int) or d <= 0 for d in rest):
             given = shape if shape is not None else recorded
             if given is None or len(given) != len(rest):

@@ -66,6 +66,11 @@ from compressor.cli.options import Console, int_list, output_options, print_tabl
     help="The input's dimensions after the batch, for ONNX files that leave them open.",
 )
 @click.option(
+    "--allow-nonfinite",
+    is_flag=True,
+    help="Time ONNX files whose weights hold NaN or infinite values (refused by default).",
+)
+@click.option(
     "--memory/--no-memory",
     default=BenchmarkConfig.memory,
     show_default=True,
@@ -115,6 +120,7 @@ def benchmark(
     max_seconds: float,
     precision: float,
     input_shape: str | None,
+    allow_nonfinite: bool,
     memory: bool,
     layers: int,
     markdown_path: Path | None,
@@ -140,6 +146,12 @@ def benchmark(
         return
     if not models:
         raise click.UsageError("give at least one model (.onnx or .pt)")
+    if not allow_nonfinite:
+        from compressor.onnx_export import check_finite_onnx
+
+        for m in models:
+            if m.suffix.lower() == ".onnx" and m.is_file():
+                check_finite_onnx(m)
     config = BenchmarkConfig(
         threads=tuple(int_list(threads, "--threads")),
         batches=tuple(int_list(batch, "--batch")),

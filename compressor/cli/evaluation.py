@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import click
@@ -31,6 +32,11 @@ from compressor.config import DataConfig
     default=None,
     help="One split [default: val and, where the data has one, test].",
 )
+@click.option(
+    "--allow-nonfinite",
+    is_flag=True,
+    help="Run an ONNX file whose weights hold NaN or infinite values (refused by default).",
+)
 @runtime_options
 @output_options
 @with_console
@@ -41,6 +47,7 @@ def eval_(
     trust_pickle: bool,
     data: DataConfig,
     split: str | None,
+    allow_nonfinite: bool,
     seed: int,
     device: str,
     console: Console,
@@ -57,7 +64,13 @@ def eval_(
 
     data = dataclasses.replace(data, augment=False)
     if model.suffix.lower() == ".onnx":
-        result = evaluate_onnx_file(model, data=data, split=split, progress=console.progress)
+        result = evaluate_onnx_file(
+            model,
+            data=data,
+            split=split,
+            progress=console.progress,
+            allow_nonfinite=allow_nonfinite,
+        )
     else:
         result = evaluate_model(
             model,
@@ -83,6 +96,13 @@ def eval_(
                 f"({m['images']} images{held}, {result['input_size']})"
             )
 
+    for name in result["splits"]:
+        if not math.isfinite(result[name]["loss"]):
+            click.echo(
+                f"Warning: the {name} loss is {result[name]['loss']}: the model's outputs hold "
+                "NaN or infinite values, so its top-1 means little",
+                err=True,
+            )
     console.result(result, render)
 
 
