@@ -278,3 +278,15 @@ def test_onnx_input_sizes_that_disagree_with_the_file_are_refused(onnx_file: Pat
     assert "takes input ['N', 1, 28, 28], not 1x32x32" in res.stderr
     res = CliRunner().invoke(cli, ["benchmark", str(onnx_file), "--input-shape", "1,32,32"])
     assert res.exit_code == 1 and "--input-shape 1,32,32 disagrees with the file" in res.stderr
+
+
+def test_top1_breaks_ties_by_the_lowest_class_index_as_numpy_argmax() -> None:
+    import numpy as np
+    import torch
+
+    from compressor.outputs import topk_correct
+
+    logits = torch.tensor([[1.0, 3.0, 3.0, 0.0], [2.0, 2.0, 2.0, 2.0], [0.0, 1.0, 5.0, 5.0]])
+    for labels, expected in (([1, 0, 2], 3), ([2, 1, 3], 0)):
+        assert topk_correct(logits, torch.tensor(labels), (1,)) == [expected]
+    assert (np.argmax(logits.numpy(), axis=1) == [1, 0, 2]).all()
