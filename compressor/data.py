@@ -349,13 +349,33 @@ def _cifar_dir(root: Path) -> _Raw | None:
 
 
 def _list_images(folder: Path) -> tuple[list[str], list[tuple[str, int]]]:
+    """(class names, (file, class index) pairs) under ``folder``'s class sub-folders.
+    Symbolic links are followed, but every real folder is read once and every real file
+    counted once, whichever class reaches it first: a link loop (``c0/self -> .``) or a file
+    linked into two places cannot multiply the data or copy training images into the
+    held-out split."""
     classes = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
     samples: list[tuple[str, int]] = []
+    seen_dirs: set[str] = set()
+    seen_files: set[str] = set()
     for idx, cls in enumerate(classes):
-        for dirpath, _, filenames in sorted(os.walk(folder / cls, followlinks=True)):
+        walked = []
+        for dirpath, dirnames, filenames in os.walk(folder / cls, followlinks=True):
+            real = os.path.realpath(dirpath)
+            if real in seen_dirs:
+                dirnames[:] = []  # a loop, or a folder another link already read
+                continue
+            seen_dirs.add(real)
+            walked.append((dirpath, filenames))
+        for dirpath, filenames in sorted(walked):  # the order files were always read in
             for fn in sorted(filenames):
-                if fn.lower().endswith(IMG_EXTENSIONS):
-                    samples.append((os.path.join(dirpath, fn), idx))
+                if not fn.lower().endswith(IMG_EXTENSIONS):
+                    continue
+                path = os.path.join(dirpath, fn)
+                target = os.path.realpath(path)
+                if target not in seen_files:
+                    seen_files.add(target)
+                    samples.append((path, idx))
     return classes, samples
 
 
@@ -375,9 +395,12 @@ def _imagefolder_dir(root: Path, val_split: float) -> _Raw | None:
                 continue
             other_classes, samples = _list_images(other)
             if other_classes != classes:
+                only_train = sorted(set(classes) - set(other_classes))
+                only_other = sorted(set(other_classes) - set(classes))
                 raise CompressorError(
-                    f"{train_dir} and {other} have different class folders "
-                    f"({len(classes)} vs {len(other_classes)})"
+                    f"{train_dir} and {other} have different class folders: only in "
+                    f"{train_dir.name}/: {', '.join(only_train) or 'none'}; only in "
+                    f"{other.name}/: {', '.join(only_other) or 'none'}"
                 )
             if other is val_dir:
                 val = samples

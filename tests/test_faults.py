@@ -290,3 +290,28 @@ def test_top1_breaks_ties_by_the_lowest_class_index_as_numpy_argmax() -> None:
     for labels, expected in (([1, 0, 2], 3), ([2, 1, 3], 0)):
         assert topk_correct(logits, torch.tensor(labels), (1,)) == [expected]
     assert (np.argmax(logits.numpy(), axis=1) == [1, 0, 2]).all()
+
+
+def test_a_symlink_loop_does_not_multiply_the_data(tmp_path: Path) -> None:
+    from compressor.data import _list_images
+    from tests.helpers import write_image_folder
+
+    root = write_image_folder(tmp_path / "imgs", classes=2, per_class=6)
+    plain = _list_images(root)[1]
+    (root / "c0" / "self").symlink_to(root / "c0", target_is_directory=True)
+    (root / "c1" / "again").symlink_to(root / "c0", target_is_directory=True)
+    (root / "c1" / "twin.png").symlink_to(next((root / "c1").glob("*.png")))
+    classes, samples = _list_images(root)
+    assert classes == ["c0", "c1"] and samples == plain  # each real file once, in order
+    assert len({os.path.realpath(p) for p, _ in samples}) == len(samples) == 12
+
+
+def test_class_folders_that_differ_are_named(tmp_path: Path) -> None:
+    from compressor.data import _imagefolder_dir
+    from tests.helpers import write_image_folder
+
+    write_image_folder(tmp_path / "d" / "train", classes=3, per_class=2)
+    write_image_folder(tmp_path / "d" / "test", classes=2, per_class=2)
+    (tmp_path / "d" / "test" / "c1").rename(tmp_path / "d" / "test" / "cat")
+    with pytest.raises(CompressorError, match=r"only in train/: c1, c2; only in test/: cat"):
+        _imagefolder_dir(tmp_path / "d", 0.1)
