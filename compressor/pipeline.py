@@ -397,6 +397,11 @@ def _markdown(report: dict[str, Any]) -> str:
         "",
         *reference_lines(report),
         *(f"Warning: {w}  " for w in lat.get("warnings", [])),
+        *(
+            [f"Warning: target missed: {report['pruning']['target_miss']}  "]
+            if report["pruning"].get("target_miss")
+            else []
+        ),
         f"Method `{report['method']}` with {json.dumps(report['hyperparameters'])}; selection "
         f"{json.dumps(report['selection'])}: {report['pruning']['removed_channels']} of "
         f"{report['pruning']['prunable_channels']} prunable channels removed"
@@ -779,7 +784,7 @@ def _share_function(
     fixed training samples as at pruning (hgs: the estimated loss increase)."""
     from compressor.data import sample_batch
     from compressor.pruning import mac_estimator
-    from compressor.selection import LatencyGoal, select
+    from compressor.selection import LatencyGoal, meet_ratio, select
     from compressor.strength import removed_share
 
     prune = run.config.prune
@@ -809,6 +814,8 @@ def _share_function(
         try:
             if prune.latency_target:  # the table's prediction; pruning measures
                 plan = estimator[0].plan(scores, comparable=method.comparable_scores)
+            elif prune.ratio is not None:  # corrected for rounding, as pruning will be
+                plan, _ = meet_ratio(scores, index, prune, comparable=method.comparable_scores)
             else:
                 plan = select(
                     scores,
@@ -1000,6 +1007,8 @@ def _prune(run: _Run) -> None:
         f"  removed {info['removed_channels']} of {info['prunable_channels']} channels "
         f"(scores in {score_seconds:.1f}s); MACs {info['macs_after'] / info['macs_before']:.3f}x"
     )
+    if info.get("target_miss"):
+        run.log(f"  warning: target missed: {info['target_miss']}")
 
 
 def _finetune(run: _Run) -> None:
@@ -1219,6 +1228,7 @@ def _report(run: _Run) -> dict[str, Any]:
                 "removed_share",
                 "val_top1_after_prune",
                 "target_attempts",
+                "target_miss",
                 "latency",
             )
             if k in pruning

@@ -315,3 +315,35 @@ def test_class_folders_that_differ_are_named(tmp_path: Path) -> None:
     (tmp_path / "d" / "test" / "c1").rename(tmp_path / "d" / "test" / "cat")
     with pytest.raises(CompressorError, match=r"only in train/: c1, c2; only in test/: cat"):
         _imagefolder_dir(tmp_path / "d", 0.1)
+
+
+def test_a_ratio_is_corrected_for_rounding_or_its_miss_is_said(tmp_path: Path) -> None:
+    """--ratio 0.2 with --round-to 8 removed 16 of 144 channels (11%) without a word;
+    now the asked fraction is corrected, and what cannot be met is said and recorded."""
+    res = CliRunner().invoke(
+        cli, ["prune", str(MODEL), "--ratio", "0.2", "-o", str(tmp_path / "a.pt"), "--json"]
+    )
+    assert res.exit_code == 0, res.stderr
+    result = json.loads(res.stdout)
+    got = result["removed_channels"] / result["prunable_channels"]
+    assert abs(got - 0.2) < abs(16 / 144 - 0.2)  # closer than the uncorrected plan
+    assert result["target_miss"].startswith("asked 20.0% of the channels, removed 22.2%")
+    assert "Warning: target missed: asked 20.0%" in res.stderr
+    assert sum(a["chosen"] for a in result["target_attempts"]) == 1
+    res = CliRunner().invoke(
+        cli,
+        [
+            "prune",
+            str(MODEL),
+            "--ratio",
+            "0.2",
+            "--round-to",
+            "1",
+            "-o",
+            str(tmp_path / "b.pt"),
+            "--json",
+        ],
+    )
+    result = json.loads(res.stdout)
+    got = result["removed_channels"] / result["prunable_channels"]
+    assert abs(got - 0.2) <= 0.02 and result["target_miss"] is None and "Warning" not in res.stderr

@@ -85,6 +85,9 @@ def prune(
             trust_pickle=trust_pickle,
         )
 
+    if result.get("target_miss"):  # on stderr, in --json runs too
+        click.echo(f"Warning: target missed: {result['target_miss']}", err=True)
+
     def render() -> None:
         rows = [
             [r["name"], r["type"], r["before"], r["after"]]
