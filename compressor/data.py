@@ -407,6 +407,11 @@ def _imagefolder_dir(root: Path, val_split: float) -> _Raw | None:
             else:
                 test = samples
     else:
+        if train_dir.is_dir() and [d.name for d in subdirs] == ["train"]:
+            raise CompressorError(
+                f"{root} holds only a train/ folder, which would be read as one class: give "
+                f"--data {train_dir} (its class folders; the validation split is held out)"
+            )
         classes, train = _list_images(root)
     if not train:
         where = train_dir if train_dir.is_dir() else root

@@ -347,3 +347,15 @@ def test_a_ratio_is_corrected_for_rounding_or_its_miss_is_said(tmp_path: Path) -
     result = json.loads(res.stdout)
     got = result["removed_channels"] / result["prunable_channels"]
     assert abs(got - 0.2) <= 0.02 and result["target_miss"] is None and "Warning" not in res.stderr
+
+
+def test_a_folder_with_only_train_is_not_read_as_one_class(tmp_path: Path) -> None:
+    from tests.helpers import write_image_folder
+
+    write_image_folder(tmp_path / "d" / "train", classes=3, per_class=2)
+    res = CliRunner().invoke(cli, ["check-data", str(tmp_path / "d")])
+    assert res.exit_code == 1 and res.stderr.count("\n") == 1, res.stderr
+    assert (
+        f"holds only a train/ folder, which would be read as one class: give --data {tmp_path / 'd' / 'train'}"
+        in res.stderr
+    )
