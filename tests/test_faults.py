@@ -359,3 +359,67 @@ def test_a_folder_with_only_train_is_not_read_as_one_class(tmp_path: Path) -> No
         f"holds only a train/ folder, which would be read as one class: give --data {tmp_path / 'd' / 'train'}"
         in res.stderr
     )
+
+
+KILL_ARGS = ["--method", "l1l2", "--data", "mnist15k", "--reg-epochs", "1", "--ft-epochs", "1"]
+KILL_ARGS += ["--target-macs", "0.6", "--seed", "0", "--threads", "1"]
+
+
+def _compress_cmd(out: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "compressor",
+        "compress",
+        str(MODEL),
+        *KILL_ARGS,
+        "-o",
+        str(out),
+        *extra,
+    ]
+
+
+def _figures(out: Path) -> dict[str, Any]:
+    from tests.behaviour import weights_digest
+
+    report = json.loads((out / "report.json").read_text())
+    return {
+        "weights": weights_digest(out / "model.pt"),
+        "compressed": {k: report["compressed"][k] for k in ("test_top1", "val_top1", "macs")},
+        "epochs": report["epochs"],
+    }
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("ref") / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([*_compress_cmd(out), "-q"], check=True, env=env, capture_output=True)
+    return _figures(out)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("stage", ["regularize", "export", "latency"])
+def test_kill_9_at_a_stage_then_resume_gives_the_uninterrupted_result(
+    stage: str, tmp_path: Path, uninterrupted: dict[str, Any]
+) -> None:
+    """kill -9 once the stage has begun (mid-epoch for the training stages), then the same
+    command with --resume: the weights and figures of an uninterrupted run, the dead run's
+    lock taken over, and no temporary file left."""
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(_compress_cmd(out), stderr=subprocess.PIPE, text=True, env=env)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if f"] {stage}" in line or (stage == "export" and "export ONNX" in line):
+            break
+    time.sleep(1.5 if stage == "regularize" else 0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()
+    res = subprocess.run(
+        _compress_cmd(out, "--resume", "-q"), capture_output=True, text=True, env=env
+    )
+    assert res.returncode == 0, res.stderr
+    assert _figures(out) == uninterrupted
+    assert not lock_path(out).exists() and not list(out.glob(".*.tmp"))
