@@ -599,6 +599,7 @@ def load_data(
     n_classes = len(raw.class_names)
     if n_classes < 2:
         raise CompressorError(f"{raw.name} has {n_classes} class; at least 2 are needed")
+    _check_split_sizes(raw.name, n_classes, {"training": train, "validation": val, "test": test})
     return DataBundle(
         raw.name,
         raw.kind,
@@ -612,6 +613,27 @@ def load_data(
         test=test,
         val_held_out=raw.val_held_out,
     )
+
+
+def _check_split_sizes(name: str, classes: int, splits: dict[str, Any]) -> None:
+    """An empty split is an error; one with fewer images than classes is a warning with the
+    figures (its top-1 moves by a large step per image)."""
+    for split, dataset in splits.items():
+        if dataset is None:
+            continue
+        n = len(dataset)
+        if n == 0:
+            raise CompressorError(
+                f"{name}: the {split} split is empty (every image of it was skipped or none "
+                "was found)"
+            )
+        if n < classes:
+            warnings.warn(
+                f"{name}: the {split} split holds {n} images for {classes} classes, fewer "
+                f"than one per class: one image moves its top-1 by {100 / n:.1f} points",
+                SmallSplit,
+                stacklevel=2,
+            )
 
 
 def _preprocess_for(
@@ -689,6 +711,10 @@ def list_image_files(spec: str, val_split: float = 0.1) -> list[str]:
 
 class UnreadableImages(UserWarning):
     """Some image files of a dataset cannot be decoded; they are left out."""
+
+
+class SmallSplit(UserWarning):
+    """A split with fewer images than classes: shown as one ``Warning:`` line."""
 
 
 def _unreadable_message(bad: list[tuple[str, str]]) -> str:

@@ -423,3 +423,31 @@ def test_kill_9_at_a_stage_then_resume_gives_the_uninterrupted_result(
     assert res.returncode == 0, res.stderr
     assert _figures(out) == uninterrupted
     assert not lock_path(out).exists() and not list(out.glob(".*.tmp"))
+
+
+def test_a_split_with_fewer_images_than_classes_is_a_warning_with_figures(tmp_path: Path) -> None:
+    from tests.helpers import write_image_folder
+
+    data = write_image_folder(tmp_path / "imgs", classes=3, per_class=4)  # 12 images
+    res = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "smallcnn",
+            "--data",
+            str(data),
+            "--val-split",
+            "0.1",
+            "--input-size",
+            "16",
+            "--epochs",
+            "0",
+            "-o",
+            str(tmp_path / "m.pt"),
+        ],
+    )
+    assert res.exit_code == 0, res.stderr
+    assert (
+        "the validation split holds 1 images for 3 classes, fewer than one per class" in res.stderr
+    )
+    assert "one image moves its top-1 by 100.0 points" in res.stderr

@@ -364,7 +364,7 @@ def with_console(f: Callable[..., Any]) -> Callable[..., Any]:
         shown = warnings.showwarning
 
         def show(message: Any, category: type[Warning], *rest: Any, **kw: Any) -> None:
-            if category.__name__ == "UnreadableImages":  # ours: one line, not a source line
+            if category.__name__ in ("UnreadableImages", "SmallSplit"):  # ours: one line
                 click.echo(f"Warning: {message}", err=True)
             else:
                 shown(message, category, *rest, **kw)
