@@ -451,3 +451,14 @@ def test_a_split_with_fewer_images_than_classes_is_a_warning_with_figures(tmp_pa
         "the validation split holds 1 images for 3 classes, fewer than one per class" in res.stderr
     )
     assert "one image moves its top-1 by 100.0 points" in res.stderr
+
+
+def test_a_truncated_onnx_file_is_one_line_for_eval_and_benchmark(
+    onnx_file: Path, tmp_path: Path
+) -> None:
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(onnx_file.read_bytes()[: onnx_file.stat().st_size // 2])
+    for args in (["eval", str(cut), "--data", "mnist15k"], ["benchmark", str(cut)]):
+        res = CliRunner().invoke(cli, args)
+        assert res.exit_code == 1 and res.stderr.count("\n") == 1, res.stderr
+        assert "is not a valid ONNX model" in res.stderr and "this is a bug" not in res.stderr

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -282,9 +281,10 @@ def chart(
         )
         bx.legend(fontsize=7)
     fig.tight_layout()
-    with tempfile.NamedTemporaryFile(suffix=".png", dir=path.parent, delete=False) as tmp:
-        fig.savefig(tmp.name, dpi=110)
-    Path(tmp.name).replace(path)
+    from compressor.utils import atomic_path
+
+    with atomic_path(path) as tmp:  # .NAME.*.tmp beside it: cleared after a kill
+        fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
 
 

@@ -378,7 +378,9 @@ def layer_profile(
     import tempfile
 
     ort = _ort()
-    with tempfile.TemporaryDirectory() as tmp:
+    # named as compressor.utils.system_scratch names its folders, so that the next
+    # compressor run removes it if this process is killed
+    with tempfile.TemporaryDirectory(prefix=f"compressor-{os.getpid()}-") as tmp:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
