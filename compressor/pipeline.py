@@ -151,6 +151,7 @@ def _plot_channels(layers: list[dict[str, Any]], path: Path) -> None:
     ax.bar(xs, [r["before"] for r in layers], color="#c0c0c0", label="before")
     ax.bar(xs, [r["after"] for r in layers], color="#2a6fb0", label="after")
     ax.set_xticks(list(xs), names, rotation=90, fontsize=7)
+    ax.set_xlabel("layer")
     ax.set_ylabel("output channels")
     ax.set_title("Channels per layer")
     ax.legend()
@@ -188,7 +189,9 @@ def _plot_training(
     import matplotlib.pyplot as plt
 
     panels = 3 if strength else 2
-    fig, axes = plt.subplots(1, panels, figsize=(4.8 * panels, 3.6))
+    # stacked, one epoch axis for every panel: wide side-by-side panels had small fonts and
+    # different epoch ranges
+    fig, axes = plt.subplots(panels, 1, figsize=(7.5, 3.0 * panels), sharex=True)
     a, b = axes[0], axes[1]
     epochs = [h["epoch"] for h in reg] + [len(reg) + h["epoch"] for h in ft]
     runs = reg + ft
@@ -219,12 +222,13 @@ def _plot_training(
     b.set_ylabel("top-1 (%)")
     for ax in (a, b):
         ax.axvline(len(reg), color="#b03a2e", linestyle=":", label="pruned")
-        ax.set_xlabel("epoch (regularize, then fine-tune)")
-        ax.legend(fontsize=7, loc="lower left" if ax is b else "upper right")
+        ax.legend(fontsize=8, loc="best")
     a.set_title("training loss")
     b.set_title("validation top-1")
     if strength:
         _plot_strength(axes[2], strength)
+    axes[-1].set_xlabel("epoch (regularize, then fine-tune)")
+    axes[-1].set_xlim(0, max(len(reg) + len(ft), 1))
     fig.tight_layout()
     with atomic_path(path) as tmp:  # a failed write names its file
         fig.savefig(tmp, format="png", dpi=110)
@@ -240,8 +244,7 @@ def _plot_strength(ax: Any, strength: dict[str, Any]) -> None:
         label="strength",
     )
     ax.set_yscale("log")
-    ax.set_xlabel("epoch (regularize stage)")
-    ax.set_ylabel("strength (multiplier of the penalty, log)")
+    ax.set_ylabel("strength (log)")
     ax.set_title("--lambda auto")
     shares = [(p["epoch"], p["share"]) for p in pts if p["share"] is not None]
     if shares:
@@ -249,7 +252,7 @@ def _plot_strength(ax: Any, strength: dict[str, Any]) -> None:
         lines += d.plot(*zip(*shares, strict=True), color="#c77c02", marker=".", label="share")
         d.set_ylim(0, 1)
         d.set_ylabel("share of the score mass to remove")
-    ax.legend(lines, [ln.get_label() for ln in lines], fontsize=7, loc="upper left")
+    ax.legend(lines, [ln.get_label() for ln in lines], fontsize=8, loc="best")
 
 
 def _memory_mb(path: Path, threads: int) -> float:
@@ -536,7 +539,9 @@ def compress(
     from compressor.utils import resolve_device
 
     if outdir.exists() and not force:
-        raise CompressorError(f"{outdir} exists; pass --force to replace it")
+        raise CompressorError(
+            f"{outdir} exists; pass --force to replace it (force=True from Python)"
+        )
     work = partial_dir(outdir)
     method = get_method(config.method, config.method_options)  # validates name and options
     if resume and not (work / "config.json").is_file():

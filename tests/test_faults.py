@@ -462,3 +462,20 @@ def test_a_truncated_onnx_file_is_one_line_for_eval_and_benchmark(
         res = CliRunner().invoke(cli, args)
         assert res.exit_code == 1 and res.stderr.count("\n") == 1, res.stderr
         assert "is not a valid ONNX model" in res.stderr and "this is a bug" not in res.stderr
+
+
+def test_benchmark_runs_in_the_runner_install_without_onnx(
+    onnx_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A device with the `runner` extra has numpy and onnxruntime, not onnx: `benchmark`
+    skips the weight check there instead of asking for the full install."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else real(name, *a)
+    )
+    res = CliRunner().invoke(
+        cli, ["benchmark", str(onnx_file), "--max-seconds", "1", "--no-memory"]
+    )
+    assert res.exit_code == 0, res.stderr

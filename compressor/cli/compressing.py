@@ -225,7 +225,8 @@ def compress(
     latency reference), report.json, report.md, channels.png, training.png and
     config.json. The folder appears only when the run is complete (work happens in
     OUTPUT.partial/); after an interrupt, rerun with --resume. Selection: --ratio,
-    --target-macs or --threshold, else the method's default (see `compressor methods`).
+    --target-macs, --threshold, --target-latency or --target-speedup, else the method's
+    default (see `compressor methods`).
     """
     from compressor import distributed
     from compressor.pipeline import compress as run_compress

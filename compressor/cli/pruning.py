@@ -63,11 +63,13 @@ def prune(
     """Remove the lowest-magnitude channels of MODEL (no training) and save the smaller model.
 
     Channels are removed in coupled groups (residual additions, concatenations, depthwise
-    convolutions stay consistent) and ranked globally. The output is a compressor model
-    file that every command reads without flags.
+    convolutions stay consistent), ranked across the whole model or the same fraction of
+    every layer (--allocation). The output is a compressor model file that every command
+    reads without flags.
 
-    With --target-latency or --target-speedup, the channels go where they buy the most
-    time per unit of score lost, by a per-layer latency table measured on the device
+    With --target-latency or --target-speedup, every layer loses the same fraction by
+    default (--allocation auto), or with --allocation global the channels go where they
+    buy the most time per unit of score lost; a per-layer latency table measured on the device
     (--threads, --profile, --remote; cached), and the exported pruned model is measured
     there until it lands within 5% of the target.
     """
