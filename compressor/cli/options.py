@@ -436,7 +436,20 @@ def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
         table.add_column(c, justify="right" if i and numeric else "left", overflow="fold")
     for r in rows:
         table.add_row(*[str(v) for v in r])
-    RichConsole(width=120).print(table)
+    import sys
+
+    # a terminal's own width; piped to a file, wide enough that no cell wraps ("onnxruntime-cp
+    # / u" across two lines), since a file has no width to fit
+    width = None if sys.stdout.isatty() else max(120, _natural_width(table))
+    RichConsole(width=width).print(table)
+
+
+def _natural_width(table: Any) -> int:
+    """The characters ``table`` needs on one line per row."""
+    from rich.console import Console as RichConsole
+
+    probe = RichConsole(width=10_000)
+    return int(probe.measure(table).maximum) + 1
 
 
 @dataclasses.dataclass(frozen=True)
