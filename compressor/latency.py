@@ -458,6 +458,7 @@ def build_table(
     layers = layers or model_layers(model, index, input_size)
     example = torch.zeros(1, *input_size)
     plans = reference_plans(model, index, round_to)
+    say(f"building the latency table of {len(layers)} layers: exporting the probe models")
     with system_scratch() as tmp:
         folder = Path(tmp)
         grids = _probe_files(layers, round_to, folder)

@@ -750,8 +750,10 @@ def latency_table_file(
     refresh: bool = False,
     arch: str | None = None,
     trust_pickle: bool = False,
+    log: Callable[[str], None] = _quiet,
 ) -> dict[str, Any]:
-    """Measure (or read from the cache) the per-layer latency table of a model file."""
+    """Measure (or read from the cache) the per-layer latency table of a model file;
+    ``log`` hears what it is doing (building a table takes a minute or more)."""
     import torch
 
     from compressor.checkpoint import load_model, model_input_size
@@ -762,7 +764,9 @@ def latency_table_file(
     size = model_input_size(loaded, input_size)
     model = loaded.model.eval()
     index = channel_groups(model, torch.zeros(1, *size))
-    table, file, cached = latency_table(model, index, size, device, round_to, refresh=refresh)
+    table, file, cached = latency_table(
+        model, index, size, device, round_to, refresh=refresh, log=log
+    )
     before = table.per_layer()
     return {
         "model": str(path),

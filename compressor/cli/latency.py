@@ -70,6 +70,7 @@ def latency_table(
         refresh=refresh,
         arch=arch,
         trust_pickle=trust_pickle,
+        log=console.info,
     )
 
     def render() -> None:
