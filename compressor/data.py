@@ -185,6 +185,8 @@ class _Raw:
     test_y: Any = None
     test_files: list[tuple[str, int]] | None = None
     val_held_out: bool = False
+    # symbolic links not followed: a loop, or a second path to a folder or file already read
+    skipped_links: list[str] = field(default_factory=list)
 
     @property
     def has_val(self) -> bool:
@@ -348,7 +350,9 @@ def _cifar_dir(root: Path) -> _Raw | None:
     return None
 
 
-def _list_images(folder: Path) -> tuple[list[str], list[tuple[str, int]]]:
+def _list_images(
+    folder: Path, skipped: list[str] | None = None
+) -> tuple[list[str], list[tuple[str, int]]]:
     """(class names, (file, class index) pairs) under ``folder``'s class sub-folders.
     Symbolic links are followed, but every real folder is read once and every real file
     counted once, whichever class reaches it first: a link loop (``c0/self -> .``) or a file
@@ -364,6 +368,8 @@ def _list_images(folder: Path) -> tuple[list[str], list[tuple[str, int]]]:
             real = os.path.realpath(dirpath)
             if real in seen_dirs:
                 dirnames[:] = []  # a loop, or a folder another link already read
+                if skipped is not None:
+                    skipped.append(dirpath)
                 continue
             seen_dirs.add(real)
             walked.append((dirpath, filenames))
@@ -376,6 +382,8 @@ def _list_images(folder: Path) -> tuple[list[str], list[tuple[str, int]]]:
                 if target not in seen_files:
                     seen_files.add(target)
                     samples.append((path, idx))
+                elif skipped is not None:
+                    skipped.append(path)
     return classes, samples
 
 
@@ -388,12 +396,13 @@ def _imagefolder_dir(root: Path, val_split: float) -> _Raw | None:
     test_dir = next((root / v for v in _TEST_DIRS if (root / v).is_dir()), None)
     val: list[tuple[str, int]] | None = None
     test: list[tuple[str, int]] | None = None
+    links: list[str] = []
     if train_dir.is_dir() and (val_dir is not None or test_dir is not None):
-        classes, train = _list_images(train_dir)
+        classes, train = _list_images(train_dir, links)
         for other in (val_dir, test_dir):
             if other is None:
                 continue
-            other_classes, samples = _list_images(other)
+            other_classes, samples = _list_images(other, links)
             if other_classes != classes:
                 only_train = sorted(set(classes) - set(other_classes))
                 only_other = sorted(set(other_classes) - set(classes))
@@ -412,7 +421,7 @@ def _imagefolder_dir(root: Path, val_split: float) -> _Raw | None:
                 f"{root} holds only a train/ folder, which would be read as one class: give "
                 f"--data {train_dir} (its class folders; the validation split is held out)"
             )
-        classes, train = _list_images(root)
+        classes, train = _list_images(root, links)
     if not train:
         where = train_dir if train_dir.is_dir() else root
         raise CompressorError(
@@ -421,7 +430,7 @@ def _imagefolder_dir(root: Path, val_split: float) -> _Raw | None:
     if test is not None and not test:
         raise CompressorError(f"no test images found in {test_dir}")
     raw = _Raw("imagefolder", f"imagefolder at {root}", classes, True, train_files=train)
-    raw.test_files = test
+    raw.test_files, raw.skipped_links = test, links
     if val is not None:
         raw.val_files = val
     elif len(train) >= 2:
@@ -703,10 +712,15 @@ def _all_files(raw: _Raw) -> list[tuple[str, int]]:
 
 def list_image_files(spec: str, val_split: float = 0.1) -> list[str]:
     """Every image file of an ImageFolder dataset (every split)."""
+    return image_files_and_links(spec, val_split)[0]
+
+
+def image_files_and_links(spec: str, val_split: float = 0.1) -> tuple[list[str], list[str]]:
+    """(every image file of an ImageFolder dataset, the symbolic links not followed)."""
     raw = _read_raw(spec, val_split)
     if raw.train_files is None or raw.val_files is None:
         raise CompressorError(f"{raw.name} is not a folder of image files; nothing to check")
-    return [p for p, _ in _all_files(raw)]
+    return [p for p, _ in _all_files(raw)], list(raw.skipped_links)
 
 
 class UnreadableImages(UserWarning):

@@ -479,3 +479,58 @@ def test_benchmark_runs_in_the_runner_install_without_onnx(
         cli, ["benchmark", str(onnx_file), "--max-seconds", "1", "--no-memory"]
     )
     assert res.exit_code == 0, res.stderr
+
+
+@pytest.mark.e2e
+def test_a_full_disk_at_each_stage_keeps_what_finished_and_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk fills while each stage writes the file that marks it done: every time one
+    line names the file and says to free space and resume, and the resumed runs finish."""
+    import errno
+
+    import compressor.utils
+    from compressor.config import DataConfig, PruneConfig, TrainConfig
+    from compressor.pipeline import CompressConfig, compress
+
+    real = os.replace
+    failing: list[str] = []
+
+    def replace(src: Any, dst: Any) -> None:
+        if failing and Path(dst).name == failing[0]:
+            failing.clear()
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(src, dst)
+
+    monkeypatch.setattr(compressor.utils.os, "replace", replace)
+    config = CompressConfig(
+        method="l1",
+        data=DataConfig("mnist15k"),
+        regularize=TrainConfig.create(stage="regularize", epochs=1),
+        finetune=TrainConfig.create(stage="finetune", epochs=1),
+        prune=PruneConfig(target_macs=0.6),
+        latency_seconds=0.5,
+    )
+    out = tmp_path / "out"
+    markers = ["regularized.pt", "pruned.pt", "model.pt", "compressed.json", "onnx.json"]
+    markers += ["latency.json", "report.md"]
+    for k, marker in enumerate(markers):
+        failing.append(marker)
+        with pytest.raises(CompressorError) as err:
+            compress(MODEL, out, config, progress=False, resume=k > 0)
+        text = str(err.value)
+        assert "\n" not in text and f"{marker}: No space left on device" in text, text
+        assert "keeps the finished stages" in text and "--resume" in text
+    report = compress(MODEL, out, config, progress=False, resume=True)
+    assert report["method"] == "l1" and (out / "report.md").is_file()
+
+
+def test_check_data_reports_the_links_it_did_not_follow(tmp_path: Path) -> None:
+    from tests.helpers import write_image_folder
+
+    root = write_image_folder(tmp_path / "imgs", classes=2, per_class=6)
+    (root / "c0" / "self").symlink_to(root / "c0", target_is_directory=True)
+    res = CliRunner().invoke(cli, ["check-data", str(root), "--json"])
+    assert res.exit_code == 0, res.stderr
+    result = json.loads(res.stdout)
+    assert result["files"] == 12 and result["skipped_links"] == [str(root / "c0" / "self")]

@@ -25,22 +25,30 @@ def check_data(data: str, *, val_split: float, workers: int | None, console: Con
     """
     import time
 
-    from compressor.data import find_unreadable, list_image_files
+    from compressor.data import find_unreadable, image_files_and_links
 
     t0 = time.perf_counter()
-    files = list_image_files(data, val_split)
+    files, links = image_files_and_links(data, val_split)
     bad = find_unreadable(files, workers)
     seconds = time.perf_counter() - t0
     payload = {
         "data": data,
         "files": len(files),
         "unreadable": [{"path": p, "reason": why} for p, why in bad],
+        # a loop, or a second path to a folder or file already read: each is read once
+        "skipped_links": links,
         "seconds": seconds,
     }
 
     def render() -> None:
         for p, why in bad:
             click.echo(f"{p}: {why}")
+        if links:
+            click.echo(
+                f"{len(links)} symbolic links not followed (a loop, or a second path to a "
+                f"folder or file already read; each is read once): {', '.join(links[:5])}"
+                + (" ..." if len(links) > 5 else "")
+            )
         click.echo(
             f"{len(files)} image files checked in {seconds:.1f}s "
             f"({len(files) / max(seconds, 1e-9):.0f}/s): "
