@@ -45,6 +45,7 @@ _API = {
     "BenchmarkConfig": ("bench.compare", "BenchmarkConfig"),
     "list_methods": ("methods", "list_methods"),
     "get_method": ("methods", "get_method"),
+    "read_output": ("schema", "read"),
 }
 __all__ = [
     "BenchmarkConfig",
@@ -67,6 +68,7 @@ __all__ = [
     "load_model",
     "prune",
     "prune_loaded",
+    "read_output",
     "save_model",
     "train",
 ]  # the names of _API, and the two above (tests/test_api.py checks)
@@ -84,6 +86,7 @@ if TYPE_CHECKING:
     from compressor.operations import prune_model_file as prune
     from compressor.operations import train_model as train
     from compressor.pipeline import CompressConfig, compress
+    from compressor.schema import read as read_output
     from compressor.selection import prune_loaded
     from compressor.strength import StrengthConfig
 

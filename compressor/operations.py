@@ -24,6 +24,7 @@ from compressor.config import (
     write_json,
 )
 from compressor.errors import CompressorError, WriteError
+from compressor.schema import stamp
 
 if TYPE_CHECKING:
     from compressor.checkpoint import LoadedModel
@@ -290,21 +291,24 @@ def train_model(
         raise _kept(e, state_path) from e
     test_scores = _score_test(loaded.model, bundle, data, train.device, progress)
     loaded.model.cpu()
-    summary = {
-        "arch": loaded.arch,
-        "method": _method_summary(method),
-        "data": describe(bundle),
-        "train_config": to_dict(train),
-        "data_config": to_dict(data),
-        "pretrained": start.to_dict() if start is not None else None,
-        **result.to_dict(),
-        "test": test_scores,
-    }
+    summary = stamp(
+        "train",
+        {
+            "arch": loaded.arch,
+            "method": _method_summary(method),
+            "data": describe(bundle),
+            "train_config": to_dict(train),
+            "data_config": to_dict(data),
+            "pretrained": start.to_dict() if start is not None else None,
+            **result.to_dict(),
+            "test": test_scores,
+        },
+    )
     try:
         _save_trained(loaded, output, summary, train.epochs, state_path)
     except WriteError as e:
         raise _kept(e, state_path) from e
-    return {"output": str(output), **summary}
+    return stamp("train", {"output": str(output), **summary})
 
 
 def _kept(error: WriteError, state_path: Path) -> WriteError:
@@ -419,16 +423,19 @@ def _eval_result(
     path: Path, arch: str, bundle: Any, results: dict[str, dict[str, Any]], t0: float
 ) -> dict[str, Any]:
     """One shape for ``eval``'s answer: each split's metrics under its own name."""
-    return {
-        "model": str(path),
-        "arch": arch,
-        "data": bundle.name,
-        "input_size": "x".join(map(str, bundle.preprocess.input_size)),
-        "val_held_out_from_train": bundle.val_held_out,
-        "splits": list(results),
-        **results,
-        "seconds": time.perf_counter() - t0,
-    }
+    return stamp(
+        "eval",
+        {
+            "model": str(path),
+            "arch": arch,
+            "data": bundle.name,
+            "input_size": "x".join(map(str, bundle.preprocess.input_size)),
+            "val_held_out_from_train": bundle.val_held_out,
+            "splits": list(results),
+            **results,
+            "seconds": time.perf_counter() - t0,
+        },
+    )
 
 
 def _score_split(
@@ -580,15 +587,18 @@ def inspect_model(
         }
         for row in summary["layers"]:
             row["original_out_channels"] = original.get(row["name"])
-    return {
-        "model": str(path),
-        "arch": loaded.arch,
-        "pruned": pruned,
-        "source_format": loaded.source_format,
-        "num_classes": loaded.num_classes,
-        "preprocess": to_dict(loaded.preprocess) if loaded.preprocess else None,
-        **summary,
-    }
+    return stamp(
+        "inspect",
+        {
+            "model": str(path),
+            "arch": loaded.arch,
+            "pruned": pruned,
+            "source_format": loaded.source_format,
+            "num_classes": loaded.num_classes,
+            "preprocess": to_dict(loaded.preprocess) if loaded.preprocess else None,
+            **summary,
+        },
+    )
 
 
 def prune_model_file(
@@ -613,13 +623,16 @@ def prune_model_file(
         **{k: v for k, v in result.items() if k != "layers"},
     }
     save_model(loaded, output)
-    return {
-        "model": str(path),
-        "output": str(output),
-        "arch": loaded.arch,
-        "config": to_dict(config),
-        **result,
-    }
+    return stamp(
+        "prune",
+        {
+            "model": str(path),
+            "output": str(output),
+            "arch": loaded.arch,
+            "config": to_dict(config),
+            **result,
+        },
+    )
 
 
 def export_model_file(
@@ -686,7 +699,7 @@ def export_model_file(
     }
     if calib_bundle is not None:
         report["int8"] = _int8(output, calib_bundle, calib_samples)
-    return report
+    return stamp("export", report)
 
 
 def _int8(output: Path, calib_bundle: Any, calib_samples: int) -> dict[str, Any]:
@@ -768,21 +781,24 @@ def latency_table_file(
         model, index, size, device, round_to, refresh=refresh, log=log
     )
     before = table.per_layer()
-    return {
-        "model": str(path),
-        "arch": loaded.arch,
-        "input_size": list(size),
-        "file": str(file),
-        "cached": cached,
-        "key": table.key,
-        "seconds": table.seconds,
-        "device": table.device,
-        "dense_ms": table.dense_ms,
-        "rest_ms": table.rest_ms,
-        "layers": len(table.layers),
-        "probes": sum(len(g["out"]) * len(g["in"]) for g in table.grids.values()),
-        "checks": table.checks,
-        "slowest": sorted(
-            ({"name": n, "ms": ms} for n, ms in before.items()), key=lambda r: -r["ms"]
-        ),
-    }
+    return stamp(
+        "latency-table",
+        {
+            "model": str(path),
+            "arch": loaded.arch,
+            "input_size": list(size),
+            "file": str(file),
+            "cached": cached,
+            "key": table.key,
+            "seconds": table.seconds,
+            "device": table.device,
+            "dense_ms": table.dense_ms,
+            "rest_ms": table.rest_ms,
+            "layers": len(table.layers),
+            "probes": sum(len(g["out"]) * len(g["in"]) for g in table.grids.values()),
+            "checks": table.checks,
+            "slowest": sorted(
+                ({"name": n, "ms": ms} for n, ms in before.items()), key=lambda r: -r["ms"]
+            ),
+        },
+    )

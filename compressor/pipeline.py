@@ -37,6 +37,7 @@ from compressor.config import (
 from compressor.errors import CompressorError
 from compressor.lock import exclusive
 from compressor.onnx_export import ExportConfig
+from compressor.schema import stamp
 from compressor.strength import StrengthConfig
 from compressor.utils import atomic_path, atomic_write_bytes, atomic_write_with, remove_temporaries
 from compressor.utils import epochs_text as _epochs_text
@@ -1210,51 +1211,54 @@ def _report(run: _Run) -> dict[str, Any]:
     onnx_c = onnx_info["compressed"]
     real_parity = next((p for p in onnx_c["parity"] if p["inputs"] == "real"), onnx_c["parity"][0])
     final = _final(run)
-    report = {
-        "model": str(run.model_path),
-        "arch": final.arch,
-        "start": start_summary(run.origin, baseline.get("reference")),
-        "method": config.method,
-        "hyperparameters": json.loads((work / "config.json").read_text())["hyperparameters"],
-        "strength": regularize.get("strength"),
-        "selection": to_dict(config.prune),
-        "data": describe(run.bundle),
-        "baseline": {k: baseline[k] for k in _SUMMARY_KEYS},
-        "compressed": {k: compressed[k] for k in _SUMMARY_KEYS},
-        "pruning": {
-            k: pruning.get(k)
-            for k in (
-                "groups",
-                "prunable_channels",
-                "removed_channels",
-                "seconds",
-                "score_seconds",
-                "macs_ratio",
-                "removed_share",
-                "val_top1_after_prune",
-                "target_attempts",
-                "target_miss",
-                "latency",
-            )
-            if k in pruning
+    report = stamp(
+        "report",
+        {
+            "model": str(run.model_path),
+            "arch": final.arch,
+            "start": start_summary(run.origin, baseline.get("reference")),
+            "method": config.method,
+            "hyperparameters": json.loads((work / "config.json").read_text())["hyperparameters"],
+            "strength": regularize.get("strength"),
+            "selection": to_dict(config.prune),
+            "data": describe(run.bundle),
+            "baseline": {k: baseline[k] for k in _SUMMARY_KEYS},
+            "compressed": {k: compressed[k] for k in _SUMMARY_KEYS},
+            "pruning": {
+                k: pruning.get(k)
+                for k in (
+                    "groups",
+                    "prunable_channels",
+                    "removed_channels",
+                    "seconds",
+                    "score_seconds",
+                    "macs_ratio",
+                    "removed_share",
+                    "val_top1_after_prune",
+                    "target_attempts",
+                    "target_miss",
+                    "latency",
+                )
+                if k in pruning
+            },
+            "onnx": {
+                "path": str(run.outdir / "model.onnx"),
+                "opset": onnx_c["opset"],
+                "exporter": onnx_c["exporter"],
+                "size_bytes": onnx_c["size_bytes"],
+                "max_abs_diff": max(p["max_abs_diff"] for p in onnx_c["parity"]),
+                "rel_diff": max(p["rel_diff"] for p in onnx_c["parity"]),
+                "top1_agreement": real_parity["top1_agreement"],
+                "parity": onnx_c["parity"],
+                "notes": onnx_c["notes"],
+            },
+            "latency": latency,
+            "layers": layers,
+            "history": {"regularize": reg_hist, "finetune": ft_hist},
+            "epochs": {"regularize": len(reg_hist), "finetune": len(ft_hist)},
+            "stages": {k: run.stages.get(k, 0.0) for k in STAGES if k in run.stages},
         },
-        "onnx": {
-            "path": str(run.outdir / "model.onnx"),
-            "opset": onnx_c["opset"],
-            "exporter": onnx_c["exporter"],
-            "size_bytes": onnx_c["size_bytes"],
-            "max_abs_diff": max(p["max_abs_diff"] for p in onnx_c["parity"]),
-            "rel_diff": max(p["rel_diff"] for p in onnx_c["parity"]),
-            "top1_agreement": real_parity["top1_agreement"],
-            "parity": onnx_c["parity"],
-            "notes": onnx_c["notes"],
-        },
-        "latency": latency,
-        "layers": layers,
-        "history": {"regularize": reg_hist, "finetune": ft_hist},
-        "epochs": {"regularize": len(reg_hist), "finetune": len(ft_hist)},
-        "stages": {k: run.stages.get(k, 0.0) for k in STAGES if k in run.stages},
-    }
+    )
     _plot_channels(layers, work / "channels.png")
     _plot_training(reg_hist, ft_hist, report["strength"], work / "training.png")
     write_json(work / "report.json", report)

@@ -14,6 +14,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "compressor"
 # bottom to top; a module may import from its own layer and any layer below it
 LAYERS: list[list[str]] = [
     ["errors", "version", "outputs", "nets", "syncbn", "bench", "bench.runner", "bench.onnx_cost"],
+    ["schema"],
     ["bench.device"],
     ["utils", "distributed", "analysis", "lock"],
     ["config", "archs"],

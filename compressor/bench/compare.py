@@ -374,7 +374,9 @@ def benchmark(
         eager = [r for r in result["results"] if r.get("runtime") == "pytorch-eager"]
         result["warnings"] = [*result.get("warnings", []), *warnings_for(eager, config.precision)]
     add_ratios(result["results"])
-    return result
+    from compressor.schema import stamp
+
+    return stamp("benchmark", result)
 
 
 def _measure_onnx(

@@ -26,19 +26,23 @@ def check_data(data: str, *, val_split: float, workers: int | None, console: Con
     import time
 
     from compressor.data import find_unreadable, image_files_and_links
+    from compressor.schema import stamp
 
     t0 = time.perf_counter()
     files, links = image_files_and_links(data, val_split)
     bad = find_unreadable(files, workers)
     seconds = time.perf_counter() - t0
-    payload = {
-        "data": data,
-        "files": len(files),
-        "unreadable": [{"path": p, "reason": why} for p, why in bad],
-        # a loop, or a second path to a folder or file already read: each is read once
-        "skipped_links": links,
-        "seconds": seconds,
-    }
+    payload = stamp(
+        "check-data",
+        {
+            "data": data,
+            "files": len(files),
+            "unreadable": [{"path": p, "reason": why} for p, why in bad],
+            # a loop, or a second path to a folder or file already read: each is read once
+            "skipped_links": links,
+            "seconds": seconds,
+        },
+    )
 
     def render() -> None:
         for p, why in bad:

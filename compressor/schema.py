@@ -1,0 +1,65 @@
+"""The versions of compressor's machine-readable outputs.
+
+Every JSON that a command writes or prints with ``--json`` names what it is and the version
+of its shape: ``{"schema": "compressor/report", "schema_version": 2, ...}``. A renamed,
+removed or retyped key raises the version (``tests/test_schemas.py`` fails until it does,
+and ``docs/schemas/`` holds each version's JSON Schema), and ``CHANGELOG.md`` lists the
+change. A reader given another version (``read``) stops with one line instead of a
+KeyError deep in a script. Outputs written before versions existed count as version 1.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from compressor.errors import CompressorError
+
+# kind -> version of its shape now (1: the shape before versions, where it changed since)
+SCHEMA_VERSIONS: dict[str, int] = {
+    "report": 2,  # compress's report.json; 1 had `accuracy` where 2 has test_top1/val_top1
+    "train": 1,  # train's <stem>.train.json and --json
+    "eval": 2,  # eval --json; 1 had `top1` at the top, 2 has it under each split
+    "prune": 1,
+    "inspect": 1,
+    "export": 1,
+    "benchmark": 1,
+    "latency-table": 1,
+    "check-data": 1,
+}
+
+
+def stamp(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """``payload`` with its kind and version first."""
+    return {"schema": f"compressor/{kind}", "schema_version": SCHEMA_VERSIONS[kind], **payload}
+
+
+def check(kind: str, payload: dict[str, Any], source: str) -> dict[str, Any]:
+    """``payload`` if it is a ``kind`` of the current version; else one clear line."""
+    now = SCHEMA_VERSIONS[kind]
+    named = payload.get("schema")
+    if named is not None and named != f"compressor/{kind}":
+        raise CompressorError(f"{source} is a {named} output, not a compressor/{kind}")
+    version = payload.get("schema_version", 1)
+    if version != now:
+        older = "an older" if isinstance(version, int) and version < now else "another"
+        raise CompressorError(
+            f"{source} is a compressor/{kind} of schema version {version}, {older} shape than "
+            f"this compressor reads (version {now}): CHANGELOG.md lists what changed; rerun "
+            "the command that wrote it to get the current shape"
+        )
+    return payload
+
+
+def read(kind: str, path: Path) -> dict[str, Any]:
+    """Read a ``kind`` JSON file, checked to be of the current version."""
+    try:
+        payload = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise CompressorError(f"{path} not found") from None
+    except (OSError, ValueError) as e:
+        raise CompressorError(f"{path} is not a readable JSON file: {e}") from None
+    if not isinstance(payload, dict):
+        raise CompressorError(f"{path} holds no compressor/{kind} object")
+    return check(kind, payload, str(path))
