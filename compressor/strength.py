@@ -65,9 +65,13 @@ adapts as it goes. The same rule serves every method:
    are the "bounded" rule). After Wang et al., "Neural Pruning via Growing
    Regularization" (ICLR 2021): the calibrated strength is held through the global phase
    (capped at ``growing_global`` of the stage); once focused, each check multiplies it by
-   ``growth`` while the share, at its rate since the last check, would miss
-   ``share_goal`` by ``deadline`` of the stage, and holds it otherwise. No accuracy bound,
-   no early prune, no validation reading: a check costs the method's scores only.
+   ``growth ** (1 / checks_per_epoch)`` (at most ``growth`` an epoch, never above
+   ``growing_cap`` times the calibrated strength) while the share, at its rate since the
+   last check, would miss ``share_goal`` by ``deadline`` of the stage, and holds it
+   otherwise. No accuracy bound at the checks, which read no validation images (a check
+   costs the method's scores only); at each epoch's end, an epoch more than
+   ``growing_drop`` points of validation top-1 under the stage's best divides the strength
+   by ``growth**2`` and caps it below the strength that broke it. No early prune.
 
 The baseline is the model's top-1 on the same images at the start of the stage. The bound
 is a choice: ``max_drop`` = 1 point by default (``--set`` cannot reach it; the CLI's
@@ -133,6 +137,13 @@ class StrengthConfig:
     long_stage: int = 8
     deadline: float = 0.75  # growing: the part of the stage by whose end the share is met
     growing_global: float = 0.25  # growing: the global phase's cap, a part of the stage
+    # growing: at most ``growth`` per epoch (its checks share it), never above
+    # ``growing_cap`` times the calibrated strength, and an epoch whose validation top-1
+    # falls more than ``growing_drop`` points under the stage's best backs off. Without
+    # them hgs's strength doubled at every check to 5e17 on MobileNetV2 and the network
+    # fell to chance in its sixth epoch (its loss-increase share stayed at 1-2%)
+    growing_cap: float = 1024.0
+    growing_drop: float = 3.0
 
     def __post_init__(self) -> None:
         if not self.max_drop > 0:
@@ -246,6 +257,8 @@ class AutoStrength:
         self.epoch_shares: list[float | None] = []  # at calibration, then each epoch's end
         self.stopped_after: int | None = None  # epochs run when the stage ended early
         self.projected: float | None = None  # the share expected at the stage's end
+        self.calibrated = 1.0  # the strength calibration set (the growing rule's unit)
+        self.best_top1: float | None = None  # the stage's best epoch (growing rule's guard)
 
     # ------------------------------------------------------------------ calibration
 
@@ -289,6 +302,7 @@ class AutoStrength:
         # a penalty without gradient (the `none` method) has nothing to adapt
         self.strength = self.config.start * max(ce, 1e-12) / pen_norm if self.active else 1.0
         regularizer.scale = self.strength
+        self.calibrated = self.strength
         self.baseline = self.evaluate(model)
         share = self.share(model)
         self.plans = []
@@ -353,12 +367,16 @@ class AutoStrength:
         done: int,
         total: int,
         regularizer: Regularizer | None = None,
+        val_top1: float | None = None,
     ) -> bool:
         """After ``done`` of ``total`` epochs: whether the stage ends now (rule 4). A global
         phase that has reached ``global_epochs`` ends here, on this epoch's plan (rule 3),
-        so that the early-prune test applies at once."""
+        so that the early-prune test applies at once. ``val_top1``: the epoch's validation
+        top-1, which the growing rule guards with (rule 5)."""
         share = self.share(model)
         self.epoch_shares.append(share)
+        if self.rule == "growing" and val_top1 is not None and regularizer is not None:
+            self._guard(val_top1, regularizer, float(done))
         c = self.config
         if c.focus and self.active and not self.focusing and done >= self.global_cap:
             self._start_focus(regularizer, self.plan(), float(done))
@@ -431,6 +449,23 @@ class AutoStrength:
             )
         )
 
+    def _guard(self, top1: float, regularizer: Regularizer, epoch: float) -> None:
+        """Rule 5's guard: an epoch more than ``growing_drop`` points under the stage's best
+        divides the strength by ``growth**2`` and caps it below what broke it."""
+        c = self.config
+        if self.best_top1 is None or top1 >= self.best_top1:
+            self.best_top1 = top1
+            return
+        if self.best_top1 - top1 <= c.growing_drop:
+            return
+        self.ceiling = self.strength / c.growth
+        self.strength /= c.growth**2
+        regularizer.scale = self.strength
+        step = self.history[-1].step if self.history else 0
+        self.history.append(
+            StrengthPoint(step, epoch, self.strength, top1, None, "back off", self._name())
+        )
+
     def _growing_step(
         self, model: nn.Module, regularizer: Regularizer, *, step: int, steps_per_epoch: int
     ) -> None:
@@ -455,7 +490,12 @@ class AutoStrength:
         ):
             action, factor = "hold", 1.0  # on course for the deadline
         else:
-            action, factor = "grow", c.growth
+            action, factor = "grow", c.growth ** (1 / c.checks_per_epoch)
+            cap = c.growing_cap * self.calibrated
+            if self.ceiling is not None:
+                cap = min(cap, self.ceiling)
+            factor = min(factor, max(1.0, cap / self.strength))
+            action = "grow" if factor > 1.0 else "hold"
         self.strength *= factor
         regularizer.scale = self.strength
         self.history.append(
@@ -477,6 +517,8 @@ class AutoStrength:
             "focusing": self.focusing,
             "focused_at": self.focused_at,
             "plans": self.plans,
+            "calibrated": self.calibrated,
+            "best_top1": self.best_top1,
         }
 
     def load_state_dict(self, state: dict[str, Any], regularizer: Regularizer) -> None:
@@ -491,6 +533,8 @@ class AutoStrength:
         self.focusing = bool(state.get("focusing", False))
         self.focused_at = state.get("focused_at")
         self.plans = list(state.get("plans", []))
+        self.calibrated = float(state.get("calibrated", self.strength))
+        self.best_top1 = state.get("best_top1")
         regularizer.scale = self.strength
 
     def summary(self) -> dict[str, Any]:

@@ -622,7 +622,11 @@ class _Fit:
         )
         strength = self.strength
         ended = strength is not None and strength.end_of_epoch(
-            self.model, done=epoch + 1, total=config.epochs, regularizer=self.regularizer
+            self.model,
+            done=epoch + 1,
+            total=config.epochs,
+            regularizer=self.regularizer,
+            val_top1=stats.val_top1,
         )
         self.save_state(epoch + 1, 0)
         if ended:

@@ -404,14 +404,14 @@ def test_the_rule_is_growing_for_a_new_head_or_a_long_stage() -> None:
 
 
 def test_growing_rule_holds_while_global_then_grows_until_on_course() -> None:
-    """Growing rule: no validation reading at all; the calibrated strength is held in the
-    global phase; once focused it doubles at each check while the share, at its current
-    rate, would miss the goal by the deadline (3/4 of 4 epochs: 9 - step checks left at 3
-    checks an epoch), holds when on course and once the goal is met, whatever accuracy
-    does, and grows again past the deadline while the goal is not met."""
+    """Growing rule: no validation reading at the checks; the calibrated strength is held
+    in the global phase; once focused it grows by 2 ** (1/3) a check (at most 2x an epoch
+    of 3 checks) while the share, at its current rate, would miss the goal by the deadline
+    (3/4 of 4 epochs: 9 - step checks left), holds when on course and once the goal is
+    met, and grows again past the deadline while the goal is not met."""
 
     def no_reading(_model: nn.Module) -> float:
-        raise AssertionError("the growing rule reads no validation accuracy")
+        raise AssertionError("the growing rule reads no validation accuracy at its checks")
 
     shares = iter([0.5, 0.5, 0.5, 0.45, 0.3, 0.1, 0.05, 0.005, 0.004, 0.2, 0.2])
     auto = AutoStrength(
@@ -427,21 +427,55 @@ def test_growing_rule_holds_while_global_then_grows_until_on_course() -> None:
         if step == 3:
             auto.focusing = True  # the plan settled after the second check
         auto.after_step(nn.Linear(1, 1), method, step=step, steps_per_epoch=3)
-        steps.append((auto.history[-1].action, auto.strength))
+        steps.append(auto.history[-1].action)
+    r = 2 ** (1 / 3)
     assert steps == [
-        ("hold", 1.0),  # global phase
-        ("hold", 1.0),
-        ("grow", 2.0),  # 0.5 -> 0.5: no progress
-        ("grow", 4.0),  # 0.45 - 0.05 x 5 checks left = 0.2: misses the 1% goal
-        ("hold", 4.0),  # 0.3 - 0.15 x 4: on course
-        ("hold", 4.0),
-        ("hold", 4.0),  # 0.05 - 0.05 x 2: on course
-        ("hold", 4.0),  # goal met
-        ("hold", 4.0),
-        ("grow", 8.0),  # past the deadline and above the goal
+        "hold",  # global phase
+        "hold",
+        "grow",  # 0.5 -> 0.5: no progress
+        "grow",  # 0.45 - 0.05 x 5 checks left = 0.2: misses the 1% goal
+        "hold",  # 0.3 - 0.15 x 4: on course
+        "hold",
+        "hold",  # 0.05 - 0.05 x 2: on course
+        "hold",  # goal met
+        "hold",
+        "grow",  # past the deadline and above the goal
     ]
-    assert method.scale == 8.0 and all(p.val_top1 is None for p in auto.history)
+    assert method.scale == pytest.approx(r**3) and all(p.val_top1 is None for p in auto.history)
     assert not auto.end_of_epoch(nn.Linear(1, 1), done=1, total=4)  # never ends early
+
+
+def test_growing_rule_is_capped_and_backs_off_after_a_bad_epoch() -> None:
+    """The strength never exceeds growing_cap x its calibration, and an epoch more than
+    growing_drop points under the stage's best divides it by 4 and caps it below what
+    broke it (hgs's uncapped strength reached 5e17 and took MobileNetV2 to chance)."""
+    auto = AutoStrength(
+        StrengthConfig(checks_per_epoch=1, growing_cap=8.0, growing_drop=3.0),
+        evaluate=lambda m: 0.0,
+        share=lambda m: 0.5,  # never on course
+        rule="growing",
+        epochs=100,
+    )
+    method = get_method("ssl")
+    auto.strength = auto.calibrated = 1.0
+    auto.focusing = True
+    for step in range(1, 6):
+        auto.after_step(nn.Linear(1, 1), method, step=step, steps_per_epoch=1)
+    assert auto.strength == 8.0 and auto.history[-1].action == "hold"  # the cap
+    for top1 in (80.0, 82.0, 80.5):  # within 3 points of the best: nothing
+        auto.end_of_epoch(nn.Linear(1, 1), done=1, total=100, regularizer=method, val_top1=top1)
+    assert auto.strength == 8.0
+    auto.end_of_epoch(nn.Linear(1, 1), done=2, total=100, regularizer=method, val_top1=78.5)
+    assert auto.strength == 2.0 and method.scale == 2.0 and auto.ceiling == 4.0
+    assert auto.history[-1].action == "back off" and auto.history[-1].val_top1 == 78.5
+    for step in range(6, 10):
+        auto.after_step(nn.Linear(1, 1), method, step=step, steps_per_epoch=1)
+    assert auto.strength == 4.0  # grows again, never up to what broke it
+    again = AutoStrength(
+        StrengthConfig(), evaluate=lambda m: 0.0, share=lambda m: None, rule="growing"
+    )
+    again.load_state_dict(auto.state_dict(), method)
+    assert (again.best_top1, again.calibrated, again.ceiling) == (82.0, 1.0, 4.0)
 
 
 def test_growing_rule_caps_the_global_phase_at_a_part_of_the_stage() -> None:
