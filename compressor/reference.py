@@ -63,6 +63,20 @@ def start_summary(start: Any, reference: dict[str, Any] | None) -> dict[str, Any
     return out
 
 
+def accuracy_change(before: dict[str, Any], after: dict[str, Any], points: bool = False) -> str:
+    """``test top-1 89.58% -> 88.44%; val top-1 ...`` for the splits ``before`` scored
+    (with ``points``: each change in points too)."""
+    parts = []
+    for split in ("test", "val"):
+        if before.get(f"{split}_top1") is None:
+            continue
+        a, b = before[f"{split}_top1"], after[f"{split}_top1"]
+        parts.append(
+            f"{split} top-1 {a:.2f}% -> {b:.2f}%" + (f" ({b - a:+.2f} pt)" if points else "")
+        )
+    return "; ".join(parts)
+
+
 def reference_lines(report: dict[str, Any]) -> list[str]:
     """report.md's lines on what the baseline is and what the run is compared with."""
     start = report.get("start") or {}
@@ -81,14 +95,9 @@ def reference_lines(report: dict[str, Any]) -> list[str]:
             "stage was the task fine-tuning."
         )
     if ref is not None:
-        parts = [
-            f"{split} top-1 {ref[f'{split}_top1']:.2f}% -> {c[f'{split}_top1']:.2f}% "
-            f"({c[f'{split}_top1'] - ref[f'{split}_top1']:+.2f} pt)"
-            for split in ("test", "val")
-            if ref.get(f"{split}_top1") is not None
-        ]
         lines.append(
-            f"Against the dense reference `{ref['model']}`: {'; '.join(parts)}; MACs "
+            f"Against the dense reference `{ref['model']}`: "
+            f"{accuracy_change(ref, c, points=True)}; MACs "
             f"{ref['macs'] / max(c['macs'], 1):.2f}x fewer, parameters "
             f"{ref['params'] / max(c['params'], 1):.2f}x fewer."
         )

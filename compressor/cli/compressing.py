@@ -290,13 +290,10 @@ def _render(report: dict[str, Any], output: Path) -> None:
     """The console's summary of a finished run."""
     from compressor.analysis import human
     from compressor.pipeline import device_text
+    from compressor.reference import accuracy_change
 
     b, c, lat = report["baseline"], report["compressed"], report["latency"]
-    acc = "; ".join(
-        f"{split} top-1 {b[f'{split}_top1']:.2f}% -> {c[f'{split}_top1']:.2f}%"
-        for split in ("test", "val")
-        if b.get(f"{split}_top1") is not None
-    )
+    acc = accuracy_change(b, c)
     click.echo(
         f"{acc}; params {human(b['params'])} -> "
         f"{human(c['params'])}, MACs {human(b['macs'])} -> {human(c['macs'])} "
@@ -311,13 +308,8 @@ def _render(report: dict[str, Any], output: Path) -> None:
     ref = (report.get("start") or {}).get("reference")
     if ref is not None:
         click.echo(
-            "against the dense reference: "
-            + "; ".join(
-                f"{split} top-1 {ref[f'{split}_top1']:.2f}% -> {c[f'{split}_top1']:.2f}%"
-                for split in ("test", "val")
-                if ref.get(f"{split}_top1") is not None
-            )
-            + f", {ref['macs'] / max(c['macs'], 1):.2f}x fewer MACs"
+            f"against the dense reference: {accuracy_change(ref, c)}, "
+            f"{ref['macs'] / max(c['macs'], 1):.2f}x fewer MACs"
         )
     elif (report.get("start") or {}).get("new_head"):
         click.echo(
