@@ -5,8 +5,8 @@ layers alone (what `compressor benchmark` counts in every ONNX graph and PyTorch
 
 For each model (torchvision, ``weights=None``, 224x224, one image): fvcore's total, fvcore's
 count of the convolution, linear and matrix-product operators (``analysis.dense_macs``), and
-the count read from the exported ONNX graph (``bench.onnx_cost``). The README's "about 4%
-more on mobilenet_v2" is the first column over the second. No timing: any machine gives the
+the count read from the exported ONNX graph (``bench.onnx_cost``). The "a few percent
+more" of docs/cli.md (``benchmark``'s MAC count) is the first column over the second. No timing: any machine gives the
 same figures. Writes ``results/mac_count.{json,md}``.
 """
 

@@ -4,8 +4,9 @@ the figures it prints, so that the README quotes ranges that a fresh machine rep
     python benchmarks/quickstart.py [--runs 3]
 
 Each run starts from nothing (its own empty folder, so `out/` is new every time) and runs
-the exact command of the README's "Run the main job" block, read from README.md. Run it
-on a quiet machine: nothing else should be running.
+the exact commands of the README's "Quick start" section, read from README.md: its bash
+blocks, in order, joined with `&&`. Run it on a quiet machine: nothing else should be
+running.
 
 Writes benchmarks/results/quickstart.{json,md}.
 """
@@ -26,13 +27,13 @@ from common import ROOT, results_header, run_payload, save_results
 
 
 def readme_command() -> str:
-    """The one-line command in the README's 'Run the main job' code block."""
+    """The README's quick start: its bash blocks, one command each, joined with `&&`."""
     text = (ROOT / "README.md").read_text()
-    section = text.split("## Run the main job", 1)[1]
-    match = re.search(r"```bash\n(.+?)\n```", section, re.S)
-    if match is None:
-        raise SystemExit("README.md has no bash block under 'Run the main job'")
-    return match.group(1).strip()
+    section = text.split("\n## Quick start\n", 1)[-1].split("\n## ", 1)[0]
+    blocks = [b.strip() for b in re.findall(r"```bash\n(.+?)\n```", section, re.S)]
+    if "\n## Quick start\n" not in text or not blocks:
+        raise SystemExit("README.md has no bash block under 'Quick start'")
+    return " && ".join(blocks)
 
 
 def one_run(command: str) -> dict[str, Any]:

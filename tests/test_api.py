@@ -1,5 +1,5 @@
 """The public Python API: what `import compressor` offers, that importing it stays cheap,
-and the README's example, run as written."""
+and the example of docs/python.md, run as written."""
 
 from __future__ import annotations
 
@@ -32,19 +32,18 @@ def test_importing_the_package_imports_no_torch() -> None:
     assert out.stdout.split() == ["False", "False"]
 
 
-def _readme_example() -> str:
-    text = (ROOT / "README.md").read_text()
-    section = text.split("## Use it from Python", 1)[1].split("\n## ", 1)[0]
-    (code,) = re.findall(r"```python\n(.*?)```", section, re.S)
+def _docs_example() -> str:
+    text = (ROOT / "docs" / "python.md").read_text()
+    (code,) = re.findall(r"```python\n(.*?)```", text, re.S)
     return code
 
 
 @pytest.mark.e2e
-def test_the_readme_example_runs(tmp_path: Path) -> None:
+def test_the_docs_example_runs(tmp_path: Path) -> None:
     (tmp_path / "models").symlink_to(ROOT / "models")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-c", _readme_example()],
+        [sys.executable, "-c", _docs_example()],
         cwd=tmp_path,
         env=env,
         capture_output=True,

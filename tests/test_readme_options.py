@@ -58,7 +58,7 @@ USES = _uses()
 
 
 def test_the_docs_give_commands_options() -> None:
-    assert len(USES) > 50  # the walk finds the README's command lines
+    assert len(USES) > 50  # the walk finds the command lines of README.md and docs/
 
 
 @pytest.mark.parametrize(
