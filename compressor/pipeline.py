@@ -801,7 +801,8 @@ def _share_function(
     samples = int(getattr(method.params, "samples", 64))
     calibration: list[Any] = []
 
-    def share(model: Any) -> float | None:
+    def share(model: Any, fixed: dict[int, list[int]] | None = None) -> float | None:
+        """The share of the plan now, or of ``fixed`` (the growing rule's kept plan)."""
         index = method.groups
         if not calibration:
             calibration.extend(
@@ -835,7 +836,7 @@ def _share_function(
                 raise
             return None
         latest["remove"] = plan.remove
-        return removed_share(scores, plan.remove)
+        return removed_share(scores, fixed if fixed is not None else plan.remove)
 
     return share
 
@@ -940,7 +941,7 @@ def _regularize(run: _Run) -> None:
             **strength.summary(),
             **controller,
             "final_top1": result.history[-1].val_top1 if result.history else None,
-            "final_share": _share_function(run, method)(current.model),
+            "final_share": _share_function(run, method)(current.model, strength.frozen),
         }
         s = summary["strength"]
         if strength.stopped_after is not None:

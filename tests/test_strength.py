@@ -487,3 +487,46 @@ def test_growing_rule_caps_the_global_phase_at_a_part_of_the_stage() -> None:
     assert (growing.global_cap, bounded.global_cap) == (4.0, 1.0)
     with pytest.raises(CompressorError, match="resolve 'auto' first"):
         AutoStrength(config, evaluate=lambda m: 0.0, share=lambda m: None, rule="auto")
+
+
+def test_growing_rule_keeps_the_plan_the_global_phase_ended_on() -> None:
+    """Once focused, the growing rule aims the penalty at one plan to the stage's end (the
+    plan the re-planning would move to is ignored) and reads the share of that plan; it
+    survives a resume. With ``freeze_plan`` off it re-plans at every check."""
+    plans = iter([{0: [1, 2]}, {0: [1, 2]}, {0: [3, 4]}, {0: [5]}, {0: [6]}])
+    latest: dict[str, dict[int, list[int]]] = {}
+    asked: list[object] = []
+
+    def share(_model: nn.Module, fixed: dict[int, list[int]] | None = None) -> float:
+        latest["remove"] = next(plans)
+        asked.append(fixed)
+        return 0.5
+
+    def run(freeze: bool) -> tuple[AutoStrength, object]:
+        nonlocal plans
+        plans = iter([{0: [1, 2]}, {0: [1, 2]}, {0: [3, 4]}, {0: [5]}, {0: [6]}])
+        asked.clear()
+        auto = AutoStrength(
+            StrengthConfig(checks_per_epoch=2, global_epochs=0.5, freeze_plan=freeze),
+            evaluate=lambda m: 0.0,
+            share=share,
+            plan=lambda: latest.get("remove"),
+            rule="growing",
+            epochs=8,
+        )
+        method = get_method("ssl")
+        for step in range(1, 5):
+            auto.after_step(nn.Linear(1, 1), method, step=step, steps_per_epoch=2)
+        return auto, method
+
+    auto, method = run(freeze=True)
+    assert auto.focusing and auto.frozen == {0: [1, 2]}
+    assert method.focus_plan == {0: [1, 2]} and asked[-1] == {0: [1, 2]}
+    again = AutoStrength(
+        StrengthConfig(), evaluate=lambda m: 0.0, share=lambda m: None, rule="growing"
+    )
+    other = get_method("ssl")
+    again.load_state_dict(auto.state_dict(), other)
+    assert again.frozen == {0: [1, 2]} and other.focus_plan == {0: [1, 2]}
+    auto, method = run(freeze=False)
+    assert auto.frozen is None and method.focus_plan == {0: [5]} and asked[-1] is None
