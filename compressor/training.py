@@ -278,7 +278,7 @@ def _calibrate(
     s = strength.calibrate(model, regularizer, batches, features)
     if strength.active:
         say(
-            f"--lambda auto: strength {s:.3g} (penalty gradient {strength.config.start:g}x the "
+            f"--lambda auto: strength {s:.3g} (penalty gradient {strength.start:g}x the "
             f"loss gradient), baseline val top-1 {strength.baseline:.2f}%"
         )
     else:

@@ -415,7 +415,7 @@ def test_growing_rule_holds_while_global_then_grows_until_on_course() -> None:
 
     shares = iter([0.5, 0.5, 0.5, 0.45, 0.3, 0.1, 0.05, 0.005, 0.004, 0.2, 0.2])
     auto = AutoStrength(
-        StrengthConfig(checks_per_epoch=3, share_goal=0.01, growth=2.0),
+        StrengthConfig(growing_checks=3, share_goal=0.01, growth=2.0),
         evaluate=no_reading,
         share=lambda _m: next(shares),
         rule="growing",
@@ -450,7 +450,7 @@ def test_growing_rule_is_capped_and_backs_off_after_a_bad_epoch() -> None:
     growing_drop points under the stage's best divides it by 4 and caps it below what
     broke it (hgs's uncapped strength reached 5e17 and took MobileNetV2 to chance)."""
     auto = AutoStrength(
-        StrengthConfig(checks_per_epoch=1, growing_cap=8.0, growing_drop=3.0),
+        StrengthConfig(growing_checks=1, growing_cap=8.0, growing_drop=3.0),
         evaluate=lambda m: 0.0,
         share=lambda m: 0.5,  # never on course
         rule="growing",
@@ -507,7 +507,7 @@ def test_growing_rule_keeps_the_plan_the_global_phase_ended_on() -> None:
         plans = iter([{0: [1, 2]}, {0: [1, 2]}, {0: [3, 4]}, {0: [5]}, {0: [6]}])
         asked.clear()
         auto = AutoStrength(
-            StrengthConfig(checks_per_epoch=2, global_epochs=0.5, freeze_plan=freeze),
+            StrengthConfig(growing_checks=2, global_epochs=0.5, freeze_plan=freeze),
             evaluate=lambda m: 0.0,
             share=share,
             plan=lambda: latest.get("remove"),
