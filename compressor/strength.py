@@ -63,13 +63,17 @@ adapts as it goes. The same rule serves every method:
 5. **Growing rule** (``rule``: "auto" picks it for a start with a new head, where there is
    no task accuracy to hold, or a stage of ``long_stage`` epochs or more; rules 2 and 4
    are the "bounded" rule). After Wang et al., "Neural Pruning via Growing
-   Regularization" (ICLR 2021): the calibrated strength is held through the global phase
-   (capped at ``growing_global`` of the stage); once focused, each check multiplies it by
-   ``growth ** (1 / checks_per_epoch)`` (at most ``growth`` an epoch, never above
+   Regularization" (ICLR 2021): calibrated at ``growing_start`` (0.1) of the loss
+   gradient, the strength is held through the global phase (capped at
+   ``growing_global`` of the stage); the plan the phase ends on is then kept
+   (``freeze_plan``) and the share read is that plan's share of the folded group norms
+   (what its channels still carry in the network's function). Each of
+   ``growing_checks`` (2) checks an epoch multiplies the strength by
+   ``growth ** (1 / growing_checks)`` (at most ``growth`` an epoch, never above
    ``growing_cap`` times the calibrated strength) while the share, at its rate since the
    last check, would miss ``share_goal`` by ``deadline`` of the stage, and holds it
    otherwise. No accuracy bound at the checks, which read no validation images (a check
-   costs the method's scores only); at each epoch's end, an epoch more than
+   costs the folded norms only); at each epoch's end, an epoch more than
    ``growing_drop`` points of validation top-1 under the stage's best divides the strength
    by ``growth**2`` and caps it below the strength that broke it. No early prune.
 
