@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import struct
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -115,3 +119,17 @@ def randomize_bn(model: torch.nn.Module) -> None:
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen) * 0.1)
             m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
+
+
+def replace_stage(
+    monkeypatch: pytest.MonkeyPatch, name: str, function: Callable[[Any], Any]
+) -> None:
+    """``compress`` runs ``function`` in place of its stage ``name`` (until
+    ``monkeypatch.undo()``)."""
+    import compressor.pipeline.run
+
+    table = tuple(
+        dataclasses.replace(stage, function=function) if stage.name == name else stage
+        for stage in compressor.pipeline.run.TABLE
+    )
+    monkeypatch.setattr(compressor.pipeline.run, "TABLE", table)

@@ -17,10 +17,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_every_public_name_resolves() -> None:
+    from compressor import pipeline
+
     assert set(compressor.__all__) == {"CompressorError", "__version__", *compressor._API}
     for name in compressor.__all__:
         assert getattr(compressor, name) is not None, name
-    assert compressor.compress.__module__ == "compressor.pipeline"
+    assert compressor.compress is pipeline.compress
+    assert compressor.compress.__module__ == "compressor.pipeline.run"
     assert compressor.export.__name__ == "export_model_file"
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         compressor.nope  # noqa: B018

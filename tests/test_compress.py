@@ -240,13 +240,13 @@ def test_resume_with_other_settings_is_refused(tmp_path: Path) -> None:
 def test_failure_after_training_keeps_the_partial_folder_and_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import compressor.pipeline as cc
+    from tests.helpers import replace_stage
 
     def broken(_run: object) -> None:
         raise CompressorError("the exporter broke")
 
     out = tmp_path / "out"
-    monkeypatch.setitem(cc._STAGE_FUNCTIONS, "export", broken)
+    replace_stage(monkeypatch, "export", broken)
     with pytest.raises(
         CompressorError, match=r"the exporter broke \(.*keeps the finished stages.*--resume\)"
     ):

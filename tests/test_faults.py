@@ -140,9 +140,9 @@ def test_an_interrupted_export_leaves_no_temporary_in_the_final_folder(
 ) -> None:
     """An export killed mid-write leaves its temporaries in OUT.partial; the resumed run
     clears them, and the final folder holds none."""
-    import compressor.pipeline as cc
     from compressor.config import DataConfig, PruneConfig, TrainConfig
     from compressor.pipeline import CompressConfig, compress, partial_dir
+    from tests.helpers import replace_stage
 
     def killed(run: Any) -> None:
         (run.work / ".model.onnx.k3j2.tmp").write_text("a killed export's file")
@@ -158,7 +158,7 @@ def test_an_interrupted_export_leaves_no_temporary_in_the_final_folder(
         latency_seconds=0.5,
     )
     out = tmp_path / "out"
-    monkeypatch.setitem(cc._STAGE_FUNCTIONS, "export", killed)
+    replace_stage(monkeypatch, "export", killed)
     with pytest.raises(CompressorError, match="killed"):
         compress(MODEL, out, config, progress=False)
     assert (partial_dir(out) / ".model.onnx.k3j2.tmp").exists()

@@ -22,6 +22,12 @@ LAYERS: list[list[str]] = [
     ["methods", "methods.*", "checkpoint", "evaluation"],
     ["weights", "strength", "onnx_export", "training", "latency", "selection", "reference"],
     ["operations", "bench.compare"],
+    # the compress pipeline's own modules, bottom to top
+    ["pipeline.config"],
+    ["pipeline.state", "pipeline.plots"],
+    ["pipeline.report", "pipeline.controller"],
+    ["pipeline.stages"],
+    ["pipeline.run"],
     ["pipeline"],
     ["cli.app", "cli.options"],
     ["cli", "cli.*", "__main__", "__init__"],
