@@ -170,7 +170,7 @@ class StrengthConfig:
     # to 68% and validation fell to 28.65% (its filters shrank under the BatchNorm, which
     # undoes their scale, while the running statistics lagged)
     decay_start: float = 1e-3
-    decay_cap: float = 0.1
+    decay_cap: float = 0.05
 
     def __post_init__(self) -> None:
         if not self.max_drop > 0:
@@ -540,8 +540,8 @@ class AutoStrength:
         if self.best_top1 is None or top1 >= self.best_top1:
             self.best_top1 = top1
             return
-        if self.best_top1 - top1 <= c.growing_drop or (self.frozen is not None and not self.decay):
-            return
+        if self.best_top1 - top1 <= c.growing_drop or self.frozen is not None:
+            return  # a kept plan's decay has no guard: emptying it costs accuracy by design
         self.ceiling = self._knob() / c.growth
         self._turn(self._knob() / c.growth**2, regularizer)
         step = self.history[-1].step if self.history else 0
