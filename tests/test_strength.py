@@ -413,7 +413,7 @@ def test_growing_rule_holds_while_global_then_grows_until_on_course() -> None:
     def no_reading(_model: nn.Module) -> float:
         raise AssertionError("the growing rule reads no validation accuracy at its checks")
 
-    shares = iter([0.5, 0.5, 0.5, 0.45, 0.3, 0.1, 0.05, 0.005, 0.004, 0.2, 0.2])
+    shares = iter([0.5, 0.45, 0.3, 0.1, 0.05, 0.005, 0.004, 0.2, 0.2])  # none read while global
     auto = AutoStrength(
         StrengthConfig(growing_checks=3, share_goal=0.01, growth=2.0),
         evaluate=no_reading,
@@ -489,11 +489,25 @@ def test_growing_rule_caps_the_global_phase_at_a_part_of_the_stage() -> None:
         AutoStrength(config, evaluate=lambda m: 0.0, share=lambda m: None, rule="auto")
 
 
-def test_growing_rule_keeps_the_plan_the_global_phase_ended_on() -> None:
-    """Once focused, the growing rule aims the penalty at one plan to the stage's end (the
-    plan the re-planning would move to is ignored) and reads the share of that plan; it
-    survives a resume. With ``freeze_plan`` off it re-plans at every check."""
-    plans = iter([{0: [1, 2]}, {0: [1, 2]}, {0: [3, 4]}, {0: [5]}, {0: [6]}])
+def test_growing_rule_keeps_the_plan_and_decays_it() -> None:
+    """Once the global phase ends (at a quarter of the stage, not earlier, and reading no
+    scores before), the growing rule keeps that plan to the stage's end, reads the share
+    of that plan, leaves the method's penalty unfocused at its strength, and shrinks the
+    plan's entries by a decay that grows (at most 2x an epoch); a resume keeps it all."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Conv2d(4, 4, 3),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(64, 2),
+    )
+    method = get_method("ssl")
+    method.setup(model, example_input=torch.zeros(1, 3, 8, 8))
+    plans = iter([{1: [1, 2]}, {1: [3]}, {1: [0]}])  # group 1: the first conv's channels
     latest: dict[str, dict[int, list[int]]] = {}
     asked: list[object] = []
 
@@ -502,31 +516,32 @@ def test_growing_rule_keeps_the_plan_the_global_phase_ended_on() -> None:
         asked.append(fixed)
         return 0.5
 
-    def run(freeze: bool) -> tuple[AutoStrength, object]:
-        nonlocal plans
-        plans = iter([{0: [1, 2]}, {0: [1, 2]}, {0: [3, 4]}, {0: [5]}, {0: [6]}])
-        asked.clear()
-        auto = AutoStrength(
-            StrengthConfig(growing_checks=2, global_epochs=0.5, freeze_plan=freeze),
-            evaluate=lambda m: 0.0,
-            share=share,
-            plan=lambda: latest.get("remove"),
-            rule="growing",
-            epochs=8,
-        )
-        method = get_method("ssl")
-        for step in range(1, 5):
-            auto.after_step(nn.Linear(1, 1), method, step=step, steps_per_epoch=2)
-        return auto, method
-
-    auto, method = run(freeze=True)
-    assert auto.focusing and auto.frozen == {0: [1, 2]}
-    assert method.focus_plan == {0: [1, 2]} and asked[-1] == {0: [1, 2]}
+    auto = AutoStrength(
+        StrengthConfig(growing_checks=2, global_epochs=0.5, decay_start=0.01),
+        evaluate=lambda m: 0.0,
+        share=share,
+        plan=lambda: latest.get("remove"),
+        rule="growing",
+        epochs=8,
+    )
+    auto.strength = method.scale = 3.0
+    before = model[0].weight.detach().clone()
+    for step in range(1, 4):  # the global phase: a quarter of 8 epochs is 4 steps
+        auto.after_step(model, method, step=step, steps_per_epoch=2)
+    assert not asked and not auto.focusing and torch.equal(model[0].weight, before)
+    auto.after_step(model, method, step=4, steps_per_epoch=2)
+    assert auto.frozen == {1: [1, 2]} and method.focus_plan is None and method.scale == 3.0
+    assert auto.decay == pytest.approx(0.01 * 2**0.5) and auto.history[-1].action == "grow"
+    auto.after_step(model, method, step=5, steps_per_epoch=2)
+    assert asked == [None, {1: [1, 2]}] and auto.frozen == {1: [1, 2]}
+    w = model[0].weight.detach()
+    assert torch.equal(w[[0, 3]], before[[0, 3]])  # the kept channels: untouched
+    # one decayed step (step 5, at the decay step 4 set); the next check grew it again
+    assert torch.allclose(w[[1, 2]], before[[1, 2]] * (1 - 0.01 * 2**0.5))
+    assert model[1].weight[1] < 1.0 and model[1].weight[0] == 1.0  # the BatchNorm scale too
+    assert auto.decay == pytest.approx(0.02)
     again = AutoStrength(
         StrengthConfig(), evaluate=lambda m: 0.0, share=lambda m: None, rule="growing"
     )
-    other = get_method("ssl")
-    again.load_state_dict(auto.state_dict(), other)
-    assert again.frozen == {0: [1, 2]} and other.focus_plan == {0: [1, 2]}
-    auto, method = run(freeze=False)
-    assert auto.frozen is None and method.focus_plan == {0: [5]} and asked[-1] is None
+    again.load_state_dict(auto.state_dict(), get_method("ssl"))
+    assert again.frozen == {1: [1, 2]} and again.decay == auto.decay
