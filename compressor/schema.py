@@ -18,7 +18,8 @@ from compressor.errors import CompressorError
 
 # kind -> version of its shape now (1: the shape before versions, where it changed since)
 SCHEMA_VERSIONS: dict[str, int] = {
-    "report": 2,  # compress's report.json; 1 had `accuracy` where 2 has test_top1/val_top1
+    "report": 3,  # compress's report.json; 1 had `accuracy` where 2 has test_top1/val_top1;
+    # 3 adds strength.final_decay and strength.history[].decay (the growing rule)
     "train": 1,  # train's <stem>.train.json and --json
     "eval": 2,  # eval --json; 1 had `top1` at the top, 2 has it under each split
     "prune": 1,

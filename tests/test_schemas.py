@@ -69,7 +69,7 @@ def test_shape_comparison_accepts_empty_lists_only() -> None:
 def test_a_reader_given_another_version_gets_one_line(tmp_path: Path) -> None:
     old = tmp_path / "report.json"
     old.write_text(json.dumps({"accuracy": 91.2}))  # written before versions: version 1
-    with pytest.raises(CompressorError, match=r"schema version 1, an older shape .* \(version 2\)"):
+    with pytest.raises(CompressorError, match=r"schema version 1, an older shape .* \(version 3\)"):
         read("report", old)
     now = {"schema": "compressor/report", "schema_version": SCHEMA_VERSIONS["report"]}
     assert check("report", now, "x") == now
