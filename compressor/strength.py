@@ -64,18 +64,20 @@ adapts as it goes. The same rule serves every method:
    no task accuracy to hold, or a stage of ``long_stage`` epochs or more; rules 2 and 4
    are the "bounded" rule). After Wang et al., "Neural Pruning via Growing
    Regularization" (ICLR 2021): calibrated at ``growing_start`` (0.1) of the loss
-   gradient, the strength is held through the global phase (capped at
-   ``growing_global`` of the stage); the plan the phase ends on is then kept
-   (``freeze_plan``) and the share read is that plan's share of the folded group norms
-   (what its channels still carry in the network's function). Each of
-   ``growing_checks`` (2) checks an epoch multiplies the strength by
-   ``growth ** (1 / growing_checks)`` (at most ``growth`` an epoch, never above
-   ``growing_cap`` times the calibrated strength) while the share, at its rate since the
-   last check, would miss ``share_goal`` by ``deadline`` of the stage, and holds it
-   otherwise. No accuracy bound at the checks, which read no validation images (a check
-   costs the folded norms only); at each epoch's end, an epoch more than
-   ``growing_drop`` points of validation top-1 under the stage's best divides the strength
-   by ``growth**2`` and caps it below the strength that broke it. No early prune.
+   gradient, the method's penalty acts everywhere through the global phase (a
+   ``growing_global`` part of the stage, no earlier end; its checks read no scores). The
+   plan the phase ends on is kept (``freeze_plan``); the penalty goes on everywhere at
+   its calibrated strength, and the plan's entries shrink after every step by a decoupled
+   decay ``d`` (``decay_start``, multiplied by ``growth ** (1 / growing_checks)`` at each
+   of ``growing_checks`` checks an epoch, never above ``decay_cap``) while the plan's
+   share of the folded group norms (what its channels still carry in the network's
+   function), at its rate since the last check, would miss ``share_goal`` by
+   ``deadline`` of the stage; it holds otherwise. No validation reading at the checks
+   and no accuracy guard on the decay (only the plan decays: the worst case is the cut).
+   With ``freeze_plan`` off the strength itself grows on a re-planned, focused penalty
+   (never above ``growing_cap`` times its calibration), and an epoch more than
+   ``growing_drop`` points under the stage's best divides it by ``growth**2`` and caps
+   it below the strength that broke it. No early prune.
 
 The baseline is the model's top-1 on the same images at the start of the stage. The bound
 is a choice: ``max_drop`` = 1 point by default (``--set`` cannot reach it; the CLI's

@@ -60,8 +60,9 @@ def strength_options(f: Callable[..., Any]) -> Callable[..., Any]:
                 default=StrengthConfig.rule,
                 show_default=True,
                 help="--lambda auto's rule: bounded (hold the trained model's accuracy within "
-                "--max-drop over a short stage), growing (raise the penalty on the planned "
-                "channels until they are empty by 3/4 of the stage; no accuracy bound) or auto "
+                "--max-drop over a short stage), growing (the penalty everywhere for a "
+                "quarter of the stage, then a growing decay empties the planned channels by "
+                "3/4 of it; no accuracy bound) or auto "
                 f"(growing for a new head or a stage of {StrengthConfig.long_stage} epochs or "
                 "more, else bounded).",
             ),
