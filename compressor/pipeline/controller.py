@@ -94,8 +94,9 @@ def strength_controller(run: Run, method: Any) -> tuple[Any, dict[str, Any]]:
     if rule == "growing":
         run.log(
             f"  --lambda auto, growing rule ({'a new head' if run.new_head else f'{epochs} epochs'}): "
-            "the penalty grows on the planned channels until they hold "
-            f"{100 * config.strength.share_goal:g}% of the score mass, by "
+            f"the penalty everywhere for {config.strength.growing_global:.0%} of the stage, "
+            "then the planned channels decay until they hold "
+            f"{100 * config.strength.share_goal:g}% of their folded norms, by "
             f"{config.strength.deadline:.0%} of the stage; no accuracy bound"
         )
     val = run.bundle.val
