@@ -50,7 +50,7 @@ def main() -> None:
     import torch
 
     sys.path.insert(0, str(HERE))
-    import quality
+    import quality_tasks
 
     from compressor.checkpoint import load_model
     from compressor.config import DataConfig, PruneConfig
@@ -61,11 +61,13 @@ def main() -> None:
 
     t0 = time.perf_counter()
     torch.manual_seed(0)
-    task = quality.TASKS["fmnist-resnet18"]
+    task = quality_tasks.TASKS["fmnist-resnet18"]
     work = HERE / "_work" / f"quality_{task.name}"
     work.mkdir(parents=True, exist_ok=True)
-    dense = load_model(quality.dense(work, task)).model.eval()
-    data = DataConfig(quality.data_dir(work, task), val_split=task.val_split, input_size=(32,))
+    dense = load_model(quality_tasks.dense(work, task)).model.eval()
+    data = DataConfig(
+        quality_tasks.data_dir(work, task), val_split=task.val_split, input_size=(32,)
+    )
     bundle = load_data(data, channels=3)
     index = channel_groups(dense, torch.zeros(1, 3, 32, 32))
     estimator = mac_estimator(copy.deepcopy(dense), index, (3, 32, 32))

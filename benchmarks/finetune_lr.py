@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from common import ROOT, compress_once, results_header, run_payload, save_results
-from quality import TASKS, Task, data_options, dense
+from quality_tasks import TASKS, Task, data_options, dense
 
 RECIPES = {  # name -> extra options
     "lr 0.01": ["--ft-lr", "0.01"],

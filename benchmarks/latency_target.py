@@ -40,7 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from common import ROOT, compress_once, results_header, run_payload, save_results, sh
-from quality import TASKS, data_options, dense, speed_rows
+from quality_runs import speed_rows
+from quality_tasks import TASKS, data_options, dense
 
 DEVICES = {"1 thread": ["--threads", "1"], "2 threads": ["--threads", "2"], "edge-1core": ["--profile", "edge-1core"]}  # fmt: skip
 ARCHS = {"resnet18": "fmnist-resnet18", "mobilenet_v2": "fmnist-mobilenetv2"}
@@ -227,7 +228,7 @@ def torch_pruning_row(
     """Torch-Pruning's ``MagnitudePruner`` (group L2, one ratio for every layer, its
     ``round_to`` at compressor's default) at the ratio whose predicted latency meets the
     same budget, fine-tuned as quality.py fine-tunes Torch-Pruning's models."""
-    from quality import tp_row
+    from tp_rows import tp_row
 
     from compressor.checkpoint import load_model
     from compressor.config import PruneConfig

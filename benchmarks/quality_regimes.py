@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from common import RESULTS, ROOT, compress_once, run_payload, sh
-from quality import Task, _tp_scores, _tp_sparse_learning, data_dir, tp_prune
+from quality_tasks import Task, data_dir
 from regimes import (
     REGIMES,
     Regime,
@@ -47,12 +47,13 @@ from regimes import (
     row_key,
     summarise,
 )
+from tp_rows import _tp_scores, _tp_sparse_learning, tp_prune
 
 WORK = ROOT / "benchmarks" / "_work"
 
 
 def as_task(regime: Regime) -> Task:
-    """The ``quality.Task`` that ``quality.data_dir`` and ``quality.tp_row`` read."""
+    """The ``quality_tasks.Task`` that ``quality_tasks.data_dir`` and ``tp_rows.tp_row`` read."""
     return Task(
         regime.name,
         regime.arch,

@@ -7,8 +7,8 @@ import statistics
 from typing import Any
 
 from common import RESULTS, results_header
-from quality import _diff_text as _diff
-from quality import _pm
+from quality_report import _diff_text as _diff
+from quality_report import _pm
 from regimes import Regime
 
 

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from common import ROOT, compress_once, results_header, run_payload, save_results
-from quality import dense
+from quality_tasks import dense
 
 CRITERIA = {"none": "group L2 norm", "slimming": "BatchNorm scale gamma"}
 ALLOCATIONS = ["global", "uniform"]
