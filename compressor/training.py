@@ -446,12 +446,21 @@ class _Fit:
         atomic_write_with(self.state_path, lambda f: torch.save(payload, f))
 
     def step(self, x: Any, y: Any, epoch: int, step: int) -> tuple[Any, Any, Any, Any]:
-        """One optimizer step on a batch; returns (loss, scaled penalty or None, logits, y)."""
+        """One optimizer step on a batch; returns (loss, scaled penalty or None, logits, y).
+        By concern: the batch (seeds, augmentation, device), the losses, the gradients
+        (penalty focus, ranks' average, the method's hand-made gradients), the update
+        (optimizer, schedule, the method's and the strength controller's step hooks)."""
+        inputs, y = self._batch(x, y, epoch, step)
+        loss, pen, total, logits = self._losses(inputs, y, epoch, step)
+        self._gradients(loss, pen, total)
+        self._update(epoch, step)
+        return loss, pen, logits, y
+
+    def _batch(self, x: Any, y: Any, epoch: int, step: int) -> tuple[Any, Any]:
+        """The step's inputs on the device, augmented with the step's own seed."""
         import torch
 
-        from compressor import distributed
-
-        config, reg, model = self.config, self.regularizer, self.model
+        config = self.config
         torch.manual_seed(mix_seed(config.seed, epoch, step, 2))
         aug = (
             torch.Generator().manual_seed(mix_seed(config.seed, epoch, step, 1))
@@ -461,7 +470,14 @@ class _Fit:
         inputs = self.transform(x, aug)
         if self.cuda and config.channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
-        y = y.to(self.device, non_blocking=True)
+        return inputs, y.to(self.device, non_blocking=True)
+
+    def _losses(self, inputs: Any, y: Any, epoch: int, step: int) -> tuple[Any, Any, Any, Any]:
+        """(task loss, scaled penalty or None, their sum, logits) under autocast; a
+        non-finite total stops the run in one line."""
+        import torch
+
+        config, reg, model = self.config, self.regularizer, self.model
         self.features.clear()
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
             logits, aux = split_outputs(model(inputs))
@@ -478,6 +494,14 @@ class _Fit:
             raise CompressorError(
                 f"loss became {float(total)} at epoch {epoch + 1} step {step}; lower --lr"
             )
+        return loss, pen, total, logits
+
+    def _gradients(self, loss: Any, pen: Any, total: Any) -> None:
+        """Backward; with a focus plan the penalty's gradient is kept on the plan's entries
+        only; under torchrun the global batch's gradient; then the method's own."""
+        from compressor import distributed
+
+        reg, model = self.regularizer, self.model
         self.optimizer.zero_grad(set_to_none=True)
         focus = reg.focus_masks(model) if reg is not None else None
         loss_grads = None
@@ -492,6 +516,12 @@ class _Fit:
             reg.after_backward(model)
             if focus is not None and loss_grads is not None:
                 _keep_focused(model, loss_grads, focus, self.scaler)
+
+    def _update(self, epoch: int, step: int) -> None:
+        """The optimizer and schedule step, then the step hooks."""
+        from compressor import distributed
+
+        reg, model = self.regularizer, self.model
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
@@ -505,7 +535,6 @@ class _Fit:
             self.strength.after_step(
                 model, reg, step=self.global_step, steps_per_epoch=self.steps_per_epoch
             )
-        return loss, pen, logits, y
 
     def epoch(self, epoch: int, should_stop: Callable[[], bool]) -> bool:
         """Train one epoch (from the resumed step), then end it; True when the stage ends
