@@ -98,7 +98,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from compressor.errors import CompressorError
@@ -234,6 +234,32 @@ class StrengthPoint:
     decay: float | None = None  # growing rule, once the plan is kept: the plan's decay a step
 
 
+@dataclass
+class StrengthState:
+    """What ``AutoStrength`` changes as the stage runs, and a resume restores; only
+    ``AutoStrength`` writes it."""
+
+    focusing: bool = False  # the global phase is over (rule 3)
+    focused_at: float | None = None  # the epoch at which it ended
+    plans: list[dict[int, list[int]]] = field(
+        default_factory=list
+    )  # the global phase's recent plans
+    baseline: float | None = None
+    strength: float = 1.0
+    ceiling: float | None = None  # the lowest strength that broke the bound
+    ceiling_checks: int = 0  # checks left before the ceiling lifts
+    active: bool = True
+    history: list[StrengthPoint] = field(default_factory=list)
+    epoch_shares: list[float | None] = field(default_factory=list)  # calibration, each epoch's end
+    stopped_after: int | None = None  # epochs run when the stage ended early
+    projected: float | None = None  # the share expected at the stage's end
+    calibrated: float = 1.0  # the strength calibration set (the growing rule's unit)
+    best_top1: float | None = None  # the stage's best epoch (growing rule's guard)
+    frozen: dict[int, list[int]] | None = None  # the growing rule's kept plan
+    decay: float = 0.0  # the kept plan's decay a step (growing rule)
+    focus_plan: dict[int, list[int]] | None = None  # the plan the penalty is focused on
+
+
 def mask_distance(a: dict[int, list[int]], b: dict[int, list[int]], channels: int) -> float:
     """The fraction of all ``channels`` that one plan removes and the other keeps (the
     normalised Hamming distance of Early-Bird's pruning masks)."""
@@ -279,22 +305,7 @@ class AutoStrength:
         self.share = share
         # the channels (group -> channels) the last ``share`` call's selection removes
         self.plan = plan or (lambda: None)
-        self.focusing = False  # the global phase is over (rule 3)
-        self.focused_at: float | None = None  # the epoch at which it ended
-        self.plans: list[dict[int, list[int]]] = []  # the global phase's recent plans
-        self.baseline: float | None = None
-        self.strength = 1.0
-        self.ceiling: float | None = None  # the lowest strength that broke the bound
-        self.ceiling_checks = 0  # checks left before the ceiling lifts
-        self.active = True
-        self.history: list[StrengthPoint] = []
-        self.epoch_shares: list[float | None] = []  # at calibration, then each epoch's end
-        self.stopped_after: int | None = None  # epochs run when the stage ended early
-        self.projected: float | None = None  # the share expected at the stage's end
-        self.calibrated = 1.0  # the strength calibration set (the growing rule's unit)
-        self.best_top1: float | None = None  # the stage's best epoch (growing rule's guard)
-        self.frozen: dict[int, list[int]] | None = None  # the growing rule's kept plan
-        self.decay = 0.0  # the kept plan's decay a step (growing rule)
+        self.state = StrengthState()  # everything the stage changes (and a resume restores)
         self._multipliers: tuple[Any, dict[str, torch.Tensor]] | None = None  # (model, 1 - d*mask)
 
     # ------------------------------------------------------------------ calibration
@@ -335,20 +346,22 @@ class AutoStrength:
             model.zero_grad(set_to_none=True)
             features.clear()
         ce, pen_norm = math.sqrt(ce_sq / len(batches)), math.sqrt(pen_sq / len(batches))
-        self.active = pen_norm > 0 and math.isfinite(pen_norm)
+        self.state.active = pen_norm > 0 and math.isfinite(pen_norm)
         # a penalty without gradient (the `none` method) has nothing to adapt
-        self.strength = self.start * max(ce, 1e-12) / pen_norm if self.active else 1.0
-        regularizer.scale = self.strength
-        self.calibrated = self.strength
-        self.baseline = self.evaluate(model)
+        self.state.strength = self.start * max(ce, 1e-12) / pen_norm if self.state.active else 1.0
+        regularizer.scale = self.state.strength
+        self.state.calibrated = self.state.strength
+        self.state.baseline = self.evaluate(model)
         share = self.share(model)
-        self.plans = []
+        self.state.plans = []
         self._phase(regularizer, self.plan(), 0.0)
-        self.history.append(
-            StrengthPoint(0, 0.0, self.strength, self.baseline, share, "calibrate", self._name())
+        self.state.history.append(
+            StrengthPoint(
+                0, 0.0, self.state.strength, self.state.baseline, share, "calibrate", self._name()
+            )
         )
-        self.epoch_shares = [share]
-        return self.strength
+        self.state.epoch_shares = [share]
+        return self.state.strength
 
     @property
     def start(self) -> float:
@@ -364,7 +377,9 @@ class AutoStrength:
 
     def _share(self, model: nn.Module) -> float | None:
         """The share of the plan the penalty works on: the kept plan once frozen."""
-        return self.share(model) if self.frozen is None else self.share(model, self.frozen)
+        return (
+            self.share(model) if self.state.frozen is None else self.share(model, self.state.frozen)
+        )
 
     # ------------------------------------------------------------------ focus
 
@@ -379,7 +394,7 @@ class AutoStrength:
         return c.global_epochs
 
     def _name(self) -> str:
-        return "focus" if self.focusing else "global"
+        return "focus" if self.state.focusing else "global"
 
     def _phase(
         self, regularizer: Regularizer, remove: dict[int, list[int]] | None, epoch: float
@@ -390,16 +405,16 @@ class AutoStrength:
         c = self.config
         if remove is None or not c.focus:
             return None
-        if self.focusing:
-            if self.frozen is None:
-                regularizer.focus_plan = remove
+        if self.state.focusing:
+            if self.state.frozen is None:
+                regularizer.focus_plan = self.state.focus_plan = remove
             return None
         lag = max(1, self.checks // 2)
-        self.plans = [*self.plans, remove][-(lag + 1) :]
+        self.state.plans = [*self.state.plans, remove][-(lag + 1) :]
         distance = None
-        if len(self.plans) > lag:
+        if len(self.state.plans) > lag:
             channels = sum(g.size for g in regularizer.groups or [])
-            distance = mask_distance(remove, self.plans[0], channels)
+            distance = mask_distance(remove, self.state.plans[0], channels)
         settled = distance is not None and distance <= c.mask_tolerance
         if epoch >= self.global_cap or (settled and self.rule != "growing"):
             self._start_focus(regularizer, remove, epoch)
@@ -409,12 +424,12 @@ class AutoStrength:
         self, regularizer: Regularizer | None, remove: dict[int, list[int]] | None, epoch: float
     ) -> None:
         """End the global phase at ``epoch``: the penalty is aimed at ``remove`` from now."""
-        self.focusing, self.focused_at, self.plans = True, epoch, []
+        self.state.focusing, self.state.focused_at, self.state.plans = True, epoch, []
         if self.rule == "growing" and self.config.freeze_plan and remove is not None:
-            self.frozen, self.decay = remove, self.config.decay_start
+            self.state.frozen, self.state.decay = remove, self.config.decay_start
             return  # the method's penalty goes on everywhere; the decay empties the plan
         if regularizer is not None:
-            regularizer.focus_plan = remove
+            regularizer.focus_plan = self.state.focus_plan = remove
 
     # ------------------------------------------------------------------ early prune
 
@@ -432,26 +447,26 @@ class AutoStrength:
         so that the early-prune test applies at once. ``val_top1``: the epoch's validation
         top-1, which the growing rule guards with (rule 5)."""
         share = self._share(model)
-        self.epoch_shares.append(share)
+        self.state.epoch_shares.append(share)
         if self.rule == "growing" and val_top1 is not None and regularizer is not None:
             self._guard(val_top1, regularizer, float(done))
         c = self.config
-        if c.focus and self.active and not self.focusing and done >= self.global_cap:
+        if c.focus and self.state.active and not self.state.focusing and done >= self.global_cap:
             self._start_focus(regularizer, self.plan(), float(done))
-        before = self.epoch_shares[-2] if len(self.epoch_shares) >= 2 else None
+        before = self.state.epoch_shares[-2] if len(self.state.epoch_shares) >= 2 else None
         if self.rule == "growing":  # the stage is the fine-tuning: it runs to its end
             return False
         if not self.config.early_prune or done >= total or share is None or before is None:
             return False
-        if self.config.focus and self.active and not self.focusing:
+        if self.config.focus and self.state.active and not self.state.focusing:
             return False  # the method is still choosing its channels (none without a penalty)
-        self.projected = share - max(before - share, 0.0) * (total - done)
-        if self.projected <= self.config.share_goal:
+        self.state.projected = share - max(before - share, 0.0) * (total - done)
+        if self.state.projected <= self.config.share_goal:
             return False
-        assert self.baseline is not None, "calibrate() first"
-        if self.baseline - self.evaluate(model) > self.config.max_drop:
+        assert self.state.baseline is not None, "calibrate() first"
+        if self.state.baseline - self.evaluate(model) > self.config.max_drop:
             return False  # out of the bound: the stage goes on, the controller backs off
-        self.stopped_after = done
+        self.state.stopped_after = done
         return True
 
     # ------------------------------------------------------------------ adaptation
@@ -463,9 +478,9 @@ class AutoStrength:
         self, model: nn.Module, regularizer: Regularizer, *, step: int, steps_per_epoch: int
     ) -> None:
         """``step``: optimizer steps done in the stage so far."""
-        if self.active:
+        if self.state.active:
             self.decay_plan(model, regularizer)
-        if not self.active or step % self.check_steps(steps_per_epoch) != 0:
+        if not self.state.active or step % self.check_steps(steps_per_epoch) != 0:
             return
         if self.rule == "growing":
             self._growing_step(model, regularizer, step=step, steps_per_epoch=steps_per_epoch)
@@ -474,33 +489,33 @@ class AutoStrength:
         top1 = self.evaluate(model)
         share = self.share(model)
         distance = self._phase(regularizer, self.plan(), step / steps_per_epoch)
-        assert self.baseline is not None, "calibrate() first"
-        drop = self.baseline - top1
+        assert self.state.baseline is not None, "calibrate() first"
+        drop = self.state.baseline - top1
         if drop > c.max_drop:
             action, factor = "back off", 1 / c.growth**2
         elif drop > c.max_drop / 2:
             action, factor = "hold", 1.0
         elif share is None or share > c.share_goal:
             action, factor = "grow", c.growth
-            if self.ceiling is not None:  # never again up to a strength that broke the bound
-                factor = min(factor, max(1.0, self.ceiling / c.growth / self.strength))
+            if self.state.ceiling is not None:  # never again up to a strength that broke the bound
+                factor = min(factor, max(1.0, self.state.ceiling / c.growth / self.state.strength))
                 action = "hold" if factor <= 1.0 else "grow"
         else:
             action, factor = "hold", 1.0
         if action == "back off":
-            self.ceiling = min(self.ceiling or self.strength, self.strength)
-            self.ceiling_checks = c.checks_per_epoch
-        elif self.ceiling is not None:
-            self.ceiling_checks -= 1
-            if self.ceiling_checks <= 0:  # an epoch within the bound: the model has adapted
-                self.ceiling = None
-        self.strength *= factor
-        regularizer.scale = self.strength
-        self.history.append(
+            self.state.ceiling = min(self.state.ceiling or self.state.strength, self.state.strength)
+            self.state.ceiling_checks = c.checks_per_epoch
+        elif self.state.ceiling is not None:
+            self.state.ceiling_checks -= 1
+            if self.state.ceiling_checks <= 0:  # an epoch within the bound: the model has adapted
+                self.state.ceiling = None
+        self.state.strength *= factor
+        regularizer.scale = self.state.strength
+        self.state.history.append(
             StrengthPoint(
                 step,
                 step / steps_per_epoch,
-                self.strength,
+                self.state.strength,
                 top1,
                 share,
                 action,
@@ -512,13 +527,13 @@ class AutoStrength:
     def _knob(self) -> float:
         """What the growing rule raises: the kept plan's decay, or (no kept plan) the
         strength."""
-        return self.decay if self.frozen is not None else self.strength
+        return self.state.decay if self.state.frozen is not None else self.state.strength
 
     def _turn(self, value: float, regularizer: Regularizer) -> None:
-        if self.frozen is not None:
-            self.decay = value
+        if self.state.frozen is not None:
+            self.state.decay = value
         else:
-            self.strength = value
+            self.state.strength = value
             regularizer.scale = value
 
     def _point(
@@ -530,29 +545,29 @@ class AutoStrength:
         action: str,
         distance: float | None = None,
     ) -> StrengthPoint:
-        decay = self.decay if self.frozen is not None else None
+        decay = self.state.decay if self.state.frozen is not None else None
         return StrengthPoint(
-            step, epoch, self.strength, top1, share, action, self._name(), distance, decay
+            step, epoch, self.state.strength, top1, share, action, self._name(), distance, decay
         )
 
     def _guard(self, top1: float, regularizer: Regularizer, epoch: float) -> None:
         """Rule 5's guard: an epoch more than ``growing_drop`` points under the stage's best
         divides the decay (or strength) by ``growth**2`` and caps it below what broke it."""
         c = self.config
-        if self.best_top1 is None or top1 >= self.best_top1:
-            self.best_top1 = top1
+        if self.state.best_top1 is None or top1 >= self.state.best_top1:
+            self.state.best_top1 = top1
             return
-        if self.best_top1 - top1 <= c.growing_drop or self.frozen is not None:
+        if self.state.best_top1 - top1 <= c.growing_drop or self.state.frozen is not None:
             return  # a kept plan's decay has no guard: emptying it costs accuracy by design
-        self.ceiling = self._knob() / c.growth
+        self.state.ceiling = self._knob() / c.growth
         self._turn(self._knob() / c.growth**2, regularizer)
-        step = self.history[-1].step if self.history else 0
-        self.history.append(self._point(step, epoch, top1, None, "back off"))
+        step = self.state.history[-1].step if self.state.history else 0
+        self.state.history.append(self._point(step, epoch, top1, None, "back off"))
 
     def decay_plan(self, model: nn.Module, regularizer: Regularizer) -> None:
         """Growing rule, once the plan is kept: shrink its entries by ``decay`` (after an
         optimizer step)."""
-        if self.frozen is None or not self.decay:
+        if self.state.frozen is None or not self.state.decay:
             return
         import torch
 
@@ -560,13 +575,13 @@ class AutoStrength:
 
         if self._multipliers is None or self._multipliers[0] is not model:
             assert regularizer.groups is not None, "setup() first"
-            masks = focus_masks(model, regularizer.groups, self.frozen)
+            masks = focus_masks(model, regularizer.groups, self.state.frozen)
             self._multipliers = (model, {n: m.float() for n, m in masks.items() if m.any()})
         params = dict(model.named_parameters())
         with torch.no_grad():
             for name, mask in self._multipliers[1].items():
                 p = params[name]
-                p.mul_(1.0 - self.decay * mask.to(p.device, p.dtype))
+                p.mul_(1.0 - self.state.decay * mask.to(p.device, p.dtype))
 
     def _growing_step(
         self, model: nn.Module, regularizer: Regularizer, *, step: int, steps_per_epoch: int
@@ -577,14 +592,14 @@ class AutoStrength:
         by the ``deadline``; hold once it is met. No validation reading."""
         c = self.config
         epoch = step / steps_per_epoch
-        if not self.focusing and epoch < self.global_cap:
-            self.history.append(self._point(step, epoch, None, None, "hold"))
+        if not self.state.focusing and epoch < self.global_cap:
+            self.state.history.append(self._point(step, epoch, None, None, "hold"))
             return
         share = self._share(model)
         distance = self._phase(regularizer, self.plan(), epoch)
-        before = self.history[-1].share if self.history else None
+        before = self.state.history[-1].share if self.state.history else None
         checks_left = (c.deadline * self.epochs - epoch) * self.checks
-        if not self.focusing or share is None or share <= c.share_goal:
+        if not self.state.focusing or share is None or share <= c.share_goal:
             action, factor = "hold", 1.0
         elif (
             before is not None
@@ -594,64 +609,72 @@ class AutoStrength:
             action, factor = "hold", 1.0  # on course for the deadline
         else:
             factor = c.growth ** (1 / self.checks)
-            cap = c.decay_cap if self.frozen is not None else c.growing_cap * self.calibrated
-            if self.ceiling is not None:
-                cap = min(cap, self.ceiling)
+            cap = (
+                c.decay_cap
+                if self.state.frozen is not None
+                else c.growing_cap * self.state.calibrated
+            )
+            if self.state.ceiling is not None:
+                cap = min(cap, self.state.ceiling)
             factor = min(factor, max(1.0, cap / self._knob()))
             action = "grow" if factor > 1.0 else "hold"
         self._turn(self._knob() * factor, regularizer)
-        self.history.append(self._point(step, epoch, None, share, action, distance))
+        self.state.history.append(self._point(step, epoch, None, share, action, distance))
 
     # ------------------------------------------------------------------ state
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "strength": self.strength,
-            "ceiling": self.ceiling,
-            "ceiling_checks": self.ceiling_checks,
-            "active": self.active,
-            "baseline": self.baseline,
-            "history": [asdict(p) for p in self.history],
-            "epoch_shares": self.epoch_shares,
-            "stopped_after": self.stopped_after,
-            "focusing": self.focusing,
-            "focused_at": self.focused_at,
-            "plans": self.plans,
-            "calibrated": self.calibrated,
-            "best_top1": self.best_top1,
-            "frozen": self.frozen,
-            "decay": self.decay,
+            "strength": self.state.strength,
+            "ceiling": self.state.ceiling,
+            "ceiling_checks": self.state.ceiling_checks,
+            "active": self.state.active,
+            "baseline": self.state.baseline,
+            "history": [asdict(p) for p in self.state.history],
+            "epoch_shares": self.state.epoch_shares,
+            "stopped_after": self.state.stopped_after,
+            "focusing": self.state.focusing,
+            "focused_at": self.state.focused_at,
+            "plans": self.state.plans,
+            "calibrated": self.state.calibrated,
+            "best_top1": self.state.best_top1,
+            "frozen": self.state.frozen,
+            "decay": self.state.decay,
+            "focus_plan": self.state.focus_plan,
         }
 
     def load_state_dict(self, state: dict[str, Any], regularizer: Regularizer) -> None:
-        self.strength = float(state["strength"])
-        self.baseline = state["baseline"]
-        self.ceiling = state.get("ceiling")
-        self.ceiling_checks = int(state.get("ceiling_checks", 0))
-        self.active = bool(state.get("active", True))
-        self.history = [StrengthPoint(**p) for p in state["history"]]
-        self.epoch_shares = list(state.get("epoch_shares", []))
-        self.stopped_after = state.get("stopped_after")
-        self.focusing = bool(state.get("focusing", False))
-        self.focused_at = state.get("focused_at")
-        self.plans = list(state.get("plans", []))
-        self.calibrated = float(state.get("calibrated", self.strength))
-        self.best_top1 = state.get("best_top1")
+        self.state.strength = float(state["strength"])
+        self.state.baseline = state["baseline"]
+        self.state.ceiling = state.get("ceiling")
+        self.state.ceiling_checks = int(state.get("ceiling_checks", 0))
+        self.state.active = bool(state.get("active", True))
+        self.state.history = [StrengthPoint(**p) for p in state["history"]]
+        self.state.epoch_shares = list(state.get("epoch_shares", []))
+        self.state.stopped_after = state.get("stopped_after")
+        self.state.focusing = bool(state.get("focusing", False))
+        self.state.focused_at = state.get("focused_at")
+        self.state.plans = list(state.get("plans", []))
+        self.state.calibrated = float(state.get("calibrated", self.state.strength))
+        self.state.best_top1 = state.get("best_top1")
         frozen = state.get("frozen")
-        self.frozen = {int(k): list(v) for k, v in frozen.items()} if frozen else None
-        self.decay = float(state.get("decay", 0.0))
-        regularizer.scale = self.strength
+        self.state.frozen = {int(k): list(v) for k, v in frozen.items()} if frozen else None
+        self.state.decay = float(state.get("decay", 0.0))
+        plan = state.get("focus_plan")
+        self.state.focus_plan = {int(k): list(v) for k, v in plan.items()} if plan else None
+        regularizer.focus_plan = self.state.focus_plan
+        regularizer.scale = self.state.strength
 
     def summary(self) -> dict[str, Any]:
         """What the report keeps: the settings, the baseline and every check."""
         return {
             "config": asdict(self.config),
             "rule": self.rule,
-            "baseline_top1": self.baseline,
-            "final_strength": self.strength,
-            "final_decay": self.decay if self.frozen is not None else None,
-            "epoch_shares": self.epoch_shares,
-            "stopped_after": self.stopped_after,
-            "focused_at": self.focused_at,
-            "history": [asdict(p) for p in self.history],
+            "baseline_top1": self.state.baseline,
+            "final_strength": self.state.strength,
+            "final_decay": self.state.decay if self.state.frozen is not None else None,
+            "epoch_shares": self.state.epoch_shares,
+            "stopped_after": self.state.stopped_after,
+            "focused_at": self.state.focused_at,
+            "history": [asdict(p) for p in self.state.history],
         }

@@ -276,10 +276,10 @@ def _calibrate(
         y = torch.as_tensor([int(it[1]) for it in items], device=transform.device)
         batches.append((transform(x), y))
     s = strength.calibrate(model, regularizer, batches, features)
-    if strength.active:
+    if strength.state.active:
         say(
             f"--lambda auto: strength {s:.3g} (penalty gradient {strength.start:g}x the "
-            f"loss gradient), baseline val top-1 {strength.baseline:.2f}%"
+            f"loss gradient), baseline val top-1 {strength.state.baseline:.2f}%"
         )
     else:
         say("--lambda auto: the method has no penalty gradient; nothing to adapt")
@@ -398,12 +398,8 @@ class _Fit:
         reg = self.regularizer
         if reg is not None:
             reg.load_state_dict(state.get("regularizer") or {})
-            if self.strength is not None:
+            if self.strength is not None:  # also the plan the penalty is focused on
                 self.strength.load_state_dict(state["strength"], reg)
-            plan = state.get("focus_plan")
-            reg.focus_plan = (
-                {int(k): list(v) for k, v in plan.items()} if plan is not None else None
-            )
         _set_rng_state(state["rng"])
         self.start_epoch, self.start_step = int(state["epoch"]), int(state["step"])
         self.resumed_running = state.get("running")
@@ -436,7 +432,6 @@ class _Fit:
             "scaler": self.scaler.state_dict(),
             "regularizer": reg.state_dict() if reg is not None else {},
             "strength": strength.state_dict() if strength is not None else None,
-            "focus_plan": reg.focus_plan if reg is not None else None,
             "rng": _rng_state(),
             "train_config": {**to_dict(self.config), "batch_size": self.bs},
             "history": [asdict(h) for h in self.result.history],
@@ -659,12 +654,12 @@ class _Fit:
         )
         self.save_state(epoch + 1, 0)
         if ended:
-            assert strength is not None and strength.projected is not None
-            share = strength.epoch_shares[-1] or 0.0
+            assert strength is not None and strength.state.projected is not None
+            share = strength.state.epoch_shares[-1] or 0.0
             self.say(
                 f"early prune after epoch {epoch + 1}/{config.epochs}: the channels to "
                 f"remove hold {100 * share:.1f}% of the mass and would still hold "
-                f"{100 * strength.projected:.1f}% at the stage's end; its "
+                f"{100 * strength.state.projected:.1f}% at the stage's end; its "
                 f"{epochs_text(config.epochs - epoch - 1, 'other')} go to fine-tuning"
             )
         return bool(ended)
@@ -756,7 +751,7 @@ def fit(
             if config.sync_bn and run.parallel:
                 run.say(f"BatchNorm over the global batch: {n_synced} layers synchronised")
             for epoch in range(run.start_epoch, config.epochs):
-                if strength is not None and strength.stopped_after is not None:
+                if strength is not None and strength.state.stopped_after is not None:
                     break  # resumed after the stage ended early (rule 4 of strength)
                 if run.epoch(epoch, should_stop):
                     break

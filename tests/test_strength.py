@@ -35,7 +35,7 @@ def _controller(top1: list[float], share: list[float | None]) -> tuple[AutoStren
         evaluate=script.evaluate,
         share=script.share_of,
     )
-    auto.baseline, auto.strength = 99.0, 1.0
+    auto.state.baseline, auto.state.strength = 99.0, 1.0
     return auto, get_method("ssl")
 
 
@@ -46,7 +46,7 @@ def test_rule_grows_holds_and_backs_off() -> None:
     actions = []
     for step in range(1, len(top1) + 1):
         auto.after_step(nn.Linear(1, 1), method, step=step, steps_per_epoch=1)
-        actions.append((auto.history[-1].action, auto.strength))
+        actions.append((auto.state.history[-1].action, auto.state.strength))
     assert actions == [
         ("grow", 2.0),
         ("grow", 4.0),
@@ -59,7 +59,7 @@ def test_rule_grows_holds_and_backs_off() -> None:
         ("grow", 8.0),
     ]
     assert method.scale == 8.0
-    assert auto.ceiling is None
+    assert auto.state.ceiling is None
 
 
 def test_ceiling_survives_resume() -> None:
@@ -69,12 +69,12 @@ def test_ceiling_survives_resume() -> None:
     again.load_state_dict(auto.state_dict(), method)
     for a in (auto, again):
         a.after_step(nn.Linear(1, 1), method, step=2, steps_per_epoch=1)
-    assert (again.ceiling, again.ceiling_checks, again.strength) == (
-        auto.ceiling,
-        auto.ceiling_checks,
-        auto.strength,
+    assert (again.state.ceiling, again.state.ceiling_checks, again.state.strength) == (
+        auto.state.ceiling,
+        auto.state.ceiling_checks,
+        auto.state.strength,
     )
-    assert again.ceiling == 1.0 and again.ceiling_checks == 2
+    assert again.state.ceiling == 1.0 and again.state.ceiling_checks == 2
 
 
 def _epoch_ends(
@@ -84,7 +84,7 @@ def _epoch_ends(
     (past its global phase unless ``focusing`` is False)."""
     script = _Script([99.0] * len(shares), shares[1:])
     auto = AutoStrength(StrengthConfig(**config), evaluate=script.evaluate, share=script.share_of)
-    auto.epoch_shares, auto.baseline, auto.focusing = [shares[0]], 99.2, focusing
+    auto.state.epoch_shares, auto.state.baseline, auto.state.focusing = [shares[0]], 99.2, focusing
     for done in range(1, len(shares)):
         if auto.end_of_epoch(nn.Linear(1, 1), done=done, total=total):
             break
@@ -94,29 +94,33 @@ def _epoch_ends(
 def test_early_prune_ends_the_stage_when_the_share_cannot_reach_the_goal() -> None:
     # 85% -> 80% in an epoch: two more at that rate leave 70%, far above the 1% goal
     auto = _epoch_ends([0.85, 0.80, 0.75], total=3)
-    assert auto.stopped_after == 1 and auto.projected == pytest.approx(0.70)
+    assert auto.state.stopped_after == 1 and auto.state.projected == pytest.approx(0.70)
     # a share that does not fall, or rises, ends it too
-    assert _epoch_ends([0.50, 0.55], total=3).stopped_after == 1
+    assert _epoch_ends([0.50, 0.55], total=3).state.stopped_after == 1
     # 85% -> 40% in an epoch reaches the goal in two more: the stage runs on
     auto = _epoch_ends([0.85, 0.40, 0.005], total=3)
-    assert auto.stopped_after is None and auto.epoch_shares == [0.85, 0.40, 0.005]
+    assert auto.state.stopped_after is None and auto.state.epoch_shares == [0.85, 0.40, 0.005]
     # ... until a later epoch slows down: 40% -> 35% with one epoch left
-    assert _epoch_ends([0.85, 0.40, 0.35], total=4).stopped_after == 2
+    assert _epoch_ends([0.85, 0.40, 0.35], total=4).state.stopped_after == 2
     # never after the last epoch, without a share (threshold selection), or when turned off
-    assert _epoch_ends([0.85, 0.84], total=1).stopped_after is None
-    assert _epoch_ends([None, None, None], total=3).stopped_after is None
-    assert _epoch_ends([0.85, 0.84, 0.83], total=3, early_prune=False).stopped_after is None
+    assert _epoch_ends([0.85, 0.84], total=1).state.stopped_after is None
+    assert _epoch_ends([None, None, None], total=3).state.stopped_after is None
+    assert _epoch_ends([0.85, 0.84, 0.83], total=3, early_prune=False).state.stopped_after is None
     # nor while the method is still choosing its channels (the global phase) ...
     auto = _epoch_ends([0.85, 0.80, 0.75], total=3, focusing=False, global_epochs=2.0)
-    assert auto.stopped_after == 2 and auto.focused_at == 2.0  # not after epoch 1
+    assert auto.state.stopped_after == 2 and auto.state.focused_at == 2.0  # not after epoch 1
     # ... which ends at an epoch's end once it reaches its limit: the test applies at once
     auto = _epoch_ends([0.85, 0.80, 0.75], total=3, focusing=False, global_epochs=1.0)
-    assert auto.focusing and auto.focused_at == 1.0 and auto.stopped_after == 1
+    assert auto.state.focusing and auto.state.focused_at == 1.0 and auto.state.stopped_after == 1
     # without focus there is no global phase to wait for; without a penalty (none) no
     # method to choose
-    assert _epoch_ends([0.85, 0.80], total=3, focusing=False, focus=False).stopped_after == 1
+    assert _epoch_ends([0.85, 0.80], total=3, focusing=False, focus=False).state.stopped_after == 1
     inactive = AutoStrength(StrengthConfig(), evaluate=lambda _m: 99.0, share=lambda _m: 0.8)
-    inactive.epoch_shares, inactive.baseline, inactive.active = [0.85], 99.2, False
+    inactive.state.epoch_shares, inactive.state.baseline, inactive.state.active = (
+        [0.85],
+        99.2,
+        False,
+    )
     assert inactive.end_of_epoch(nn.Linear(1, 1), done=1, total=3)
 
 
@@ -140,7 +144,7 @@ def _phases(plans: list[dict[int, list[int]]], **config: float) -> tuple[AutoStr
     )
     method = get_method("ssl")
     method.groups = [SimpleNamespace(size=20)]  # type: ignore[assignment]
-    auto.baseline = 99.0
+    auto.state.baseline = 99.0
     auto.share(nn.Linear(1, 1))  # what calibrate reads
     auto._phase(method, auto.plan(), 0.0)
     for step in range(1, len(plans)):
@@ -156,28 +160,28 @@ def test_global_phase_ends_when_the_plan_settles() -> None:
     auto, method = _phases(moving, global_epochs=2.0)
     # check 1: no plan half an epoch back yet; check 2 against calibration: 8 of 20
     # channels differ; check 3 against check 1: 8 of 20
-    assert [p.mask_distance for p in auto.history] == [None, 0.4, 0.4]
-    assert not auto.focusing and method.focus_plan is None
+    assert [p.mask_distance for p in auto.state.history] == [None, 0.4, 0.4]
+    assert not auto.state.focusing and method.focus_plan is None
     auto, method = _phases([*moving, {0: [8, 9, 10, 12]}], global_epochs=2.0)
-    assert auto.history[-1].mask_distance == 0.1 and not auto.focusing  # 2 of 20
+    assert auto.state.history[-1].mask_distance == 0.1 and not auto.state.focusing  # 2 of 20
     settled = [*moving, {0: [8, 9, 10, 12]}, {0: [8, 9, 10, 12, 13]}]  # 1 of 20 vs check 3
     auto, method = _phases(settled, global_epochs=2.0)
-    assert auto.focusing and auto.focused_at == 1.25
+    assert auto.state.focusing and auto.state.focused_at == 1.25
     assert method.focus_plan == {0: [8, 9, 10, 12, 13]}
-    assert [p.phase for p in auto.history][-2:] == ["global", "focus"]
+    assert [p.phase for p in auto.state.history][-2:] == ["global", "focus"]
 
 
 def test_global_phase_ends_at_its_limit_and_zero_focuses_at_once() -> None:
     moving = [{0: [i, i + 1, i + 2]} for i in range(0, 18, 3)]  # never settles
     auto, method = _phases(moving, global_epochs=1.0)
-    assert auto.focused_at == 1.0 and [p.phase for p in auto.history] == 3 * ["global"] + 2 * [
-        "focus"
-    ]
+    assert auto.state.focused_at == 1.0 and [p.phase for p in auto.state.history] == 3 * [
+        "global"
+    ] + 2 * ["focus"]
     assert method.focus_plan == moving[5]  # re-planned at every check once focused
     auto, method = _phases(moving[:1], global_epochs=0.0)
-    assert auto.focusing and auto.focused_at == 0.0 and method.focus_plan == moving[0]
+    assert auto.state.focusing and auto.state.focused_at == 0.0 and method.focus_plan == moving[0]
     auto, method = _phases(moving, focus=False)  # type: ignore[arg-type]
-    assert not auto.focusing and method.focus_plan is None
+    assert not auto.state.focusing and method.focus_plan is None
 
 
 def test_global_phase_survives_resume() -> None:
@@ -185,22 +189,24 @@ def test_global_phase_survives_resume() -> None:
     auto, method = _phases(moving)
     again = AutoStrength(StrengthConfig(), evaluate=lambda m: 0.0, share=lambda m: None)
     again.load_state_dict(auto.state_dict(), method)
-    assert (again.focusing, again.plans) == (False, auto.plans) and len(again.plans) == 3
+    assert (again.state.focusing, again.state.plans) == (False, auto.state.plans) and len(
+        again.state.plans
+    ) == 3
 
 
 def test_early_prune_waits_while_the_model_is_out_of_the_bound() -> None:
     script = _Script([97.9, 98.5], [0.80, 0.79])  # 1.3 points down after epoch 1, then 0.7
     auto = AutoStrength(StrengthConfig(), evaluate=script.evaluate, share=script.share_of)
-    auto.epoch_shares, auto.baseline, auto.focusing = [0.85], 99.2, True
+    auto.state.epoch_shares, auto.state.baseline, auto.state.focusing = [0.85], 99.2, True
     assert not auto.end_of_epoch(nn.Linear(1, 1), done=1, total=4)
-    assert auto.end_of_epoch(nn.Linear(1, 1), done=2, total=4) and auto.stopped_after == 2
+    assert auto.end_of_epoch(nn.Linear(1, 1), done=2, total=4) and auto.state.stopped_after == 2
 
 
 def test_early_prune_decision_survives_resume() -> None:
     auto = _epoch_ends([0.85, 0.80], total=3)
     again = AutoStrength(StrengthConfig(), evaluate=lambda m: 0.0, share=lambda m: None)
     again.load_state_dict(auto.state_dict(), get_method("ssl"))
-    assert again.stopped_after == 1 and again.epoch_shares == [0.85, 0.80]
+    assert again.state.stopped_after == 1 and again.state.epoch_shares == [0.85, 0.80]
 
 
 def test_checks_only_every_interval_and_not_when_inactive() -> None:
@@ -208,10 +214,10 @@ def test_checks_only_every_interval_and_not_when_inactive() -> None:
     auto.config = StrengthConfig(checks_per_epoch=4)
     for step in range(1, 10):  # 40 steps per epoch: a check every 10
         auto.after_step(nn.Linear(1, 1), method, step=step, steps_per_epoch=40)
-    assert auto.history == []
-    auto.active = False
+    assert auto.state.history == []
+    auto.state.active = False
     auto.after_step(nn.Linear(1, 1), method, step=10, steps_per_epoch=40)
-    assert auto.history == []
+    assert auto.state.history == []
 
 
 def test_calibration_sets_the_gradient_ratio() -> None:
@@ -232,8 +238,8 @@ def test_calibration_sets_the_gradient_ratio() -> None:
         return math.sqrt(sum(float(t.pow(2).sum()) for t in grads if t is not None))
 
     assert s * norm(pen) == pytest.approx(0.5 * norm(ce), rel=1e-4)
-    assert method.scale == s and auto.baseline == 90.0 and auto.active
-    assert auto.history[0].action == "calibrate"
+    assert method.scale == s and auto.state.baseline == 90.0 and auto.state.active
+    assert auto.state.history[0].action == "calibrate"
 
 
 def test_calibration_of_a_method_without_penalty() -> None:
@@ -242,7 +248,7 @@ def test_calibration_of_a_method_without_penalty() -> None:
     method.setup(model, example_input=torch.zeros(1, 1, 2, 2))
     auto = AutoStrength(StrengthConfig(), evaluate=lambda _m: 90.0, share=lambda _m: None)
     auto.calibrate(model, method, [(torch.randn(4, 1, 2, 2), torch.tensor([0, 1, 0, 1]))], {})
-    assert not auto.active and method.scale == 1.0
+    assert not auto.state.active and method.scale == 1.0
 
 
 def test_removed_share() -> None:
@@ -287,13 +293,13 @@ def test_auto_strength_in_training_holds_accuracy_and_moves_weights() -> None:
         progress=False,
         strength=auto,
     )
-    points = auto.history
+    points = auto.state.history
     assert points[0].action == "calibrate" and len(points) == 5
     assert any(p.action == "grow" for p in points)
     # wherever it went, the bound holds when the stage ends
-    assert points[-1].val_top1 >= auto.baseline - 1.0
+    assert points[-1].val_top1 >= auto.state.baseline - 1.0
     for before, after in itertools.pairwise(points):  # each check acted on its reading
-        if after.val_top1 < auto.baseline - 1.0:
+        if after.val_top1 < auto.state.baseline - 1.0:
             assert after.strength < before.strength
     assert result.history[-1].strength == pytest.approx(method.scale)
 
@@ -421,13 +427,13 @@ def test_growing_rule_holds_while_global_then_grows_until_on_course() -> None:
         rule="growing",
         epochs=4,
     )
-    auto.strength, method = 1.0, get_method("ssl")
+    auto.state.strength, method = 1.0, get_method("ssl")
     steps = []
     for step in range(1, 11):
         if step == 3:
-            auto.focusing = True  # the plan settled after the second check
+            auto.state.focusing = True  # the plan settled after the second check
         auto.after_step(nn.Linear(1, 1), method, step=step, steps_per_epoch=3)
-        steps.append(auto.history[-1].action)
+        steps.append(auto.state.history[-1].action)
     r = 2 ** (1 / 3)
     assert steps == [
         "hold",  # global phase
@@ -441,7 +447,9 @@ def test_growing_rule_holds_while_global_then_grows_until_on_course() -> None:
         "hold",
         "grow",  # past the deadline and above the goal
     ]
-    assert method.scale == pytest.approx(r**3) and all(p.val_top1 is None for p in auto.history)
+    assert method.scale == pytest.approx(r**3) and all(
+        p.val_top1 is None for p in auto.state.history
+    )
     assert not auto.end_of_epoch(nn.Linear(1, 1), done=1, total=4)  # never ends early
 
 
@@ -457,25 +465,25 @@ def test_growing_rule_is_capped_and_backs_off_after_a_bad_epoch() -> None:
         epochs=100,
     )
     method = get_method("ssl")
-    auto.strength = auto.calibrated = 1.0
-    auto.focusing = True
+    auto.state.strength = auto.state.calibrated = 1.0
+    auto.state.focusing = True
     for step in range(1, 6):
         auto.after_step(nn.Linear(1, 1), method, step=step, steps_per_epoch=1)
-    assert auto.strength == 8.0 and auto.history[-1].action == "hold"  # the cap
+    assert auto.state.strength == 8.0 and auto.state.history[-1].action == "hold"  # the cap
     for top1 in (80.0, 82.0, 80.5):  # within 3 points of the best: nothing
         auto.end_of_epoch(nn.Linear(1, 1), done=1, total=100, regularizer=method, val_top1=top1)
-    assert auto.strength == 8.0
+    assert auto.state.strength == 8.0
     auto.end_of_epoch(nn.Linear(1, 1), done=2, total=100, regularizer=method, val_top1=78.5)
-    assert auto.strength == 2.0 and method.scale == 2.0 and auto.ceiling == 4.0
-    assert auto.history[-1].action == "back off" and auto.history[-1].val_top1 == 78.5
+    assert auto.state.strength == 2.0 and method.scale == 2.0 and auto.state.ceiling == 4.0
+    assert auto.state.history[-1].action == "back off" and auto.state.history[-1].val_top1 == 78.5
     for step in range(6, 10):
         auto.after_step(nn.Linear(1, 1), method, step=step, steps_per_epoch=1)
-    assert auto.strength == 4.0  # grows again, never up to what broke it
+    assert auto.state.strength == 4.0  # grows again, never up to what broke it
     again = AutoStrength(
         StrengthConfig(), evaluate=lambda m: 0.0, share=lambda m: None, rule="growing"
     )
     again.load_state_dict(auto.state_dict(), method)
-    assert (again.best_top1, again.calibrated, again.ceiling) == (82.0, 1.0, 4.0)
+    assert (again.state.best_top1, again.state.calibrated, again.state.ceiling) == (82.0, 1.0, 4.0)
 
 
 def test_growing_rule_caps_the_global_phase_at_a_part_of_the_stage() -> None:
@@ -524,24 +532,26 @@ def test_growing_rule_keeps_the_plan_and_decays_it() -> None:
         rule="growing",
         epochs=8,
     )
-    auto.strength = method.scale = 3.0
+    auto.state.strength = method.scale = 3.0
     before = model[0].weight.detach().clone()
     for step in range(1, 4):  # the global phase: a quarter of 8 epochs is 4 steps
         auto.after_step(model, method, step=step, steps_per_epoch=2)
-    assert not asked and not auto.focusing and torch.equal(model[0].weight, before)
+    assert not asked and not auto.state.focusing and torch.equal(model[0].weight, before)
     auto.after_step(model, method, step=4, steps_per_epoch=2)
-    assert auto.frozen == {1: [1, 2]} and method.focus_plan is None and method.scale == 3.0
-    assert auto.decay == pytest.approx(0.01 * 2**0.5) and auto.history[-1].action == "grow"
+    assert auto.state.frozen == {1: [1, 2]} and method.focus_plan is None and method.scale == 3.0
+    assert (
+        auto.state.decay == pytest.approx(0.01 * 2**0.5) and auto.state.history[-1].action == "grow"
+    )
     auto.after_step(model, method, step=5, steps_per_epoch=2)
-    assert asked == [None, {1: [1, 2]}] and auto.frozen == {1: [1, 2]}
+    assert asked == [None, {1: [1, 2]}] and auto.state.frozen == {1: [1, 2]}
     w = model[0].weight.detach()
     assert torch.equal(w[[0, 3]], before[[0, 3]])  # the kept channels: untouched
     # one decayed step (step 5, at the decay step 4 set); the next check grew it again
     assert torch.allclose(w[[1, 2]], before[[1, 2]] * (1 - 0.01 * 2**0.5))
     assert model[1].weight[1] < 1.0 and model[1].weight[0] == 1.0  # the BatchNorm scale too
-    assert auto.decay == pytest.approx(0.02)
+    assert auto.state.decay == pytest.approx(0.02)
     again = AutoStrength(
         StrengthConfig(), evaluate=lambda m: 0.0, share=lambda m: None, rule="growing"
     )
     again.load_state_dict(auto.state_dict(), get_method("ssl"))
-    assert again.frozen == {1: [1, 2]} and again.decay == auto.decay
+    assert again.state.frozen == {1: [1, 2]} and again.state.decay == auto.state.decay

@@ -143,11 +143,11 @@ def _regularize(run: Run) -> None:
             **strength.summary(),
             **controller,
             "final_top1": result.history[-1].val_top1 if result.history else None,
-            "final_share": share_function(run, method)(current.model, strength.frozen),
+            "final_share": share_function(run, method)(current.model, strength.state.frozen),
         }
         s = summary["strength"]
-        if strength.stopped_after is not None:
-            summary["epochs_to_finetune"] = config.regularize.epochs - strength.stopped_after
+        if strength.state.stopped_after is not None:
+            summary["epochs_to_finetune"] = config.regularize.epochs - strength.state.stopped_after
         run.log(
             f"  strength {s['final_strength']:.3g}; val top-1 {s['baseline_top1']:.2f}% -> "
             f"{s['final_top1']:.2f}%"
