@@ -52,6 +52,9 @@ def test_new_head_defaults_replace_only_what_was_left_unset(folder: Path) -> Non
     assert new.data.augment is True  # decided again for 16 epochs
     kept = _config(folder).for_new_head()
     assert (kept.regularize.epochs, kept.finetune.epochs, kept.data.augment) == (1, 1, False)
+    plain = dataclasses.replace(_config(folder, unset=("reg_epochs", "ft_epochs")), method="none")
+    first = plain.for_new_head()  # no penalty: prune the pretrained model, then fine-tune all
+    assert (first.regularize.epochs, first.finetune.epochs) == (0, sum(NEW_HEAD_EPOCHS))
 
 
 def test_a_model_with_other_classes_is_compressed_with_a_new_head(

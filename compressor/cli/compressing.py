@@ -130,7 +130,8 @@ def strength_options(f: Callable[..., Any]) -> Callable[..., Any]:
     "ratio, MAC or latency target: prune with the method's scores, then fine-tune with every "
     "epoch, which has won at equal epochs (benchmarks/README.md); "
     f"{REGULARIZE_EPOCHS} with a threshold selection; {NEW_HEAD_EPOCHS[0]} when the start gets a "
-    "new head, where this stage is the task fine-tuning].",
+    "new head, where this stage is the task fine-tuning (0 for --method none: prune the "
+    "pretrained model first)].",
 )
 @click.option(
     "--ft-epochs",
@@ -138,7 +139,8 @@ def strength_options(f: Callable[..., Any]) -> Callable[..., Any]:
     default=None,
     help="Epochs of fine-tuning after pruning [default: "
     f"{REGULARIZE_EPOCHS + FINETUNE_EPOCHS} without a regularize stage, {FINETUNE_EPOCHS} after "
-    f"one, {NEW_HEAD_EPOCHS[1]} after a new head's].",
+    f"one, {NEW_HEAD_EPOCHS[1]} after a new head's, {sum(NEW_HEAD_EPOCHS)} for a new head "
+    "without one].",
 )
 @prune_options
 @optimizer_options
