@@ -40,7 +40,7 @@ def plain_epoch(work: Path, regime: Any, model: Path, i: int) -> float:
     sh(
         [
             *["compressor", "train", str(model), *data_options(work, regime)],
-            *["--epochs", "1", "--lr", "0.01", "--threads", "1", "-o", str(out), "-q"],
+            *["--epochs", "1", "--lr", "0.01", "-o", str(out), "-q"],
         ],
         work / f"plain-{i}.log",
     )
