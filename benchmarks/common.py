@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from compressor import read_output
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -115,4 +117,4 @@ def compress_once(work: Path, name: str, model: Path, options: list[str]) -> dic
             ["compressor", "compress", str(model), *options, "-o", str(out), "--force", "-q"],
             work / f"{name}.log",
         )
-    return json.loads((out / "report.json").read_text())
+    return read_output("report", out / "report.json")

@@ -26,6 +26,8 @@ from pathlib import Path
 
 from common import machine, provenance, results_header, save_results
 
+from compressor import read_output
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -60,7 +62,7 @@ def main() -> None:
             wall = time.perf_counter() - t0
             if done.returncode != 0:
                 raise SystemExit(f"failed: {shlex.join(cmd)}\n{done.stderr[-2000:]}")
-            summary = json.loads(out.with_name(out.stem + ".train.json").read_text())
+            summary = read_output("train", out.with_name(out.stem + ".train.json"))
             last = summary["history"][-1]
             rows.append(
                 {

@@ -59,7 +59,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -100,6 +99,8 @@ from tp_rows import (
     tp_row,
     tp_step,
 )
+
+from compressor import read_output
 
 # the names other scripts and the tests read from here, defined in the modules above
 __all__ = [
@@ -244,7 +245,7 @@ def main() -> None:
 
 
 def _data_summary(work: Path, task: Task) -> str:
-    train = json.loads((work / "dense.train.json").read_text())["data"]
+    train = read_output("train", work / "dense.train.json")["data"]
     return (
         f"{train['train_images']} train / {train['val_images']} val held out from the training "
         f"images / {train['test_images']} test"

@@ -49,6 +49,8 @@ from regimes import (
 )
 from tp_rows import _tp_scores, _tp_sparse_learning, tp_prune
 
+from compressor import read_output
+
 WORK = ROOT / "benchmarks" / "_work"
 
 
@@ -120,7 +122,7 @@ def train(
             ],
             work / f"{name}.log",
         )
-    summary = json.loads(out.with_name(f"{name}.train.json").read_text())
+    summary = read_output("train", out.with_name(f"{name}.train.json"))
     history = summary["history"]
     return {
         "model": str(out),
@@ -280,7 +282,7 @@ def tp_fields(
         )
         before = load_model(cached).metadata["sparse_epochs"]
     elif row.before:  # a dense fine-tune by `compressor train` made the start model
-        before = len(json.loads(model.with_name(model.stem + ".train.json").read_text())["history"])
+        before = len(read_output("train", model.with_name(model.stem + ".train.json"))["history"])
     dense_macs = count_macs(current, (3, size, size))
     pruned, share = tp_prune(row.method, current, regime.targets[target], size)
     cpu = torch.device("cpu")
@@ -519,7 +521,7 @@ def main() -> None:
 
 
 def data_summary(model: Path) -> str:
-    data = json.loads(model.with_name(model.stem + ".train.json").read_text())["data"]
+    data = read_output("train", model.with_name(model.stem + ".train.json"))["data"]
     return (
         f"{data['train_images']} train / {data['val_images']} validation images held out from "
         f"them / {data.get('test_images')} test"

@@ -17,6 +17,7 @@ from quality_stats import compressor_split
 from quality_tasks import SEED_METHODS, TASKS, Task, _split_variant, data_options
 from tp_rows import _tp_epochs, tp_row
 
+from compressor import read_output
 from compressor.config import LatencyDevice
 
 Flush = Callable[[list[dict[str, Any]]], None]  # writes the partial results of these rows
@@ -85,7 +86,7 @@ def compressor_row(
             ],
             work / f"{out.name}.log",
         )
-    r = json.loads((out / "report.json").read_text())
+    r = read_output("report", out / "report.json")
     s = r.get("strength") or {}
     b, c = r["baseline"], r["compressed"]
     return {
@@ -337,7 +338,7 @@ def lenet_sweep(work: Path, methods: list[str]) -> list[dict[str, Any]]:
                     ],
                     work / f"{out.name}.log",
                 )
-            r = json.loads((out / "report.json").read_text())
+            r = read_output("report", out / "report.json")
             convs = [row for row in r["layers"] if row["type"] == "Conv2d"][:2]
             rows.append(
                 {

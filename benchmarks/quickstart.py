@@ -14,7 +14,6 @@ Writes benchmarks/results/quickstart.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import resource
 import subprocess
@@ -24,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from common import ROOT, results_header, run_payload, save_results
+
+from compressor import read_output
 
 
 def readme_command() -> str:
@@ -45,7 +46,7 @@ def one_run(command: str) -> dict[str, Any]:
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if proc.returncode != 0:
             raise SystemExit(f"the quick start failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
-        report = json.loads((Path(tmp) / "out" / "compressed" / "report.json").read_text())
+        report = read_output("report", Path(tmp) / "out" / "compressed" / "report.json")
         int8 = re.search(r"top-1 ([\d.]+)% -> ([\d.]+)% on (\d+) (\w+) images", proc.stdout)
         lat8 = re.search(
             r"latency ([\d.]+) -> ([\d.]+) ms", proc.stdout.split(".int8.onnx (", 1)[-1]

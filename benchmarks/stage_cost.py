@@ -29,6 +29,8 @@ from common import RESULTS, commit_text, run_payload, sh
 from quality_regimes import WORK, data_options, reference_for
 from regimes import REGIMES
 
+from compressor import read_output
+
 METHODS = "none,l1,l2,ssl,slimming,l1l2,hgs,l0sgl,ffr"
 
 
@@ -45,7 +47,7 @@ def plain_epoch(work: Path, regime: Any, model: Path, i: int) -> float:
         work / f"plain-{i}.log",
     )
     wall = time.perf_counter() - t0
-    summary = json.loads(out.with_name(f"plain-{i}.train.json").read_text())
+    summary = read_output("train", out.with_name(f"plain-{i}.train.json"))
     return float(summary.get("seconds") or wall)
 
 
@@ -60,7 +62,7 @@ def stage(work: Path, regime: Any, model: Path, method: str, rule: str) -> dict[
         ],
         work / f"stage-{method}-{rule}.log",
     )
-    stages = json.loads((out / "report.json").read_text())["stages"]
+    stages = read_output("report", out / "report.json")["stages"]
     return {"method": method, "rule": rule, "seconds": stages["regularize"]}
 
 

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from compressor.formats import ExportResultFields
+
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 
@@ -72,10 +74,20 @@ class ExportResult:
     parity: list[Parity] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> ExportResultFields:
         from dataclasses import asdict
 
-        return asdict(self)
+        return {
+            "path": self.path,
+            "exporter": self.exporter,
+            "opset": self.opset,
+            "nodes": self.nodes,
+            "nodes_before_simplify": self.nodes_before_simplify,
+            "simplified": self.simplified,
+            "size_bytes": self.size_bytes,
+            "parity": [asdict(p) for p in self.parity],
+            "notes": list(self.notes),
+        }
 
 
 @contextlib.contextmanager

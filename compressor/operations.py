@@ -27,6 +27,7 @@ from compressor.errors import CompressorError, WriteError
 from compressor.schema import stamp
 
 if TYPE_CHECKING:
+    from compressor import formats
     from compressor.checkpoint import LoadedModel
     from compressor.data import DataBundle
     from compressor.methods import Method
@@ -234,7 +235,7 @@ def train_model(
     stop_after_steps: int | None = None,
     method: Method | None = None,
     weights: str | None = None,
-) -> dict[str, Any]:
+) -> formats.TrainOutput:
     """Train an architecture from scratch (``source`` is a name) or fine-tune a model file.
 
     ``weights`` starts an architecture from pretrained weights: a state_dict file,
@@ -421,7 +422,7 @@ def _eval_splits(bundle: Any, split: str | None) -> tuple[str, ...]:
 
 def _eval_result(
     path: Path, arch: str, bundle: Any, results: dict[str, dict[str, Any]], t0: float
-) -> dict[str, Any]:
+) -> formats.EvalOutput:
     """One shape for ``eval``'s answer: each split's metrics under its own name."""
     return stamp(
         "eval",
@@ -477,7 +478,7 @@ def evaluate_model(
     arch: str | None = None,
     trust_pickle: bool = False,
     progress: bool = True,
-) -> dict[str, Any]:
+) -> formats.EvalOutput:
     """Accuracy of a model file on ``data``'s ``split``, or (None) on each held-out split:
     ``{"val": {...}, "test": {...}, "splits": [...], ...}``."""
     from compressor.utils import resolve_device
@@ -499,7 +500,7 @@ def evaluate_onnx_file(
     split: str | None = None,
     progress: bool = True,
     allow_nonfinite: bool = False,
-) -> dict[str, Any]:
+) -> formats.EvalOutput:
     """Accuracy of an exported ONNX file on ``data``'s ``split`` (None: each held-out
     split), run by onnxruntime (CPU), with the preprocessing its metadata records
     (``--input-size``/``--mean``/``--std`` override it): the accuracy of the file that
@@ -560,7 +561,7 @@ def inspect_model(
     input_size: tuple[int, ...] | None = None,
     arch: str | None = None,
     trust_pickle: bool = False,
-) -> dict[str, Any]:
+) -> formats.InspectOutput:
     """Parameters, MACs and per-layer channels of a model file."""
     from compressor.analysis import summarize
     from compressor.checkpoint import load_model
@@ -609,7 +610,7 @@ def prune_model_file(
     input_size: tuple[int, ...] | None = None,
     arch: str | None = None,
     trust_pickle: bool = False,
-) -> dict[str, Any]:
+) -> formats.PruneOutput:
     """Magnitude-prune a model file (no training) and save it in the project format."""
     from compressor.checkpoint import check_saveable, load_model, save_model
     from compressor.selection import prune_loaded
@@ -648,7 +649,7 @@ def export_model_file(
     arch: str | None = None,
     trust_pickle: bool = False,
     log: Callable[[str], None] = _quiet,
-) -> dict[str, Any]:
+) -> formats.ExportOutput:
     """Export a model file to ONNX, verify it, and optionally add a static INT8 version.
 
     ``data`` supplies real images for the parity check (its validation split). With
@@ -764,7 +765,7 @@ def latency_table_file(
     arch: str | None = None,
     trust_pickle: bool = False,
     log: Callable[[str], None] = _quiet,
-) -> dict[str, Any]:
+) -> formats.LatencyTableOutput:
     """Measure (or read from the cache) the per-layer latency table of a model file;
     ``log`` hears what it is doing (building a table takes a minute or more)."""
     import torch

@@ -9,6 +9,7 @@ what it cannot compare.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,7 @@ from compressor.errors import CompressorError
 if TYPE_CHECKING:
     from compressor.checkpoint import LoadedModel
     from compressor.data import DataBundle
+    from compressor.formats import ReferenceScores, StartSummary
 
 
 def load_reference(path: Path, bundle: DataBundle, *, arch: str, trust_pickle: bool) -> LoadedModel:
@@ -46,24 +48,25 @@ def load_reference(path: Path, bundle: DataBundle, *, arch: str, trust_pickle: b
     return loaded
 
 
-def start_summary(start: Any, reference: dict[str, Any] | None) -> dict[str, Any]:
+def start_summary(start: Any, reference: ReferenceScores | None) -> StartSummary:
     """report.json's ``start``: where the weights came from, whether the head is new (then
     the baseline has no task accuracy) and the reference's figures, if one was given."""
-    out: dict[str, Any] = {
-        "weights": None,
-        "new_head": False,
-        "head_replaced": [],
-        "classes_in_weights": None,
-        "backbone": False,
+    origin = start.to_dict() if start is not None else {}
+    new_head = bool(origin.get("new_head", False))
+    return {
+        "weights": origin.get("weights"),
+        "new_head": new_head,
+        "head_replaced": list(origin.get("head_replaced", [])),
+        "classes_in_weights": origin.get("classes_in_weights"),
+        "backbone": bool(origin.get("backbone", False)),
+        "baseline_is_task_model": not new_head,
+        "reference": reference,
     }
-    if start is not None:
-        out.update(start.to_dict())
-    out["baseline_is_task_model"] = not out["new_head"]
-    out["reference"] = reference
-    return out
 
 
-def accuracy_change(before: dict[str, Any], after: dict[str, Any], points: bool = False) -> str:
+def accuracy_change(
+    before: Mapping[str, Any], after: Mapping[str, Any], points: bool = False
+) -> str:
     """``test top-1 89.58% -> 88.44%; val top-1 ...`` for the splits ``before`` scored
     (with ``points``: each change in points too)."""
     parts = []
@@ -77,7 +80,7 @@ def accuracy_change(before: dict[str, Any], after: dict[str, Any], points: bool 
     return "; ".join(parts)
 
 
-def reference_lines(report: dict[str, Any]) -> list[str]:
+def reference_lines(report: Mapping[str, Any]) -> list[str]:
     """report.md's lines on what the baseline is and what the run is compared with."""
     start = report.get("start") or {}
     ref = start.get("reference")

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from compressor.errors import CompressorError
+
+if TYPE_CHECKING:
+    from compressor import formats
 
 # kind -> version of its shape now (1: the shape before versions, where it changed since)
 SCHEMA_VERSIONS: dict[str, int] = {
@@ -31,8 +34,9 @@ SCHEMA_VERSIONS: dict[str, int] = {
 }
 
 
-def stamp(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
-    """``payload`` with its kind and version first."""
+def stamp(kind: str, payload: dict[str, Any]) -> Any:
+    """``payload`` with its kind and version first. Its writer declares the type it
+    returns (``compressor.formats``), which tests/test_schemas.py validates it against."""
     return {"schema": f"compressor/{kind}", "schema_version": SCHEMA_VERSIONS[kind], **payload}
 
 
@@ -53,8 +57,27 @@ def check(kind: str, payload: dict[str, Any], source: str) -> dict[str, Any]:
     return payload
 
 
-def read(kind: str, path: Path) -> dict[str, Any]:
-    """Read a ``kind`` JSON file, checked to be of the current version."""
+@overload
+def read(kind: Literal["report"], path: Path | str) -> formats.Report: ...
+@overload
+def read(kind: Literal["train"], path: Path | str) -> formats.TrainOutput: ...
+@overload
+def read(kind: Literal["eval"], path: Path | str) -> formats.EvalOutput: ...
+@overload
+def read(kind: Literal["prune"], path: Path | str) -> formats.PruneOutput: ...
+@overload
+def read(kind: Literal["inspect"], path: Path | str) -> formats.InspectOutput: ...
+@overload
+def read(kind: Literal["export"], path: Path | str) -> formats.ExportOutput: ...
+@overload
+def read(kind: Literal["benchmark"], path: Path | str) -> formats.BenchmarkOutput: ...
+@overload
+def read(kind: Literal["latency-table"], path: Path | str) -> formats.LatencyTableOutput: ...
+@overload
+def read(kind: Literal["check-data"], path: Path | str) -> formats.CheckDataOutput: ...
+def read(kind: str, path: Path | str) -> Any:
+    """Read a ``kind`` JSON file, checked to be of the current version, as its type
+    (``compressor.formats``: mypy knows its keys)."""
     try:
         payload = json.loads(Path(path).read_text())
     except FileNotFoundError:

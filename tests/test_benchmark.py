@@ -360,7 +360,8 @@ def test_runner_install_extra_pulls_no_torch() -> None:
     ]
     needed = [*project["dependencies"], *project["optional-dependencies"]["runner"]]
     names = {re.split(r"[<>=!\[ ;]", d, maxsplit=1)[0].lower() for d in needed}
-    assert names <= {"click", "numpy", "onnxruntime", "rich"}
+    # typing_extensions: pure Python, for the output types (compressor/formats.py)
+    assert names <= {"click", "numpy", "onnxruntime", "rich", "typing_extensions"}
     full = {
         re.split(r"[<>=!\[ ;]", d, maxsplit=1)[0].lower()
         for d in project["optional-dependencies"]["full"]

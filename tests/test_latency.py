@@ -18,6 +18,7 @@ from compressor.config import LatencyDevice, PruneConfig
 from compressor.errors import CompressorError
 from compressor.latency import LatencyTable, Layer, model_layers, table_key
 from compressor.pruning import Plan, channel_groups, plan_cost_budget
+from tests.schemas import validate
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "models" / "smallcnn-mnist15k.pt"
@@ -181,6 +182,7 @@ def test_a_pruned_models_predicted_latency_agrees_with_its_measurement(
     first = CliRunner().invoke(cli, ["latency-table", str(path), *args])
     assert first.exit_code == 0, first.output
     table = json.loads(first.stdout)
+    validate("latency-table", table)  # the output is an instance of its type
     assert not table["cached"] and len(table["checks"]) == 2
     assert all(abs(c["error"]) < 0.5 for c in table["checks"]), table["checks"]
     again = json.loads(CliRunner().invoke(cli, ["latency-table", str(path), *args]).stdout)

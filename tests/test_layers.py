@@ -13,7 +13,17 @@ PACKAGE = Path(__file__).resolve().parent.parent / "compressor"
 
 # bottom to top; a module may import from its own layer and any layer below it
 LAYERS: list[list[str]] = [
-    ["errors", "version", "outputs", "nets", "syncbn", "bench", "bench.runner", "bench.onnx_cost"],
+    [
+        "errors",
+        "version",
+        "outputs",
+        "formats",
+        "nets",
+        "syncbn",
+        "bench",
+        "bench.runner",
+        "bench.onnx_cost",
+    ],
     ["schema"],
     ["bench.device"],
     ["utils", "distributed", "analysis", "lock"],
@@ -23,7 +33,7 @@ LAYERS: list[list[str]] = [
     ["weights", "strength", "onnx_export", "training", "latency", "selection", "reference"],
     ["operations", "bench.compare"],
     # the compress pipeline's own modules, bottom to top
-    ["pipeline.config"],
+    ["pipeline.config", "pipeline.records"],
     ["pipeline.state", "pipeline.plots"],
     ["pipeline.report", "pipeline.controller"],
     ["pipeline.stages"],

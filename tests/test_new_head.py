@@ -19,6 +19,7 @@ from compressor.config import NEW_HEAD_EPOCHS, DataConfig, PruneConfig, TrainCon
 from compressor.errors import CompressorError
 from compressor.pipeline import CompressConfig, compress, partial_dir
 from tests.helpers import write_image_folder
+from tests.schemas import validate
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +76,10 @@ def test_a_model_with_other_classes_is_compressed_with_a_new_head(
     report = compress(
         model, out, _config(folder), arch="smallcnn", reference=ref, progress=False, log=logs.append
     )
+    # a report of another kind of run than tests/schemas.py's sample: a new head, a
+    # reference, the growing rule, no test split (its keys null)
+    validate("report", json.loads((out / "report.json").read_text()))
+    assert report["baseline"]["test_top1"] is None
     start = report["start"]
     assert start["new_head"] and not start["baseline_is_task_model"]
     assert (start["classes_in_weights"], start["head_replaced"]) == (5, ["14"])

@@ -1,69 +1,75 @@
-"""Every machine-readable output names its kind and version, and keeps the keys and types
-its version's JSON Schema (``docs/schemas/KIND.vN.json``) records: a change of shape without
-a version bump fails here. A reader given another version gets one clear line."""
+"""Every machine-readable output names its kind and version and is an instance of its
+type (``compressor/formats.py``): a seeded sample of each validates against the JSON Schema
+generated from the type, and that schema is the one ``docs/schemas/KIND.vN.json`` records
+for the current version, so a changed type without a new version fails here. A reader given
+another version gets one clear line."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from compressor.errors import CompressorError
 from compressor.schema import SCHEMA_VERSIONS, check, read
-from tests.schemas import SAMPLES, path_for, sample, schema_of
+from tests.schemas import SAMPLES, kind_of, path_for, sample, schema_for, text_of, validate
 
 SLOW = {"report", "train"}
 
 
-def _case(kind: str) -> object:
-    return pytest.param(kind, marks=pytest.mark.e2e) if kind in SLOW else kind
+def _case(name: str) -> object:
+    return pytest.param(name, marks=pytest.mark.e2e) if kind_of(name) in SLOW else name
 
 
-def test_every_output_kind_has_a_sample_and_a_schema_file() -> None:
-    assert set(SAMPLES) == set(SCHEMA_VERSIONS) - {"latency-table"}  # that one: e2e elsewhere
+def test_every_output_kind_has_a_type_a_schema_file_and_a_sample() -> None:
+    from compressor.formats import TYPES
+
+    assert set(TYPES) == set(SCHEMA_VERSIONS)
+    # latency-table's sample is its end-to-end test (tests/test_latency.py): a minute
+    assert {kind_of(n) for n in SAMPLES} == set(SCHEMA_VERSIONS) - {"latency-table"}
     for kind in SCHEMA_VERSIONS:
-        if kind in SAMPLES:
-            assert path_for(kind).is_file(), f"run: python -m tests.schemas {kind}"
+        assert path_for(kind).is_file(), f"run: python -m tests.schemas {kind}"
 
 
-@pytest.mark.parametrize("kind", [_case(k) for k in sorted(SAMPLES)])
-def test_the_output_keeps_its_versions_shape(kind: str) -> None:
-    payload = sample(kind)
-    assert payload["schema"] == f"compressor/{kind}"
-    assert payload["schema_version"] == SCHEMA_VERSIONS[kind]
-    recorded = json.loads(path_for(kind).read_text())
-    assert _same_shape(schema_of(payload), recorded), (
-        f"the {kind} output changed shape: raise SCHEMA_VERSIONS[{kind!r}] in "
+@pytest.mark.parametrize("kind", sorted(SCHEMA_VERSIONS))
+def test_the_types_schema_is_its_versions_file(kind: str) -> None:
+    assert text_of(schema_for(kind)) == path_for(kind).read_text(), (
+        f"the {kind} type changed shape: raise SCHEMA_VERSIONS[{kind!r}] in "
         f"compressor/schema.py, list the change in CHANGELOG.md and run "
         f"`python -m tests.schemas {kind}`"
     )
 
 
-def _same_shape(now: Any, recorded: Any) -> bool:
-    """Equal schemas, except that a list that came out empty (a run without warnings, say)
-    matches whatever items the recorded one holds."""
-    if isinstance(now, dict) and isinstance(recorded, dict):
-        if now.get("type") == "array" and "items" not in now:
-            return recorded.get("type") == "array"
-        if recorded.get("type") == "array" and "items" not in recorded:
-            return now.get("type") == "array"
-        return now.keys() == recorded.keys() and all(_same_shape(now[k], recorded[k]) for k in now)
-    if isinstance(now, list) and isinstance(recorded, list):
-        return len(now) == len(recorded) and all(
-            _same_shape(a, b) for a, b in zip(now, recorded, strict=True)
-        )
-    return bool(now == recorded)
+@pytest.mark.parametrize("name", [_case(n) for n in sorted(SAMPLES)])
+def test_the_output_is_an_instance_of_its_type(name: str) -> None:
+    kind = kind_of(name)
+    payload = sample(name)
+    assert payload["schema"] == f"compressor/{kind}"
+    assert payload["schema_version"] == SCHEMA_VERSIONS[kind]
+    validate(kind, payload)
 
 
-def test_shape_comparison_accepts_empty_lists_only() -> None:
-    full = {"type": "object", "properties": {"w": {"type": "array", "items": {"type": "string"}}}}
-    empty = {"type": "object", "properties": {"w": {"type": "array"}}}
-    renamed = {"type": "object", "properties": {"warnings": {"type": "array"}}}
-    assert _same_shape(empty, full) and _same_shape(full, empty)
-    assert not _same_shape(renamed, full)
-    assert not _same_shape({"type": "integer"}, {"type": "string"})
+def test_validation_catches_a_renamed_key_and_a_retyped_value() -> None:
+    import jsonschema
+
+    good = {
+        "schema": "compressor/check-data",
+        "schema_version": SCHEMA_VERSIONS["check-data"],
+        "data": "d",
+        "files": 3,
+        "unreadable": [{"path": "a.png", "reason": "truncated"}],
+        "skipped_links": [],
+        "seconds": 0.5,
+    }
+    validate("check-data", good)
+    renamed = {**good, "n_files": good.pop("files")}
+    with pytest.raises(jsonschema.ValidationError):
+        validate("check-data", renamed)
+    with pytest.raises(jsonschema.ValidationError):
+        validate("check-data", {**good, "files": "3"})
+    with pytest.raises(jsonschema.ValidationError):
+        validate("check-data", {**good, "files": 3, "schema_version": 99})
 
 
 def test_a_reader_given_another_version_gets_one_line(tmp_path: Path) -> None:

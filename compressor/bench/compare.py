@@ -8,7 +8,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from compressor.bench.device import (  # noqa: F401  (re-exported: compare's nam
     runner_args,
 )
 from compressor.errors import CompressorError
+from compressor.formats import BenchmarkOutput
 
 
 def short_names(paths: list[str]) -> dict[str, str]:
@@ -229,7 +230,9 @@ def add_ratios(results: list[dict[str, Any]]) -> None:
 
 
 def chart(
-    results: list[dict[str, Any]], path: Path, models: list[dict[str, Any]] | None = None
+    results: Sequence[Mapping[str, Any]],
+    path: Path,
+    models: Sequence[Mapping[str, Any]] | None = None,
 ) -> None:
     """Latency p50 (bar to p90) of every result; beside it, where MACs are known, each
     model's speed-up against the first next to its MAC cut (at the first setting)."""
@@ -288,7 +291,7 @@ def chart(
     plt.close(fig)
 
 
-def markdown(result: dict[str, Any]) -> str:
+def markdown(result: Mapping[str, Any]) -> str:
     m = result["machine"]
     names = short_names(
         [i["model"] for i in result["models"]] + [r["model"] for r in result["results"]]
@@ -332,7 +335,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 def benchmark(
     models: list[Path], config: BenchmarkConfig, log: Callable[[str], None] = lambda _m: None
-) -> dict[str, Any]:
+) -> BenchmarkOutput:
     """Measure ``models``: ONNX files interleaved by the runner (here, in its own process, or
     on ``config.remote``), ``.pt`` files in PyTorch eager mode; then costs, MAC cuts,
     speed-ups against the first model and the noise warnings."""
@@ -413,7 +416,7 @@ def _measure_onnx(
     return run_local(models, args)
 
 
-def tables(result: dict[str, Any]) -> list[tuple[str, list[str], list[list[Any]]]]:
+def tables(result: Mapping[str, Any]) -> list[tuple[str, list[str], list[list[Any]]]]:
     """(title, headers, rows) of the console's latency and models tables."""
     names = short_names(
         [i["model"] for i in result["models"]] + [r["model"] for r in result["results"]]

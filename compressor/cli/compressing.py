@@ -41,6 +41,7 @@ from compressor.config import (
     lr_text,
 )
 from compressor.errors import CompressorError
+from compressor.formats import Report
 from compressor.onnx_export import ExportConfig
 from compressor.pipeline import CompressConfig
 from compressor.strength import StrengthConfig
@@ -289,24 +290,21 @@ def compress(
     console.result(report, lambda: _render(report, output))
 
 
-def _render(report: dict[str, Any], output: Path) -> None:
+def _render(report: Report, output: Path) -> None:
     """The console's summary of a finished run."""
     from compressor.analysis import human
     from compressor.pipeline import device_text
     from compressor.reference import accuracy_change
 
     b, c, lat = report["baseline"], report["compressed"], report["latency"]
+    memory = lat["memory_mb"]
     acc = accuracy_change(b, c)
     click.echo(
         f"{acc}; params {human(b['params'])} -> "
         f"{human(c['params'])}, MACs {human(b['macs'])} -> {human(c['macs'])} "
         f"({b['macs'] / max(c['macs'], 1):.2f}x fewer), latency {lat['baseline_ms']:.3f} -> {lat['compressed_ms']:.3f} ms "
         f"({lat['speedup']:.2f}x, batch 1, {device_text(lat)})"
-        + (
-            ", peak memory {:.1f} -> {:.1f} MB".format(*lat["memory_mb"])
-            if lat.get("memory_mb")
-            else ""
-        )
+        + (f", peak memory {memory[0]:.1f} -> {memory[1]:.1f} MB" if memory else "")
     )
     ref = (report.get("start") or {}).get("reference")
     if ref is not None:

@@ -20,6 +20,7 @@ from compressor.cli.options import (
     with_console,
 )
 from compressor.config import DataConfig
+from compressor.formats import split_scores
 
 
 @cli.command("eval")
@@ -84,7 +85,7 @@ def eval_(
 
     def render() -> None:
         for name in result["splits"]:
-            m = result[name]
+            m = split_scores(result, name)
             top5 = f"  top-5 {m['top5']:.2f}%" if m["top5"] is not None else ""
             held = (
                 " held out from train"
@@ -97,9 +98,10 @@ def eval_(
             )
 
     for name in result["splits"]:
-        if not math.isfinite(result[name]["loss"]):
+        loss = split_scores(result, name)["loss"]
+        if not math.isfinite(loss):
             click.echo(
-                f"Warning: the {name} loss is {result[name]['loss']}: the model's outputs hold "
+                f"Warning: the {name} loss is {loss}: the model's outputs hold "
                 "NaN or infinite values, so its top-1 means little",
                 err=True,
             )

@@ -9,7 +9,7 @@ import functools
 import json
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -347,7 +347,7 @@ class Console:
         if self.verbose and not self.quiet:
             click.echo(msg, err=True)
 
-    def result(self, payload: dict[str, Any], render: Callable[[], None]) -> None:
+    def result(self, payload: Mapping[str, Any], render: Callable[[], None]) -> None:
         if not self.main:
             return
         if self.as_json:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -111,7 +113,7 @@ def prune(
     console.result(result, render)
 
 
-def _latency_lines(lat: dict) -> None:
+def _latency_lines(lat: Mapping[str, Any]) -> None:
     rows = [
         [r["name"], f"{r['before_ms']:.3f}", f"{r['after_ms']:.3f}"] for r in lat["layers"][:10]
     ]

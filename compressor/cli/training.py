@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -184,7 +185,7 @@ def _method(args: MethodArgs) -> Any:
     return get_method(args.name, args.options)
 
 
-def _render(result: dict[str, Any], output: Path) -> None:
+def _render(result: Mapping[str, Any], output: Path) -> None:
     hist = result["history"]
     if hist:
         last = hist[-1]

@@ -4,13 +4,14 @@ drawn."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from compressor.utils import atomic_path
 
 
-def plot_channels(layers: list[dict[str, Any]], path: Path) -> None:
+def plot_channels(layers: Sequence[Mapping[str, Any]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -35,7 +36,7 @@ def plot_channels(layers: list[dict[str, Any]], path: Path) -> None:
 _SHORT_TYPES = {"Conv2d": "conv", "Linear": "fc", "ConvTranspose2d": "deconv", "Conv1d": "conv1d"}
 
 
-def _layer_label(row: dict[str, Any]) -> str:
+def _layer_label(row: Mapping[str, Any]) -> str:
     """``layer1.0.conv1`` as it is; a name that starts with an index (``0``, ``7.conv1``,
     from an ``nn.Sequential``) gets its type in front: ``conv 0``, ``conv 7.conv1``."""
     name = str(row["name"])
@@ -46,9 +47,9 @@ def _layer_label(row: dict[str, Any]) -> str:
 
 
 def plot_training(
-    reg: list[dict[str, Any]],
-    ft: list[dict[str, Any]],
-    strength: dict[str, Any] | None,
+    reg: Sequence[Mapping[str, Any]],
+    ft: Sequence[Mapping[str, Any]],
+    strength: Mapping[str, Any] | None,
     path: Path,
 ) -> None:
     """Loss (penalty on its own axis), validation top-1 (with the controller's checks
@@ -65,7 +66,7 @@ def plot_training(
     fig, axes = plt.subplots(panels, 1, figsize=(7.5, 3.0 * panels), sharex=True)
     a, b = axes[0], axes[1]
     epochs = [h["epoch"] for h in reg] + [len(reg) + h["epoch"] for h in ft]
-    runs = reg + ft
+    runs = [*reg, *ft]
     a.plot(epochs, [h["train_loss"] for h in runs], marker="o", label="loss")
     a.set_ylabel("training loss (cross-entropy)")
     if reg:
@@ -106,7 +107,7 @@ def plot_training(
     plt.close(fig)
 
 
-def _plot_strength(ax: Any, strength: dict[str, Any]) -> None:
+def _plot_strength(ax: Any, strength: Mapping[str, Any]) -> None:
     pts = strength["history"]
     lines = ax.step(
         [p["epoch"] for p in pts],

@@ -3,52 +3,69 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from compressor.config import to_dict
+from compressor.formats import (
+    ExportResultFields,
+    LayerChange,
+    Report,
+    ReportOnnx,
+    ReportPruning,
+    Scores,
+)
+from compressor.pipeline.records import BaselineRecord, HeldOut, PruneRecord
 from compressor.pipeline.state import Run
 from compressor.schema import stamp
 
-# what report.json keeps of each side: every figure under the name of its split
-_SUMMARY_KEYS = (
-    *(f"{split}_{k}" for split in ("val", "test") for k in ("top1", "top5", "images")),
-    "params",
-    "macs",
-)
 
-# what report.json keeps of prune.json (those it holds)
-_PRUNING_KEYS = (
-    "groups",
-    "prunable_channels",
-    "removed_channels",
-    "seconds",
-    "score_seconds",
-    "macs_ratio",
-    "removed_share",
-    "val_top1_after_prune",
-    "target_attempts",
-    "target_miss",
-    "latency",
-)
+def _scores(record: HeldOut) -> Scores:
+    """What report.json keeps of a model's figures (not the losses)."""
+    return {
+        "val_top1": record["val_top1"],
+        "val_top5": record["val_top5"],
+        "val_images": record["val_images"],
+        "test_top1": record["test_top1"],
+        "test_top5": record["test_top5"],
+        "test_images": record["test_images"],
+        "params": record["params"],
+        "macs": record["macs"],
+    }
 
 
-def build_report(run: Run) -> dict[str, Any]:
-    """report.json's content (without the report stage's own time) from the files the
+def _pruning(record: PruneRecord) -> ReportPruning:
+    """What report.json keeps of the cut."""
+    kept: ReportPruning = {
+        "groups": record["groups"],
+        "prunable_channels": record["prunable_channels"],
+        "removed_channels": record["removed_channels"],
+        "seconds": record["seconds"],
+        "score_seconds": record["score_seconds"],
+        "macs_ratio": record["macs_ratio"],
+        "removed_share": record["removed_share"],
+        "val_top1_after_prune": record["val_top1_after_prune"],
+        "target_attempts": record["target_attempts"],
+        "target_miss": record["target_miss"],
+    }
+    if "latency" in record:
+        kept["latency"] = record["latency"]
+    return kept
+
+
+def build_report(run: Run) -> Report:
+    """report.json's content (without the report stage's own time) from the records the
     stages wrote."""
     from compressor.data import describe
     from compressor.reference import start_summary
 
     config, work = run.config, run.work
     baseline, pruning = run.read("baseline.json"), run.read("prune.json")
-    compressed, onnx_info = run.read("compressed.json"), run.read("onnx.json")
-    latency = run.read("latency.json")
     regularize = run.read("regularize.json")
     reg_hist, ft_hist = regularize["history"], run.read("finetune.json")["history"]
-    layers = _layers(baseline, pruning)
-    onnx_c = onnx_info["compressed"]
     final = run.final()
-    return stamp(
+    report: Report = stamp(
         "report",
         {
             "model": str(run.model_path),
@@ -59,20 +76,21 @@ def build_report(run: Run) -> dict[str, Any]:
             "strength": regularize.get("strength"),
             "selection": to_dict(config.prune),
             "data": describe(run.bundle),
-            "baseline": {k: baseline[k] for k in _SUMMARY_KEYS},
-            "compressed": {k: compressed[k] for k in _SUMMARY_KEYS},
-            "pruning": {k: pruning.get(k) for k in _PRUNING_KEYS if k in pruning},
-            "onnx": _onnx_summary(onnx_c, run.outdir),
-            "latency": latency,
-            "layers": layers,
+            "baseline": _scores(baseline),
+            "compressed": _scores(run.read("compressed.json")),
+            "pruning": _pruning(pruning),
+            "onnx": _onnx_summary(run.read("onnx.json")["compressed"], run.outdir),
+            "latency": run.read("latency.json"),
+            "layers": _layers(baseline, pruning),
             "history": {"regularize": reg_hist, "finetune": ft_hist},
             "epochs": {"regularize": len(reg_hist), "finetune": len(ft_hist)},
             "stages": {k: run.stages.get(k, 0.0) for k in run.order if k in run.stages},
         },
     )
+    return report
 
 
-def _layers(baseline: dict[str, Any], pruning: dict[str, Any]) -> list[dict[str, Any]]:
+def _layers(baseline: BaselineRecord, pruning: PruneRecord) -> list[LayerChange]:
     """Each layer's output channels before and after pruning."""
     after = {r["name"]: r["after"] for r in pruning["layers"]}
     return [
@@ -86,7 +104,7 @@ def _layers(baseline: dict[str, Any], pruning: dict[str, Any]) -> list[dict[str,
     ]
 
 
-def _onnx_summary(onnx_c: dict[str, Any], outdir: Path) -> dict[str, Any]:
+def _onnx_summary(onnx_c: ExportResultFields, outdir: Path) -> ReportOnnx:
     """What report.json keeps of the compressed model's export record."""
     real_parity = next((p for p in onnx_c["parity"] if p["inputs"] == "real"), onnx_c["parity"][0])
     return {
@@ -122,7 +140,7 @@ def _fewer(before: float, after: float, word: str = "fewer") -> str:
     return f"{ratio:.2f}x {word}" if ratio >= 1 else f"{1 / ratio:.2f}x more"
 
 
-def _strength_lines(strength: dict[str, Any] | None) -> list[str]:
+def _strength_lines(strength: Mapping[str, Any] | None) -> list[str]:
     if not strength:
         return []
     share = strength.get("final_share")
@@ -153,7 +171,7 @@ def _strength_lines(strength: dict[str, Any] | None) -> list[str]:
     ]
 
 
-def data_line(data: dict[str, Any]) -> str:
+def data_line(data: Mapping[str, Any]) -> str:
     size = "x".join(map(str, data["preprocess"]["input_size"]))
     held = " (held out from the training images)" if data.get("val_held_out_from_train") else ""
     test = f", {data['test_images']} test" if data.get("test_images") else ", no test split"
@@ -163,7 +181,7 @@ def data_line(data: dict[str, Any]) -> str:
     )
 
 
-def latency_target_lines(lat: dict[str, Any] | None) -> list[str]:
+def latency_target_lines(lat: Mapping[str, Any] | None) -> list[str]:
     """The latency target's record, in report.md: target, measured, predicted, the
     slowest layers before and after (the table's prediction)."""
     if not lat:
@@ -191,7 +209,7 @@ def latency_target_lines(lat: dict[str, Any] | None) -> list[str]:
     return lines
 
 
-def device_text(lat: dict[str, Any]) -> str:
+def device_text(lat: Mapping[str, Any]) -> str:
     """Where report.json's latency comparison ran, in words."""
     where = [f"{lat['threads']} thread(s)"]
     if lat.get("profile"):
@@ -201,11 +219,13 @@ def device_text(lat: dict[str, Any]) -> str:
     return ", ".join(where)
 
 
-def markdown(report: dict[str, Any]) -> str:
+def markdown(report: Report) -> str:
     from compressor.analysis import human
     from compressor.reference import reference_lines
 
-    b, c = report["baseline"], report["compressed"]
+    # read by split name (``val_top1``, ``test_top1``, ...)
+    b: Mapping[str, Any] = report["baseline"]
+    c: Mapping[str, Any] = report["compressed"]
     lat, onnx = report["latency"], report["onnx"]
     lines = [
         f"# Compression report: {report['arch']} with `{report['method']}`",
@@ -263,7 +283,7 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _after_prune_text(pruning: dict[str, Any]) -> str:
+def _after_prune_text(pruning: Mapping[str, Any]) -> str:
     """``; they held 3.1% of the method's score mass, and validation top-1 right after
     the cut (before fine-tuning) was 41.20%`` (empty for a report that lacks both)."""
     share, top1 = pruning.get("removed_share"), pruning.get("val_top1_after_prune")

@@ -14,10 +14,11 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from compressor.config import changed_settings, to_dict, write_json
 from compressor.errors import CompressorError
+from compressor.formats import Report
 from compressor.lock import exclusive
 from compressor.pipeline.config import CompressConfig
 from compressor.pipeline.report import data_line
@@ -44,7 +45,7 @@ def compress(
     progress: bool = True,
     log: Callable[[str], None] = lambda _m: None,
     stop_after_steps: int | None = None,
-) -> dict[str, Any]:
+) -> Report:
     """Run the whole job and return the report (also written as ``report.json``).
 
     ``model_path`` is a model file, or an architecture name with ``weights`` (a state_dict
@@ -219,7 +220,7 @@ def _open_work(work: Path, resolved: dict[str, Any], *, resume: bool, main: bool
     distributed.barrier()
 
 
-def _run_stages(run: Run, main: bool) -> dict[str, Any]:
+def _run_stages(run: Run, main: bool) -> Report:
     """Every stage not finished yet, then the report ({} on the other ranks). A failure
     after a stage finished keeps ``work`` for ``--resume`` and says so."""
     from compressor import distributed
@@ -233,8 +234,8 @@ def _run_stages(run: Run, main: bool) -> dict[str, Any]:
     try:
         for i, stage in enumerate(steps):
             if not main and not stage.parallel:
-                if i > last:  # the rest is rank 0's alone
-                    return {}
+                if i > last:  # the rest is rank 0's alone, and so is the report
+                    return cast(Report, {})
                 distributed.barrier()  # wait for rank 0's stage and its files
                 continue
             if not (work / stage.done).is_file():

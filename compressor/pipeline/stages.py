@@ -7,15 +7,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from compressor.config import to_dict, write_json
 from compressor.errors import CompressorError
+from compressor.formats import ReferenceScores, Report
 from compressor.pipeline.controller import share_function, strength_controller
 from compressor.pipeline.plots import plot_channels, plot_training
+from compressor.pipeline.records import BaselineRecord, HeldOut, LatencyRecord, OnnxRecord
 from compressor.pipeline.report import build_report, markdown
 from compressor.pipeline.state import Run
 from compressor.utils import atomic_write_bytes, atomic_write_with, epochs_text
@@ -29,7 +31,7 @@ def _baseline(run: Run) -> None:
     t0 = run.start("baseline", "baseline: evaluate, count parameters and MACs")
     model = run.loaded.model
     base_layers = layer_table(model, run.size)
-    baseline = {
+    baseline: BaselineRecord = {
         **run.scores(model),
         "params": count_params(model),
         "macs": count_macs(model, run.size),
@@ -55,12 +57,12 @@ def _baseline(run: Run) -> None:
         run.log(f"  warning: {warning}")
 
 
-def _reference_scores(run: Run) -> dict[str, Any]:
+def _reference_scores(run: Run) -> ReferenceScores:
     """The dense reference's accuracy on the run's splits, parameters and MACs."""
     from compressor.analysis import count_macs, count_params
 
     model = run.reference.model
-    scores = {
+    scores: ReferenceScores = {
         "model": str(run.reference_path),
         **run.scores(model),
         "params": count_params(model),
@@ -84,7 +86,7 @@ def untrained_warning(val_top1: float, classes: int) -> str | None:
     )
 
 
-def held_out_text(scores: dict[str, Any]) -> str:
+def held_out_text(scores: Mapping[str, Any]) -> str:
     """``val top-1 91.20% (6000 images), test top-1 90.85% (10000 images)``."""
     parts = [
         f"{split} top-1 {scores[f'{split}_top1']:.2f}% ({scores[f'{split}_images']} images)"
@@ -275,7 +277,7 @@ def _evaluate(run: Run) -> None:
     final = run.final()
     metrics = run.scores(final.model)
     final.model.cpu()
-    compressed = {
+    compressed: HeldOut = {
         **metrics,
         "params": count_params(final.model),
         "macs": count_macs(final.model, run.size),
@@ -314,9 +316,8 @@ def _export(run: Run) -> None:
         config=config.export,
         log=run.log,
     )
-    write_json(
-        work / "onnx.json", {"compressed": result_c.to_dict(), "baseline": result_b.to_dict()}
-    )
+    record: OnnxRecord = {"compressed": result_c.to_dict(), "baseline": result_b.to_dict()}
+    write_json(work / "onnx.json", record)
     run.done("export", t0)
 
 
@@ -343,31 +344,31 @@ def _latency(run: Run) -> None:
             max_seconds=most,
             precision=0.01,
         )
-    where = {k: v for k, v in (("profile", device.profile), ("remote", device.remote)) if v}
-    write_json(
-        work / "latency.json",
-        {
-            "baseline_ms": lat[0]["p50_ms"],
-            "compressed_ms": lat[1]["p50_ms"],
-            "speedup": lat[0]["p50_ms"] / lat[1]["p50_ms"],
-            "speedup_ci95": lat[1]["speedup_vs_first_ci95"],
-            "threads": config.latency_threads,
-            **where,
-            "batch": 1,
-            "cv": [lat[0]["cv"], lat[1]["cv"]],
-            "p50_ci95_ms": [lat[0]["p50_ci95_ms"], lat[1]["p50_ci95_ms"]],
-            "runs": [lat[0]["runs"], lat[1]["runs"]],
-            "seconds": [lat[0]["seconds"], lat[1]["seconds"]],
-            # resident-set growth of a fresh process that loads the file and runs it once
-            "memory_mb": None
-            if device.remote  # measured where the models run, or not at all
-            else [_memory_mb(f, config.latency_threads) for f in onnx_files],
-            "file_mb": [f.stat().st_size / 2**20 for f in onnx_files],
-            "warnings": (
-                noise := [w.replace(str(work), str(run.outdir)) for w in warnings_for(lat, 0.01)]
-            ),
-        },
-    )
+    record: LatencyRecord = {
+        "baseline_ms": lat[0]["p50_ms"],
+        "compressed_ms": lat[1]["p50_ms"],
+        "speedup": lat[0]["p50_ms"] / lat[1]["p50_ms"],
+        "speedup_ci95": lat[1]["speedup_vs_first_ci95"],
+        "threads": config.latency_threads,
+        "batch": 1,
+        "cv": [lat[0]["cv"], lat[1]["cv"]],
+        "p50_ci95_ms": [lat[0]["p50_ci95_ms"], lat[1]["p50_ci95_ms"]],
+        "runs": [lat[0]["runs"], lat[1]["runs"]],
+        "seconds": [lat[0]["seconds"], lat[1]["seconds"]],
+        # resident-set growth of a fresh process that loads the file and runs it once
+        "memory_mb": None
+        if device.remote  # measured where the models run, or not at all
+        else [_memory_mb(f, config.latency_threads) for f in onnx_files],
+        "file_mb": [f.stat().st_size / 2**20 for f in onnx_files],
+        "warnings": (
+            noise := [w.replace(str(work), str(run.outdir)) for w in warnings_for(lat, 0.01)]
+        ),
+    }
+    if device.profile:
+        record["profile"] = device.profile
+    if device.remote:
+        record["remote"] = device.remote
+    write_json(work / "latency.json", record)
     for line in noise:  # the same warnings `compressor benchmark` gives
         run.log(f"  warning: {line}")
     run.done("latency", t0)
@@ -382,7 +383,7 @@ def _memory_mb(path: Path, threads: int) -> float:
         raise CompressorError(f"memory probe of {path.name}: {e}") from None
 
 
-def _report(run: Run) -> dict[str, Any]:
+def _report(run: Run) -> Report:
     """8. report.json, report.md and the plots."""
     work = run.work
     t0 = run.start("report", "report")

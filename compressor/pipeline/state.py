@@ -8,9 +8,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 from compressor.config import write_json
+from compressor.pipeline import records
 from compressor.pipeline.config import CompressConfig
 
 
@@ -62,20 +63,43 @@ class Run:
         final.preprocess = self.bundle.preprocess
         return final
 
+    @overload
+    def read(self, name: Literal["baseline.json"]) -> records.BaselineRecord: ...
+    @overload
+    def read(self, name: Literal["regularize.json"]) -> records.RegularizeRecord: ...
+    @overload
+    def read(self, name: Literal["prune.json"]) -> records.PruneRecord: ...
+    @overload
+    def read(self, name: Literal["finetune.json"]) -> records.FinetuneRecord: ...
+    @overload
+    def read(self, name: Literal["compressed.json"]) -> records.CompressedRecord: ...
+    @overload
+    def read(self, name: Literal["onnx.json"]) -> records.OnnxRecord: ...
+    @overload
+    def read(self, name: Literal["latency.json"]) -> records.LatencyRecord: ...
     def read(self, name: str) -> Any:
+        """A stage's record in the work folder, as its type (``pipeline/records.py``)."""
         return json.loads((self.work / name).read_text())
 
-    def scores(self, model: Any) -> dict[str, Any]:
+    def scores(self, model: Any) -> records.SplitFigures:
         """Top-1/top-5/loss on every held-out split, each under its own name
         (``val_top1``, ``test_top1`` ...; test keys are None without a test split)."""
-        out: dict[str, Any] = {}
-        for split in ("val", "test"):
-            if split not in self.bundle.held_out_splits:
-                out.update({f"{split}_{k}": None for k in ("top1", "top5", "loss", "images")})
-                continue
-            metrics = self.accuracy(model, self.bundle.split(split))
-            out.update({f"{split}_{k}": metrics[k] for k in ("top1", "top5", "loss", "images")})
-        return out
+        val = self.accuracy(model, self.bundle.split("val"))
+        test = (
+            self.accuracy(model, self.bundle.split("test"))
+            if "test" in self.bundle.held_out_splits
+            else {}
+        )
+        return {
+            "val_top1": val["top1"],
+            "val_top5": val["top5"],
+            "val_loss": val["loss"],
+            "val_images": val["images"],
+            "test_top1": test.get("top1"),
+            "test_top5": test.get("top5"),
+            "test_loss": test.get("loss"),
+            "test_images": test.get("images"),
+        }
 
     def accuracy(self, model: Any, dataset: Any = None) -> dict[str, Any]:
         from compressor.evaluation import evaluate
