@@ -23,7 +23,7 @@ class ArchInfo:
     """What the tool knows about an architecture before building it."""
 
     name: str
-    source: str  # "torchvision" or "compressor"
+    source: str  # "torchvision", "timm" or "compressor"
     default_input_size: tuple[int, int, int]  # (C, H, W)
     min_input_size: int  # smallest H = W the network accepts
 
@@ -70,9 +70,14 @@ def arch_info(name: str) -> ArchInfo:
     """Return what is known of ``name``; raise ``CompressorError`` listing valid names."""
     if name in _OWN:
         return _OWN[name]
+    if name.startswith("timm/"):
+        from compressor import timm_archs
+
+        return ArchInfo(name, "timm", timm_archs.input_size(name), 32)
     if name not in _torchvision_names():
         raise CompressorError(
-            f"unknown architecture {name!r}; choose one of: {', '.join(list_archs())}"
+            f"unknown architecture {name!r}; choose one of: {', '.join(list_archs())}, "
+            "or timm/NAME for one of timm's"
         )
     family = next((k for k in _TV_MIN_SIZE if name.startswith(k)), None)
     min_size = _TV_MIN_SIZE.get(name, _TV_MIN_SIZE[family] if family else 32)
@@ -104,6 +109,10 @@ def build_model(
         )
     if in_channels not in (None, 3):
         raise CompressorError(f"{name} takes 3 input channels, not {in_channels}")
+    if info.source == "timm":
+        from compressor import timm_archs
+
+        return timm_archs.build(name, num_classes, kwargs)
     import warnings
 
     import torchvision
@@ -148,6 +157,10 @@ def infer_build_options(
     """
 
     options: dict[str, Any] = {}
+    if arch_info(name).source == "timm":
+        from compressor import timm_archs
+
+        return timm_archs.num_classes_in(name, state_dict), None, options
     if name in ("googlenet", "inception_v3"):
         aux_prefix = "aux1." if name == "googlenet" else "AuxLogits."
         options["aux_logits"] = any(k.startswith(aux_prefix) for k in state_dict)

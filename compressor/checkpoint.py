@@ -263,7 +263,14 @@ def _from_state_dict(
         raise CompressorError(f"{path}: {e}") from e
     model = build_model(arch, num_classes=num_classes, in_channels=in_channels, options=options)
     load_state_dict_strict(model, sd, what=f"--arch {arch}")
-    return LoadedModel(model, arch, num_classes, source, arch_options=options)
+    preprocess = None
+    if arch_info(arch).source == "timm":  # timm's own mean, std and input size
+        from compressor.timm_archs import preprocess_of
+
+        preprocess = preprocess_of(arch)
+    return LoadedModel(
+        model, arch, num_classes, source, arch_options=options, preprocess=preprocess
+    )
 
 
 def _from_project_format(obj: Mapping[str, Any], path: Path) -> LoadedModel:

@@ -125,20 +125,51 @@ class TableCheck(TypedDict):
     error: float
 
 
-class LatencySelection(TypedDict):
-    """How a latency target was met (``prune`` and ``compress`` under one)."""
+class TableSummary(TypedDict):
+    file: str
+    cached: bool
+    seconds: float
+    checks: list[TableCheck]
+    dense_ms: float
 
-    table: dict[str, Any]
-    attempts: list[LatencyAttempt]
+
+class LayerPrediction(TypedDict):
+    """One layer's predicted ms before and after the cut, and its (out, in) widths."""
+
+    name: str
+    before_ms: float
+    after_ms: float
+    channels: list[float]
+
+
+class LatencySelection(TypedDict):
+    """How a latency target was met (``prune`` and ``compress`` under one): the chosen
+    plan's prediction and measurement, every plan measured, the layers' predictions."""
+
+    target_ms: float | None
+    target_speedup: float | None
+    budget_ms: float
+    input_size: list[int]
+    device: dict[str, Any]
+    table: TableSummary
+    predicted_ms: float
+    measured_ms: float
+    measured_ci95_ms: list[float] | None
+    dense_measured_ms: float
     speedup: float
-    target_ms: NotRequired[float]
+    speedup_ci95: list[float] | None
+    met: bool
+    attempts: list[LatencyAttempt]
+    layers: list[LayerPrediction]
 
 
 class PruneResult(TypedDict):
     """What a cut removed (``compressor.selection.prune_loaded``)."""
 
     groups: int
-    groups_kept_whole: list[str]
+    groups_kept_whole: list[str]  # roots of the groups left whole
+    # of those, the ones a trial removal broke, and how (prune version 2)
+    groups_unsafe: dict[str, str]
     removed_share: float | None
     prunable_channels: int
     removed_channels: int

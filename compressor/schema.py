@@ -25,7 +25,7 @@ SCHEMA_VERSIONS: dict[str, int] = {
     # 3 adds strength.final_decay and strength.history[].decay (the growing rule)
     "train": 1,  # train's <stem>.train.json and --json
     "eval": 2,  # eval --json; 1 had `top1` at the top, 2 has it under each split
-    "prune": 1,
+    "prune": 2,  # 2 adds groups_unsafe (the groups a trial removal broke, and how)
     "inspect": 1,
     "export": 1,
     "benchmark": 1,

@@ -182,7 +182,12 @@ def prune_loaded(
         model, index, scores, config, comparable=comparable, input_size=input_size
     )
     latency = attempts if config.latency_target else None
+    from compressor.pruning.verify import checked_cut, zeroed_copy
+
+    reference = zeroed_copy(model, index, plan.remove)
     apply_plan(index, plan)
+    checked_cut(reference, model, index, plan, input_size)
+    del reference
     seconds = time.perf_counter() - t0
     after_layers = layer_table(model, input_size)
     macs_after = count_macs(model, input_size)
@@ -199,6 +204,7 @@ def prune_loaded(
     info = {
         "groups": len(index),
         "groups_kept_whole": list(index.skipped),
+        "groups_unsafe": dict(index.unsafe),
         # the fraction of the scores' mass that the removed channels held
         "removed_share": removed_share(scores, plan.remove),
         "prunable_channels": index.prunable_channels,

@@ -83,6 +83,8 @@ def load_pretrained(arch: str, spec: str, num_classes: int) -> tuple[nn.Module, 
 
     options: dict[str, Any]
     path = Path(spec).expanduser()
+    if arch.startswith("timm/") and not path.is_file():
+        return _from_timm_hub(arch, spec, num_classes)
     if path.is_file():
         obj = torch_load(path, trust_pickle=False)
         sd = obj.get("state_dict", obj.get("model", obj)) if isinstance(obj, dict) else obj
@@ -114,6 +116,36 @@ def load_pretrained(arch: str, spec: str, num_classes: int) -> tuple[nn.Module, 
     return model, Start(source, classes, replaced)
 
 
+def _from_timm_hub(arch: str, spec: str, num_classes: int) -> tuple[nn.Module, Start]:
+    """timm ``arch`` with the weights ``spec`` (``DEFAULT`` or a tag) from the local
+    Hugging Face cache."""
+    from compressor.archs import build_model
+    from compressor.checkpoint import check_finite, load_state_dict_strict, strip_prefixes
+    from compressor.timm_archs import hub_file, num_classes_in
+
+    hub_id, file = hub_file(arch, spec)
+    sd = strip_prefixes(load_hub_file(file))
+    classes = num_classes_in(arch, sd)
+    model = build_model(arch, num_classes=classes)
+    source = f"timm {hub_id} ({file})"
+    load_state_dict_strict(model, sd, what=f"{arch} ({source})")
+    check_finite(model, file)
+    replaced = replace_head(model, num_classes) if classes != num_classes else []
+    return model, Start(source, classes, replaced)
+
+
+def load_hub_file(path: Path) -> dict[str, Any]:
+    """A hub weights file: safetensors (no code runs) or a weights-only torch file."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return dict(load_file(str(path)))
+    from compressor.checkpoint import torch_load
+
+    obj = torch_load(path, trust_pickle=False)
+    return dict(obj)
+
+
 def _from_backbone(
     arch: str, sd: dict[str, Any], num_classes: int, source: str
 ) -> tuple[nn.Module, Start]:
@@ -142,6 +174,11 @@ def replace_head(model: nn.Module, num_classes: int) -> list[str]:
 
     from compressor.pruning import classifier_layers
 
+    if hasattr(model, "reset_classifier") and hasattr(model, "pretrained_cfg"):  # timm's
+        before = {n for n, _ in model.named_modules()}
+        getattr(model, "reset_classifier")(num_classes)  # noqa: B009 (typed as a Tensor)
+        head = getattr(model, "get_classifier")()  # noqa: B009
+        return [n for n, m in model.named_modules() if m is head or (n not in before)]
     names = {m: n for n, m in model.named_modules()}
     done = []
     for old in classifier_layers(model):

@@ -192,6 +192,7 @@ def test_a_pruned_models_predicted_latency_agrees_with_its_measurement(
         cli, ["prune", str(path), "--target-speedup", "2", "-o", str(out), *args]
     )
     assert result.exit_code == 0, result.output
+    validate("prune", json.loads(result.stdout))  # a prune under a latency target
     lat = json.loads(result.stdout)["latency"]
     assert lat["table"]["cached"]
     chosen = next(a for a in lat["attempts"] if a.get("chosen"))

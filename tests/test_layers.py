@@ -27,7 +27,7 @@ LAYERS: list[list[str]] = [
     ["schema"],
     ["bench.device"],
     ["utils", "distributed", "analysis", "lock"],
-    ["config", "archs"],
+    ["config", "archs", "timm_archs"],
     ["data", "pruning", "pruning.*"],
     ["methods", "methods.*", "checkpoint", "evaluation"],
     ["weights", "strength", "onnx_export", "training", "latency", "selection", "reference"],

@@ -108,6 +108,13 @@ def prune(
         )
         if "latency" in result:
             _latency_lines(result["latency"])
+        unsafe = result["groups_unsafe"]
+        if unsafe:
+            first, why = next(iter(unsafe.items()))
+            click.echo(
+                f"kept {len(unsafe)} group(s) whole: removing their channels on a trial copy "
+                f"broke the model (first: {first}: {why})"
+            )
         click.echo(f"wrote {output}")
 
     console.result(result, render)

@@ -218,6 +218,12 @@ def _prune(run: Run) -> None:
         f"  removed {info['removed_channels']} of {info['prunable_channels']} channels "
         f"(scores in {score_seconds:.1f}s); MACs {info['macs_after'] / info['macs_before']:.3f}x"
     )
+    if info["groups_unsafe"]:
+        first, why = next(iter(info["groups_unsafe"].items()))
+        run.log(
+            f"  kept {len(info['groups_unsafe'])} group(s) whole: a trial removal broke the "
+            f"model (first: {first}: {why})"
+        )
     if info.get("target_miss"):
         run.log(f"  warning: target missed: {info['target_miss']}")
 

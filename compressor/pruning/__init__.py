@@ -27,7 +27,6 @@ from compressor.pruning.groups import (
     Elementwise,
     GroupIndex,
     ParamSlice,
-    channel_groups,
     classifier_layers,
     identity,
     kernel_sq,
@@ -51,6 +50,7 @@ from compressor.pruning.plan import (
 )
 from compressor.pruning.scores import folded_params, group_scores, norm_pairs, param_dict
 from compressor.pruning.structure import apply_structure, copy_model, structure_of
+from compressor.pruning.verify import channel_groups
 
 __all__ = [
     "ALLOCATIONS",

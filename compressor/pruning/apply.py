@@ -38,10 +38,10 @@ def pruned_copy(
     groups must come out in ``index``'s order.)"""
     import copy
 
-    from compressor.pruning.groups import channel_groups
+    from compressor.pruning.groups import trace_groups
 
     trial = copy.deepcopy(model)
-    trial_index = channel_groups(trial, example)
+    trial_index = trace_groups(trial, example, keep_whole=set(index.skipped))
     assert [g.root for g in trial_index] == [g.root for g in index]
     apply_plan(trial_index, plan)
     return trial

@@ -212,7 +212,9 @@ class GroupIndex:
     graph: Any  # torch_pruning.DependencyGraph
     tp_groups: list[Any]  # the torch-pruning groups, same order
     ignored: list[str]  # layers whose outputs are never pruned (the classifier)
-    skipped: list[str] = field(default_factory=list)  # roots of groups left whole (grouped convs)
+    skipped: list[str] = field(default_factory=list)  # roots of groups left whole
+    # of those, the ones a trial removal broke, and how (``pruning/verify.py``)
+    unsafe: dict[str, str] = field(default_factory=dict)
 
     def __iter__(self) -> Iterator[ChannelGroup]:
         return iter(self.groups)
@@ -252,6 +254,10 @@ def classifier_layers(model: nn.Module) -> list[nn.Module]:
     """The final layer(s) whose outputs are class logits (never pruned)."""
     from torch import nn
 
+    timm_head = getattr(model, "get_classifier", None)
+    if timm_head is not None and hasattr(model, "pretrained_cfg"):  # timm names its own
+        head = timm_head()
+        return [head] if isinstance(head, nn.Linear | nn.Conv2d) else []
     layers = [m for m in model.modules() if isinstance(m, nn.Linear | nn.Conv2d)]
     if not layers:
         return []
@@ -451,13 +457,19 @@ def _slice_for(
     return slices
 
 
-def channel_groups(
-    model: nn.Module, example_input: torch.Tensor, *, ignored: list[nn.Module] | None = None
+def trace_groups(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    *,
+    ignored: list[nn.Module] | None = None,
+    keep_whole: set[str] | None = None,
 ) -> GroupIndex:
-    """Trace ``model`` on ``example_input`` and return its prunable channel groups.
+    """Trace ``model`` on ``example_input`` and return its channel groups, as
+    torch-pruning's graph gives them (``pruning.channel_groups`` then checks them).
 
-    The classifier's outputs are never part of a group. Raises ``CompressorError`` when the
-    model cannot be traced.
+    The classifier's outputs are never part of a group; nor are the groups rooted at a
+    module named in ``keep_whole``. Raises ``CompressorError`` when the model cannot be
+    traced.
     """
     import torch_pruning as tp
     from torch import nn
@@ -488,7 +500,7 @@ def channel_groups(
         ignored_layers=ignored_layers, root_module_types=(nn.modules.conv._ConvNd, nn.Linear)
     ):
         blocks = _blocks(g, graph)
-        if blocks is None:
+        if blocks is None or names.get(g[0].dep.target.module) in (keep_whole or ()):
             # A channel shuffle needs a fixed interleaving, and grouped convolutions that
             # see the channels shifted or disagree on their groups cannot be kept
             # balanced: those groups stay whole; the rest of the model still prunes.

@@ -1,0 +1,149 @@
+"""timm's classifiers through the user's path (only where timm is installed): a state_dict
+file of ``--arch timm/NAME`` pruned, exported and checked; timm's preprocessing recorded;
+weights from the local Hugging Face cache; and a module that splits its input by stored
+widths, kept whole by the trial removal instead of being broken."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+from compressor.cli import cli
+from compressor.errors import CompressorError
+
+timm = pytest.importorskip("timm")
+
+
+def _state_dict_file(tmp_path: Path, name: str, classes: int = 10) -> Path:
+    from compressor.archs import build_model
+
+    torch.manual_seed(0)
+    path = tmp_path / f"{name}.pt"
+    torch.save(build_model(f"timm/{name}", num_classes=classes).state_dict(), path)
+    return path
+
+
+@pytest.mark.parametrize("name", ["resnet10t", "mobilenetv3_small_050"])
+def test_a_timm_state_dict_is_pruned_exported_and_checked(tmp_path: Path, name: str) -> None:
+    src = _state_dict_file(tmp_path, name)
+    pruned, onnx = tmp_path / "p.pt", tmp_path / "p.onnx"
+    args = ["--input-size", "64", "--json", "-q"]
+    res = CliRunner().invoke(
+        cli, ["prune", str(src), "--arch", f"timm/{name}", "--target-macs", "0.5", "-o", str(pruned), *args]
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert 1.8 <= out["macs_before"] / out["macs_after"] <= 2.2 and out["target_miss"] is None
+    res = CliRunner().invoke(cli, ["export", str(pruned), "-o", str(onnx), *args])
+    assert res.exit_code == 0, res.output
+    assert max(p["rel_diff"] for p in json.loads(res.stdout)["parity"]) < 1e-4
+    # the model file keeps timm's preprocessing (mean, std) and architecture
+    info = json.loads(CliRunner().invoke(cli, ["inspect", str(pruned), "--json"]).stdout)
+    cfg = timm.get_pretrained_cfg(name)
+    assert info["arch"] == f"timm/{name}" and info["pruned"]
+    assert info["preprocess"]["mean"] == list(cfg.mean)
+
+
+def test_timm_names_and_a_missing_timm_get_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from compressor.archs import arch_info
+
+    with pytest.raises(
+        CompressorError, match=r"unknown timm architecture 'resnet1'.*timm/resnet18"
+    ):
+        arch_info("timm/resnet1")
+    monkeypatch.setitem(sys.modules, "timm", None)  # as if it were not installed
+    with pytest.raises(CompressorError, match=r"needs timm: pip install 'compressor\[timm\]'"):
+        arch_info("timm/resnet18")
+
+
+def test_weights_come_from_the_local_hub_cache_or_name_its_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from safetensors.torch import save_file
+
+    from compressor.archs import build_model
+    from compressor.weights import load_pretrained
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(
+        CompressorError, match=r"not in the local Hugging Face cache.*models--timm--resnet10t"
+    ):
+        load_pretrained("timm/resnet10t", "DEFAULT", 3)
+    hub_id = timm.get_pretrained_cfg("resnet10t").hf_hub_id
+    snapshot = tmp_path / "hub" / f"models--{hub_id.replace('/', '--')}" / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    torch.manual_seed(1)
+    weights = build_model("timm/resnet10t", num_classes=1000).state_dict()
+    save_file({k: v.contiguous() for k, v in weights.items()}, str(snapshot / "model.safetensors"))
+    model, start = load_pretrained("timm/resnet10t", "DEFAULT", 3)
+    assert start.classes_in_weights == 1000 and start.head_replaced == ["fc"]
+    assert model.get_classifier().out_features == 3
+    assert torch.equal(model.conv1[0].weight, weights["conv1.0.weight"])
+
+
+class _SplitByWidths(nn.Module):
+    """Splits its input by widths it stores, as timm's MixedConv2d does."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.splits = [channels // 2, channels - channels // 2]
+        self.a = nn.Conv2d(self.splits[0], 8, 3, padding=1)
+        self.b = nn.Conv2d(self.splits[1], 8, 5, padding=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        left, right = torch.split(x, self.splits, 1)
+        return torch.cat([self.a(left), self.b(right)], 1)
+
+
+def test_a_module_that_splits_by_stored_widths_is_kept_whole_not_broken() -> None:
+    from compressor.pruning import channel_groups
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        _SplitByWidths(16),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.Conv2d(16, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, 4),
+    ).eval()
+    index = channel_groups(model, torch.zeros(1, 3, 16, 16))
+    assert "0" in index.unsafe and "split" in index.unsafe["0"]  # the split's input
+    assert "0" not in [g.root for g in index]
+    assert [g.root for g in index] and all(r in index.skipped for r in index.unsafe)
+
+
+def test_a_cut_is_checked_against_the_model_with_those_channels_zeroed() -> None:
+    """The pruned model must compute what the original computes with the removed channels
+    zeroed; anything else is an error, never a silently different model."""
+    from compressor.pruning import Plan, apply_plan, channel_groups
+    from compressor.pruning.verify import checked_cut, zeroed_copy
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 12, 3, padding=1), nn.BatchNorm2d(12), nn.ReLU(),
+        nn.Conv2d(12, 12, 3, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(12, 4),
+    ).eval()  # fmt: skip
+    index = channel_groups(model, torch.zeros(1, 3, 16, 16))
+    plan = Plan({0: [1, 5, 7]})
+    reference = zeroed_copy(model, index, plan.remove)
+    apply_plan(index, plan)
+    checked_cut(reference, model, index, plan, (3, 16, 16))  # the honest cut passes
+    with torch.no_grad():
+        model[3].weight[0, 0, 0, 0] += 1.0  # what a wrong slice would do
+    with pytest.raises(CompressorError, match="the cut broke the model"):
+        checked_cut(reference, model, index, plan, (3, 16, 16))
