@@ -402,7 +402,7 @@ def run_table(
             ]
             for target in args.targets:
                 for row in wanted:
-                    if args.labels and row.label.split(" ")[0] not in args.labels:
+                    if args.labels and not {row.label, row.label.split(" ")[0]} & set(args.labels):
                         continue
                     # the control runs once and is listed under every target at once, so
                     # that an interrupted table never has it under some targets only
@@ -541,7 +541,9 @@ def parse_args() -> Any:
     )
     ap.add_argument("--targets", default=None, help="x fewer MACs; default: the task's")
     ap.add_argument("--methods", default="", help="compressor methods besides none, e.g. hgs,l1l2")
-    ap.add_argument("--rows", default="", help="only the rows of these methods, e.g. dense,none")
+    ap.add_argument(
+        "--rows", default="", help="only these rows: methods (dense,none) or labels ('none 0+16')"
+    )
     ap.add_argument(
         "--curve", default=None, help="the reference's epochs, e.g. 10,20,40 (default: the task's)"
     )

@@ -219,6 +219,9 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--no-speed", action="store_true", help="skip the latency measurement")
     ap.add_argument("--no-tp", action="store_true", help="skip Torch-Pruning's rows")
+    ap.add_argument(
+        "--keep", action="store_true", help="keep the rows of the results file; run the rest"
+    )
     ap.add_argument("--tp-worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -228,7 +231,12 @@ def main() -> None:
     names = args.names or [n for _, n in SAMPLE]
     timeout = float(os.environ.get("COVERAGE_TIMEOUT", "900"))
     rows = []
-    for name in names:
+    if args.keep and (RESULTS / "timm_coverage.json").is_file():
+        kept = json.loads((RESULTS / "timm_coverage.json").read_text())
+        rows = [r for r in kept["rows"] if r["model"] in names and r["input"] == args.size]
+        args.previous = kept["command"]
+    done = {r["model"] for r in rows}
+    for name in [n for n in names if n not in done]:
         t0 = time.perf_counter()
         row = {"family": family.get(name, ""), "model": name, "input": args.size}
         row["compressor"] = compressor_row(name, args.size, timeout, not args.no_speed)
@@ -245,7 +253,9 @@ def write(rows: list[dict], names: list[str], args: argparse.Namespace) -> None:
     import torch_pruning as tp
 
     meta = {
-        "command": "python benchmarks/timm_coverage.py " + " ".join(sys.argv[1:]),
+        "command": (f"{args.previous}` then `" if getattr(args, "previous", "") else "")
+        + "python benchmarks/timm_coverage.py "
+        + " ".join(sys.argv[1:]),
         "machine": machine(),
         **provenance(),
         "torch": torch.__version__,
