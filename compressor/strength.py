@@ -283,7 +283,9 @@ class AutoStrength:
     ``share(model)`` returns the share of the channels the selection would remove now
     (``share(model, plan)``: of ``plan``'s channels), or ``None`` when the selection has no
     target. ``fit`` calls ``calibrate`` once before training (not on resume) and
-    ``after_step`` after every optimizer step.
+    ``after_step`` after every optimizer step. ``baseline``: the starting model's top-1 on
+    the controller's images when the caller has measured it already (the run's baseline
+    stage, on the whole validation split); calibration then does not read it again.
     """
 
     def __init__(
@@ -295,6 +297,7 @@ class AutoStrength:
         plan: Callable[[], dict[int, list[int]] | None] | None = None,
         rule: str = "bounded",
         epochs: int = 1,
+        baseline: float | None = None,
     ) -> None:
         if rule not in ("bounded", "growing"):
             raise CompressorError(f"unknown strength rule {rule!r} (resolve 'auto' first)")
@@ -306,6 +309,7 @@ class AutoStrength:
         # the channels (group -> channels) the last ``share`` call's selection removes
         self.plan = plan or (lambda: None)
         self.state = StrengthState()  # everything the stage changes (and a resume restores)
+        self._known_baseline = baseline
         self._multipliers: tuple[Any, dict[str, torch.Tensor]] | None = None  # (model, 1 - d*mask)
 
     # ------------------------------------------------------------------ calibration
@@ -351,7 +355,8 @@ class AutoStrength:
         self.state.strength = self.start * max(ce, 1e-12) / pen_norm if self.state.active else 1.0
         regularizer.scale = self.state.strength
         self.state.calibrated = self.state.strength
-        self.state.baseline = self.evaluate(model)
+        known = self._known_baseline
+        self.state.baseline = known if known is not None else self.evaluate(model)
         share = self.share(model)
         self.state.plans = []
         self._phase(regularizer, self.plan(), 0.0)

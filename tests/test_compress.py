@@ -158,6 +158,8 @@ def test_report_shows_the_automatic_strength(run: tuple[Path, dict]) -> None:
     assert s["baseline_top1"] - s["final_top1"] <= s["config"]["max_drop"] + 1e-9
     # the controller's subset follows the rule: sd of one top-1 at most max_drop / 3
     assert 0 < s["val_images"] <= 1300 and s["top1_standard_error"] <= s["config"]["max_drop"] / 3
+    if s["val_images"] == report["baseline"]["val_images"]:  # the baseline stage's reading
+        assert s["baseline_top1"] == report["baseline"]["val_top1"]
     assert report["history"]["regularize"][-1]["strength"] == pytest.approx(s["final_strength"])
     assert "Strength (`--lambda auto`)" in (out / "report.md").read_text()
     assert report["pruning"]["score_seconds"] >= 0

@@ -242,6 +242,26 @@ def test_calibration_sets_the_gradient_ratio() -> None:
     assert auto.state.history[0].action == "calibrate"
 
 
+def test_calibration_reuses_a_known_baseline() -> None:
+    """The run's baseline stage has read the starting model on the same images: the
+    calibration takes that reading instead of another validation pass."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    method = get_method("l1")
+    method.setup(model, example_input=torch.zeros(1, 1, 2, 2))
+    reads: list[int] = []
+
+    def evaluate(_m: nn.Module) -> float:
+        reads.append(1)
+        return 50.0
+
+    auto = AutoStrength(StrengthConfig(), evaluate=evaluate, share=lambda _m: None, baseline=91.5)
+    auto.calibrate(model, method, [(torch.randn(4, 1, 2, 2), torch.tensor([0, 1, 0, 1]))], {})
+    assert not reads and auto.state.baseline == 91.5 and auto.state.history[0].val_top1 == 91.5
+    fresh = AutoStrength(StrengthConfig(), evaluate=evaluate, share=lambda _m: None)
+    fresh.calibrate(model, method, [(torch.randn(4, 1, 2, 2), torch.tensor([0, 1, 0, 1]))], {})
+    assert reads == [1] and fresh.state.baseline == 50.0
+
+
 def test_calibration_of_a_method_without_penalty() -> None:
     model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
     method = get_method("none")

@@ -119,6 +119,8 @@ def strength_controller(run: Run, method: Any) -> tuple[Any, dict[str, Any]]:
         return float(run.accuracy(model, val)["top1"])
 
     latest: dict[str, Any] = {}
+    # the baseline stage read the same model on the whole split: calibration reuses it
+    known = run.read("baseline.json")["val_top1"] if len(val) == len(run.bundle.val) else None
     strength = AutoStrength(
         config.strength,
         evaluate=top1,
@@ -126,5 +128,6 @@ def strength_controller(run: Run, method: Any) -> tuple[Any, dict[str, Any]]:
         plan=lambda: latest.get("remove"),
         rule=rule,
         epochs=epochs,
+        baseline=known,
     )
     return strength, {"val_images": n_val, "top1_standard_error": sd}
