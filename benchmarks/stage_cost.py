@@ -80,9 +80,23 @@ def stage(work: Path, regime: Any, model: Path, method: str, rule: str) -> dict[
     }
 
 
+def bracketing(payload: dict[str, Any]) -> list[float]:
+    """Per row, the mean of the two plain epochs run just before and just after its
+    method's stages: the machine's speed drifts (plain epochs of one quiet run spread over
+    30-41 s), so each stage is read against its neighbours, not a run-wide median."""
+    plain, methods = payload["plain_seconds"], []
+    for r in payload["rows"]:
+        if r["method"] not in methods:
+            methods.append(r["method"])
+    out = []
+    for r in payload["rows"]:
+        k = methods.index(r["method"])
+        out.append((plain[k] + plain[min(k + 1, len(plain) - 1)]) / 2)
+    return out
+
+
 def markdown(payload: dict[str, Any]) -> str:
     plain = payload["plain_seconds"]
-    base = statistics.median(plain)
     lines = [
         "# The regularize stage's cost against a plain training epoch",
         "",
@@ -92,20 +106,23 @@ def markdown(payload: dict[str, Any]) -> str:
         f"Date: {payload['date']}  ",
         f"Conditions: {payload['conditions']}",
         "",
-        f"resnet18 at 32x32, 9,000 Fashion-MNIST training images, one thread. A plain epoch "
-        f"(`train --epochs 1`: its steps and its validation pass): median {base:.1f} s of "
-        f"{len(plain)} interleaved runs ({min(plain):.1f}-{max(plain):.1f} s). The stage's "
-        "epoch: the same, with the penalty and the controller's checks (what every epoch of a "
-        "long stage costs). The one-off part: the stage's seconds besides its epoch (the "
-        "method's channel groups, the calibration), paid once per stage.",
+        "resnet18 at 32x32, 9,000 Fashion-MNIST training images, one thread. A plain epoch "
+        f"(`train --epochs 1`: its steps and its validation pass) ran {len(plain)} times, "
+        f"one before the first method and one after each ({min(plain):.1f}-{max(plain):.1f} s, "
+        f"median {statistics.median(plain):.1f} s: the machine's speed drifts, so each stage "
+        "is read against the mean of the plain epochs just before and after its method, "
+        "**plain s**). The stage's epoch: the same, with the penalty and the controller's "
+        "checks (what every epoch of a long stage costs). The one-off part: the stage's "
+        "seconds besides its epoch (the method's channel groups, the calibration), paid once "
+        "per stage.",
         "",
-        "| method | rule | epoch s | epoch x plain | one-off s | 1-epoch stage x plain |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| method | rule | plain s | epoch s | epoch x plain | one-off s | 1-epoch stage x plain |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for r in payload["rows"]:
+    for r, base in zip(payload["rows"], bracketing(payload), strict=True):
         epoch = r["epoch_seconds"]
         lines.append(
-            f"| {r['method']} | {r['rule']} | {epoch:.1f} | {epoch / base:.2f}x | "
+            f"| {r['method']} | {r['rule']} | {base:.1f} | {epoch:.1f} | {epoch / base:.2f}x | "
             f"{r['seconds'] - epoch:.1f} | {r['seconds'] / base:.2f}x |"
         )
     return "\n".join(lines) + "\n"
@@ -121,7 +138,14 @@ def main() -> None:
         default="quiet (nothing else ran on the 2 cores)",
         help="what else ran on the machine, for the results file",
     )
+    ap.add_argument(
+        "--render", action="store_true", help="rewrite NAME.md from NAME.json, running nothing"
+    )
     args = ap.parse_args()
+    if args.render:
+        payload = json.loads((RESULTS / f"{args.name}.json").read_text())
+        (RESULTS / f"{args.name}.md").write_text(markdown(payload))
+        return
     regime = REGIMES["fmnist-resnet18-trained"]
     work = WORK / f"quality_{regime.name}-{regime.input_size}px"
     curve = json.loads((RESULTS / f"quality_{regime.name}.json").read_text())["curve"]

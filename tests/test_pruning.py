@@ -452,3 +452,47 @@ def test_a_concatenation_branch_never_loses_its_last_channel() -> None:
     apply_plan(index, plan)
     assert model[1].a[0].out_channels >= 1 and model[1].b[0].out_channels >= 1
     assert model(x).shape == (2, 5)
+
+
+class _GhostNet(torch.nn.Module):
+    """GhostNet's module: ``cat([x1, depthwise(x1)])`` added to a residual, so removing
+    channel ``j`` of the sum also removes ``j + width / 2`` (the depthwise copy of ``j``)."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        nn, half = torch.nn, width // 2
+        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width))
+        self.primary = nn.Sequential(nn.Conv2d(width, half, 1), nn.BatchNorm2d(half))
+        self.cheap = nn.Sequential(
+            nn.Conv2d(half, half, 3, padding=1, groups=half), nn.BatchNorm2d(half)
+        )
+        self.fc = nn.Linear(width, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x1 = self.primary(x)
+        x = torch.cat([x1, self.cheap(x1)], dim=1) + x
+        return self.fc(x.mean((2, 3)))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_channels_tied_through_a_concatenation_prune_together(seed: int) -> None:
+    """ghostnet_100 failed with "removing 80 channels of blocks.7.0.shortcut.2 would empty
+    a layer": each unit of such a group is two tied channels, and any plan removes both."""
+    torch.manual_seed(seed)
+    model = _GhostNet(16).eval()
+    randomize_bn(model)
+    x = torch.randn(2, 3, 8, 8)
+    index = channel_groups(model, x[:1])
+    (tied,) = [g for g in index if g.root == "stem.0"]
+    assert (tied.size, tied.blocks) == (8, 2) and not index.skipped
+    gen = torch.Generator().manual_seed(seed)
+    scores = [torch.rand(g.size, generator=gen) for g in index]
+    plan = plan_ratio(scores, 0.5, blocks=[g.blocks for g in index])
+    zero_channels(model, index, plan)
+    with torch.no_grad():
+        before = model(x)
+        apply_plan(index, plan)
+        after = model(x)
+    assert model.stem[0].out_channels == 16 - 2 * len(plan.remove[tied.id])
+    assert (after - before).abs().max() / before.abs().max() < 1e-5

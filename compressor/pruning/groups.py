@@ -387,6 +387,37 @@ def _blocks(group: Any, graph: Any) -> int | None:
     return blocks
 
 
+def _tied_blocks(group: Any, graph: Any) -> int | None:
+    """How many blocks the group's channels form through ties inside it: 1 when every root
+    channel prunes alone; ``B`` when removing root channel ``j`` also removes ``j + b *
+    size / B`` for every ``b`` (GhostNet's ``cat([x, depthwise(x)])``: the depthwise
+    convolution ties its channel ``j``, at position ``j`` of the concatenation through its
+    input and ``size / 2 + j`` through its output); None for ties of another pattern (the
+    group stays whole).
+
+    torch-pruning's group of all channels does not show the ties (each layer appears once,
+    reached by one path); its group for one channel does: the root's own indices are the
+    tied channels. Asked for the first and the last channel of the first block."""
+    item = group[0]
+    root, handler, size = item.dep.target.module, item.dep.handler, len(item.idxs)
+
+    def tied(j: int) -> list[int]:
+        single = graph.get_pruning_group(root, handler, [j])
+        return sorted({int(i) for i in single[0].idxs})
+
+    first = tied(0)
+    blocks = len(first)
+    if blocks == 1:
+        return 1
+    if size % blocks:
+        return None
+    unit = size // blocks
+    for j in (0, unit - 1):
+        if (first if j == 0 else tied(j)) != [j + b * unit for b in range(blocks)]:
+            return None
+    return blocks
+
+
 def _fixed_channels_pruner() -> Any:
     """A torch-pruning pruner for ``ChannelShuffle``: it reports the channel count, so the
     graph traces through the shuffle, and refuses to prune (its groups are skipped)."""
@@ -499,7 +530,11 @@ def trace_groups(
     for g in graph.get_all_groups(
         ignored_layers=ignored_layers, root_module_types=(nn.modules.conv._ConvNd, nn.Linear)
     ):
-        blocks = _blocks(g, graph)
+        blocks, tied = _blocks(g, graph), _tied_blocks(g, graph)
+        if blocks is not None and tied is not None and tied > 1:
+            blocks = tied if blocks == 1 else None  # ties and grouped convolutions: whole
+        elif tied is None:
+            blocks = None
         if blocks is None or names.get(g[0].dep.target.module) in (keep_whole or ()):
             # A channel shuffle needs a fixed interleaving, and grouped convolutions that
             # see the channels shifted or disagree on their groups cannot be kept
