@@ -222,6 +222,7 @@ def main() -> None:
     ap.add_argument(
         "--keep", action="store_true", help="keep the rows of the results file; run the rest"
     )
+    ap.add_argument("--retry", default="", help="with --keep: comma-separated models to run again")
     ap.add_argument("--tp-worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -233,7 +234,12 @@ def main() -> None:
     rows = []
     if args.keep and (RESULTS / "timm_coverage.json").is_file():
         kept = json.loads((RESULTS / "timm_coverage.json").read_text())
-        rows = [r for r in kept["rows"] if r["model"] in names and r["input"] == args.size]
+        retry = set(filter(None, args.retry.split(",")))
+        rows = [
+            r
+            for r in kept["rows"]
+            if r["model"] in names and r["input"] == args.size and r["model"] not in retry
+        ]
         args.previous = kept["command"]
     done = {r["model"] for r in rows}
     for name in [n for n in names if n not in done]:
@@ -243,6 +249,7 @@ def main() -> None:
         row["torch_pruning"] = {} if args.no_tp else tp_row(name, args.size, timeout)
         row["wall_seconds"] = round(time.perf_counter() - t0, 1)
         rows.append(row)
+        rows.sort(key=lambda r: names.index(r["model"]))  # the sample's order, retries too
         print(json.dumps(row), flush=True)
         write(rows, names, args)
 
