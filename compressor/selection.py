@@ -168,7 +168,10 @@ def prune_loaded(
 
     from compressor.analysis import count_macs, count_params, layer_table
     from compressor.pruning import apply_plan, channel_groups, group_scores
+    from compressor.timm_archs import fold_weight_standardization
 
+    if index is None:  # a caller with an index has folded before tracing it
+        fold_weight_standardization(loaded)
     model = loaded.model
     model.eval()
     t0 = time.perf_counter()

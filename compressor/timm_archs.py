@@ -71,18 +71,84 @@ def input_size(arch: str) -> tuple[int, int, int]:
     return (int(size[0]), int(size[1]), int(size[2]))
 
 
+# arch option: "folded" when the weight standardisation of timm's StdConv2d and
+# ScaledStdConv2d (BiT, NF-ResNet, NFNet) is folded into plain convolutions' weights
+STANDARDISATION = "weight_standardization"
+
+
 def build(arch: str, num_classes: int, options: Mapping[str, Any] | None = None) -> nn.Module:
     """An untrained timm ``arch``: no download, layers configured for export."""
     timm = _timm()
     name = model_name(arch)
+    kwargs = dict(options or {})
+    folded = kwargs.pop(STANDARDISATION, None) == "folded"
     try:
         with timm.layers.set_layer_config(scriptable=False, exportable=True, no_jit=True):
             model: nn.Module = timm.create_model(
-                name, pretrained=False, num_classes=num_classes, **dict(options or {})
+                name, pretrained=False, num_classes=num_classes, **kwargs
             )
     except TypeError as e:
         raise CompressorError(f"bad option for {arch}: {e}") from e
+    if folded:
+        _replace_std_convs(model, weights=False)
     return model
+
+
+def fold_weight_standardization(loaded: Any) -> list[str]:
+    """Fold the weight standardisation of a timm model's ``StdConv2d`` and
+    ``ScaledStdConv2d`` layers into plain convolutions holding the standardised weights
+    (the same outputs), and record it in ``loaded.arch_options``; the names folded.
+
+    Standardisation takes each filter's mean and variance over all its input channels, so
+    removing an input channel changes every filter of the layer: a trial removal finds every
+    group unsafe. Folded, the layers prune as plain convolutions; fine-tuning then trains
+    them without the standardisation."""
+    if not is_timm(loaded.arch) or loaded.arch_options.get(STANDARDISATION) == "folded":
+        return []
+    names = _replace_std_convs(loaded.model, weights=True)
+    if names:
+        loaded.arch_options = {**loaded.arch_options, STANDARDISATION: "folded"}
+    return names
+
+
+def _replace_std_convs(model: nn.Module, *, weights: bool) -> list[str]:
+    import torch
+    import torch.nn.functional as F
+    from timm.layers import Conv2dSame, std_conv
+    from torch import nn
+
+    kinds = (
+        std_conv.StdConv2d,
+        std_conv.StdConv2dSame,
+        std_conv.ScaledStdConv2d,
+        std_conv.ScaledStdConv2dSame,
+    )
+    names = []
+    for name, m in list(model.named_modules()):
+        if not isinstance(m, kinds):
+            continue
+        geometry = dict(stride=m.stride, dilation=m.dilation, groups=m.groups)
+        plain: nn.Conv2d = (
+            Conv2dSame(m.in_channels, m.out_channels, m.kernel_size, padding=0, **geometry)
+            if getattr(m, "same_pad", False)
+            else nn.Conv2d(
+                m.in_channels, m.out_channels, m.kernel_size, padding=m.padding, **geometry
+            )
+        )
+        if m.bias is None:
+            plain.bias = None
+        plain = plain.to(device=m.weight.device, dtype=m.weight.dtype)
+        if weights:
+            with torch.no_grad():
+                gain = (m.gain * m.scale).view(-1) if hasattr(m, "gain") else None
+                w = m.weight.reshape(1, m.out_channels, -1)
+                w = F.batch_norm(w, None, None, weight=gain, training=True, momentum=0.0, eps=m.eps)
+                plain.weight.copy_(w.reshape_as(m.weight))
+                if m.bias is not None:
+                    plain.bias.copy_(m.bias)
+        model.set_submodule(name, plain)
+        names.append(name)
+    return names
 
 
 def preprocess_of(arch: str, channels: int = 3) -> Any:

@@ -113,6 +113,7 @@ def _regularize(run: Run) -> None:
     )
     seed_everything(config.regularize.seed)
     current = load_model(work / "baseline.pt")
+    _fold(run, current)
     method = get_method(config.method, config.method_options)
     strength, controller = strength_controller(run, method)
     try:
@@ -167,6 +168,20 @@ def _regularize(run: Run) -> None:
     (work / "regularize.resume").unlink(missing_ok=True)
 
 
+def _fold(run: Run, loaded: Any) -> None:
+    """timm's weight-standardised convolutions as plain ones (``fold_weight_standardization``):
+    before the method's groups are traced, so that their channels can go."""
+    from compressor.timm_archs import fold_weight_standardization
+
+    folded = fold_weight_standardization(loaded)
+    if folded:
+        run.log(
+            f"  folded the weight standardisation of {len(folded)} convolutions into their "
+            "weights (the same outputs; their channels can now be removed, and training "
+            "goes on without the standardisation)"
+        )
+
+
 def _prune(run: Run) -> None:
     """3. Score channels with the method's criterion and remove them."""
     import torch
@@ -180,6 +195,7 @@ def _prune(run: Run) -> None:
     config, work = run.config, run.work
     t0 = run.start("prune", "prune: score channels and remove them")
     current = load_model(work / "regularized.pt")
+    _fold(run, current)
     current.preprocess = run.bundle.preprocess
     method = get_method(config.method, config.method_options)
     example = torch.zeros(1, *run.size)
