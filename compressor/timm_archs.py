@@ -124,11 +124,12 @@ def _replace_std_convs(model: nn.Module, *, weights: bool) -> list[str]:
         std_conv.ScaledStdConv2dSame,
     )
     names = []
-    for name, m in list(model.named_modules()):
-        if not isinstance(m, kinds):
+    for name, module in list(model.named_modules()):
+        if not isinstance(module, kinds):
             continue
+        m: Any = module  # timm's layers carry untyped attributes (gain, scale, eps)
         geometry = dict(stride=m.stride, dilation=m.dilation, groups=m.groups)
-        plain: nn.Conv2d = (
+        plain: Any = (
             Conv2dSame(m.in_channels, m.out_channels, m.kernel_size, padding=0, **geometry)
             if getattr(m, "same_pad", False)
             else nn.Conv2d(
