@@ -33,9 +33,35 @@ def _state_dict_file(tmp_path: Path, name: str, classes: int = 10) -> Path:
 def test_a_timm_state_dict_is_pruned_exported_and_checked(tmp_path: Path, name: str) -> None:
     """nf_resnet26's weight-standardised convolutions are folded first (every group was
     unsafe with them), and the pruned file rebuilds folded."""
+    _prune_export_check(tmp_path, name, 64)
+
+
+# families beyond the fast tier's (benchmarks/timm_coverage.py runs 52 models at 224x224)
+SLOW_SAMPLE = [
+    "ghostnet_100",  # channels tied through cat([x, depthwise(x)])
+    "dpn48b",
+    "densenet121",
+    "hrnet_w18_small",
+    "regnety_002",
+    "convnext_atto",
+    "repvgg_a0",
+    "efficientnet_b0",
+    "mobilenetv4_conv_small",
+    "selecsls42b",
+    "ese_vovnet19b_dw",
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SLOW_SAMPLE)
+def test_more_timm_families_prune_export_and_check(tmp_path: Path, name: str) -> None:
+    _prune_export_check(tmp_path, name, 96)
+
+
+def _prune_export_check(tmp_path: Path, name: str, size: int) -> None:
     src = _state_dict_file(tmp_path, name)
     pruned, onnx = tmp_path / "p.pt", tmp_path / "p.onnx"
-    args = ["--input-size", "64", "--json", "-q"]
+    args = ["--input-size", str(size), "--json", "-q"]
     res = CliRunner().invoke(
         cli, ["prune", str(src), "--arch", f"timm/{name}", "--target-macs", "0.5", "-o", str(pruned), *args]
     )  # fmt: skip
