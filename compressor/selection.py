@@ -228,6 +228,9 @@ def prune_loaded(
 
 
 RATIO_TOLERANCE = 0.1  # a removed fraction within 10% of --ratio (relative) meets it
+# a MAC cut within 10% of the asked one meets --target-macs: at least target / 1.1 of the
+# MACs kept (at 0.5, 0.4545: a 2.2x cut for a 2x target), never more than target
+MAC_TOLERANCE = 0.1
 
 
 def meet_ratio(
@@ -270,7 +273,7 @@ def target_miss(info: dict[str, Any], config: PruneConfig) -> str | None:
         )
     if config.target_macs is not None:
         left = info["macs_after"] / max(info["macs_before"], 1)
-        if left >= config.target_macs * (1 - 0.1):
+        if left >= config.target_macs / (1 + MAC_TOLERANCE):
             return None
         return (
             f"asked {config.target_macs:g} of the MACs, kept {left:.3f}: the channel steps "
@@ -315,7 +318,7 @@ def meet_target(
         attempts.append({"budget": goal, "reached": reached})
         if reached <= target and (best is None or reached > best[0]):
             best = (reached, plan)
-        if 0.9 * target <= reached <= target:
+        if target / (1 + MAC_TOLERANCE) <= reached <= target:
             break
         if reached <= target:
             low = goal if low is None else max(low, goal)
