@@ -496,3 +496,47 @@ def test_channels_tied_through_a_concatenation_prune_together(seed: int) -> None
         after = model(x)
     assert model.stem[0].out_channels == 16 - 2 * len(plan.remove[tied.id])
     assert (after - before).abs().max() / before.abs().max() < 1e-5
+
+
+class _MixedParts(torch.nn.Module):
+    """Two branches concatenated, split again into two parts with a convolution each
+    (MixNet's ``MixedConv2d``), concatenated: the parts' consumers are met in reverse by
+    torch-pruning's backward walk, and both branches' groups cross the same split."""
+
+    def __init__(self, width: int = 8) -> None:
+        super().__init__()
+        self.a, self.b = torch.nn.Conv2d(3, width, 3), torch.nn.Conv2d(3, width, 3)
+        self.bn = torch.nn.BatchNorm2d(2 * width)
+        self.c, self.d = torch.nn.Conv2d(width, width, 1), torch.nn.Conv2d(width, width, 1)
+        self.fc = torch.nn.Linear(2 * width, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn(torch.cat([self.a(x), self.b(x)], dim=1)))
+        parts = torch.split(x, [self.c.in_channels, self.d.in_channels], dim=1)
+        x = torch.cat([self.c(parts[0]), self.d(parts[1])], dim=1)
+        return self.fc(x.mean((2, 3)))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_channels_through_a_split_reach_their_own_part(seed: int) -> None:
+    """mixnet_s: a channel of a split's second part was removed from the first part's
+    convolution (consumers listed in the order met), and a second group across the same
+    split was mapped with the first group's offsets; every group was then unsafe."""
+    torch.manual_seed(seed)
+    model = _MixedParts().eval()
+    randomize_bn(model)
+    x = torch.randn(2, 3, 8, 8)
+    index = channel_groups(model, x[:1])
+    assert {g.root for g in index} >= {"a", "b"} and not index.skipped
+    gen = torch.Generator().manual_seed(seed)
+    scores = [torch.rand(g.size, generator=gen) for g in index]
+    plan = plan_ratio(scores, 0.4)
+    assert all(plan.remove.get(g.id) for g in index if g.root in ("a", "b"))
+    zero_channels(model, index, plan)
+    with torch.no_grad():
+        before = model(x)
+        apply_plan(index, plan)
+        after = model(x)
+    assert model.c.in_channels == model.a.out_channels < 8
+    assert model.d.in_channels == model.b.out_channels < 8
+    assert (after - before).abs().max() / before.abs().max() < 1e-5

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from compressor.errors import CompressorError
+from compressor.pruning.fixups import sync_channel_counts
 from compressor.pruning.groups import GroupIndex
 from compressor.pruning.plan import Plan
 
@@ -28,6 +29,7 @@ def apply_plan(index: GroupIndex, plan: Plan) -> None:
                 f"removing {len(idxs)} channels of {index.groups[gi].root} would empty a layer"
             )
         group.prune()
+    sync_channel_counts(graph.model)
 
 
 def pruned_copy(

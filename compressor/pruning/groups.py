@@ -4,6 +4,7 @@ group, the parameter slices it owns (``ParamSlice``, ``ChannelGroup``, ``GroupIn
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -418,6 +419,58 @@ def _tied_blocks(group: Any, graph: Any) -> int | None:
     return blocks
 
 
+def _split_parts(node: Any) -> None:
+    """Order the consumers of a split by the part each one takes.
+
+    torch-pruning lists a split's consumers in the order its backward walk meets them and
+    maps the k-th consumer to the k-th part; for parts of one size met in reverse (timm's
+    ``MixedConv2d``), a channel of the second part was removed from the first part's
+    convolution. Autograd records which part each consumer takes (the output number of
+    the edge into the split): the consumers are sorted by it. A consumer that takes
+    several parts, or none found, leaves the order as torch-pruning found it."""
+    parts = []
+    for consumer in node.outputs:
+        taken = [
+            nr
+            for fn, nr in getattr(consumer.grad_fn, "next_functions", ()) or ()
+            if fn is node.grad_fn
+        ]
+        if len(taken) != 1:
+            return
+        parts.append(taken[0])
+    if len(set(parts)) == len(parts):
+        node.outputs = [c for _, c in sorted(zip(parts, node.outputs, strict=True), key=_first)]
+
+
+def _first(pair: tuple[int, Any]) -> int:
+    return pair[0]
+
+
+def _graph() -> Any:
+    """torch-pruning's dependency graph, with two fixes for splits: each split's consumers
+    in part order (``_split_parts``), and the parts' offsets recomputed from their sizes
+    before each group is made. (torch-pruning's split pruner updates the sizes but not
+    the offsets the index mapping reads, so a second group removed across the same split
+    was mapped with the first group's offsets.)"""
+    import torch_pruning as tp
+
+    class Graph(tp.DependencyGraph):
+        def _build_dependency(self, module2node: Any) -> Any:
+            for node in module2node.values():
+                if node.type == tp.ops.OPTYPE.SPLIT:
+                    _split_parts(node)
+            return super()._build_dependency(module2node)
+
+        def get_pruning_group(self, *args: Any, **kwargs: Any) -> Any:
+            for node in self.module2node.values():
+                sizes = getattr(node.module, "split_sizes", None)
+                if node.type == tp.ops.OPTYPE.SPLIT and sizes is not None:
+                    node.module.offsets = [0, *itertools.accumulate(sizes)]
+            return super().get_pruning_group(*args, **kwargs)
+
+    return Graph()
+
+
 def _fixed_channels_pruner() -> Any:
     """A torch-pruning pruner for ``ChannelShuffle``: it reports the channel count, so the
     graph traces through the shuffle, and refuses to prune (its groups are skipped)."""
@@ -502,7 +555,6 @@ def trace_groups(
     module named in ``keep_whole``. Raises ``CompressorError`` when the model cannot be
     traced.
     """
-    import torch_pruning as tp
     from torch import nn
 
     names = {m: n for n, m in model.named_modules()}
@@ -512,7 +564,7 @@ def trace_groups(
     fixed = _fixed_channels_pruner()
     try:
         with _opaque_for_tracing(model):
-            graph = tp.DependencyGraph().build_dependency(
+            graph = _graph().build_dependency(
                 model,
                 example_inputs=example_input,
                 verbose=False,

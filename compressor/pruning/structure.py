@@ -6,6 +6,7 @@ import copy
 from typing import TYPE_CHECKING, Any
 
 from compressor.errors import CompressorError
+from compressor.pruning.fixups import sync_channel_counts
 
 if TYPE_CHECKING:
     import torch
@@ -70,6 +71,7 @@ def apply_structure(
             setattr(m, attr, nn.Parameter(fresh, requires_grad=current.requires_grad))
         else:
             m.register_buffer(attr, fresh)
+    sync_channel_counts(model)
 
 
 def copy_model(model: nn.Module) -> nn.Module:
