@@ -58,6 +58,9 @@ def read_options_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+
+
 @dataclass(frozen=True)
 class Preprocess:
     """How images become model input; recorded with every model the tool writes."""
@@ -65,8 +68,18 @@ class Preprocess:
     input_size: tuple[int, int, int]  # (C, H, W)
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    # image files: shorter side resized to H / crop_pct with this filter, then center-cropped
+    interpolation: str = "bilinear"  # one of INTERPOLATIONS (timm's pretrained_cfg has its own)
+    crop_pct: float = 0.875
 
     def __post_init__(self) -> None:
+        if self.interpolation not in INTERPOLATIONS:
+            raise CompressorError(
+                f"interpolation must be one of {', '.join(INTERPOLATIONS)}, "
+                f"got {self.interpolation!r}"
+            )
+        if not 0 < self.crop_pct <= 1:
+            raise CompressorError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
         c = self.input_size[0]
         if c not in (1, 3):
             raise CompressorError(f"input channels must be 1 or 3, got {c}")
@@ -85,6 +98,9 @@ class Preprocess:
             input_size=tuple(int(v) for v in d["input_size"]),  # type: ignore[arg-type]
             mean=tuple(float(v) for v in d["mean"]),
             std=tuple(float(v) for v in d["std"]),
+            # files written before 0.x recorded neither: they were resized this way
+            interpolation=str(d.get("interpolation", "bilinear")),
+            crop_pct=float(d.get("crop_pct", 0.875)),
         )
 
 

@@ -15,6 +15,7 @@ model's channel count and spatial size; normalisation and augmentation happen pe
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import os
 import pickle
@@ -486,8 +487,11 @@ def _convert_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
     return (x.float() * weights).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
 
 
-def _resize(x: torch.Tensor, size: tuple[int, int], chunk: int = 4096) -> torch.Tensor:
-    """Resize uint8 (N, C, H, W) images with antialiasing, in chunks to bound memory."""
+def _resize(
+    x: torch.Tensor, size: tuple[int, int], mode: str = "bilinear", chunk: int = 4096
+) -> torch.Tensor:
+    """Resize uint8 (N, C, H, W) images (antialiased but for ``nearest``), in chunks to
+    bound memory."""
     import torch
     import torch.nn.functional as F
 
@@ -495,8 +499,12 @@ def _resize(x: torch.Tensor, size: tuple[int, int], chunk: int = 4096) -> torch.
         return x
     out = []
     for part in x.split(chunk):
-        y = F.interpolate(
-            part.float(), size=size, mode="bilinear", antialias=True, align_corners=False
+        y = (
+            F.interpolate(part.float(), size=size, mode="nearest-exact")
+            if mode == "nearest"
+            else F.interpolate(
+                part.float(), size=size, mode=mode, antialias=True, align_corners=False
+            )
         )
         out.append(y.round().clamp(0, 255).to(torch.uint8))
     return torch.cat(out)
@@ -523,11 +531,20 @@ class TensorImages:
 
 
 class ImageFiles:
-    """Images decoded from files: shorter side resized to size/0.875, then center-cropped."""
+    """Images decoded from files: shorter side resized to size / ``crop_pct`` (with
+    ``interpolation``), then center-cropped."""
 
-    def __init__(self, samples: list[tuple[str, int]], size: tuple[int, int, int]) -> None:
+    def __init__(
+        self,
+        samples: list[tuple[str, int]],
+        size: tuple[int, int, int],
+        interpolation: str = "bilinear",
+        crop_pct: float = 0.875,
+    ) -> None:
         self.samples = samples
         self.size = size
+        self.interpolation = interpolation
+        self.crop_pct = crop_pct
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -544,7 +561,10 @@ class ImageFiles:
                 t = TF.pil_to_tensor(img.convert("RGB" if c == 3 else "L"))
         except (OSError, UnidentifiedImageError) as e:
             raise CompressorError(f"cannot read image {path}: {e}") from e
-        t = TF.resize(t, [round(min(h, w) / 0.875)], antialias=True)
+        mode = TF.InterpolationMode(
+            "nearest-exact" if self.interpolation == "nearest" else self.interpolation
+        )
+        t = TF.resize(t, [round(min(h, w) / self.crop_pct)], interpolation=mode, antialias=True)
         t = TF.center_crop(t, [h, w])
         return t.to(torch.uint8), label
 
@@ -596,7 +616,8 @@ def load_data(
 
         def convert(x: Any, y: Any) -> TensorImages:
             t = _convert_channels(torch.from_numpy(x.copy()), c)
-            return TensorImages(_resize(t, (h, w)), torch.tensor(y, dtype=torch.int64))
+            resized = _resize(t, (h, w), pre.interpolation)
+            return TensorImages(resized, torch.tensor(y, dtype=torch.int64))
 
         train: Any = convert(raw.train_x, raw.train_y)
         val: Any = convert(raw.val_x, raw.val_y)
@@ -672,11 +693,11 @@ def _preprocess_for(
             raise CompressorError(
                 f"--input-size has {size[0]} channels but the model takes {base.input_size[0]}"
             )
-        base = Preprocess(size, base.mean, base.std)
+        base = dataclasses.replace(base, input_size=size)
     if (config.mean is None) != (config.std is None):
         raise CompressorError("give --mean and --std together")
     if config.mean is not None and config.std is not None:
-        base = Preprocess(base.input_size, config.mean, config.std)
+        base = dataclasses.replace(base, mean=config.mean, std=config.std)
     return base
 
 
@@ -693,10 +714,11 @@ def _image_files(raw: _Raw, pre: Preprocess, strict: bool) -> tuple[Any, Any, An
             stacklevel=3,
         )
     gone = {p for p, _ in bad}
-    train = ImageFiles([s for s in raw.train_files if s[0] not in gone], pre.input_size)
-    val = ImageFiles([s for s in raw.val_files if s[0] not in gone], pre.input_size)
+    geometry = (pre.input_size, pre.interpolation, pre.crop_pct)
+    train = ImageFiles([s for s in raw.train_files if s[0] not in gone], *geometry)
+    val = ImageFiles([s for s in raw.val_files if s[0] not in gone], *geometry)
     test = (
-        ImageFiles([s for s in raw.test_files if s[0] not in gone], pre.input_size)
+        ImageFiles([s for s in raw.test_files if s[0] not in gone], *geometry)
         if raw.test_files is not None
         else None
     )

@@ -464,6 +464,8 @@ def model_metadata(loaded: Any, extra: dict[str, Any] | None = None) -> dict[str
         "input_shape": list(pre.input_size) if pre else None,
         "mean": list(pre.mean) if pre else None,
         "std": list(pre.std) if pre else None,
+        "interpolation": pre.interpolation if pre else None,
+        "crop_pct": pre.crop_pct if pre else None,
         "class_names": list(loaded.class_names) if loaded.class_names else None,
         "num_classes": loaded.num_classes,
     }

@@ -527,6 +527,9 @@ def evaluate_onnx_file(
             tuple(json.loads(meta["input_shape"])),
             tuple(json.loads(meta["mean"])),
             tuple(json.loads(meta["std"])),
+            # files exported before these were recorded: the resizing they were made with
+            interpolation=meta.get("interpolation", "bilinear"),
+            crop_pct=float(json.loads(meta.get("crop_pct", "0.875"))),
         )
     except (KeyError, ValueError, TypeError):
         recorded = None

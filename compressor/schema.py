@@ -21,17 +21,23 @@ if TYPE_CHECKING:
 
 # kind -> version of its shape now (1: the shape before versions, where it changed since)
 SCHEMA_VERSIONS: dict[str, int] = {
-    "report": 3,  # compress's report.json; 1 had `accuracy` where 2 has test_top1/val_top1;
-    # 3 adds strength.final_decay and strength.history[].decay (the growing rule)
-    "train": 1,  # train's <stem>.train.json and --json
+    "report": 4,  # compress's report.json; 1 had `accuracy` where 2 has test_top1/val_top1;
+    # 3 adds strength.final_decay and strength.history[].decay (the growing rule);
+    # 4 adds data.preprocess.interpolation and .crop_pct (timm's resizing)
+    "train": 2,  # train's <stem>.train.json and --json; 2 adds preprocess.interpolation, .crop_pct
     "eval": 2,  # eval --json; 1 had `top1` at the top, 2 has it under each split
     "prune": 2,  # 2 adds groups_unsafe (the groups a trial removal broke, and how)
-    "inspect": 1,
+    "inspect": 2,  # 2 adds preprocess.interpolation and .crop_pct
     "export": 1,
     "benchmark": 1,
     "latency-table": 1,
     "check-data": 1,
 }
+
+# kind -> older versions that differ from the current one only by keys added since: a
+# reader takes them (the added keys are absent), so files written before an addition,
+# such as a benchmark's cached reports, still read
+READS_ALSO: dict[str, tuple[int, ...]] = {"report": (3,), "train": (1,), "inspect": (1,)}
 
 
 def stamp(kind: str, payload: dict[str, Any]) -> Any:
@@ -47,7 +53,7 @@ def check(kind: str, payload: dict[str, Any], source: str) -> dict[str, Any]:
     if named is not None and named != f"compressor/{kind}":
         raise CompressorError(f"{source} is a {named} output, not a compressor/{kind}")
     version = payload.get("schema_version", 1)
-    if version != now:
+    if version != now and version not in READS_ALSO.get(kind, ()):
         older = "an older" if isinstance(version, int) and version < now else "another"
         raise CompressorError(
             f"{source} is a compressor/{kind} of schema version {version}, {older} shape than "

@@ -154,15 +154,19 @@ def _replace_std_convs(model: nn.Module, *, weights: bool) -> list[str]:
 
 def preprocess_of(arch: str, channels: int = 3) -> Any:
     """``Preprocess`` from timm's pretrained configuration (None when it gives none)."""
-    from compressor.config import Preprocess
+    from compressor.config import INTERPOLATIONS, Preprocess
 
     cfg = pretrained_cfg(arch)
     if not cfg.get("mean") or channels != 3:
         return None
+    interpolation = str(cfg.get("interpolation") or "bilinear")
     return Preprocess(
         input_size=tuple(int(v) for v in cfg["input_size"]),  # type: ignore[arg-type]
         mean=tuple(float(v) for v in cfg["mean"]),
         std=tuple(float(v) for v in cfg["std"]),
+        # timm's "random" (training only) and any filter outside ours resize bilinearly
+        interpolation=interpolation if interpolation in INTERPOLATIONS else "bilinear",
+        crop_pct=float(cfg.get("crop_pct") or 0.875),
     )
 
 

@@ -253,3 +253,37 @@ def test_batch_transform_normalizes_and_augments_deterministically() -> None:
     c = t(x, torch.Generator().manual_seed(8))
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
+
+
+def test_image_files_are_resized_as_the_model_records(imagefolder_root: Path) -> None:
+    """A model's recorded interpolation and crop_pct (timm's pretrained_cfg: bicubic,
+    0.95, ...) are how its image files are resized and cropped; an input size or
+    mean/std given on the command line keeps them."""
+    from PIL import Image
+    from torchvision.transforms.v2 import functional as TF
+
+    recorded = Preprocess((3, 16, 16), (0.5,) * 3, (0.25,) * 3, "bicubic", 1.0)
+    b = load_data(
+        DataConfig(str(imagefolder_root), input_size=(12,), val_split=0.25), recorded=recorded
+    )
+    assert (b.preprocess.interpolation, b.preprocess.crop_pct) == ("bicubic", 1.0)
+    assert b.preprocess.input_size == (3, 12, 12)
+    path, _ = b.train.samples[0]
+    image, _ = b.train[0]
+    with Image.open(path) as img:  # 20x20: shorter side to 12 / 1.0, nothing cropped
+        raw = TF.pil_to_tensor(img.convert("RGB"))
+    bicubic = TF.resize(raw, [12], interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
+    assert torch.equal(image, bicubic)
+    default = load_data(DataConfig(str(imagefolder_root), input_size=(12,), val_split=0.25))
+    assert (default.preprocess.interpolation, default.preprocess.crop_pct) == ("bilinear", 0.875)
+    assert not torch.equal(default.train[0][0], image)  # 20 -> 14 bilinear, cropped to 12
+    with pytest.raises(CompressorError, match="interpolation must be one of"):
+        Preprocess((3, 8, 8), (0.5,) * 3, (0.25,) * 3, "lanczos")
+    with pytest.raises(CompressorError, match="crop_pct"):
+        Preprocess((3, 8, 8), (0.5,) * 3, (0.25,) * 3, crop_pct=1.5)
+
+
+def test_a_preprocess_recorded_before_interpolation_reads_as_bilinear() -> None:
+    old = {"input_size": [3, 8, 8], "mean": [0.5] * 3, "std": [0.25] * 3}
+    pre = Preprocess.from_dict(old)
+    assert (pre.interpolation, pre.crop_pct) == ("bilinear", 0.875)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from compressor.errors import CompressorError
-from compressor.schema import SCHEMA_VERSIONS, check, read
+from compressor.schema import READS_ALSO, SCHEMA_VERSIONS, check, read
 from tests.schemas import SAMPLES, kind_of, path_for, sample, schema_for, text_of, validate
 
 SLOW = {"report", "train"}
@@ -75,8 +75,10 @@ def test_validation_catches_a_renamed_key_and_a_retyped_value() -> None:
 def test_a_reader_given_another_version_gets_one_line(tmp_path: Path) -> None:
     old = tmp_path / "report.json"
     old.write_text(json.dumps({"accuracy": 91.2}))  # written before versions: version 1
-    with pytest.raises(CompressorError, match=r"schema version 1, an older shape .* \(version 3\)"):
+    with pytest.raises(CompressorError, match=r"schema version 1, an older shape .* \(version 4\)"):
         read("report", old)
+    additive = {"schema": "compressor/report", "schema_version": 3}  # 4 only adds keys
+    assert check("report", additive, "x") == additive
     now = {"schema": "compressor/report", "schema_version": SCHEMA_VERSIONS["report"]}
     assert check("report", now, "x") == now
     with pytest.raises(
@@ -85,3 +87,33 @@ def test_a_reader_given_another_version_gets_one_line(tmp_path: Path) -> None:
         check("report", {"schema": "compressor/eval", "schema_version": 2}, "x")
     with pytest.raises(CompressorError, match="not found"):
         read("report", tmp_path / "missing.json")
+
+
+def _only_added(old: object, new: object, path: str = "") -> list[str]:
+    """How schema ``new`` differs from ``old`` other than by optional properties added."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return [] if old == new else [f"{path}: {old!r} -> {new!r}"]
+    found = [f"{path}/{k} removed" for k in old if k not in new]
+    found += [
+        f"{path}/{k} added" for k in new if k not in old and path.split("/")[-1] != "properties"
+    ]
+    added = set(new.get("properties", {})) - set(old.get("properties", {}))
+    found += [f"{path}/{k} added as required" for k in added & set(new.get("required", []))]
+    for k in old.keys() & new.keys():
+        if k in ("$id", "required"):
+            continue
+        found += _only_added(old[k], new[k], f"{path}/{k}")
+    if set(old.get("required", [])) != set(new.get("required", [])) - added:
+        found.append(f"{path}: required keys changed")
+    return found
+
+
+@pytest.mark.parametrize("kind", sorted(READS_ALSO))
+def test_older_versions_read_as_current_only_lack_keys(kind: str) -> None:
+    """``READS_ALSO``'s claim, from the schema files: the older version's schema is the
+    current one less some optional properties (and its version number)."""
+    new = json.loads(path_for(kind).read_text())
+    for version in READS_ALSO[kind]:
+        old = json.loads(path_for(kind).with_name(f"{kind}.v{version}.json").read_text())
+        old["properties"]["schema_version"]["const"] = SCHEMA_VERSIONS[kind]
+        assert _only_added(old, new) == []

@@ -16,6 +16,7 @@ from torch import nn
 
 from compressor.cli import cli
 from compressor.errors import CompressorError
+from compressor.onnx_export import onnx_metadata
 
 timm = pytest.importorskip("timm")
 
@@ -72,11 +73,15 @@ def _prune_export_check(tmp_path: Path, name: str, size: int) -> None:
     res = CliRunner().invoke(cli, ["export", str(pruned), "-o", str(onnx), *args])
     assert res.exit_code == 0, res.output
     assert max(p["rel_diff"] for p in json.loads(res.stdout)["parity"]) < 1e-4
-    # the model file keeps timm's preprocessing (mean, std) and architecture
+    # the model file and the ONNX file keep timm's preprocessing and architecture
     info = json.loads(CliRunner().invoke(cli, ["inspect", str(pruned), "--json"]).stdout)
     cfg = timm.get_pretrained_cfg(name)
     assert info["arch"] == f"timm/{name}" and info["pruned"]
     assert info["preprocess"]["mean"] == list(cfg.mean)
+    resizing = [cfg.interpolation, cfg.crop_pct]
+    assert [info["preprocess"][k] for k in ("interpolation", "crop_pct")] == resizing
+    meta = onnx_metadata(onnx)
+    assert [meta["interpolation"], float(meta["crop_pct"])] == resizing
 
 
 def test_timm_names_and_a_missing_timm_get_one_line(
