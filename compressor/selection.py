@@ -300,6 +300,7 @@ def meet_target(
 
     from compressor.analysis import count_macs
     from compressor.pruning import pruned_copy
+    from compressor.pruning.verify import broken_cut, failure
 
     goal = target
     attempts: list[dict[str, float]] = []
@@ -314,7 +315,10 @@ def meet_target(
                 raise
             break  # a corrected budget beyond what the guards allow: keep the best so far
         trial_model = pruned_copy(model, index, plan, torch.zeros(1, *input_size))
-        reached = count_macs(trial_model, input_size) / macs_before
+        try:
+            reached = count_macs(trial_model, input_size) / macs_before
+        except Exception as e:  # the model's own code, after the cut
+            raise broken_cut(failure(e)) from e
         attempts.append({"budget": goal, "reached": reached})
         if reached <= target and (best is None or reached > best[0]):
             best = (reached, plan)

@@ -124,20 +124,25 @@ def test_weights_come_from_the_local_hub_cache_or_name_its_folder(
 
 
 class _SplitByWidths(nn.Module):
-    """Splits its input by widths it stores, as timm's MixedConv2d does."""
+    """Splits its input by widths it stores: a list (as timm's MixedConv2d does, without
+    compressor's fix-up for it) or one part size (SelectiveKernel's ``in_channels // 2``,
+    which splits 15 channels into [8, 7] without an error)."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, one_size: bool) -> None:
         super().__init__()
-        self.splits = [channels // 2, channels - channels // 2]
-        self.a = nn.Conv2d(self.splits[0], 8, 3, padding=1)
-        self.b = nn.Conv2d(self.splits[1], 8, 5, padding=2)
+        self.splits: list[int] | int = [channels // 2, channels - channels // 2]
+        self.a = nn.Conv2d(channels // 2, 8, 3, padding=1)
+        self.b = nn.Conv2d(channels - channels // 2, 8, 5, padding=2)
+        if one_size:
+            self.splits = channels // 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         left, right = torch.split(x, self.splits, 1)
         return torch.cat([self.a(left), self.b(right)], 1)
 
 
-def test_a_module_that_splits_by_stored_widths_is_kept_whole_not_broken() -> None:
+@pytest.mark.parametrize("one_size", [False, True])
+def test_a_module_that_splits_by_stored_widths_is_kept_whole_not_broken(one_size: bool) -> None:
     from compressor.pruning import channel_groups
 
     torch.manual_seed(0)
@@ -145,7 +150,7 @@ def test_a_module_that_splits_by_stored_widths_is_kept_whole_not_broken() -> Non
         nn.Conv2d(3, 16, 3, padding=1),
         nn.BatchNorm2d(16),
         nn.ReLU(),
-        _SplitByWidths(16),
+        _SplitByWidths(16, one_size),
         nn.BatchNorm2d(16),
         nn.ReLU(),
         nn.Conv2d(16, 16, 3, padding=1),
@@ -155,7 +160,7 @@ def test_a_module_that_splits_by_stored_widths_is_kept_whole_not_broken() -> Non
         nn.Linear(16, 4),
     ).eval()
     index = channel_groups(model, torch.zeros(1, 3, 16, 16))
-    assert "0" in index.unsafe and "split" in index.unsafe["0"]  # the split's input
+    assert "0" in index.unsafe and ("split" in index.unsafe["0"] or "channels" in index.unsafe["0"])
     assert "0" not in [g.root for g in index]
     assert [g.root for g in index] and all(r in index.skipped for r in index.unsafe)
 

@@ -23,6 +23,8 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Any
 
+from compressor.errors import CompressorError
+
 if TYPE_CHECKING:
     import torch
     from torch import nn
@@ -35,8 +37,12 @@ MAX_PROBES = 160  # a model with more failing groups keeps the rest whole, said 
 
 def _units(index: GroupIndex, gi: int) -> list[int]:
     """The unit a probe removes from group ``gi``: one in the middle of its channels, so
-    that code reading channels by position sees a shift."""
-    return [index.groups[gi].size // 2]
+    that code reading channels by position sees a shift, and the last of the first half,
+    so that a split into equal parts by a stored width sees its first part shrink. (The
+    first of the second half is exactly what such a split expects: SelectiveKernel's
+    ``split(x, in_channels // 2)`` then gives [32, 31] of 63 channels, which the
+    convolutions take; a 64-channel cut then broke the model after the probe passed.)"""
+    return [(index.groups[gi].size - 1) // 2]
 
 
 def _channel_normalised(index: GroupIndex, gi: int, model: nn.Module) -> bool:
@@ -238,8 +244,6 @@ def checked_cut(
     model that runs into an error or computes something else, silently."""
     import torch
 
-    from compressor.errors import CompressorError
-
     removed = [gi for gi, units in plan.remove.items() if units]
     if not removed:
         return
@@ -249,15 +253,25 @@ def checked_cut(
         exact = exact_for(index, reference, removed)
         why = compare(reference.eval(), pruned.eval(), example, exact)
     except Exception as e:  # the model's own code, after the cut
-        why = f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
+        why = failure(e)
     finally:
         pruned.train(was_training)
     if why:
-        raise CompressorError(
-            f"the cut broke the model ({why}): a module keeps channel counts that the "
-            "trial removal did not reveal; please report the architecture, and prune less "
-            "(--ratio, --target-macs) meanwhile"
-        )
+        raise broken_cut(why)
+
+
+def broken_cut(why: str) -> CompressorError:
+    """The error for a cut that leaves a model that fails or computes something else."""
+    return CompressorError(
+        f"the cut broke the model ({why}): a module keeps channel counts that the "
+        "trial removal did not reveal; please report the architecture, and prune less "
+        "(--ratio, --target-macs) meanwhile"
+    )
+
+
+def failure(e: Exception) -> str:
+    """An exception the model's own code raised, in a few words."""
+    return f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
 
 
 def channel_groups(
