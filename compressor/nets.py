@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
 import torch
 import torchvision
 from torch import nn
@@ -112,3 +116,43 @@ def shufflenet_v2(name: str, num_classes: int) -> nn.Module:
             m.__class__ = ShuffleUnit
             m.shuffle = ChannelShuffle(2 * m.branch2[5].out_channels, groups=2)
     return model
+
+
+# While the pruning traces a model (``pruning.groups.trace_groups``): the slices that
+# ``channel_split`` made, by the id of their autograd node (held, so the ids stay theirs)
+_recorded: dict[int, Any] | None = None
+
+
+def channel_split(x: torch.Tensor, at: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x[:, :at], x[:, at:])``, for a module whose split position follows its layers'
+    channel counts (timm's CSP stages, ``timm_archs.slice_csp_stages``), so that it stays
+    right after a cut.
+
+    While the pruning traces the model, torch-pruning is told these slices' widths, and a
+    concatenation of them maps each channel to its place. Other slices keep torch-pruning's
+    own handling: one at a stored position (DPN's dual path) goes wrong once a channel
+    before it is removed, and coupling its channels would only put more of the model into
+    groups the trial removal keeps whole."""
+    first, second = x[:, :at], x[:, at:]
+    if _recorded is not None:
+        for t in (first, second):
+            if t.grad_fn is not None:
+                _recorded[id(t.grad_fn)] = t.grad_fn
+    return first, second
+
+
+@contextlib.contextmanager
+def recording_channel_splits() -> Iterator[None]:
+    """Record the slices ``channel_split`` makes (``made_by_channel_split``) until exit."""
+    global _recorded
+    _recorded = {}
+    try:
+        yield
+    finally:
+        _recorded = None
+
+
+def made_by_channel_split(grad_fn: Any) -> bool:
+    """Whether ``grad_fn`` is the autograd node of a slice ``channel_split`` made while
+    recording."""
+    return _recorded is not None and grad_fn is not None and _recorded.get(id(grad_fn)) is grad_fn

@@ -434,11 +434,49 @@ def _check_parity(
         bad = [p for p in result.parity if not p.ok(config.tolerance)]
         if bad:
             p = bad[0]
+            own, onnx_err = float64_errors(model, path, dict(checks)[p.inputs])
+            extra = ""
+            if own is not None and onnx_err is not None and onnx_err <= 2 * own:
+                # onnxruntime is as close to the exact outputs as PyTorch's own float32
+                # run: the model amplifies round-off; the check still holds the file back
+                extra = (
+                    f"; PyTorch's own float32 outputs differ from float64 by {own:.3g} and "
+                    f"onnxruntime's by {onnx_err:.3g}: the model amplifies round-off (huge "
+                    "activations, as with untrained BatchNorm statistics), not an export fault"
+                )
+            elif own is not None:
+                extra = f"; PyTorch's own float32 outputs differ from float64 by {own:.3g}"
             raise CompressorError(
                 f"onnxruntime differs from PyTorch on {p.inputs} inputs: max abs diff "
                 f"{p.max_abs_diff:.3g} ({p.rel_diff:.3g} of the output scale, tolerance "
-                f"{config.tolerance}); pass --no-verify to keep the file anyway"
+                f"{config.tolerance}{extra}); pass --no-verify to keep the file anyway"
             )
+
+
+def float64_errors(
+    model: nn.Module, path: Path, x: torch.Tensor
+) -> tuple[float | None, float | None]:
+    """(PyTorch float32, onnxruntime) max abs difference from the model's float64 outputs
+    on ``x``, relative to their scale; (None, None) when the model has no float64 run."""
+    import copy
+
+    import numpy as np
+    import torch
+
+    from compressor.outputs import split_outputs
+
+    try:
+        exact_model = copy.deepcopy(model).double().eval()
+        with torch.no_grad():
+            exact = split_outputs(exact_model(x.double()))[0].numpy()
+    except Exception:  # an operator without a float64 kernel
+        return None, None
+    del exact_model
+    with torch.no_grad():
+        ref = split_outputs(model.eval()(x))[0].double().numpy()
+    out = run_onnx(path, x.numpy().astype(np.float32)).astype(np.float64)
+    scale = max(float(np.abs(exact).max()), 1e-12)
+    return float(np.abs(ref - exact).max()) / scale, float(np.abs(out - exact).max()) / scale
 
 
 # Weights above this are written as external data (protobuf's limit is 2 GiB for the whole

@@ -79,6 +79,48 @@ def test_export_pruned_model(tmp_path: Path) -> None:
     assert compression["macs_after"] < compression["macs_before"]
 
 
+def test_round_off_the_model_amplifies_is_named_in_the_parity_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model whose own float32 outputs are far from float64 (sin of huge arguments): the
+    parity error says so when the runtime is as close to float64 as PyTorch is (the file is
+    still held back: a fault as small as the round-off would hide in it), and gives the
+    figure when the runtime is further off."""
+    from torch import nn
+
+    import compressor.onnx_export as export
+
+    class Chaotic(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(3 * 8 * 8, 64)
+            with torch.no_grad():
+                self.fc.weight.mul_(1e4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.sin(self.fc(x.flatten(1)))
+
+    torch.manual_seed(0)
+    model = Chaotic().eval()
+
+    def exact(path: object, x: object) -> object:  # the float64 outputs, in float32
+        import copy
+
+        with torch.no_grad():
+            return copy.deepcopy(model).double()(torch.as_tensor(x).double()).float().numpy()
+
+    monkeypatch.setattr(export, "run_onnx", exact)
+    with pytest.raises(CompressorError, match=r"the model amplifies round-off"):
+        export_model(
+            model, tmp_path / "m.onnx", input_size=(3, 8, 8), metadata={}, config=ExportConfig()
+        )
+    monkeypatch.setattr(export, "run_onnx", lambda p, x: exact(p, x) + 0.5)
+    with pytest.raises(CompressorError, match=r"differ from float64 by [^:]*\); pass"):
+        export_model(
+            model, tmp_path / "m.onnx", input_size=(3, 8, 8), metadata={}, config=ExportConfig()
+        )
+
+
 def test_parity_failure_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import compressor.onnx_export as export
 

@@ -51,6 +51,7 @@ SLOW_SAMPLE = [
     "mobilenetv4_conv_small",
     "selecsls42b",
     "ese_vovnet19b_dw",
+    "cspresnet50",  # CrossStage's split, built as slices
 ]
 
 
@@ -123,6 +124,27 @@ def test_weights_come_from_the_local_hub_cache_or_name_its_folder(
     assert torch.equal(model.conv1[0].weight, weights["conv1.0.weight"])
 
 
+def test_csp_stages_split_as_slices_trace_and_prune_whole(tmp_path: Path) -> None:
+    """timm's CSP stages split their expansion with ``x.split(expand_chs // 2)``, which
+    torch-pruning cannot follow (cs3darknet failed to trace: TypeError in its concat index
+    mapping); built as two slices they compute the same, trace, and every group prunes."""
+    from compressor.archs import build_model
+    from compressor.pruning import channel_groups
+
+    torch.manual_seed(0)
+    model = build_model("timm/cs3darknet_s", num_classes=10).eval()
+    with timm.layers.set_layer_config(scriptable=False, exportable=True, no_jit=True):
+        original = timm.create_model("cs3darknet_s", num_classes=10).eval()
+    original.load_state_dict(model.state_dict())
+    assert type(model.stages[0]).__name__ == "SlicedCrossStage3"
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x), original(x))
+    index = channel_groups(model, torch.zeros(1, 3, 64, 64))
+    assert not index.skipped
+    _prune_export_check(tmp_path, "cs3darknet_s", 64)
+
+
 class _SplitByWidths(nn.Module):
     """Splits its input by widths it stores: a list (as timm's MixedConv2d does, without
     compressor's fix-up for it) or one part size (SelectiveKernel's ``in_channels // 2``,
@@ -186,3 +208,18 @@ def test_a_cut_is_checked_against_the_model_with_those_channels_zeroed() -> None
         model[3].weight[0, 0, 0, 0] += 1.0  # what a wrong slice would do
     with pytest.raises(CompressorError, match="the cut broke the model"):
         checked_cut(reference, model, index, plan, (3, 16, 16))
+
+
+@pytest.mark.slow
+def test_a_model_that_amplifies_round_off_is_named_in_the_parity_error(tmp_path: Path) -> None:
+    """efficientnetv2_rw_t untrained (BatchNorm statistics 0/1): activations reach ~1e4 and
+    PyTorch's float32 outputs differ from float64 by more than the tolerance; onnxruntime
+    is no further from float64, and the error says so."""
+    src = _state_dict_file(tmp_path, "efficientnetv2_rw_t")
+    res = CliRunner().invoke(
+        cli,
+        ["export", str(src), "--arch", "timm/efficientnetv2_rw_t", "--input-size", "96",
+         "-o", str(tmp_path / "d.onnx"), "-q"],
+    )  # fmt: skip
+    assert res.exit_code == 1 and "the model amplifies round-off" in res.output, res.output
+    assert not (tmp_path / "d.onnx").exists()

@@ -139,6 +139,9 @@ class ChannelGroup:
     # group's ``size`` channels are then units, unit ``j`` being channel ``j`` of every
     # block (``size * blocks`` channels in the model), removed together
     blocks: int = 1
+    # the units of each channel slice made by ``nets.channel_split``: like a producing layer,
+    # a slice must keep a channel
+    sliced: list[list[int]] = field(default_factory=list)
 
     def model_channels(self, units: list[int]) -> list[int]:
         """The root module's channel positions of ``units``."""
@@ -240,7 +243,7 @@ class GroupIndex:
             for s in g.slices:
                 if s.kind in ("out", "out_transposed") and s.param == "weight" and not s.norm_layer:
                     segs.append(sorted(set(s.channel.tolist())))
-            out.append(segs)
+            out.append(segs + [list(seg) for seg in g.sliced])
         return out
 
     def round_to(self, multiple: int) -> list[int]:
@@ -492,6 +495,39 @@ def _fixed_channels_pruner() -> Any:
     return FixedChannels()
 
 
+def _channel_slice_pruner() -> Any:
+    """torch-pruning's pruner for slices, which also counts the channels of those made by
+    ``nets.channel_split``.
+
+    torch-pruning maps a slice's channel indices (``_SliceIndexMapping``) but its pruner
+    reports no channel count, so shape inference takes the count of the layer before the
+    slice: a concatenation of two slices of one tensor then seems wider than its consumer,
+    gets no offsets, and both slices land on its first channels. The counts come from the
+    sizes autograd saved while tracing."""
+    import torch_pruning as tp
+
+    from compressor.nets import made_by_channel_split
+
+    class ChannelSlice(tp.ops.SlicePruner):
+        @staticmethod
+        def _input_channels(layer: Any) -> int | None:
+            sizes = getattr(layer.grad_fn, "_saved_self_sym_sizes", None)
+            if not made_by_channel_split(layer.grad_fn) or sizes is None or layer.dim != 1:
+                return None
+            return int(sizes[1])
+
+        def get_in_channels(self, layer: Any) -> int | None:
+            return self._input_channels(layer)
+
+        def get_out_channels(self, layer: Any) -> int | None:
+            size = self._input_channels(layer)
+            if size is None:
+                return None
+            return len(range(*slice(layer.start, layer.end, layer.step).indices(size)))
+
+    return ChannelSlice()
+
+
 def _slice_for(
     dep: Any, idxs: list[int], root_idxs: list[int], names: dict[Any, str]
 ) -> list[ParamSlice]:
@@ -555,7 +591,10 @@ def trace_groups(
     module named in ``keep_whole``. Raises ``CompressorError`` when the model cannot be
     traced.
     """
+    import torch_pruning as tp
     from torch import nn
+
+    from compressor.nets import made_by_channel_split, recording_channel_splits
 
     names = {m: n for n, m in model.named_modules()}
     ignored_layers = list(ignored or []) + classifier_layers(model)
@@ -563,13 +602,21 @@ def trace_groups(
     model.eval()
     fixed = _fixed_channels_pruner()
     try:
-        with _opaque_for_tracing(model):
-            graph = _graph().build_dependency(
+        with _opaque_for_tracing(model), recording_channel_splits():
+            graph = _graph()
+            # before build_dependency, which registers the pruners' functions
+            graph.REGISTERED_PRUNERS[tp.ops.OPTYPE.SLICE] = _channel_slice_pruner()
+            graph.build_dependency(
                 model,
                 example_inputs=example_input,
                 verbose=False,
                 customized_pruners={t: fixed for t in _fixed_types()},
             )
+            counted = {  # the slices nets.channel_split made
+                n.module
+                for n in graph.module2node.values()
+                if isinstance(n.module, tp.ops._SliceOp) and made_by_channel_split(n.grad_fn)
+            }
     except Exception as e:  # torch-pruning raises many types on unsupported graphs
         raise CompressorError(
             f"cannot trace the model's channel dependencies: {type(e).__name__}: {e}"
@@ -596,12 +643,15 @@ def trace_groups(
         unit = len(g[0].idxs) // blocks  # channels per block = units in the group
         slices: list[ParamSlice] = []
         layers: list[str] = []
+        sliced: list[list[int]] = []
         for item in g:
             dep, idxs = item.dep, item.idxs
             plain = [int(i) for i in idxs]
             root = item.root_idxs
             if root is None or any(r is None for r in root):
                 continue
+            if dep.target.module in counted:
+                sliced.append(sorted({int(r) % unit for r in root}))
             slices.extend(_slice_for(dep, plain, [int(r) % unit for r in root], names))
             if graph.is_out_channel_pruning_fn(dep.handler) and isinstance(
                 dep.target.module, nn.modules.conv._ConvNd | nn.Linear
@@ -610,7 +660,9 @@ def trace_groups(
         root_module = g[0].dep.target.module
         if not slices or unit < 2:
             continue
-        groups.append(ChannelGroup(len(groups), names[root_module], unit, slices, layers, blocks))
+        groups.append(
+            ChannelGroup(len(groups), names[root_module], unit, slices, layers, blocks, sliced)
+        )
         tp_groups.append(g)
     return GroupIndex(
         groups, graph, tp_groups, [names[m] for m in ignored_layers if m in names], skipped
