@@ -92,6 +92,7 @@ def build(arch: str, num_classes: int, options: Mapping[str, Any] | None = None)
     if folded:
         _replace_std_convs(model, weights=False)
     slice_csp_stages(model)
+    slice_rexnet_blocks(model)
     return model
 
 
@@ -160,6 +161,63 @@ def slice_csp_stages(model: nn.Module) -> int:
             m.__class__ = sliced
             count += 1
     return count
+
+
+def slice_rexnet_blocks(model: nn.Module) -> int:
+    """Rewrite the partial residual of timm's ReXNet blocks (``LinearBottleneck``:
+    ``cat([x[:, 0:self.in_channels] + shortcut, x[:, self.in_channels:]])``) with
+    ``channel_split`` at the shortcut's own width: the same outputs.
+
+    Traced as written, torch-pruning counts neither slice (each seems as wide as the whole
+    tensor), so the concatenation's offsets are wrong; walking a group then re-enters the
+    same layers with ever new shifted index lists and never ends. The stored
+    ``in_channels`` would also be wrong once the shortcut loses channels; the shortcut's
+    width is always right. Returns how many blocks were rewritten."""
+    if not any(type(m).__module__ == "timm.models.rexnet" for m in model.modules()):
+        return 0
+    from timm.models import rexnet
+
+    sliced = _sliced_rexnet_block()
+    count = 0
+    for m in model.modules():
+        if type(m) is rexnet.LinearBottleneck:
+            m.__class__ = sliced
+            count += 1
+    return count
+
+
+_SLICED_REXNET: list[type] = []
+
+
+def _sliced_rexnet_block() -> type:
+    """timm's ReXNet ``LinearBottleneck`` with the same forward, its partial residual
+    split by ``channel_split`` at the shortcut's width."""
+    if _SLICED_REXNET:
+        return _SLICED_REXNET[0]
+    import torch
+    from timm.models import rexnet
+
+    from compressor.nets import channel_split
+
+    class SlicedLinearBottleneck(rexnet.LinearBottleneck):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            shortcut = x
+            if self.conv_exp is not None:
+                x = self.conv_exp(x)
+            x = self.conv_dw(x)
+            if self.se is not None:
+                x = self.se(x)
+            x = self.act_dw(x)
+            x = self.conv_pwl(x)
+            if self.use_shortcut:
+                if self.drop_path is not None:
+                    x = self.drop_path(x)
+                head, tail = channel_split(x, shortcut.shape[1])
+                x = torch.cat([head + shortcut, tail], dim=1)
+            return x
+
+    _SLICED_REXNET.append(SlicedLinearBottleneck)
+    return SlicedLinearBottleneck
 
 
 def fold_weight_standardization(loaded: Any) -> list[str]:

@@ -4,6 +4,7 @@ group, the parameter slices it owns (``ParamSlice``, ``ChannelGroup``, ``GroupIn
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import math
 from collections.abc import Callable, Iterator
@@ -340,11 +341,90 @@ def _opaque_for_tracing(model: nn.Module) -> Iterator[None]:
 
             m.forward = forward
             patched.append(m)
+    sinks = []
+    for m in model.modules():
+        if _global_context(m):
+            m._compressor_sink = _sink_type()()
+            m.forward = _global_context_forward(m)
+            patched.append(m)
+            sinks.append(m)
     try:
         yield
     finally:
         for m in patched:
             del m.forward
+        for m in sinks:
+            del m._compressor_sink
+
+
+def _global_context(module: Any) -> bool:
+    """timm's ``GlobalContext`` (GCNet attention) with its attention pooling."""
+    return (
+        type(module).__name__ == "GlobalContext"
+        and type(module).__module__.startswith("timm.")
+        and getattr(module, "conv_attn", None) is not None
+    )
+
+
+@functools.cache
+def _sink_type() -> type:
+    """A tracing-only module that ends a branch without tying its channels to anything:
+    its input and output pruning are different functions (``_sink_pruner``), so the graph
+    links the branch's producer to the model's output and stops there."""
+    from torch import nn
+
+    class Sink(nn.Module):
+        def forward(self, x: Any) -> Any:
+            return x.sum(dim=tuple(range(2, x.ndim)), keepdim=True) * 0
+
+    return Sink
+
+
+def _sink_pruner() -> Any:
+    import torch_pruning as tp
+
+    class SinkPruner(tp.pruner.function.BasePruningFunc):
+        def prune_out_channels(self, layer: Any, idxs: Any) -> Any:
+            return layer
+
+        def prune_in_channels(self, layer: Any, idxs: Any) -> Any:
+            return layer
+
+        def get_out_channels(self, layer: Any) -> None:
+            return None
+
+        def get_in_channels(self, layer: Any) -> None:
+            return None
+
+    return SinkPruner()
+
+
+def _global_context_forward(m: Any) -> Callable[[Any], Any]:
+    """``GlobalContext.forward`` as the graph should see it. The attention pooling
+    (``x.reshape(B, C, H * W).unsqueeze(1) @ softmax(conv_attn(x))``) is computed
+    without a graph and linked straight to ``x``: its channels are ``x``'s. Traced as
+    written, the one-channel attention map meets ``x``'s channels at the matmul (taken
+    as element-wise), the reshapes are taken for flattens of stride ``C``, and every
+    turn of that cycle multiplies the index lists by ``C`` (tracing never ends).
+    ``conv_attn`` still consumes ``x`` (its input channels prune with ``x``'s); its
+    one-channel output ends in a sink."""
+    import torch
+    import torch.nn.functional as F
+
+    def forward(x: Any) -> Any:
+        b, c, h, w = x.shape
+        attn = m.conv_attn(x)
+        with torch.no_grad():
+            weights = F.softmax(attn.reshape(b, 1, h * w), dim=-1).unsqueeze(3)
+            pooled = (x.reshape(b, c, h * w).unsqueeze(1) @ weights).view(b, c, 1, 1)
+        context = _Passthrough.wrap(x, pooled) + m._compressor_sink(attn)
+        if m.mlp_scale is not None:
+            x = x * m.gate(m.mlp_scale(context))
+        if m.mlp_add is not None:
+            x = x + m.mlp_add(context)
+        return x
+
+    return forward
 
 
 def _grouped(module: Any) -> bool:
@@ -610,7 +690,10 @@ def trace_groups(
                 model,
                 example_inputs=example_input,
                 verbose=False,
-                customized_pruners={t: fixed for t in _fixed_types()},
+                customized_pruners={
+                    **{t: fixed for t in _fixed_types()},
+                    _sink_type(): _sink_pruner(),
+                },
             )
             counted = {  # the slices nets.channel_split made
                 n.module
