@@ -125,7 +125,7 @@ _recorded: dict[int, Any] | None = None
 
 def channel_split(x: torch.Tensor, at: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(x[:, :at], x[:, at:])``, for a module whose split position follows its layers'
-    channel counts (timm's CSP stages, ``timm_archs.slice_csp_stages``), so that it stays
+    channel counts (timm's CSP stages, ``timm_rewrites``), so that it stays
     right after a cut.
 
     While the pruning traces the model, torch-pruning is told these slices' widths, and a

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from compressor.errors import CompressorError
+from compressor.timm_rewrites import rewrite
 
 if TYPE_CHECKING:
     import torch
@@ -91,133 +92,8 @@ def build(arch: str, num_classes: int, options: Mapping[str, Any] | None = None)
         raise CompressorError(f"bad option for {arch}: {e}") from e
     if folded:
         _replace_std_convs(model, weights=False)
-    slice_csp_stages(model)
-    slice_rexnet_blocks(model)
+    rewrite(model)  # the same outputs, in a form the channel tracing follows
     return model
-
-
-_SLICED: dict[type, type] = {}
-
-
-def _sliced_classes() -> dict[type, type]:
-    """timm's CSP stages with the same forward, their ``split`` written as two slices."""
-    if _SLICED:
-        return _SLICED
-    import torch
-    from timm.models import cspnet
-    from torch import nn
-
-    from compressor.nets import channel_split
-
-    def blocks_in(stage: Any) -> int:  # the channels the blocks take: read from the layer
-        return int(next(m for m in stage.blocks.modules() if isinstance(m, nn.Conv2d)).in_channels)
-
-    class SlicedCrossStage(cspnet.CrossStage):
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            x = self.conv_down(x)
-            x = self.conv_exp(x)
-            at = int(self.conv_exp.conv.out_channels) - blocks_in(self)
-            xs, xb = channel_split(x, at)
-            xb = self.blocks(xb)
-            xb = self.conv_transition_b(xb).contiguous()
-            return self.conv_transition(torch.cat([xs, xb], dim=1))
-
-    class SlicedCrossStage3(cspnet.CrossStage3):
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            if self.conv_down is not None:  # timm stores None for a stage that keeps its size
-                x = self.conv_down(x)
-            x = self.conv_exp(x)
-            at = blocks_in(self)
-            x1, x2 = channel_split(x, at)
-            x1 = self.blocks(x1)
-            return self.conv_transition(torch.cat([x1, x2], dim=1))
-
-    _SLICED.update({cspnet.CrossStage: SlicedCrossStage, cspnet.CrossStage3: SlicedCrossStage3})
-    return _SLICED
-
-
-def slice_csp_stages(model: nn.Module) -> int:
-    """Rewrite the ``x.split(self.expand_chs // 2)`` of timm's CSP stages (``CrossStage``:
-    cspresnet, cspdarknet, cspresnext; ``CrossStage3``: cs3darknet, cs3edgenet, ...) as two
-    slices at a position read from the blocks' first convolution (``channel_split``): the
-    same outputs.
-
-    torch-pruning takes the consumers of a ``split`` for its pieces, in order; a piece that
-    feeds a block's first convolution and its residual sum makes three consumers of two
-    pieces, and tracing cs3darknet fails (``TypeError: unsupported operand type(s) for +:
-    'int' and 'NoneType'`` in its concatenation's index mapping). The fixed split size
-    would also be wrong once the expansion convolution loses channels; the slices follow
-    the layers' channel counts. Returns how many stages were rewritten."""
-    if not any(type(m).__module__ == "timm.models.cspnet" for m in model.modules()):
-        return 0
-    from torch import nn
-
-    classes = _sliced_classes()
-    count = 0
-    for m in model.modules():
-        sliced = classes.get(type(m))
-        blocks: Any = getattr(m, "blocks", None)
-        if sliced is not None and any(isinstance(c, nn.Conv2d) for c in blocks.modules()):
-            m.__class__ = sliced
-            count += 1
-    return count
-
-
-def slice_rexnet_blocks(model: nn.Module) -> int:
-    """Rewrite the partial residual of timm's ReXNet blocks (``LinearBottleneck``:
-    ``cat([x[:, 0:self.in_channels] + shortcut, x[:, self.in_channels:]])``) with
-    ``channel_split`` at the shortcut's own width: the same outputs.
-
-    Traced as written, torch-pruning counts neither slice (each seems as wide as the whole
-    tensor), so the concatenation's offsets are wrong; walking a group then re-enters the
-    same layers with ever new shifted index lists and never ends. The stored
-    ``in_channels`` would also be wrong once the shortcut loses channels; the shortcut's
-    width is always right. Returns how many blocks were rewritten."""
-    if not any(type(m).__module__ == "timm.models.rexnet" for m in model.modules()):
-        return 0
-    from timm.models import rexnet
-
-    sliced = _sliced_rexnet_block()
-    count = 0
-    for m in model.modules():
-        if type(m) is rexnet.LinearBottleneck:
-            m.__class__ = sliced
-            count += 1
-    return count
-
-
-_SLICED_REXNET: list[type] = []
-
-
-def _sliced_rexnet_block() -> type:
-    """timm's ReXNet ``LinearBottleneck`` with the same forward, its partial residual
-    split by ``channel_split`` at the shortcut's width."""
-    if _SLICED_REXNET:
-        return _SLICED_REXNET[0]
-    import torch
-    from timm.models import rexnet
-
-    from compressor.nets import channel_split
-
-    class SlicedLinearBottleneck(rexnet.LinearBottleneck):
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            shortcut = x
-            if self.conv_exp is not None:
-                x = self.conv_exp(x)
-            x = self.conv_dw(x)
-            if self.se is not None:
-                x = self.se(x)
-            x = self.act_dw(x)
-            x = self.conv_pwl(x)
-            if self.use_shortcut:
-                if self.drop_path is not None:
-                    x = self.drop_path(x)
-                head, tail = channel_split(x, shortcut.shape[1])
-                x = torch.cat([head + shortcut, tail], dim=1)
-            return x
-
-    _SLICED_REXNET.append(SlicedLinearBottleneck)
-    return SlicedLinearBottleneck
 
 
 def fold_weight_standardization(loaded: Any) -> list[str]:

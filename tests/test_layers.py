@@ -27,7 +27,7 @@ LAYERS: list[list[str]] = [
     ["schema"],
     ["bench.device"],
     ["utils", "distributed", "analysis", "lock"],
-    ["config", "archs", "timm_archs"],
+    ["config", "archs", "timm_archs", "timm_rewrites"],
     ["data", "pruning", "pruning.*"],
     ["methods", "methods.*", "checkpoint", "evaluation"],
     ["weights", "strength", "onnx_export", "training", "latency", "selection", "reference"],
