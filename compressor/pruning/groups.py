@@ -631,11 +631,10 @@ def _slice_for(
     if isinstance(layer, nn.modules.conv._ConvNd):
         transposed = layer.transposed
         depthwise = layer.groups == layer.in_channels == layer.out_channels and layer.groups > 1
-        if fn in (tp.prune_conv_out_channels, tp.prune_depthwise_conv_out_channels) or (
-            depthwise and fn in (tp.prune_conv_in_channels, tp.prune_depthwise_conv_in_channels)
-        ):
-            if depthwise and fn in (tp.prune_conv_in_channels, tp.prune_depthwise_conv_in_channels):
-                return []  # the same weights are owned through the out-channel dependency
+        # torch-pruning's depthwise pruner uses one function for inputs and outputs
+        # (``prune_in_channels = prune_out_channels``): either dependency of a depthwise
+        # convolution is its filters, owned as outputs
+        if depthwise or fn == tp.prune_conv_out_channels:
             add("weight", "out_transposed" if transposed else "out")
             add("bias", "out")
         elif fn == tp.prune_conv_in_channels:
