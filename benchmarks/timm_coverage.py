@@ -299,8 +299,12 @@ def markdown(meta: dict, rows: list[dict]) -> str:
         f"Commit: {commit_text(meta)}  ",
         f"Input {meta['input']}x{meta['input']}, untrained seeded weights, 10 classes, target "
         f"half the MACs. **compressor: {ok} of {len(rows)} ok** (load, prune to within 10% "
-        f"of 2x, export, onnxruntime within {TOLERANCE:g} of PyTorch); **Torch-Pruning's "
-        f"generic MetaPruner: {tp_ok} of {len(rows)} ok** (same checks).",
+        f"of 2x, export, onnxruntime within {TOLERANCE:g} of PyTorch); "
+        + (
+            f"**Torch-Pruning's generic MetaPruner: {tp_ok} of {len(rows)} ok** (same checks)."
+            if any(r["torch_pruning"] for r in rows)
+            else "Torch-Pruning not run (`--no-tp`)."
+        ),
         ""
         if len(rows) == meta["requested"]
         else f"Partial run: {len(rows)} of {meta['requested']} requested models measured.",
