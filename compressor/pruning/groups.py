@@ -9,6 +9,7 @@ import itertools
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from compressor.errors import CompressorError
@@ -522,11 +523,9 @@ def _split_parts(node: Any) -> None:
             return
         parts.append(taken[0])
     if len(set(parts)) == len(parts):
-        node.outputs = [c for _, c in sorted(zip(parts, node.outputs, strict=True), key=_first)]
-
-
-def _first(pair: tuple[int, Any]) -> int:
-    return pair[0]
+        node.outputs = [
+            c for _, c in sorted(zip(parts, node.outputs, strict=True), key=itemgetter(0))
+        ]
 
 
 def _graph() -> Any:
